@@ -1,0 +1,314 @@
+"""ExperimentSpec: one experiment as typed fields with help text, validated, overridable by key=value.
+
+Experiments subclass it as "parent + diff": a subclass assigns new defaults to existing fields (plain
+class attributes are enough; they are turned into dataclass fields here) and may declare a search space.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+HUB_MODEL = "Salesforce/blip-image-captioning-base"
+HUB_DATASET = "ybelkada/football-dataset"
+TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipConfig, random init
+PITCH_DATASET = "pitch"  # the embedded, generated football scenes
+METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider")
+OBJECTIVES = METRIC_KEYS + ("loss",)
+
+
+def arg(default: Any, help: str) -> Any:
+    """A dataclass field with help text (shown by `blipexp show` and `--help`)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float dimension of a search space; `log` samples on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer dimension of a search space, bounds inclusive."""
+
+    low: int
+    high: int
+    step: int = 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical dimension of a search space."""
+
+    options: tuple
+
+
+SearchDim = FloatRange | IntRange | Choice
+
+
+@dataclass
+class ExperimentSpec:
+    """Base spec: subclasses state their hypothesis in the docstring and change defaults."""
+
+    name: ClassVar[str] = ""  # the experiment file's stem, set by the catalog
+    _docstring: ClassVar[str | None] = None
+
+    # --- model
+    model: str = arg(HUB_MODEL, f"Hub id, local folder saved with save_pretrained, or '{TINY_MODEL}' (offline preset)")
+    model_revision: str = arg("main", "Hub revision (branch, tag or commit) when `model` is a Hub id")
+    freeze_vision_encoder: bool = arg(False, "Train the text decoder only; the vision encoder's weights stay fixed")
+
+    # --- data
+    dataset: str = arg(HUB_DATASET, f"Hub dataset id, local folder (metadata.jsonl or captions.csv), or '{PITCH_DATASET}'")
+    dataset_split: str = arg("train", "Split to read from a Hub dataset; blipexp makes its own train/validation/test split")
+    image_column: str = arg("image", "Column holding the image (file name in a local folder)")
+    caption_column: str = arg("text", "Column holding the caption: a string, or a list of reference captions")
+    val_fraction: float = arg(0.2, "Share of images held out for validation (per-epoch metrics, model selection)")
+    test_fraction: float = arg(0.1, "Share of images held out for the final test (never used for selection)")
+    split_seed: int = arg(42, "Seed of the train/validation/test split; the same seed gives the same split")
+    pitch_scenes: int = arg(640, f"Number of generated scenes when dataset is '{PITCH_DATASET}'")
+    max_bad_fraction: float = arg(0.5, "Abort when more than this share of samples is unusable (corrupt image, empty caption)")
+    max_caption_tokens: int = arg(40, "Captions are truncated to this many tokens for training")
+
+    # --- training
+    learning_rate: float = arg(5e-5, "Peak learning rate of AdamW")
+    epochs: int = arg(5, "Training epochs; validation metrics are computed after each")
+    train_batch_size: int = arg(8, "Images per training step on each device")
+    eval_batch_size: int = arg(16, "Images per generation batch during evaluation")
+    gradient_accumulation_steps: int = arg(1, "Steps whose gradients are summed before an optimizer update")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    warmup_ratio: float = arg(0.0, "Share of training steps with a linear learning-rate warm-up")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = arg(
+        "linear", "Learning-rate schedule after warm-up"
+    )
+    max_grad_norm: float = arg(1.0, "Gradient clipping norm (0 turns clipping off)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = arg(
+        "auto", "Numeric precision; auto picks bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU"
+    )
+    seed: int = arg(42, "Seed for model init, data order and dropout")
+    dataloader_workers: int = arg(0, "DataLoader worker processes (0: load in the main process)")
+
+    # --- generation and objective
+    max_new_tokens: int = arg(30, "Longest generated caption, in tokens")
+    num_beams: int = arg(1, "Beam width for generation (1: greedy)")
+    sample_captions: int = arg(8, "Validation images whose predicted captions are logged as a table")
+    objective_metric: str = arg("cider", f"Metric that selects the best epoch and trial: one of {', '.join(OBJECTIVES)}")
+    objective_direction: Literal["maximize", "minimize"] = arg("maximize", "Whether a higher objective is better")
+
+    # --- tracking and sweep
+    mlflow_experiment: str = arg("", "MLflow experiment name (empty: the experiment's name)")
+    registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
+    n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._docstring = cls.__dict__.get("__doc__")  # before dataclass() invents one from the signature
+        _redeclare_plain_overrides(cls)
+        dataclass(cls)
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0, e.g. 5e-5")
+        for key in ("epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
+                    "max_new_tokens", "num_beams", "pitch_scenes", "n_trials"):
+            _require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        _require(self.max_caption_tokens >= 4, "max_caption_tokens", self.max_caption_tokens, "must be >= 4")
+        for key in ("val_fraction", "test_fraction"):
+            _require(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")
+        _require(self.val_fraction > 0, "val_fraction", self.val_fraction,
+                 "must be > 0: validation metrics select the best model")
+        _require(self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction",
+                 self.val_fraction + self.test_fraction, "must be < 1 to leave images for training")
+        _require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
+        _require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        for key in ("weight_decay", "max_grad_norm", "sample_captions", "dataloader_workers"):
+            _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
+                 f"must be one of {', '.join(OBJECTIVES)}")
+        _require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
+        _require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
+        self._check_search_space()
+
+    # --- behaviour subclasses may extend
+
+    def search_space(self) -> dict[str, SearchDim]:
+        """Dimensions a sweep searches, keyed by field name. Empty: `run` trains once."""
+        return {}
+
+    def tiny_profile(self) -> dict[str, Any]:
+        """Values `--tiny` applies: the offline preset, the embedded data, settings that suit both on a CPU."""
+        tiny: dict[str, Any] = {
+            "model": TINY_MODEL,
+            "learning_rate": 2e-3,
+            "epochs": 8,
+            "train_batch_size": 32,
+            "eval_batch_size": 64,
+            "weight_decay": 0.01,
+            "warmup_ratio": 0.05,
+            "lr_scheduler": "linear",
+            "max_caption_tokens": 24,
+            "max_new_tokens": 20,
+            "registered_model": f"{self.registered_model}-tiny",
+        }
+        if not Path(self.dataset).is_dir():  # a local folder the user named is kept
+            tiny["dataset"] = PITCH_DATASET
+        return tiny
+
+    # --- derived values and transformations
+
+    @property
+    def hypothesis(self) -> str:
+        """The class docstring's first paragraph, else the experiment file's (module) docstring's."""
+        module = sys.modules.get(type(self).__module__)
+        return _first_paragraph(type(self)._docstring or getattr(module, "__doc__", None) or "")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.mlflow_experiment or self.name or type(self).__name__
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model == TINY_MODEL
+
+    @property
+    def greater_is_better(self) -> bool:
+        return self.objective_direction == "maximize"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, assignments: typing.Iterable[str]) -> "ExperimentSpec":
+        """Apply `key=value` strings; values are parsed to the field's type. Raises ValueError."""
+        changes = {}
+        for text in assignments:
+            key, sep, raw = text.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ValueError(f"override {text!r} is not key=value, e.g. --set learning_rate=1e-5")
+            changes[key] = self.parse_value(key, raw.strip())
+        return self.replace(**changes)
+
+    def replace(self, **changes: Any) -> "ExperimentSpec":
+        for key in changes:
+            self.field_info(key)  # unknown keys raise with suggestions
+        return dataclasses.replace(self, **changes)
+
+    def tiny(self) -> "ExperimentSpec":
+        return self.replace(**self.tiny_profile())
+
+    @classmethod
+    def field_info(cls, key: str) -> dataclasses.Field:
+        by_name = {f.name: f for f in fields(cls)}
+        if key not in by_name:
+            close = difflib.get_close_matches(key, by_name, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "`blipexp show NAME` lists the fields"
+            raise ValueError(f"unknown spec field {key!r}: {hint}")
+        return by_name[key]
+
+    @classmethod
+    def parse_value(cls, key: str, raw: str) -> Any:
+        return _parse(key, raw, _field_types(cls)[cls.field_info(key).name])
+
+    # --- validation helpers
+
+    def _check_types(self) -> None:
+        for key, hint in _field_types(type(self)).items():
+            value = getattr(self, key)
+            if not _matches(value, hint):
+                raise ValueError(f"{key}={value!r} has the wrong type: expected {_type_name(hint)}")
+
+    def _check_search_space(self) -> None:
+        names = {f.name for f in fields(self)}
+        for key, dim in self.search_space().items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+                raise ValueError(f"search space names unknown field {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+            if isinstance(dim, (FloatRange, IntRange)):
+                _require(dim.low < dim.high, f"search_space[{key!r}]", (dim.low, dim.high), "needs low < high")
+                if isinstance(dim, FloatRange) and dim.log:
+                    _require(dim.low > 0, f"search_space[{key!r}]", dim.low, "log scale needs low > 0")
+            elif isinstance(dim, Choice):
+                _require(len(dim.options) >= 1, f"search_space[{key!r}]", dim.options, "needs at least one option")
+            else:
+                raise ValueError(f"search_space[{key!r}] is {dim!r}: use FloatRange, IntRange or Choice")
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} {rule}")
+
+
+def _redeclare_plain_overrides(cls: type) -> None:
+    """Turn `learning_rate = 1e-4` in a subclass body into a field override, and reject typos."""
+    inherited = {f.name: f for f in fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    resolved = _field_types(cls) if inherited else {}  # type objects: a string would be evaluated in cls's module
+    annotations = cls.__dict__.get("__annotations__", {})
+    if "__annotations__" not in cls.__dict__:
+        cls.__annotations__ = annotations
+    for key, value in list(vars(cls).items()):
+        if key.startswith("_") or key in annotations or key in ("name", "hypothesis"):
+            continue
+        if key in inherited:
+            parent = inherited[key]
+            annotations[key] = resolved[key]
+            setattr(cls, key, field(default=value, metadata=parent.metadata))
+        elif not callable(value) and not isinstance(value, (property, classmethod, staticmethod)):
+            close = difflib.get_close_matches(key, inherited, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "declare new fields with a type annotation"
+            raise ValueError(f"{cls.__name__}.{key} is not a spec field: {hint}")
+
+
+def _first_paragraph(doc: str) -> str:
+    import inspect
+
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _parse(key: str, raw: str, hint: Any) -> Any:
+    try:
+        if typing.get_origin(hint) is Literal:
+            choices = typing.get_args(hint)
+            if raw not in choices:
+                raise ValueError("not a valid choice")
+            return raw
+        if hint is bool:
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return lowered in ("true", "1", "yes")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"cannot set {key}={raw!r}: {exc} ({_type_name(hint)})") from None

@@ -1,0 +1,196 @@
+"""Tests of blipexp.metrics: equality with pycocoevalcap's scorers, normalisation, validation, offline loading.
+
+Expected scores are never copied from the code under test: they come from pycocoevalcap's scorers run
+directly in the test on hand-written, already-normalised captions.
+"""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+
+from blipexp import metrics
+from blipexp.metrics import METRIC_KEYS, caption_scores, normalize_caption
+
+# Already normalised (lowercase, no punctuation, single spaces): a perfect match, partial matches and a total miss.
+PREDICTIONS = [
+    "a dog runs across the grass",  # perfect: equals a reference
+    "a man riding a horse on a beach",  # partial
+    "two players kick a ball",  # partial
+    "purple elephant sings opera loudly",  # total miss
+]
+REFERENCES = [
+    ["a dog runs across the grass", "a brown dog running on a lawn", "the dog is playing outside"],
+    ["a man rides a brown horse", "a person on horseback near the sea", "a rider and his horse on the sand"],
+    ["two football players chase the ball", "players kicking a ball on a field", "a soccer match in progress"],
+    ["a cat sleeping on a sofa", "a grey cat curled up on a couch", "the cat naps on the cushions"],
+]
+# The same captions as a model or annotator might write them: case and punctuation differ.
+NOISY_PREDICTIONS = [
+    "A dog runs across the grass.",
+    "A man, riding a horse on a beach!",
+    "Two players kick a ball",
+    "Purple elephant sings opera... loudly?",
+]
+NOISY_REFERENCES = [
+    ["A dog runs across the GRASS.", "A brown dog running on a lawn", "The dog is playing outside!"],
+    ["A man rides a brown horse.", "A person on horseback, near the sea", "A rider and his horse on the sand."],
+    ["Two football players chase the ball", "Players kicking a ball on a field.", "A soccer match, in progress"],
+    ["A cat sleeping on a sofa.", "A grey cat curled up on a couch", "The cat naps on the cushions"],
+]
+
+
+def coco_direct(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    """pycocoevalcap's scorers run directly, the reference the module must reproduce."""
+    gts = {i: refs for i, refs in enumerate(references)}
+    res = {i: [pred] for i, pred in enumerate(predictions)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    return {"bleu1": bleu[0], "bleu2": bleu[1], "bleu3": bleu[2], "bleu4": bleu[3], "rougeL": rouge, "cider": cider}
+
+
+def assert_scores_equal(actual: dict[str, float], expected: dict[str, float]) -> None:
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert actual[key] == pytest.approx(float(expected[key]), rel=1e-12, abs=1e-15), key
+
+
+def test_scores_equal_pycocoevalcap_direct() -> None:
+    assert_scores_equal(caption_scores(PREDICTIONS, REFERENCES), coco_direct(PREDICTIONS, REFERENCES))
+
+
+def test_noisy_captions_score_like_their_normalised_form() -> None:
+    assert_scores_equal(caption_scores(NOISY_PREDICTIONS, NOISY_REFERENCES), coco_direct(PREDICTIONS, REFERENCES))
+
+
+def test_keys_types_and_ranges() -> None:
+    scores = caption_scores(PREDICTIONS, REFERENCES)
+    assert tuple(scores) == METRIC_KEYS
+    assert all(type(value) is float for value in scores.values())  # plain floats, e.g. for MLflow and JSON
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL"):
+        assert 0.0 <= scores[key] <= 1.0, key
+    assert 0.0 <= scores["cider"] <= 10.0
+    # The set mixes hits and misses: every score is strictly between the extremes.
+    assert 0.0 < scores["bleu1"] < 1.0 and 0.0 < scores["rougeL"] < 1.0 and scores["cider"] > 0.0
+
+
+def test_metric_keys_match_spec() -> None:
+    from blipexp.spec import METRIC_KEYS as SPEC_METRIC_KEYS
+
+    assert METRIC_KEYS == SPEC_METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("A Dog!", "a dog"),
+        ("  Two   Cats,\tsleeping.\n", "two cats sleeping"),
+        ("The dog's ball", "the dogs ball"),  # in-word apostrophe dropped
+        ("don\u2019t", "dont"),  # typographic apostrophe too
+        ("'quoted' words", "quoted words"),  # quotes around words are punctuation
+        ("black-and-white photo", "black and white photo"),
+        ("3.5 goals", "3 5 goals"),
+        ("\u00c9COLE Stra\u00dfe", "\u00e9cole strasse"),  # unicode case folding
+        ("\uff26\uff55\uff4c\uff4c width", "full width"),  # NFKC folds full-width letters
+        ("\u00bfQu\u00e9 pasa?", "qu\u00e9 pasa"),
+        ("?!...", ""),
+        ("", ""),
+    ],
+)
+def test_normalize_caption(raw: str, expected: str) -> None:
+    assert normalize_caption(raw) == expected
+
+
+def test_case_and_punctuation_do_not_change_scores() -> None:
+    references = [["a dog", "a small dog"], ["a cat on a mat", "a cat"]]
+    noisy = caption_scores(["A Dog!", "A CAT, on a mat."], references)
+    assert noisy == caption_scores(["a dog", "a cat on a mat"], references)
+
+
+def test_perfect_predictions_score_near_one() -> None:
+    perfect = [refs[0] for refs in REFERENCES]
+    scores = caption_scores(perfect, REFERENCES)
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL"):
+        assert scores[key] == pytest.approx(1.0, abs=1e-6), key
+    assert scores["cider"] > caption_scores(PREDICTIONS, REFERENCES)["cider"]
+
+
+def test_total_miss_scores_zero() -> None:
+    misses = ["purple elephant sings opera", "green zebra reads books", "orange whale flies high", "silver robot eats soup"]
+    scores = caption_scores(misses, REFERENCES)
+    assert scores["bleu1"] < 1e-6
+    assert scores["rougeL"] == 0.0
+    assert scores["cider"] == 0.0
+
+
+def test_empty_reference_is_dropped() -> None:
+    with_blank = [refs + ["?!", ""] for refs in REFERENCES]
+    assert_scores_equal(caption_scores(PREDICTIONS, with_blank), coco_direct(PREDICTIONS, REFERENCES))
+
+
+def test_empty_predictions_do_not_crash() -> None:
+    # Blank predictions beside real ones: they must count as zero words, like "" given to pycocoevalcap.
+    blank = ["", "   ", "?!", PREDICTIONS[1]]
+    scores = caption_scores(blank, REFERENCES)
+    assert_scores_equal(scores, coco_direct(["", "", "", PREDICTIONS[1]], REFERENCES))
+    assert scores["bleu1"] > 0.0
+    all_blank = caption_scores(["", "", "", ""], REFERENCES)
+    assert all(value == pytest.approx(0.0, abs=1e-6) for value in all_blank.values())
+
+
+def test_scoring_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    caption_scores(PREDICTIONS, REFERENCES)
+    assert capsys.readouterr().out == ""  # pycocoevalcap's Bleu prints its counts unless verbose=0
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references", "message"),
+    [
+        (["a dog", "a cat"], [["a dog"]], "2 predictions but 1 reference lists"),
+        (["a dog"], [["a dog"], ["a cat"]], "1 predictions but 2 reference lists"),
+        ([], [], "nothing to score"),
+        (["a dog", "a cat"], [["a dog"], []], "image 1 has no reference caption"),
+        (["a dog", "a cat"], [["a dog"], ["!!", "  "]], "image 1 has no reference caption"),
+    ],
+)
+def test_invalid_input_raises_value_error(
+    predictions: list[str], references: list[list[str]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        caption_scores(predictions, references)
+
+
+def test_reference_given_as_string_is_rejected() -> None:
+    # A bare string would otherwise be read as a list of one-character references.
+    with pytest.raises(TypeError, match=r"references\[0\] is a str"):
+        caption_scores(["a dog"], ["a dog"])  # type: ignore[list-item]
+
+
+def test_modules_load_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[tuple[object, ...]] = []
+
+    def deny(*args: object, **kwargs: object) -> None:
+        attempts.append(args)  # recorded too: evaluate swallows some connection errors and falls back
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", deny)
+    monkeypatch.setattr(socket, "getaddrinfo", deny)
+    monkeypatch.setattr(socket, "create_connection", deny)
+    metrics._load_module.cache_clear()  # force a fresh evaluate.load of every module
+    try:
+        assert_scores_equal(caption_scores(PREDICTIONS, REFERENCES), coco_direct(PREDICTIONS, REFERENCES))
+        assert attempts == []
+    finally:
+        metrics._load_module.cache_clear()
+
+
+def test_each_module_is_loaded_once() -> None:
+    caption_scores(PREDICTIONS, REFERENCES)
+    before = metrics._load_module.cache_info()
+    caption_scores(PREDICTIONS, REFERENCES)
+    after = metrics._load_module.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 3

@@ -1,0 +1,54 @@
+import pytest
+import torch
+from transformers import BlipForConditionalGeneration, BlipProcessor
+
+from blipexp.modeling import ModelSourceError, build_tiny_model, build_tiny_processor, load_model_and_processor
+from blipexp.spec import ExperimentSpec
+
+CAPTIONS = ["A red player dribbles the ball.", "two blue players chase the ball"]
+
+
+def test_tiny_tokenizer_knows_every_caption_word():
+    processor = build_tiny_processor(CAPTIONS)
+    ids = processor.tokenizer("a red player dribbles the ball.")["input_ids"]
+    assert processor.tokenizer.unk_token_id not in ids
+    assert processor.tokenizer.bos_token == "[DEC]"
+
+
+def test_tiny_model_saved_loads_like_a_real_checkpoint(tmp_path):
+    processor = build_tiny_processor(CAPTIONS)
+    model = build_tiny_model(processor, seed=0)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = BlipForConditionalGeneration.from_pretrained(tmp_path)
+    loaded_processor = BlipProcessor.from_pretrained(tmp_path)
+    pixels = torch.rand(2, 3, 64, 64)
+    assert torch.equal(model.generate(pixel_values=pixels, max_new_tokens=5),
+                       loaded.generate(pixel_values=pixels, max_new_tokens=5))
+    assert loaded_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+
+
+def test_tiny_init_is_seeded():
+    processor = build_tiny_processor(CAPTIONS)
+    a, b, c = (build_tiny_model(processor, seed=s) for s in (1, 1, 2))
+    weight = lambda m: m.text_decoder.cls.predictions.decoder.weight  # noqa: E731
+    assert torch.equal(weight(a), weight(b)) and not torch.equal(weight(a), weight(c))
+
+
+def test_local_folder_model_loads(tmp_path):
+    processor = build_tiny_processor(CAPTIONS)
+    build_tiny_model(processor, seed=0).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model, loaded = load_model_and_processor(ExperimentSpec(model=str(tmp_path)), [])
+    assert isinstance(model, BlipForConditionalGeneration) and len(loaded.tokenizer) == len(processor.tokenizer)
+
+
+def test_unreachable_hub_model_fails_fast_naming_the_fixes():
+    spec = ExperimentSpec(model="Salesforce/no-such-blip-model-offline")
+    with pytest.raises(ModelSourceError, match="--tiny.*--set model="):
+        load_model_and_processor(spec, [])
+
+
+def test_missing_local_folder_is_not_sent_to_the_hub(tmp_path):
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        load_model_and_processor(ExperimentSpec(model=str(tmp_path / "nope")), [])

@@ -1,0 +1,300 @@
+"""load_caption_data: local folders (metadata.jsonl, captions.csv) and the Hub path, all offline."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blipexp.data.sources import CaptionData, DataSourceError, load_caption_data
+
+
+def save_image(path: Path, shade: int, fmt: str = "PNG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), (shade, 255 - shade, 40)).save(path, fmt)
+
+
+def write_jsonl(folder: Path, rows: list[dict]) -> None:
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def good_folder(folder: Path, n: int = 12) -> list[str]:
+    """n valid images with one caption each in metadata.jsonl; returns their file names."""
+    names = [f"img_{i:02d}.png" for i in range(n)]
+    for i, name in enumerate(names):
+        save_image(folder / name, shade=i * 10)
+    write_jsonl(folder, [{"file_name": name, "text": f"  picture number {i}  "} for i, name in enumerate(names)])
+    return names
+
+
+def all_keys(data: CaptionData) -> list[str]:
+    return [example.key for example in data.train + data.validation + data.test]
+
+
+# --- imagefolder layout (metadata.jsonl)
+
+
+def test_imagefolder_loads_good_images_and_counts_bad_ones(tmp_path: Path):
+    names = good_folder(tmp_path)
+    (tmp_path / "zero.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    save_image(tmp_path / "blank_caption.png", 0)
+    bad_rows = [
+        {"file_name": "zero.png", "text": "zero bytes"},
+        {"file_name": "text.png", "text": "a text file"},
+        {"file_name": "cut.jpg", "text": "half a jpeg"},
+        {"file_name": "gone.png", "text": "deleted file"},
+        {"file_name": "blank_caption.png", "text": "   "},
+        {"file_name": "no_caption_value.png"},
+        {"file_name": "../outside.png", "text": "escapes the folder"},
+    ]
+    rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    write_jsonl(tmp_path, rows + bad_rows)
+    with open(tmp_path / "metadata.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("{this line is not json\n")
+
+    data = load_caption_data(str(tmp_path))
+
+    assert sorted(all_keys(data)) == names
+    assert data.skipped == {
+        "zero_byte": 1, "not_an_image": 1, "truncated": 1, "missing_file": 2,
+        "empty_caption": 1, "missing_caption": 1, "bad_metadata_row": 1,
+    }
+    assert data.total == len(names) + 8
+    assert data.source == str(tmp_path.resolve())
+    example = data.train[0]
+    assert example.image.mode == "RGB" and example.image.size == (8, 6)
+    assert example.captions[0].startswith("picture number") and example.captions[0] == example.captions[0].strip()
+
+
+def test_split_is_deterministic_and_warns_on_small_validation(tmp_path: Path):
+    good_folder(tmp_path, n=20)
+    first, second = load_caption_data(str(tmp_path)), load_caption_data(str(tmp_path))
+    assert [e.key for e in first.validation] == [e.key for e in second.validation]
+    assert (len(first.train), len(first.validation), len(first.test)) == (14, 4, 2)
+    assert len(set(all_keys(first))) == 20
+    other_seed = load_caption_data(str(tmp_path), split_seed=43)
+    assert [e.key for e in other_seed.validation] != [e.key for e in first.validation]
+    assert any("CIDEr is unstable" in warning for warning in first.warnings)
+
+
+def test_multiple_references_as_json_list_and_repeated_rows(tmp_path: Path):
+    for name in ("a.png", "b.png", "c.png"):
+        save_image(tmp_path / name, 50)
+    write_jsonl(tmp_path, [
+        {"file_name": "a.png", "text": ["first ref", " second ref ", ""]},  # a list, mixed with plain strings below
+        {"file_name": "b.png", "text": "only ref"},
+        {"file_name": "c.png", "text": "ref one"},
+        {"file_name": "c.png", "text": "ref two"},
+    ])
+    data = load_caption_data(str(tmp_path), val_fraction=0.3, test_fraction=0.0)
+    by_key = {example.key: example.captions for example in data.train + data.validation}
+    assert by_key == {"a.png": ("first ref", "second ref"), "b.png": ("only ref",), "c.png": ("ref one", "ref two")}
+    assert data.total == 3 and not data.skipped
+
+
+def test_subfolders_named_like_splits_are_just_folders(tmp_path: Path):
+    # datasets' imagefolder turns a "test/" folder into a split; here it is only a path.
+    save_image(tmp_path / "test" / "x.png", 10)
+    save_image(tmp_path / "train" / "y.png", 20)
+    save_image(tmp_path / "z.png", 30)
+    write_jsonl(tmp_path, [{"file_name": "test/x.png", "text": "x"}, {"file_name": "train/y.png", "text": "y"},
+                           {"file_name": "./z.png", "text": "z"}])
+    data = load_caption_data(str(tmp_path))
+    assert sorted(all_keys(data)) == ["test/x.png", "train/y.png", "z.png"]
+
+
+# --- captions.csv layout
+
+
+def write_csv(folder: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(folder / "captions.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def test_captions_csv_groups_repeated_rows_and_skips_non_utf8_row(tmp_path: Path):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        save_image(tmp_path / name, 90, fmt="JPEG")
+    write_csv(tmp_path, ["image", "text"], [
+        ["a.jpg", "a dog, running"],  # a comma inside a quoted field
+        ["b.jpg", "a cat"],
+        ["a.jpg", "a dog on grass"],
+        ["c.jpg", "a bird"],
+    ])
+    with open(tmp_path / "captions.csv", "ab") as handle:
+        handle.write(b"d.jpg,caf\xe9 in latin-1\r\n")  # not UTF-8
+
+    data = load_caption_data(str(tmp_path), val_fraction=0.3, test_fraction=0.0)
+
+    by_key = {example.key: example.captions for example in data.train + data.validation}
+    assert by_key == {"a.jpg": ("a dog, running", "a dog on grass"), "b.jpg": ("a cat",), "c.jpg": ("a bird",)}
+    assert data.skipped == {"bad_caption_encoding": 1}
+    assert data.total == 4
+
+
+def test_captions_csv_with_byte_order_mark_and_other_columns(tmp_path: Path):
+    for name in ("a.png", "b.png", "c.png"):
+        save_image(tmp_path / name, 5)
+    rows = "\ufeffpath,caption\na.png,one\nb.png,two\nc.png,three\n"  # Excel writes a BOM
+    (tmp_path / "captions.csv").write_text(rows, encoding="utf-8")
+    data = load_caption_data(str(tmp_path), image_column="path", caption_column="caption")
+    assert sorted(all_keys(data)) == ["a.png", "b.png", "c.png"]
+
+
+def test_missing_caption_column_names_available_columns(tmp_path: Path):
+    save_image(tmp_path / "a.png", 5)
+    write_csv(tmp_path, ["image", "description"], [["a.png", "one"]])
+    with pytest.raises(DataSourceError) as caught:
+        load_caption_data(str(tmp_path))
+    message = str(caught.value)
+    assert "'text'" in message and "'image'" in message and "'description'" in message
+    assert "--set caption_column=" in message
+
+
+def test_missing_image_column_names_available_columns(tmp_path: Path):
+    write_csv(tmp_path, ["filename", "text"], [["a.png", "one"]])
+    with pytest.raises(DataSourceError, match=r"'filename'.*--set image_column="):
+        load_caption_data(str(tmp_path))
+
+
+def test_missing_caption_column_in_jsonl(tmp_path: Path):
+    save_image(tmp_path / "a.png", 5)
+    write_jsonl(tmp_path, [{"file_name": "a.png", "caption": "one"}])
+    with pytest.raises(DataSourceError, match=r"'caption'.*--set caption_column="):
+        load_caption_data(str(tmp_path))
+
+
+def test_folder_without_metadata_names_both_layouts(tmp_path: Path):
+    save_image(tmp_path / "a.png", 5)
+    with pytest.raises(DataSourceError) as caught:
+        load_caption_data(str(tmp_path))
+    assert "metadata.jsonl" in str(caught.value) and "captions.csv" in str(caught.value)
+
+
+# --- quality gates
+
+
+def test_no_valid_images_names_the_reasons(tmp_path: Path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_text("text")
+    write_jsonl(tmp_path, [{"file_name": "a.png", "text": "x"}, {"file_name": "b.png", "text": "y"}])
+    with pytest.raises(DataSourceError, match=r"no usable .*zero_byte: 1.*not_an_image: 1|no usable .*not_an_image: 1.*zero_byte: 1"):
+        load_caption_data(str(tmp_path))
+
+
+def test_bad_share_above_max_bad_fraction(tmp_path: Path):
+    good_folder(tmp_path, n=4)
+    rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    write_jsonl(tmp_path, rows + [{"file_name": f"gone_{i}.png", "text": "x"} for i in range(6)])
+    with pytest.raises(DataSourceError) as caught:
+        load_caption_data(str(tmp_path), max_bad_fraction=0.5)
+    message = str(caught.value)
+    assert "6 of 10" in message and "60%" in message and "missing_file: 6" in message
+    assert "--set max_bad_fraction=" in message
+    assert len(all_keys(load_caption_data(str(tmp_path), max_bad_fraction=0.7))) == 4
+
+
+def test_too_few_images_to_split(tmp_path: Path):
+    good_folder(tmp_path, n=2)
+    with pytest.raises(DataSourceError, match="at least 3 are needed"):
+        load_caption_data(str(tmp_path))
+
+
+# --- fingerprint
+
+
+def test_fingerprint_is_stable_and_follows_content(tmp_path: Path):
+    folder = tmp_path / "data"
+    good_folder(folder, n=6)
+    first = load_caption_data(str(folder)).fingerprint
+    assert len(first) == 16 and load_caption_data(str(folder)).fingerprint == first
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert load_caption_data(str(copy)).fingerprint == first  # content, not location
+    assert load_caption_data(str(folder), split_seed=1).fingerprint != first
+
+    metadata = folder / "metadata.jsonl"
+    metadata.write_text(metadata.read_text().replace("picture number 3", "picture number three"))
+    assert load_caption_data(str(folder)).fingerprint != first
+
+
+# --- Hub and path handling
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """HF_HUB_OFFLINE=1 set after import, and an empty datasets cache, so nothing is looked up or found.
+
+    Both libraries copy HF_HUB_OFFLINE into a module flag at import; the flags are set to False here so the
+    test does not depend on import order or on a conftest: the loader must notice the variable itself.
+    """
+    import datasets
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-datasets-cache"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    return cache
+
+
+def test_unreachable_hub_dataset_fails_fast_with_fixes(offline_hub: Path):
+    import datasets  # imported before timing: the import itself takes about a second
+
+    started = time.monotonic()
+    with pytest.raises(DataSourceError) as caught:
+        load_caption_data("blipexp-tests/no-such-dataset")
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "--tiny" in message and "--set dataset=" in message
+    assert "Hub" in message and "cache" in message
+
+
+def test_cached_hub_dataset_loads_offline(offline_hub: Path, tmp_path: Path):
+    """A Hub dataset already in the cache loads without network (datasets' cache layout, built here)."""
+    import datasets
+
+    source = tmp_path / "source"
+    good_folder(source, n=6)
+    built = datasets.load_dataset("imagefolder", data_dir=str(source), split="train", cache_dir=str(tmp_path / "built"))
+    arrow_dir = Path(built.cache_files[0]["filename"]).parent
+    cached = offline_hub / "someone___captions" / "default" / arrow_dir.parent.name / arrow_dir.name
+    shutil.copytree(arrow_dir, cached)
+    info = json.loads((cached / "dataset_info.json").read_text())
+    (cached / "dataset_info.json").write_text(json.dumps({**info, "config_name": "default"}))
+    for arrow in cached.glob("imagefolder-*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace("imagefolder-", "captions-")))
+
+    started = time.monotonic()
+    data = load_caption_data("someone/captions")
+    assert time.monotonic() - started < 10
+    assert sorted(all_keys(data)) == [f"row-{i}" for i in range(6)]
+    assert data.source == "someone/captions"
+    assert datasets.config.HF_HUB_OFFLINE is False  # offline mode was forced for the load only
+    from huggingface_hub import constants
+    assert constants.HF_HUB_OFFLINE is False
+
+
+def test_dataset_pointing_at_a_file_names_its_folder(tmp_path: Path):
+    write_csv(tmp_path, ["image", "text"], [["a.png", "one"]])
+    with pytest.raises(DataSourceError, match=f"is a file.*--set dataset={tmp_path.resolve()}"):
+        load_caption_data(str(tmp_path / "captions.csv"))
+
+
+@pytest.mark.parametrize("path", ["./no-such-folder", "~/no-such-folder-blipexp", "/no/such/folder", "a/b/c"])
+def test_missing_local_path_is_not_looked_up_on_the_hub(path: str):
+    with pytest.raises(DataSourceError, match="folder not found"):
+        load_caption_data(path)

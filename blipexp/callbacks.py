@@ -1,0 +1,83 @@
+"""CaptionMetricsCallback: relays training and per-epoch caption metrics to MLflow, the console and listeners.
+
+Keys it logs to the active MLflow run:
+
+| key                        | step          | when                                   |
+|----------------------------|---------------|----------------------------------------|
+| train_loss, learning_rate  | optimizer step| every `logging_steps`                  |
+| val_loss                   | epoch         | after each epoch's evaluation (0: before training) |
+| val_bleu1..4, val_rougeL, val_cider | epoch | after each epoch's evaluation          |
+| epoch_seconds              | epoch         | after each epoch's evaluation          |
+
+Listeners (e.g. a sweep's Optuna trial) get `(epoch, metrics)` after each evaluation and may raise to stop
+training (Optuna's TrialPruned); the exception propagates out of `Trainer.train()`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+from transformers import TrainerCallback
+
+EpochListener = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteMetric(RuntimeError):
+    """Training produced a NaN or infinite loss or metric; the trial cannot be trusted."""
+
+
+class CaptionMetricsCallback(TrainerCallback):
+    def __init__(self, total_epochs: int, listeners: list[EpochListener] | None = None, echo: bool = True):
+        self.total_epochs = total_epochs
+        self.listeners = list(listeners or [])
+        self.echo = echo
+        self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            if not math.isfinite(logs["loss"]):
+                raise NonFiniteMetric(f"training loss is {logs['loss']} at step {state.global_step}")
+            metrics = {"train_loss": logs["loss"]}
+            if "learning_rate" in logs:
+                metrics["learning_rate"] = logs["learning_rate"]
+            mlflow.log_metrics(metrics, step=state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs):
+        metrics = metrics or {}
+        values = {k[len("eval_"):]: float(v) for k, v in metrics.items()
+                  if k.startswith("eval_") and isinstance(v, (int, float)) and not _is_timing(k)}
+        if not values:  # an evaluation of another split (e.g. the final test), not a validation epoch
+            return
+        epoch = int(round(state.epoch or 0))
+        seconds = time.perf_counter() - self._epoch_started
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteMetric(f"validation {', '.join(bad)} not finite after epoch {epoch}")
+        logged = {f"val_{k}": v for k, v in values.items()}
+        if epoch > 0:
+            logged["epoch_seconds"] = seconds
+        mlflow.log_metrics(logged, step=epoch)
+        self.history.append({"epoch": epoch, **values})
+        if self.echo:
+            print(_epoch_line(epoch, self.total_epochs, values, seconds if epoch else None), flush=True)
+        for listener in self.listeners:
+            listener(epoch, values)
+
+
+def _is_timing(key: str) -> bool:
+    return key.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))
+
+
+def _epoch_line(epoch: int, total: int, values: dict[str, float], seconds: float | None) -> str:
+    label = "before training" if epoch == 0 else f"epoch {epoch}/{total}"
+    parts = [f"{k} {values[k]:.4f}" for k in ("loss", "cider", "bleu4", "rougeL") if k in values]
+    timing = f"  ({seconds:.1f}s)" if seconds is not None else ""
+    return f"  {label:<16} val " + "  ".join(parts) + timing

@@ -1,0 +1,127 @@
+"""Command line: list, show, run, ui. `python -m blipexp --help` or `blipexp --help`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from . import catalog
+from .spec import ExperimentSpec
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except ValueError as exc:  # bad input: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="folder for all run state (default: $BLIPEXP_HOME or ./mlruns)")
+    common.add_argument("--experiments", help="folder of experiment files (default: ./experiments)")
+    resolving = argparse.ArgumentParser(add_help=False)
+    resolving.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a spec field, e.g. --set learning_rate=1e-5 (repeatable)")
+    resolving.add_argument("--tiny", action="store_true",
+                           help="offline profile: tiny BLIP from a config and the embedded pitch dataset")
+
+    parser = argparse.ArgumentParser(prog="blipexp", description="Experiment-tracked fine-tuning of BLIP captioning models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="list the experiments")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("show", parents=[common, resolving], help="print an experiment's resolved spec")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("run", parents=[common, resolving], help="train an experiment (a sweep if it has a search space)")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("ui", parents=[common], help="start the MLflow UI on the project's store")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(handler=cmd_ui)
+    return parser
+
+
+def resolve_spec(args: argparse.Namespace) -> ExperimentSpec:
+    """Defaults, then --set; with --tiny the tiny profile of that, with --set applied again on top."""
+    spec = catalog.load(args.name, catalog.experiments_dir(args.experiments))
+    spec = spec.with_overrides(args.overrides)
+    if args.tiny:
+        spec = spec.tiny().with_overrides(args.overrides)
+    return spec
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    directory = catalog.experiments_dir(args.experiments)
+    found = catalog.names(directory)
+    if not found:
+        print(f"no experiments in {directory}")
+        return 0
+    width = max(map(len, found))
+    for name in found:
+        try:
+            spec = catalog.load(name, directory)
+            kind = "sweep" if spec.search_space() else "single"
+            print(f"{name:<{width}}  [{kind}] model={spec.model} dataset={spec.dataset}\n{'':<{width}}  {spec.hypothesis}")
+        except ValueError as exc:
+            print(f"{name:<{width}}  BROKEN: {exc}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args)
+    defaults = type(spec)()
+    print(f"{spec.name}  ({type(spec).__name__}{', tiny profile' if args.tiny else ''})")
+    print(f"hypothesis: {spec.hypothesis}\n")
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        mark = "*" if value != getattr(defaults, f.name) else " "
+        print(f"{mark} {f.name:<28} {value!r:<40} {f.metadata.get('help', '')}")
+    space = spec.search_space()
+    if space:
+        print("\nsearch space:")
+        for key, dim in space.items():
+            print(f"  {key:<26} {dim}")
+    print("\n* differs from the experiment's default")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_experiment  # heavy imports (torch, transformers) only when training
+
+    spec = resolve_spec(args)
+    return run_experiment(spec, home=_home(args))
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from . import tracking
+
+    home = _home(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: the MLflow UI has no authentication; binding {args.host} exposes every run and model "
+              "to anyone who can reach this machine", file=sys.stderr)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(home),
+               "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    return subprocess.call(command)
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from .tracking import resolve_home
+
+    return resolve_home(args.home)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Data: sources (Hub id, local folder, embedded pitch scenes), image checks, split, collator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec import PITCH_DATASET, ExperimentSpec
+from .pitch import write_pitch_dataset
+from .sources import CaptionData, DataSourceError, Example, load_caption_data
+
+PITCH_SEED = 0  # the embedded scenes are fixed; split_seed varies only the split
+
+__all__ = ["CaptionData", "DataSourceError", "Example", "load_data"]
+
+
+def load_data(spec: ExperimentSpec, home: Path) -> CaptionData:
+    """Load, check and split the spec's dataset. The pitch scenes are generated under home/data first."""
+    source = spec.dataset
+    if source == PITCH_DATASET:
+        source = str(write_pitch_dataset(home / "data", spec.pitch_scenes, seed=PITCH_SEED))
+    return load_caption_data(
+        source,
+        image_column=spec.image_column,
+        caption_column=spec.caption_column,
+        hub_split=spec.dataset_split,
+        revision=None,
+        val_fraction=spec.val_fraction,
+        test_fraction=spec.test_fraction,
+        split_seed=spec.split_seed,
+        max_bad_fraction=spec.max_bad_fraction,
+    )

@@ -1,0 +1,250 @@
+"""One trial: build a Seq2Seq-style Trainer from a spec, fine-tune, evaluate by generation, log to MLflow."""
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers.trainer_callback import ProgressCallback
+
+from . import tracking
+from .callbacks import CaptionMetricsCallback, EpochListener
+from .data.collator import IGNORE_INDEX, CaptionCollator
+from .data.features import evaluation_dataset, training_dataset
+from .data.sources import CaptionData, Example
+from .metrics import caption_scores
+from .modeling import load_model_and_processor
+from .spec import ExperimentSpec
+
+
+@dataclass
+class TrialResult:
+    run_id: str
+    objective: float  # the spec's objective at the best epoch
+    best_epoch: int
+    val_metrics: dict[str, float]  # at the best epoch
+    test_metrics: dict[str, float]  # the best model on the test split (empty without one)
+    untrained: dict[str, float]  # validation metrics before training
+    history: list[dict[str, float]] = field(default_factory=list)
+    model_dir: Path | None = None  # model + processor, loadable with from_pretrained
+
+
+class CaptionTrainer(Seq2SeqTrainer):
+    """Evaluation loss is teacher-forced on the first reference; captions are generated from the image alone."""
+
+    def __init__(self, *args, generation_kwargs: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation_kwargs = generation_kwargs
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            with self.compute_loss_context_manager():
+                loss = model(**inputs).loss.detach()
+            if prediction_loss_only:
+                return loss, None, None
+            # Seq2SeqTrainer would pass every input to generate(); for BLIP that feeds the reference caption
+            # in as a prompt. Only the pixels go in.
+            generated = self.accelerator.unwrap_model(model).generate(
+                pixel_values=inputs["pixel_values"], **self.generation_kwargs
+            )
+        return loss, generated, inputs["labels"]
+
+
+class _BarOnly(ProgressCallback):
+    """Keep the progress bar; our callback prints one line per epoch instead of raw log dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU, where bf16 autocast measured no
+    faster than fp32 on our 2-core AVX-512 machine (see BENCHMARKS.md)."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool) -> Seq2SeqTrainingArguments:
+    precision = resolve_precision(spec.precision)
+    return Seq2SeqTrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=spec.learning_rate,
+        num_train_epochs=spec.epochs,
+        per_device_train_batch_size=spec.train_batch_size,
+        per_device_eval_batch_size=spec.eval_batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        weight_decay=spec.weight_decay,
+        warmup_steps=spec.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        lr_scheduler_type=spec.lr_scheduler,
+        max_grad_norm=spec.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=spec.seed,
+        data_seed=spec.seed,
+        eval_strategy="epoch",
+        eval_on_start=True,  # the untrained model's scores: the baseline every epoch is compared with
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{spec.objective_metric}",
+        greater_is_better=spec.greater_is_better,
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4),
+        predict_with_generate=True,
+        report_to="none",  # MLflow logging is ours (CaptionMetricsCallback), inside runs we manage
+        remove_unused_columns=False,  # items carry the raw caption the collator tokenizes
+        dataloader_num_workers=spec.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not echo,
+    )
+
+
+def compute_metrics_for(tokenizer, references: list[list[str]]):
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        predictions = decode(tokenizer, eval_pred.predictions)
+        assert len(predictions) == len(references), "evaluation order must match the references"
+        return caption_scores(predictions, references)
+
+    return compute_metrics
+
+
+def decode(tokenizer, token_ids) -> list[str]:
+    ids = np.where(np.asarray(token_ids) == IGNORE_INDEX, tokenizer.pad_token_id, token_ids)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def train_trial(
+    spec: ExperimentSpec,
+    data: CaptionData,
+    home: Path,
+    *,
+    run_name: str | None = None,
+    listeners: Sequence[EpochListener] = (),
+    extra_tags: dict[str, str] | None = None,
+    nested: bool = False,
+    echo: bool = True,
+) -> TrialResult:
+    """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder."""
+    captions = [c for example in data.train for c in example.captions]
+    model, processor = load_model_and_processor(spec, captions)
+    if spec.freeze_vision_encoder:
+        model.vision_model.requires_grad_(False)
+    train_set = training_dataset(processor.image_processor, data.train)
+    val_set, val_refs = evaluation_dataset(processor.image_processor, data.validation)
+    collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
+    steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
+    metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
+    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
+
+    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
+        _log_data_summary(data, len(train_set))
+        output_dir = home / "checkpoints" / run.info.run_id
+        trainer = CaptionTrainer(
+            model=model,
+            args=training_arguments(spec, output_dir, steps_per_epoch, echo),
+            train_dataset=train_set,
+            eval_dataset=val_set,
+            data_collator=collator,
+            compute_metrics=compute_metrics_for(processor.tokenizer, val_refs),
+            callbacks=[metrics_callback],
+            generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
+        )
+        trainer.remove_callback(ProgressCallback)
+        if echo:
+            trainer.add_callback(_BarOnly())
+        trainer.train()  # ends with the best epoch's weights loaded
+
+        history = metrics_callback.history
+        untrained = next((h for h in history if h["epoch"] == 0), {})
+        best = _best_epoch(history, spec)
+        test_metrics = _evaluate_test(trainer, processor, data.test)
+        model_dir = output_dir / "model"
+        trainer.save_model(str(model_dir))
+        processor.save_pretrained(str(model_dir))
+        _drop_checkpoints(output_dir)  # the best weights now live in model_dir
+        _log_samples(trainer.model, processor, data.validation[: spec.sample_captions], spec)
+        objective = best[spec.objective_metric]
+        mlflow.log_metrics({
+            "objective": objective,
+            "best_epoch": best["epoch"],
+            **{f"best_val_{k}": v for k, v in best.items() if k != "epoch"},
+            **{f"untrained_val_{k}": v for k, v in untrained.items() if k != "epoch"},
+            **{f"test_{k}": v for k, v in test_metrics.items()},
+        })
+    return TrialResult(
+        run_id=run.info.run_id,
+        objective=objective,
+        best_epoch=int(best["epoch"]),
+        val_metrics={k: v for k, v in best.items() if k != "epoch"},
+        test_metrics=test_metrics,
+        untrained={k: v for k, v in untrained.items() if k != "epoch"},
+        history=history,
+        model_dir=model_dir,
+    )
+
+
+def _best_epoch(history: list[dict[str, float]], spec: ExperimentSpec) -> dict[str, float]:
+    trained = [h for h in history if h["epoch"] >= 1]
+    assert trained, "training ran no evaluation"
+    pick = max if spec.greater_is_better else min
+    return pick(trained, key=lambda h: h[spec.objective_metric])
+
+
+def _evaluate_test(trainer: CaptionTrainer, processor, test: list[Example]) -> dict[str, float]:
+    if not test:
+        return {}
+    test_set, test_refs = evaluation_dataset(processor.image_processor, test)
+    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, test_refs)
+    metrics = trainer.evaluate(eval_dataset=test_set, metric_key_prefix="test")
+    return {k[len("test_"):]: float(v) for k, v in metrics.items()
+            if k.startswith("test_") and not k.endswith(("_runtime", "_per_second"))}
+
+
+def _drop_checkpoints(output_dir: Path) -> None:
+    for checkpoint in output_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _log_data_summary(data: CaptionData, train_pairs: int) -> None:
+    mlflow.log_params({
+        "data_source": data.source,
+        "data_train_images": len(data.train),
+        "data_train_pairs": train_pairs,
+        "data_val_images": len(data.validation),
+        "data_test_images": len(data.test),
+    })
+    mlflow.log_metrics({"data_total_samples": data.total,
+                        **{f"data_skipped_{reason}": n for reason, n in sorted(data.skipped.items())}})
+    if data.warnings:
+        mlflow.set_tag("data_warnings", " | ".join(data.warnings))
+
+
+def _log_samples(model, processor, examples: list[Example], spec: ExperimentSpec) -> None:
+    """A table of validation images with the best model's caption next to the references."""
+    if not examples:
+        return
+    pixels = processor.image_processor(images=[e.image for e in examples], return_tensors="pt")["pixel_values"]
+    model.eval()
+    with torch.no_grad():
+        ids = model.generate(pixel_values=pixels.to(model.device), max_new_tokens=spec.max_new_tokens,
+                             num_beams=spec.num_beams)
+    mlflow.log_table(
+        data={
+            "image": [e.image for e in examples],
+            "key": [e.key for e in examples],
+            "prediction": decode(processor.tokenizer, ids.cpu()),
+            "references": [" | ".join(e.captions) for e in examples],
+        },
+        artifact_file="val_samples.json",
+    )

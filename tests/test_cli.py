@@ -1,0 +1,54 @@
+import mlflow
+import pytest
+
+from blipexp import cli, tracking
+
+from conftest import EXPERIMENTS
+
+
+def run_cli(*argv):
+    return cli.main(list(argv) + ["--experiments", str(EXPERIMENTS)])
+
+
+def test_list_shows_each_experiment_with_its_hypothesis(capsys):
+    assert run_cli("list") == 0
+    out = capsys.readouterr().out
+    assert "football_baseline" in out and "football_lr_sweep  [sweep]" in out
+    assert "Hypothesis:" in out
+
+
+def test_show_applies_overrides_and_marks_them(capsys):
+    assert run_cli("show", "football_baseline", "--set", "learning_rate=1e-5") == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if " learning_rate " in l)
+    assert line.startswith("*") and "1e-05" in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("show", "football_baseline", "--set", "learnin_rate=1"), "did you mean learning_rate"),
+    (("show", "football_baseline", "--set", "epochs=x"), "cannot set epochs"),
+    (("run", "no_such_experiment", "--tiny"), "no experiment 'no_such_experiment'"),
+])
+def test_bad_input_exits_2_with_one_clear_line(capsys, argv, message):
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_run_tiny_logs_one_run_and_prints_a_summary(capsys, home):
+    code = run_cli("run", "football_baseline", "--tiny", "--home", str(home),
+                   "--set", "pitch_scenes=60", "--set", "epochs=1")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "done: cider" in out and "run id" in out and "blipexp ui" in out
+    mlflow.set_tracking_uri(tracking.tracking_uri(home))
+    runs = mlflow.search_runs(experiment_names=["football_baseline"], output_format="list")
+    assert len(runs) == 1 and runs[0].data.tags["profile"] == "tiny"
+    assert runs[0].data.params["epochs"] == "1"  # --set wins over the tiny profile
+    assert (home / "mlflow.db").is_file() and (home / "artifacts").is_dir()
+
+
+def test_run_without_the_hub_fails_fast_and_names_tiny(capsys, home):
+    assert run_cli("run", "football_baseline", "--home", str(home)) == 2
+    err = capsys.readouterr().err
+    assert "--tiny" in err and "--set dataset=" in err

@@ -1,0 +1,101 @@
+"""The real path on the tiny model: Trainer, collator, generation-based evaluation, MLflow store in a temp dir."""
+import mlflow
+import pytest
+import torch
+from transformers import BlipForConditionalGeneration, BlipProcessor
+
+from blipexp import tracking
+from blipexp.data import load_data
+from blipexp.spec import ExperimentSpec
+from blipexp.train import train_trial
+
+SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=16, sample_captions=3)
+
+
+def tiny_spec(**changes) -> ExperimentSpec:
+    spec = ExperimentSpec().tiny().replace(**{**SMALL, **changes})
+    type(spec).name = "test_experiment"
+    return spec
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short training run, with every generate() call recorded."""
+    home = tmp_path_factory.mktemp("home")
+    spec = tiny_spec()
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    calls = []
+    original = BlipForConditionalGeneration.generate
+
+    def recording_generate(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return original(self, *args, **kwargs)
+
+    BlipForConditionalGeneration.generate = recording_generate
+    try:
+        data = load_data(spec, home)
+        result = train_trial(spec, data, home, echo=False)
+    finally:
+        BlipForConditionalGeneration.generate = original
+    return spec, data, result, calls, home
+
+
+def test_generate_gets_the_pixels_and_nothing_of_the_caption(trained):
+    _, _, _, calls, _ = trained
+    assert calls, "evaluation must generate captions"
+    for args, kwargs in calls:
+        assert not args
+        assert set(kwargs) == {"pixel_values", "max_new_tokens", "num_beams"}
+
+
+def test_run_holds_spec_tags_and_per_epoch_metrics(trained):
+    spec, data, result, _, _ = trained
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["profile"] == "tiny"
+    assert run.data.tags["data_fingerprint"] == data.fingerprint
+    assert run.data.params["learning_rate"] == str(spec.learning_rate)
+    history = mlflow.MlflowClient().get_metric_history(result.run_id, "val_cider")
+    assert sorted(m.step for m in history) == [0, 1, 2]  # before training, then every epoch
+    assert {"objective", "best_val_cider", "untrained_val_cider", "train_loss"} <= set(run.data.metrics)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
+    assert {"spec.json", "val_samples.json"} <= artifacts
+
+
+def test_best_epoch_is_reported_and_its_model_is_saved(trained):
+    spec, data, result, _, _ = trained
+    best = max((h for h in result.history if h["epoch"] >= 1), key=lambda h: h["cider"])
+    assert result.objective == best["cider"] and result.best_epoch == best["epoch"]
+    model = BlipForConditionalGeneration.from_pretrained(result.model_dir)
+    processor = BlipProcessor.from_pretrained(result.model_dir)
+    pixels = processor(images=[e.image for e in data.validation], return_tensors="pt")["pixel_values"]
+    captions = processor.batch_decode(model.generate(pixel_values=pixels, max_new_tokens=spec.max_new_tokens),
+                                      skip_special_tokens=True)
+    from blipexp.metrics import caption_scores
+
+    reloaded = caption_scores(captions, [list(e.captions) for e in data.validation])["cider"]
+    assert reloaded == pytest.approx(result.objective, abs=1e-6), "the saved model is the best epoch's"
+    assert not list(result.model_dir.parent.glob("checkpoint-*")), "intermediate checkpoints are removed"
+
+
+def test_training_improves_on_the_untrained_model(trained):
+    _, _, result, _, _ = trained
+    assert result.objective > result.untrained["cider"]
+    assert result.val_metrics["loss"] < result.untrained["loss"]
+
+
+def test_a_failing_trial_ends_its_run_failed(home):
+    spec = tiny_spec(epochs=1)
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    data = load_data(spec, home)
+
+    def explode(epoch, metrics):
+        if epoch == 1:
+            raise RuntimeError("injected")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        train_trial(spec, data, home, listeners=[explode], echo=False)
+    runs = mlflow.search_runs(experiment_names=["test_experiment"], output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common, resolving], help="train an experiment (a sweep if it has a search space)")
     p.add_argument("name")
+    p.add_argument("--trials", type=int, help="total trials of a sweep (sets n_trials; resuming counts finished ones)")
+    p.add_argument("--new", action="store_true", help="start the sweep's study afresh instead of resuming it")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("ui", parents=[common], help="start the MLflow UI on the project's store")
@@ -99,7 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_experiment  # heavy imports (torch, transformers) only when training
 
     spec = resolve_spec(args)
-    return run_experiment(spec, home=_home(args))
+    if args.trials is not None:
+        spec = spec.replace(n_trials=args.trials)
+    return run_experiment(spec, home=_home(args), new_study=args.new)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

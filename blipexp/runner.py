@@ -9,14 +9,32 @@ from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
 
 
-def run_experiment(spec: ExperimentSpec, home: Path) -> int:
+def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False) -> int:
+    """Train once, or sweep when the spec declares a search space."""
     tracking.configure(home)
     print(f"blipexp run {spec.name} ({'tiny' if spec.is_tiny else 'full'} profile)  model={spec.model}", flush=True)
     data = load_data(spec, home)
     print(describe_data(data), flush=True)
     tracking.use_experiment(spec.experiment_name, home)
+    if spec.search_space():
+        return _sweep(spec, data, home, new_study)
     result = train_trial(spec, data, home)
     print(summary(spec, result, home))
+    return 0
+
+
+def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool) -> int:
+    from .sweep import run_sweep, summary_table
+
+    result = run_sweep(spec, data, home, new=new_study)
+    print("\n" + summary_table(result.study))
+    if result.best_trial is None:
+        print("\nno trial completed: nothing to register. Re-run the same command to resume.")
+        return 1
+    best = result.best_trial
+    print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}  model {result.best_model_dir}")
+    print(f"  sweep run   {result.parent_run_id}  (MLflow experiment {spec.experiment_name!r})")
+    print(f"  browse      {tracking.ui_command(home)}")
     return 0
 
 

@@ -1,0 +1,130 @@
+"""Sweeps on the tiny model: real Optuna storage and a real MLflow store in a temp dir."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from blipexp import catalog, tracking
+from blipexp.data import load_data
+from blipexp.sweep import open_study, run_sweep, storage_url, study_name
+
+SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
+
+
+def small_spec(**changes):
+    return catalog.load("small_sweep", SWEEP_EXPERIMENTS).replace(**changes)
+
+
+def runs_of(home):
+    mlflow.set_tracking_uri(tracking.tracking_uri(home))
+    return mlflow.search_runs(experiment_names=["small_sweep"], output_format="list")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """Four trials: three sensible learning rates, then 1e-7, which cannot learn and must be pruned."""
+    home = tmp_path_factory.mktemp("home")
+    spec = small_spec()
+    tracking.configure(home)
+    tracking.use_experiment(spec.experiment_name, home)
+    study = open_study(spec, home)
+    for lr in (3e-3, 2e-3, 1e-3, 1e-7):
+        study.enqueue_trial({"learning_rate": lr})
+    result = run_sweep(spec, load_data(spec, home), home, echo=False)
+    return spec, home, result
+
+
+def test_each_trial_is_a_nested_run_under_one_sweep_run(swept):
+    spec, home, result = swept
+    runs = runs_of(home)
+    parents = [r for r in runs if r.data.tags.get("blipexp.role") == "sweep"]
+    trials = [r for r in runs if "optuna_trial" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
+    assert len(trials) == spec.n_trials
+    assert all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in trials)
+    assert all(r.info.status == "FINISHED" for r in runs), "no run left RUNNING or FAILED"
+
+
+def test_trial_states_agree_between_optuna_and_mlflow(swept):
+    _, home, result = swept
+    by_number = {int(r.data.tags["optuna_trial"]): r for r in runs_of(home) if "optuna_trial" in r.data.tags}
+    for trial in result.study.trials:
+        assert by_number[trial.number].data.tags["trial_state"] == trial.state.name
+        assert by_number[trial.number].data.params["learning_rate"] == str(trial.params["learning_rate"])
+
+
+def test_a_hopeless_trial_is_pruned_after_its_first_epoch(swept):
+    _, home, result = swept
+    hopeless = next(t for t in result.study.trials if t.params["learning_rate"] == 1e-7)
+    assert hopeless.state == optuna.trial.TrialState.PRUNED
+    assert list(hopeless.intermediate_values) == [1]
+    assert not (home / "checkpoints" / hopeless.user_attrs["mlflow_run_id"]).exists()
+
+
+def test_only_the_best_trials_model_is_kept(swept):
+    _, home, result = swept
+    best = result.best_trial
+    assert best.value == max(t.value for t in result.study.trials if t.state.name == "COMPLETE")
+    kept = [p for p in (home / "checkpoints").glob("*/model")]
+    assert kept == [result.best_model_dir]
+
+
+def test_the_sweep_run_holds_the_search_and_its_plots(swept):
+    _, home, result = swept
+    run = mlflow.get_run(result.parent_run_id)
+    assert run.data.metrics["best_objective"] == pytest.approx(result.best_trial.value)
+    assert "learning_rate" in run.data.params["search_space"]
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.parent_run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+
+
+def test_rerunning_a_finished_sweep_runs_nothing_more(swept):
+    spec, home, result = swept
+    again = run_sweep(spec, load_data(spec, home), home, echo=False)
+    assert len(again.study.trials) == spec.n_trials and again.parent_run_id == result.parent_run_id
+
+
+def _trial_states(home):
+    if not (home / "optuna.db").exists():
+        return []
+    with sqlite3.connect(home / "optuna.db") as db:
+        try:
+            return [s for (s,) in db.execute("select state from trials order by number")]
+        except sqlite3.OperationalError:
+            return []
+
+
+def test_resume_after_the_process_is_killed_mid_trial(tmp_path):
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "blipexp", "run", "small_sweep", "--home", str(home),
+               "--experiments", str(SWEEP_EXPERIMENTS), "--set", "epochs=6"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # kill once a trial is done and the next one is running
+        states = _trial_states(home)
+        if "COMPLETE" in states and states[-1] == "RUNNING":
+            break
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.5)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = _trial_states(home)
+    assert killed[-1] == "RUNNING"
+
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+    study = optuna.load_study(study_name=study_name(small_spec()), storage=storage_url(home))
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 4, states  # the total, not "4 more"
+    assert states[len(killed) - 1] == "FAIL"
+    retried = study.trials[len(killed) - 1].params
+    assert any(t.params == retried for t in study.trials[len(killed):]), "the killed trial's params are retried"
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs_of(home)), "no run left RUNNING"

@@ -13,13 +13,13 @@ import torch
 from tokenizers import normalizers, pre_tokenizers
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
+from .hub import hub_answers
 from .spec import HUB_MODEL, TINY_MODEL, ExperimentSpec
 
 TINY_IMAGE_SIZE = 64
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # BLIP's decoder starts from [DEC]
 
 
-HUB_PROBE_TIMEOUT_S = 5
 MODEL_FIXES = ("Fix: run with --tiny (offline preset), or --set model=/path/to/folder (a folder saved with "
                "save_pretrained), or download the model where the Hub is reachable first.")
 
@@ -67,19 +67,15 @@ def _from_pretrained(source: str, revision: str | None, local_files_only: bool):
 
 
 def _hub_answers(source: str, revision: str | None) -> bool:
-    """True when the Hub answers about `source` at all (even "not found"); False without a network."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError
 
     if constants.is_offline_mode():
         return False
     try:
-        HfApi().model_info(source, revision=revision, timeout=HUB_PROBE_TIMEOUT_S)
-    except HfHubHTTPError:
-        return True  # not found, gated: from_pretrained reports it precisely
-    except Exception:  # DNS failure, refused connection, timeout, invalid id
-        return False
-    return True
+        return hub_answers(source, "model", revision)
+    except HFValidationError:
+        return False  # not a Hub id either: the error names the local-folder fix
 
 
 def build_tiny_processor(captions: Iterable[str]) -> BlipProcessor:

@@ -42,10 +42,10 @@ from PIL import Image
 
 from blipexp.data.images import BadImage, load_rgb, read_image_file
 from blipexp.data.split import split_indices
+from blipexp.hub import hub_answers
 
 METADATA_JSONL = "metadata.jsonl"
 CAPTIONS_CSV = "captions.csv"
-HUB_PROBE_TIMEOUT_S = 5.0  # one request to tell "no network" from "the Hub answered"; load_dataset retries for ~25 s
 SMALL_SPLIT = 10  # below this many images, corpus metrics such as CIDEr swing wildly between runs
 HUB_FIXES = (
     "run with --tiny (the embedded dataset), or --set dataset=/path/to/folder "
@@ -460,21 +460,14 @@ def _offline_requested() -> bool:
 
 
 def _hub_answers(source: str, revision: str | None) -> bool:
-    """True when the Hub answers about `source` at all (even "not found"); False without a network."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.errors import HFValidationError
 
     try:
-        HfApi().dataset_info(source, revision=revision, timeout=HUB_PROBE_TIMEOUT_S)
+        return hub_answers(source, "dataset", revision)
     except HFValidationError as exc:
         raise DataSourceError(
             f"dataset={source!r} is neither an existing folder nor a valid Hub dataset id ({exc}). Fix: {HUB_FIXES}"
         ) from None
-    except HfHubHTTPError:
-        return True  # not found, gated, private, server error: load_dataset reports it precisely
-    except Exception:  # DNS failure, refused connection, timeout, proxy error: no Hub here
-        return False
-    return True
 
 
 @contextlib.contextmanager

@@ -46,6 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new", action="store_true", help="start the sweep's study afresh instead of resuming it")
     p.set_defaults(handler=cmd_run)
 
+    p = sub.add_parser("models", parents=[common], help="list registered models and versions with metrics and aliases")
+    p.add_argument("name", nargs="?", help="one registered model (default: all)")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("promote", parents=[common], help="point an alias (default: champion) at a model version")
+    p.add_argument("name")
+    p.add_argument("--version", required=True)
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--force", action="store_true", help="promote even if the current holder's objective is better")
+    p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("caption", parents=[common], help="caption images with a model, e.g. models:/NAME@champion")
+    p.add_argument("model_uri")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(handler=cmd_caption)
+
+    p = sub.add_parser("export", parents=[common], help="write a registered model as a from_pretrained folder")
+    p.add_argument("model_uri")
+    p.add_argument("out_dir")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push model and processor to this Hub repo")
+    p.set_defaults(handler=cmd_export)
+
     p = sub.add_parser("ui", parents=[common], help="start the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
@@ -104,6 +126,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.trials is not None:
         spec = spec.replace(n_trials=args.trials)
     return run_experiment(spec, home=_home(args), new_study=args.new)
+
+
+def _registry(args: argparse.Namespace):
+    from . import registry, tracking
+
+    tracking.configure(_home(args))
+    return registry
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    print(registry.format_models(registry.list_models(args.name)))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    print(_registry(args).promote(args.name, args.version, alias=args.alias, force=args.force))
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    for image, text in zip(args.images, _registry(args).caption(args.model_uri, args.images)):
+        print(f"{image}\t{text}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = _registry(args).export(args.model_uri, Path(args.out_dir), push_to_hub=args.push_to_hub)
+    print(f"exported to {out}: BlipForConditionalGeneration.from_pretrained({str(out)!r}) loads it")
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
+
 from . import tracking
 from .data import CaptionData, load_data
 from .spec import ExperimentSpec
@@ -19,12 +21,46 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False) ->
     if spec.search_space():
         return _sweep(spec, data, home, new_study)
     result = train_trial(spec, data, home)
+    version = register(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics, {})
     print(summary(spec, result, home))
+    print(next_steps(spec, version))
     return 0
 
 
+def register(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
+             val_metrics: dict[str, float], extra_tags: dict[str, str]):
+    """Log the model as a pyfunc in its run and register it as a new version of spec.registered_model."""
+    from .registry import log_and_register
+
+    tags = {
+        "objective": repr(objective),
+        "objective_metric": spec.objective_metric,
+        "objective_direction": spec.objective_direction,
+        "learning_rate": repr(spec.learning_rate),
+        "epochs": str(spec.epochs),
+        "data_fingerprint": data.fingerprint,
+        "profile": "tiny" if spec.is_tiny else "full",
+        "experiment": spec.name,
+        **{f"val_{k}": f"{v:.6g}" for k, v in val_metrics.items()},
+        **extra_tags,
+    }
+    description = (f"{spec.name}: val {spec.objective_metric} {objective:.4f}. {spec.hypothesis}")
+    return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
+                            description=description,
+                            generation={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams})
+
+
+def next_steps(spec: ExperimentSpec, version) -> str:
+    name = spec.registered_model
+    return "\n".join([
+        f"  registered  {name} version {version.version}",
+        f"  promote     python -m blipexp promote {name} --version {version.version} --alias champion",
+        f"  caption     python -m blipexp caption models:/{name}@champion IMAGE...",
+    ])
+
+
 def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool) -> int:
-    from .sweep import run_sweep, summary_table
+    from .sweep import FINAL_STATES, run_sweep, summary_table
 
     result = run_sweep(spec, data, home, new=new_study)
     print("\n" + summary_table(result.study))
@@ -32,10 +68,31 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool)
         print("\nno trial completed: nothing to register. Re-run the same command to resume.")
         return 1
     best = result.best_trial
-    print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}  model {result.best_model_dir}")
+    if len(result.study.get_trials(deepcopy=False, states=FINAL_STATES)) < spec.n_trials:
+        print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
+              "finish it; the best model is registered when it does.")
+        return 1
+    version = _sweep_version(spec, result.parent_run_id)
+    if version is None:  # one version per sweep: a resumed or repeated run does not register again
+        best_run_id = best.user_attrs["mlflow_run_id"]
+        metrics = mlflow.get_run(best_run_id).data.metrics
+        val_metrics = {k[len("best_val_"):]: v for k, v in metrics.items() if k.startswith("best_val_")}
+        version = register(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
+                           val_metrics, {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
+    print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}")
     print(f"  sweep run   {result.parent_run_id}  (MLflow experiment {spec.experiment_name!r})")
+    print(next_steps(spec, version))
     print(f"  browse      {tracking.ui_command(home)}")
     return 0
+
+
+def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{spec.registered_model}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get("sweep_run_id") == sweep_run_id), None)
 
 
 def describe_data(data: CaptionData) -> str:

@@ -52,3 +52,35 @@ def test_run_without_the_hub_fails_fast_and_names_tiny(capsys, home):
     assert run_cli("run", "football_baseline", "--home", str(home)) == 2
     err = capsys.readouterr().err
     assert "--tiny" in err and "--set dataset=" in err
+
+
+def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_caption(capsys, home, tmp_path):
+    from pathlib import Path
+
+    import optuna
+    from PIL import Image
+
+    from blipexp.sweep import storage_url
+
+    sweeps = str(Path(__file__).parent / "experiments_sweep")
+    argv = ["run", "small_sweep", "--home", str(home), "--experiments", sweeps, "--trials", "3", "--set", "epochs=2"]
+    assert cli.main(argv) == 0
+    assert cli.main(argv) == 0  # a finished sweep run again: nothing new, nothing registered again
+    out = capsys.readouterr().out
+    assert "registered  small-sweep version 1" in out and "promote" in out
+
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name='small-sweep'")
+    study = optuna.load_study(study_name="small_sweep-tiny", storage=storage_url(home))
+    assert len(versions) == 1
+    assert versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]
+    assert float(versions[0].tags["objective"]) == study.best_trial.value
+
+    assert cli.main(["promote", "small-sweep", "--version", "1", "--home", str(home)]) == 0
+    image = tmp_path / "scene.png"
+    Image.new("RGB", (128, 128), (58, 150, 62)).save(image)
+    assert cli.main(["caption", "models:/small-sweep@champion", str(image), "--home", str(home)]) == 0
+    assert cli.main(["models", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert f"{image}\t" in out and "champion" in out
+    assert cli.main(["promote", "small-sweep", "--version", "7", "--home", str(home)]) == 2

@@ -1,0 +1,419 @@
+"""Model registry: log a trained BLIP folder as an MLflow pyfunc model, register it, promote it by alias.
+
+MLflow 3 deprecates registry stages, so deployment targets are aliases (`models:/<name>@champion`).
+A version can only be registered from a LOGGED model, so `log_and_register` first logs the trial's
+model folder, as a `BlipCaptioner` pyfunc, into the trial's own run (re-opened for the purpose; its
+status and end time are restored afterwards), then registers it. MLflow's transformers flavor cannot
+pyfunc-serve BLIP, hence the small `BlipCaptioner` wrapper: DataFrame with an `image` column
+(image bytes, base64 strings or file paths) in, DataFrame with a `caption` column out.
+
+Generation settings (max_new_tokens, num_beams, batch_size) travel as a small `generation.json` artifact
+(not as pyfunc `model_config`, which MLflow would also log as run params, clashing with the trial's
+own `max_new_tokens` param); per-call `params` override them, e.g. `predict(df, params={"num_beams": 3})`.
+
+Loading a logged model needs `blipexp` importable (the wrapper class is pickled by reference), besides
+the pinned requirements: mlflow, cloudpickle, torch, transformers, pillow, pandas.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
+GENERATION_KEY = "generation"  # the generation.json artifact
+DEFAULT_GENERATION = {"max_new_tokens": 30, "num_beams": 1, "batch_size": 16}
+REQUIRED_PACKAGES = ("mlflow", "cloudpickle", "torch", "transformers", "pillow", "pandas")
+
+
+# --------------------------------------------------------------------------- the pyfunc model
+
+class BlipCaptioner(mlflow.pyfunc.PythonModel):
+    """Captions images with a BLIP model saved by save_pretrained (logged as artifact "model")."""
+
+    def load_context(self, context) -> None:
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        folder = context.artifacts[ARTIFACT_KEY]
+        self.model = BlipForConditionalGeneration.from_pretrained(folder)
+        self.model.eval()
+        self.processor = BlipProcessor.from_pretrained(folder)
+        stored = json.loads(Path(context.artifacts[GENERATION_KEY]).read_text()) \
+            if GENERATION_KEY in context.artifacts else {}
+        self.generation = {**DEFAULT_GENERATION, **stored}
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        settings = {**self.generation, **{k: v for k, v in (params or {}).items() if v is not None}}
+        images = [load_image(value, row) for row, value in enumerate(_image_values(model_input))]
+        batch_size = int(settings["batch_size"])
+        captions: list[str] = []
+        for start in range(0, len(images), batch_size):
+            captions += self._generate(images[start:start + batch_size], settings)
+        return pd.DataFrame({"caption": captions})
+
+    def _generate(self, images: list, settings: dict[str, Any]) -> list[str]:
+        import torch
+
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.model.device)
+        with torch.no_grad():
+            ids = self.model.generate(pixel_values=pixels, max_new_tokens=int(settings["max_new_tokens"]),
+                                      num_beams=int(settings["num_beams"]))
+        return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
+
+
+def _image_values(model_input: Any) -> list[Any]:
+    """The image values of a DataFrame (`image` column, else its only column), a Series or a list."""
+    if isinstance(model_input, pd.DataFrame):
+        if "image" in model_input.columns:
+            return list(model_input["image"])
+        if len(model_input.columns) == 1:
+            return list(model_input.iloc[:, 0])
+        raise ValueError(f"input DataFrame has columns {list(model_input.columns)}: "
+                         "pass one column named 'image' (image bytes, base64 strings or file paths)")
+    if isinstance(model_input, pd.Series):
+        return list(model_input)
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    if isinstance(model_input, (str, bytes)):
+        return [model_input]
+    raise ValueError(f"input of type {type(model_input).__name__} is not supported: pass a DataFrame with an "
+                     "'image' column, a Series or a list of image bytes, base64 strings or file paths")
+
+
+def load_image(value: Any, row: int = 0):
+    """An RGB PIL image from bytes, a base64 string (optionally a data: URL) or a file path."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    data = _image_bytes(value, row)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"row {row}: the data is not a readable image ({exc}); "
+                         "pass PNG/JPEG bytes, their base64 text, or a path to an image file") from exc
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def _image_bytes(value: Any, row: int) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"row {row}: expected image bytes, a base64 string or a file path, "
+                         f"got {type(value).__name__} {str(value)[:40]!r}")
+    text = value.strip()
+    if len(text) < 4096 and Path(text).expanduser().is_file():
+        return Path(text).expanduser().read_bytes()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"row {row}: {value[:60]!r} is neither an existing file nor base64 image data; "
+                         "check the path or encode the image with base64") from None
+
+
+# --------------------------------------------------------------------------- logging and registering
+
+def signature(generation: dict[str, Any] | None = None) -> ModelSignature:
+    """Input: an `image` string column (base64 or path); output: a `caption` string column; generation params."""
+    settings = {**DEFAULT_GENERATION, **(generation or {})}
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema([ColSpec("string", "caption")]),
+        params=ParamSchema([ParamSpec(key, "long", int(settings[key])) for key in DEFAULT_GENERATION]),
+    )
+
+
+def example_image_base64(size: int = 32) -> str:
+    """A small generated PNG (green pitch, white ball) as base64: the logged input example."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (40, 140, 60))
+    ImageDraw.Draw(image).ellipse((size // 3, size // 3, size // 2, size // 2), fill=(250, 250, 250))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def pip_requirements() -> list[str]:
+    """Pinned from the installed versions, so MLflow need not infer them (a subprocess, slow, may hit the network)."""
+    pins = []
+    for package in REQUIRED_PACKAGES:
+        version = metadata.version(package).split("+")[0]  # drop local tags such as +cpu
+        pins.append(f"{package}=={version}")
+    return pins
+
+
+def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tags: dict[str, str],
+                     description: str, generation: dict) -> ModelVersion:
+    """Log model_dir as a BlipCaptioner pyfunc into run `run_id`, register it, tag and describe the version."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} holds no model saved with save_pretrained (no config.json): "
+                         "pass the trial's model_dir")
+    model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation))
+    version = mlflow.register_model(model_info.model_uri, registered_model,
+                                    tags={key: str(value) for key, value in tags.items()})
+    client = MlflowClient()
+    if description:
+        client.update_model_version(registered_model, version.version, description=description)
+    return client.get_model_version(registered_model, version.version)
+
+
+def _log_pyfunc(model_dir: Path, generation: dict) -> Any:
+    unknown = set(generation or {}) - set(DEFAULT_GENERATION)
+    if unknown:
+        raise ValueError(f"unknown generation setting(s) {sorted(unknown)}: use {sorted(DEFAULT_GENERATION)}")
+    settings = {**DEFAULT_GENERATION, **(generation or {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings_file = Path(tmp) / "generation.json"
+        settings_file.write_text(json.dumps(settings, indent=2))
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_KEY,
+            python_model=BlipCaptioner(),
+            artifacts={ARTIFACT_KEY: str(model_dir), GENERATION_KEY: str(settings_file)},
+            signature=signature(settings),
+            input_example=pd.DataFrame({"image": [example_image_base64()]}),
+            pip_requirements=pip_requirements(),
+        )
+
+
+def _log_in_run(run_id: str, log):
+    """Call `log` with run_id active. A finished run is re-opened, then its status and end time restored."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ValueError(f"run {run_id!r} not found in {mlflow.get_tracking_uri()}: "
+                         "pass the trial's run_id and configure the same home") from exc
+    if run.info.lifecycle_stage == "deleted":
+        raise ValueError(f"run {run_id} is deleted: restore it (mlflow runs restore) or register another run")
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        return log()
+    status, end_time = run.info.status, run.info.end_time
+    with mlflow.start_run(run_id=run_id, nested=active is not None):
+        result = log()
+    if status == "RUNNING":  # active in another process: leave it running
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, status=status, end_time=end_time)
+    return result
+
+
+# --------------------------------------------------------------------------- listing
+
+def list_models(name: str | None = None) -> list[dict[str, Any]]:
+    """Registered versions (of one model, or all) with tags and aliases, newest first."""
+    client = MlflowClient()
+    models = [_registered_model(client, name)] if name else list(client.search_registered_models())
+    rows = []
+    for model in models:
+        aliases_of: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases_of.setdefault(str(version), []).append(alias)
+        for version in _versions(client, model.name):
+            rows.append({
+                "name": model.name,
+                "version": str(version.version),
+                "aliases": sorted(aliases_of.get(str(version.version), [])),
+                "objective": version.tags.get("objective"),
+                "run_id": version.run_id,
+                "created": _iso(version.creation_timestamp),
+                "created_ms": version.creation_timestamp,
+                "tags": dict(version.tags),
+                "description": version.description or "",
+            })
+    rows.sort(key=lambda r: (r["created_ms"] or 0, r["name"], int(r["version"])), reverse=True)
+    return rows
+
+
+def format_models(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of list_models() rows."""
+    if not rows:
+        return "no registered models: register one with log_and_register (or `blipexp run`)"
+    header = ("name", "version", "aliases", "objective", "created (UTC)", "run_id")
+    lines = [(r["name"], r["version"], ",".join(r["aliases"]) or "-", _short(r["objective"]),
+              r["created"][:19], r["run_id"] or "-") for r in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.4f}"
+    except ValueError:
+        return value
+
+
+def _iso(timestamp_ms: int | None) -> str:
+    if not timestamp_ms:
+        return ""
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- promotion
+
+def promote(name: str, version: str, alias: str = "champion", force: bool = False,
+            objective_key: str = "objective", direction: str = "maximize") -> str:
+    """Point `alias` at `version` if it is at least as good as the current holder and loads; return a message."""
+    client = MlflowClient()
+    model = _registered_model(client, name)
+    version = str(version)
+    candidate = _version(client, name, version)
+    holder = (model.aliases or {}).get(alias)
+    if holder is not None and str(holder) == version:
+        return f"{name}@{alias} already points to version {version}: nothing changed"
+    if holder is not None and not force:
+        _refuse_if_worse(name, alias, candidate, _version(client, name, str(holder)), objective_key, direction)
+    _check_loads(name, version)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "promoted_at", datetime.now(timezone.utc).isoformat())
+    client.set_model_version_tag(name, version, f"previous_{alias}", str(holder) if holder is not None else "none")
+    was = f"version {holder}" if holder is not None else "nothing"
+    return f"{name}@{alias} -> version {version} (was {was})" + (" [forced]" if force and holder is not None else "")
+
+
+def _refuse_if_worse(name: str, alias: str, candidate: ModelVersion, holder: ModelVersion,
+                     objective_key: str, direction: str) -> None:
+    """ValueError when the holder's objective is strictly better than the candidate's (or they cannot be compared)."""
+    fix = "pass force=True (--force) to move the alias anyway"
+    held_value = _objective(holder, objective_key)
+    if held_value is None:
+        return  # nothing to protect: the holder carries no objective
+    new_value = _objective(candidate, objective_key)
+    if new_value is None:
+        raise ValueError(f"{name} version {candidate.version} has no '{objective_key}' tag, while {alias} "
+                         f"(version {holder.version}) has {objective_key}={held_value}: cannot compare; {fix}")
+    new_direction = candidate.tags.get("objective_direction") or holder.tags.get("objective_direction") or direction
+    held_direction = holder.tags.get("objective_direction") or new_direction
+    if new_direction != held_direction:
+        raise ValueError(f"versions {candidate.version} ({new_direction}) and {holder.version} ({held_direction}) "
+                         f"optimize in different directions: cannot compare; {fix}")
+    if new_direction not in ("maximize", "minimize"):
+        raise ValueError(f"objective direction {new_direction!r} is neither 'maximize' nor 'minimize': "
+                         "fix the objective_direction tag or argument")
+    better = held_value > new_value if new_direction == "maximize" else held_value < new_value
+    if better:
+        raise ValueError(f"{name}@{alias} is version {holder.version} with {objective_key}={held_value}, better "
+                         f"({new_direction}) than version {candidate.version} with {objective_key}={new_value}; {fix}")
+
+
+def _objective(version: ModelVersion, key: str) -> float | None:
+    raw = version.tags.get(key)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"version {version.version} has tag {key}={raw!r}, not a number: "
+                         "fix it with `mlflow` (set_model_version_tag)") from None
+
+
+def _check_loads(name: str, version: str) -> None:
+    uri = f"models:/{name}/{version}"
+    try:
+        mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # any failure to download or load means: not promotable
+        raise ValueError(f"{uri} does not load ({type(exc).__name__}: {exc}); its files may be missing: "
+                         "register a fresh version instead") from exc
+
+
+# --------------------------------------------------------------------------- lookups
+
+def _registered_model(client: MlflowClient, name: str):
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise ValueError(f"registered model {name!r} not found; known: {', '.join(known) or 'none'}") from None
+
+
+def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    escaped = name.replace("'", "\\'")
+    return list(client.search_model_versions(f"name='{escaped}'"))
+
+
+def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException:
+        known = sorted((int(v.version) for v in _versions(client, name)))
+        raise ValueError(f"{name} has no version {version!r}; known versions: "
+                         f"{', '.join(map(str, known)) or 'none'}") from None
+
+
+# --------------------------------------------------------------------------- using a registered model
+
+def caption(model_uri: str, images: list[str]) -> list[str]:
+    """Captions for image files, from e.g. `models:/blip-captioner@champion` or `models:/blip-captioner/3`."""
+    missing = [path for path in images if not Path(path).expanduser().is_file()]
+    if missing:
+        raise ValueError(f"no such image file(s): {', '.join(map(str, missing))}")
+    model = _load(model_uri)
+    frame = pd.DataFrame({"image": [str(Path(p).expanduser()) for p in images]})
+    return [str(text) for text in model.predict(frame)["caption"]]
+
+
+def export(model_uri: str, out_dir: Path, push_to_hub: str | None = None) -> Path:
+    """Copy the logged model's HF folder (model + processor) to out_dir; optionally push it to the Hub repo."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} is not empty: choose a new folder or empty it first")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except MlflowException as exc:
+            raise ValueError(f"cannot download {model_uri} ({exc.message}): check the name, version or alias "
+                             "with list_models()") from exc
+        shutil.copytree(_hf_folder(local, model_uri), out_dir, dirs_exist_ok=True)
+    if push_to_hub:
+        _push(out_dir, push_to_hub)
+    return out_dir
+
+
+def _hf_folder(local: Path, model_uri: str) -> Path:
+    """The HF folder inside a downloaded pyfunc model, as its MLmodel file records it."""
+    flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+    entry = (flavor.get("artifacts") or {}).get(ARTIFACT_KEY)
+    if not entry:
+        raise ValueError(f"{model_uri} is not a BlipCaptioner model (no '{ARTIFACT_KEY}' artifact): "
+                         "register it with log_and_register")
+    return local / entry["path"]
+
+
+def _push(folder: Path, repo: str) -> None:
+    """Upload model and processor to the Hugging Face Hub repo (needs network and a token: `hf auth login`)."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    BlipForConditionalGeneration.from_pretrained(folder).push_to_hub(repo)
+    BlipProcessor.from_pretrained(folder).push_to_hub(repo)
+
+
+def _load(model_uri: str):
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ValueError(f"cannot load {model_uri} ({exc.message}): check the name, version or alias "
+                         "with list_models()") from exc

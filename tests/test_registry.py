@@ -1,0 +1,220 @@
+"""Registry on a real MLflow store in a temp dir: log + register a tiny trained model, predict, promote, export.
+
+One tiny model is trained for the whole module. Two versions with different objectives are made by
+registering the SAME model folder twice with different `objective` tags: promotion compares tags only, so
+this tests the rules without a second training run.
+"""
+import base64
+import io
+
+import mlflow
+import pandas as pd
+import pytest
+from transformers import BlipForConditionalGeneration, BlipProcessor
+
+from blipexp import registry, tracking
+from blipexp.data import load_data
+from blipexp.spec import ExperimentSpec
+from blipexp.train import train_trial
+
+pytestmark = pytest.mark.slow
+
+NAME = "blip-test"  # the promotion rules run on this model
+CHAMPION = "blip-served"  # caption / export / list run on this one, promoted once
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    spec = ExperimentSpec().tiny().replace(pitch_scenes=60, epochs=1, train_batch_size=16, sample_captions=0,
+                                           test_fraction=0.0)
+    type(spec).name = "test_registry"
+    tracking.configure(home)
+    tracking.use_experiment("test_registry", home)
+    data = load_data(spec, home)
+    result = train_trial(spec, data, home, echo=False)
+    return spec, data, result, home
+
+
+def register(trained, name: str, objective: float):
+    spec, data, result, _ = trained
+    tags = {"objective": str(objective), "objective_direction": "maximize", "learning_rate": str(spec.learning_rate),
+            "epochs": str(spec.epochs), "data_fingerprint": data.fingerprint}
+    return registry.log_and_register(result.model_dir, registered_model=name, run_id=result.run_id, tags=tags,
+                                     description="tiny test model", generation={"max_new_tokens": 8})
+
+
+@pytest.fixture(scope="module")
+def versions(trained):
+    """Version 1 with the trial's objective, version 2 the same files tagged 0.5 worse."""
+    objective = trained[2].objective
+    return register(trained, NAME, objective), register(trained, NAME, objective - 0.5)
+
+
+@pytest.fixture(scope="module")
+def champion(trained):
+    version = register(trained, CHAMPION, trained[2].objective)
+    registry.promote(CHAMPION, str(version.version))
+    return version
+
+
+@pytest.fixture(scope="module")
+def image_files(trained, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, example in enumerate(trained[1].validation[:3]):
+        path = folder / f"image{i}.png"
+        example.image.save(path)
+        paths.append(path)
+    return paths
+
+
+def test_register_creates_a_version_from_the_trial_run(trained, versions):
+    _, _, result, _ = trained
+    first, second = versions
+    assert (str(first.version), str(second.version)) == ("1", "2")  # MLflow 3.17 returns ints here
+    assert first.run_id == result.run_id
+    assert float(first.tags["objective"]) == pytest.approx(result.objective)
+    assert first.description == "tiny test model"
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED", "the re-opened run is closed again with its old status"
+    assert "max_new_tokens" in run.data.params  # the trial's own params survive untouched
+
+
+def test_logging_keeps_the_run_end_time(trained):
+    _, _, result, _ = trained
+    before = mlflow.get_run(result.run_id).info
+    register(trained, "blip-end-time", 0.1)
+    after = mlflow.get_run(result.run_id).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)
+
+
+def test_predict_takes_bytes_base64_and_paths(versions, image_files):
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    raw = [path.read_bytes() for path in image_files]
+    inputs = {
+        "bytes": pd.DataFrame({"image": raw}),
+        "base64": pd.DataFrame({"image": [base64.b64encode(b).decode() for b in raw]}),
+        "paths": pd.DataFrame({"image": [str(p) for p in image_files]}),
+    }
+    outputs = {kind: model.predict(frame) for kind, frame in inputs.items()}
+    for kind, out in outputs.items():
+        assert list(out.columns) == ["caption"], kind
+        assert len(out) == len(image_files), kind
+        assert all(isinstance(text, str) for text in out["caption"]), kind
+    assert list(outputs["bytes"]["caption"]) == list(outputs["paths"]["caption"]) == list(outputs["base64"]["caption"])
+
+
+def test_predict_names_the_bad_row(versions, image_files):
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    with pytest.raises(ValueError, match="row 1.*neither an existing file nor base64"):
+        model.predict(pd.DataFrame({"image": [str(image_files[0]), "/no/such/image.png"]}))
+    with pytest.raises(ValueError, match="row 0.*not a readable image"):
+        model.predict(pd.DataFrame({"image": [base64.b64encode(b"not an image").decode()]}))
+
+
+def test_predict_batches_and_takes_params(trained, versions, image_files):
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    frame = pd.DataFrame({"image": [str(p) for p in image_files]})
+    out = model.predict(frame, params={"batch_size": 2, "max_new_tokens": 2})
+    assert len(out) == len(image_files)
+    assert all(len(text.split()) <= 2 for text in out["caption"]), "two new tokens make at most two words"
+
+
+def test_promotion_rules(versions):
+    assert "version 1 (was nothing)" in registry.promote(NAME, "1")
+    promoted_at = mlflow.MlflowClient().get_model_version(NAME, "1").tags["promoted_at"]
+
+    with pytest.raises(ValueError) as refused:
+        registry.promote(NAME, "2")
+    objective_1, objective_2 = versions[0].tags["objective"], versions[1].tags["objective"]
+    assert objective_1 in str(refused.value) and objective_2 in str(refused.value)
+    assert "force=True" in str(refused.value)
+    client = mlflow.MlflowClient()
+    assert client.get_registered_model(NAME).aliases == {"champion": 1}  # alias -> int version
+
+    message = registry.promote(NAME, "1")
+    assert "already points to version 1" in message and "nothing changed" in message
+    assert client.get_model_version(NAME, "1").tags["promoted_at"] == promoted_at
+
+    assert "version 2 (was version 1)" in registry.promote(NAME, "2", force=True)
+    assert client.get_registered_model(NAME).aliases == {"champion": 2}
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["previous_champion"] == "1" and "promoted_at" in tags
+
+
+def test_minimize_direction_tag_is_respected(trained):
+    spec, data, result, _ = trained
+    tags = {"objective": "2.0", "objective_direction": "minimize"}
+    for value in ("2.0", "3.0"):
+        registry.log_and_register(result.model_dir, registered_model="blip-loss", run_id=result.run_id,
+                                  tags={**tags, "objective": value}, description="", generation={})
+    registry.promote("blip-loss", "1")
+    with pytest.raises(ValueError, match="version 1 with objective=2.0.*version 2 with objective=3.0"):
+        registry.promote("blip-loss", "2", direction="maximize")  # the versions' tag wins over the argument
+
+
+def test_unknown_model_and_version_name_the_known_ones(versions):
+    with pytest.raises(ValueError, match=f"registered model 'nope' not found; known: .*{NAME}"):
+        registry.promote("nope", "1")
+    with pytest.raises(ValueError, match=f"{NAME} has no version '9'; known versions: 1, 2"):
+        registry.promote(NAME, "9")
+    with pytest.raises(ValueError, match="not found"):
+        registry.list_models("nope")
+
+
+def test_caption_from_the_champion_alias(champion, image_files):
+    captions = registry.caption(f"models:/{CHAMPION}@champion", [str(p) for p in image_files])
+    assert len(captions) == len(image_files) and all(isinstance(c, str) for c in captions)
+    with pytest.raises(ValueError, match="no such image file"):
+        registry.caption(f"models:/{CHAMPION}@champion", ["/no/such.png"])
+
+
+def test_export_gives_a_from_pretrained_folder(champion, image_files, tmp_path):
+    out = registry.export(f"models:/{CHAMPION}@champion", tmp_path / "export")
+    model = BlipForConditionalGeneration.from_pretrained(out)
+    processor = BlipProcessor.from_pretrained(out)
+    from PIL import Image
+
+    pixels = processor(images=[Image.open(image_files[0]).convert("RGB")], return_tensors="pt")["pixel_values"]
+    assert model.generate(pixel_values=pixels, max_new_tokens=4).shape[0] == 1
+    with pytest.raises(ValueError, match="not empty"):
+        registry.export(f"models:/{CHAMPION}@champion", out)
+
+
+def test_list_models_shows_aliases_and_objectives(champion):
+    rows = registry.list_models(CHAMPION)
+    assert [(r["version"], r["aliases"]) for r in rows] == [("1", ["champion"])]
+    assert rows[0]["objective"] == champion.tags["objective"]
+    every = registry.list_models()
+    assert {r["name"] for r in every} >= {CHAMPION}
+    created = [r["created_ms"] for r in every]
+    assert created == sorted(created, reverse=True), "newest first"
+    table = registry.format_models(rows)
+    assert CHAMPION in table and "champion" in table and rows[0]["run_id"] in table
+    assert "no registered models" in registry.format_models([])
+
+
+def test_input_example_is_a_base64_png():
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(registry.example_image_base64())))
+    assert image.format == "PNG"
+
+
+def test_promotion_refuses_a_version_whose_files_are_gone(trained):
+    import shutil
+    from urllib.parse import urlparse
+
+    version = register(trained, "blip-broken", 0.9)
+    model_id = version.source.removeprefix("models:/")  # MLflow 3: versions point at a logged model
+    shutil.rmtree(urlparse(mlflow.get_logged_model(model_id).artifact_location).path)
+    with pytest.raises(ValueError, match="models:/blip-broken/1 does not load"):
+        registry.promote("blip-broken", "1")
+    assert mlflow.MlflowClient().get_registered_model("blip-broken").aliases == {}
+
+
+def test_requirements_are_pinned_not_inferred():
+    pins = registry.pip_requirements()
+    assert [p.split("==")[0] for p in pins] == list(registry.REQUIRED_PACKAGES)
+    assert all("+" not in p for p in pins), "local version tags such as +cpu are not installable"

@@ -55,7 +55,7 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False) -> optuna.St
         study_name=name,
         storage=url,
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=4),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),  # a median of 3 finished trials
         direction=spec.objective_direction,
         load_if_exists=True,
     )

@@ -218,3 +218,53 @@ def test_requirements_are_pinned_not_inferred():
     pins = registry.pip_requirements()
     assert [p.split("==")[0] for p in pins] == list(registry.REQUIRED_PACKAGES)
     assert all("+" not in p for p in pins), "local version tags such as +cpu are not installable"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files):
+    """`mlflow models serve` on loopback answers /invocations with one caption per image (bounded polling)."""
+    import base64
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    _, _, _, home = trained
+    port = _free_port()
+    # the server execs uvicorn from PATH: the venv's bin, as when the venv is activated
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking.tracking_uri(home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{champion.name}@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the model server did not start within 120 s"
+                time.sleep(1)
+        images = [base64.b64encode(p.read_bytes()).decode() for p in image_files[:2]]
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        captions = [row["caption"] for row in answer["predictions"]]
+        assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+        assert captions == registry.caption(f"models:/{champion.name}@champion", [str(p) for p in image_files[:2]])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -128,3 +128,5 @@ def test_resume_after_the_process_is_killed_mid_trial(tmp_path):
     retried = study.trials[len(killed) - 1].params
     assert any(t.params == retried for t in study.trials[len(killed):]), "the killed trial's params are retried"
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs_of(home)), "no run left RUNNING"
+    versions = mlflow.MlflowClient().search_model_versions("name='small-sweep'")
+    assert len(versions) == 1 and versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]

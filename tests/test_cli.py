@@ -41,7 +41,7 @@ def test_run_tiny_logs_one_run_and_prints_a_summary(capsys, home):
     assert code == 0
     out = capsys.readouterr().out
     assert "done: cider" in out and "run id" in out and "blipexp ui" in out
-    mlflow.set_tracking_uri(tracking.tracking_uri(home))
+    tracking.configure(home)
     runs = mlflow.search_runs(experiment_names=["football_baseline"], output_format="list")
     assert len(runs) == 1 and runs[0].data.tags["profile"] == "tiny"
     assert runs[0].data.params["epochs"] == "1"  # --set wins over the tiny profile

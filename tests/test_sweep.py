@@ -23,7 +23,7 @@ def small_spec(**changes):
 
 
 def runs_of(home):
-    mlflow.set_tracking_uri(tracking.tracking_uri(home))
+    tracking.configure(home)  # tracking and registry URIs both: earlier tests point them elsewhere
     return mlflow.search_runs(experiment_names=["small_sweep"], output_format="list")
 
 

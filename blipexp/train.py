@@ -65,8 +65,9 @@ class _BarOnly(ProgressCallback):
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU, where bf16 autocast measured no
-    faster than fp32 on our 2-core AVX-512 machine (see BENCHMARKS.md)."""
+    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU. On our 2-core AVX-512 CPU,
+    `python -m blipexp.bench_precision` measured fp32 at 228-258 samples/s and bf16 autocast at 20 (2026-11-23);
+    DESIGN.md found no bf16 gain for BLIP-base on it either."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available():

@@ -99,3 +99,13 @@ def test_a_failing_trial_ends_its_run_failed(home):
         train_trial(spec, data, home, listeners=[explode], echo=False)
     runs = mlflow.search_runs(experiment_names=["test_experiment"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+@pytest.mark.parametrize("cuda, bf16, expected", [(False, False, "fp32"), (True, True, "bf16"), (True, False, "fp16")])
+def test_auto_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
+    from blipexp.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp16") == "fp16"  # an explicit choice is kept

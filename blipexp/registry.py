@@ -97,17 +97,18 @@ def _image_values(model_input: Any) -> list[Any]:
 
 
 def load_image(value: Any, row: int = 0):
-    """An RGB PIL image from bytes, a base64 string (optionally a data: URL) or a file path."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """An RGB PIL image from bytes, a base64 string (optionally a data: URL) or a file path.
 
-    data = _image_bytes(value, row)
+    Decoded by the same code as training data (EXIF orientation, transparency on white, 16-bit scaled), so the
+    served model sees images prepared exactly as in training.
+    """
+    from .data.images import BadImage, load_rgb
+
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"row {row}: the data is not a readable image ({exc}); "
+        return load_rgb(_image_bytes(value, row))
+    except BadImage as exc:
+        raise ValueError(f"row {row}: the data is not a readable image ({exc.reason}); "
                          "pass PNG/JPEG bytes, their base64 text, or a path to an image file") from exc
-    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def _image_bytes(value: Any, row: int) -> bytes:

@@ -268,3 +268,16 @@ def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_served_images_are_prepared_like_training_images():
+    """RGBA goes on white (as in training), not on black as a plain convert("RGB") would do."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(buffer, format="PNG")
+    assert registry.load_image(buffer.getvalue()).getpixel((0, 0)) == (255, 255, 255)
+    with pytest.raises(ValueError, match="row 3: the data is not a readable image"):
+        registry.load_image(b"not an image", row=3)

@@ -26,3 +26,11 @@ def hub_answers(repo_id: str, repo_type: Literal["model", "dataset"], revision: 
     except Exception:  # DNS failure, refused connection, timeout, proxy error: no Hub here
         return False
     return True
+
+
+def looks_like_path(source: str) -> bool:
+    """True for a string meant as a local folder. Hub ids are `name` or `owner/name`.
+
+    "contains os.sep" alone would not do on POSIX, where every `owner/name` id contains "/".
+    """
+    return source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1

@@ -13,7 +13,7 @@ import torch
 from tokenizers import normalizers, pre_tokenizers
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
-from .hub import hub_answers
+from .hub import hub_answers, looks_like_path
 from .spec import HUB_MODEL, TINY_MODEL, ExperimentSpec
 
 TINY_IMAGE_SIZE = 64
@@ -35,7 +35,7 @@ def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str]) -> t
         return build_tiny_model(processor, seed=spec.seed), processor
     if Path(spec.model).expanduser().is_dir():
         return _load_pretrained(str(Path(spec.model).expanduser()), revision=None)
-    if _looks_like_path(spec.model):
+    if looks_like_path(spec.model):
         raise ModelSourceError(f"model folder {spec.model!r} does not exist: pass a folder saved with save_pretrained, "
                                f"a Hub id such as {HUB_MODEL}, or use --tiny")
     return _load_pretrained(spec.model, revision=spec.model_revision)
@@ -113,10 +113,6 @@ def build_tiny_model(processor: BlipProcessor, seed: int) -> BlipForConditionalG
     with torch.random.fork_rng():  # seeded init without disturbing the caller's RNG
         torch.manual_seed(seed)
         return BlipForConditionalGeneration(config)
-
-
-def _looks_like_path(text: str) -> bool:
-    return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
 
 
 def _first_line(exc: BaseException) -> str:

@@ -42,7 +42,7 @@ from PIL import Image
 
 from blipexp.data.images import BadImage, load_rgb, read_image_file
 from blipexp.data.split import split_indices
-from blipexp.hub import hub_answers
+from blipexp.hub import hub_answers, looks_like_path
 
 METADATA_JSONL = "metadata.jsonl"
 CAPTIONS_CSV = "captions.csv"
@@ -117,7 +117,7 @@ def load_caption_data(
             f"dataset={source!r} is a file; it must be the folder holding the images and their "
             f"{METADATA_JSONL} or {CAPTIONS_CSV}. Fix: --set dataset={folder.resolve().parent}"
         )
-    elif _looks_like_path(source):
+    elif looks_like_path(source):
         raise DataSourceError(
             f"dataset folder not found: {folder.absolute()} (from dataset={source!r}). "
             f"Fix: check the path, or {HUB_FIXES}"
@@ -144,19 +144,6 @@ def load_caption_data(
         fingerprint=_fingerprint(valid, val_fraction, test_fraction, split_seed),
         source=source_name,
         warnings=warnings,
-    )
-
-
-def _looks_like_path(source: str) -> bool:
-    """True for a string meant as a folder. Hub ids are `name` or `owner/name` and start with a letter or digit.
-
-    "contains os.sep" alone would not do on POSIX, where every `owner/name` id contains "/".
-    """
-    return (
-        source.startswith((".", "/", "~"))
-        or "\\" in source
-        or source.count("/") > 1
-        or bool(os.path.splitdrive(source)[0])
     )
 
 

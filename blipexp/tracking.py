@@ -1,7 +1,7 @@
 """MLflow setup and run lifecycle: the store lives in the blipexp home folder (default ./mlruns).
 
-MLflow 3 refuses the old file store, so runs and the registry go to `sqlite:///<home>/mlflow.db` and
-artifacts to `<home>/artifacts/`, which each experiment is created with (otherwise MLflow would put them
+MLflow 3 refuses the old file store, so runs and the registry go to `sqlite:///<home>/mlflow.db` (or to
+$MLFLOW_TRACKING_URI when set: see tracking_uri) and artifacts to `<home>/artifacts/`, which each experiment is created with (otherwise MLflow would put them
 in ./mlartifacts of whatever directory the process started in).
 """
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +20,9 @@ import mlflow
 from .spec import ExperimentSpec
 
 DEFAULT_HOME = "mlruns"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
+STORE_PROBE_TIMEOUT_S = 5
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
@@ -25,12 +30,37 @@ def resolve_home(home: str | os.PathLike | None = None) -> Path:
     return Path(home or os.environ.get("BLIPEXP_HOME") or DEFAULT_HOME).expanduser().resolve()
 
 
-def tracking_uri(home: Path) -> str:
-    return f"sqlite:///{home / 'mlflow.db'}"
+def tracking_uri(home: Path, uri: str | None = None) -> str:
+    """Where runs and the registry go: `uri` if given, else $MLFLOW_TRACKING_URI, else sqlite in home.
+
+    The one place the tracking URI is resolved: a command-line flag passes `uri`.
+    """
+    return uri or os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{home / 'mlflow.db'}"
 
 
-def configure(home: Path) -> str:
-    """Point MLflow (tracking and registry) at the home folder; fail clearly if it cannot be written."""
+def configure(home: Path, uri: str | None = None) -> str:
+    """Point MLflow (tracking and registry) at the resolved URI; fail clearly if home or the store is unusable.
+
+    Both are checked here, before any data is made or any training starts.
+    """
+    _check_writable(home)
+    uri_given = bool(uri)
+    uri = tracking_uri(home, uri)
+    exported = {name: os.environ.get(name) for name in (TRACKING_URI_ENV, REGISTRY_URI_ENV)}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # MLflow also exports both URIs to os.environ; put it back, or a child `blipexp --home OTHER` started by this
+    # process would take this process's store for the user's $MLFLOW_TRACKING_URI.
+    for name, value in exported.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _check_store(uri, _fix(explicit=uri_given))
+    return uri
+
+
+def _check_writable(home: Path) -> None:
     try:
         home.mkdir(parents=True, exist_ok=True)
         probe = home / ".write-test"
@@ -39,10 +69,34 @@ def configure(home: Path) -> str:
     except OSError as exc:
         raise ValueError(f"run-state folder {home} is not writable ({exc.strerror}): "
                          "pass --home DIR or set BLIPEXP_HOME to a writable folder") from exc
-    uri = tracking_uri(home)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
+
+
+def _fix(explicit: bool) -> str:
+    """What to change, by where the URI came from (tracking_uri's order)."""
+    if explicit:
+        return "check the tracking URI you passed"
+    if os.environ.get(TRACKING_URI_ENV):
+        return f"fix or unset ${TRACKING_URI_ENV}"
+    return "pass --home DIR or set BLIPEXP_HOME to a writable folder"
+
+
+def _check_store(uri: str, fix: str) -> None:
+    """ValueError naming the URI and the fix when the tracking store cannot be opened."""
+    if uri.startswith(("http://", "https://")):
+        # a quick probe: MLflow's own client retries a dead server with backoff for minutes
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=STORE_PROBE_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            return  # the server answered (perhaps asking for credentials): reachable
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ValueError(f"MLflow tracking server {uri} cannot be reached ({reason}): start it, or {fix}") from exc
+        return
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)  # opens (and, for sqlite, creates) the store
+    except Exception as exc:  # any failure to open the store: name it before training, not after
+        raise ValueError(f"MLflow tracking store {uri} cannot be opened ({type(exc).__name__}: {exc}); "
+                         f"{fix}") from exc
 
 
 def use_experiment(name: str, home: Path) -> str:

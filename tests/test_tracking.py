@@ -1,7 +1,16 @@
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
 import mlflow
 import pytest
 
 from blipexp import tracking
+
+from conftest import EXPERIMENTS
 
 
 def test_store_and_artifacts_live_in_the_home_folder(home):
@@ -26,3 +35,74 @@ def test_home_resolution_order(tmp_path, monkeypatch):
     monkeypatch.delenv("BLIPEXP_HOME")
     monkeypatch.chdir(tmp_path)
     assert tracking.resolve_home(None) == tmp_path / "mlruns"
+
+
+def test_tracking_uri_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    assert tracking.tracking_uri(tmp_path) == "sqlite:////elsewhere/mlflow.db"
+    assert tracking.tracking_uri(tmp_path, "http://127.0.0.1:5999") == "http://127.0.0.1:5999"
+
+
+def test_configure_does_not_leak_its_uri_into_child_processes(home, monkeypatch):
+    """MLflow exports the URI to os.environ; a child `blipexp --home OTHER` must not take it for the user's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    tracking.configure(home)
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == tracking.tracking_uri(home)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_store_that_cannot_be_opened_is_a_clear_error(home, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # a path under a file fails for root too, unlike chmod
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/store/mlflow.db")
+    with pytest.raises(ValueError, match=r"tracking store sqlite:///.*a-file/store/mlflow.db cannot be opened "
+                                         r"\(NotADirectoryError.*fix or unset \$MLFLOW_TRACKING_URI"):
+        tracking.configure(home)
+    with pytest.raises(ValueError, match="check the tracking URI you passed"):
+        tracking.configure(home, f"sqlite:///{blocker}/store/mlflow.db")
+
+
+def _cli_run(home, env_changes):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_URI")}
+    env.update(env_changes, HF_HUB_OFFLINE="1")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "blipexp", "run", "football_baseline", "--tiny",
+                           "--home", str(home), "--experiments", str(EXPERIMENTS)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("case", ["sqlite under a file", "dead server", "home under a file"])
+def test_cli_run_stops_before_training_when_the_store_is_unusable(tmp_path, case):
+    """`blipexp run` exits 2 with one `error:` line naming the store and the fix; no data made, nothing trained."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    home = tmp_path / "home"
+    env, expected = {
+        "sqlite under a file": ({"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/store/mlflow.db"},
+                                r"cannot be opened \(NotADirectoryError.*fix or unset \$MLFLOW_TRACKING_URI"),
+        "dead server": ({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"},
+                        r"tracking server http://127\.0\.0\.1:\d+ cannot be reached .*Connection refused.*"
+                        r"start it, or fix or unset \$MLFLOW_TRACKING_URI"),
+        "home under a file": ({}, r"a-file/home is not writable .*--home DIR or set BLIPEXP_HOME"),
+    }[case]
+    if case == "home under a file":
+        home = blocker / "home"
+    done, seconds = _cli_run(home, env)
+    print(f"{case}: exit {done.returncode} after {seconds:.1f} s: {done.stderr.strip()}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert re.search(r"^error: .*" + expected, done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+    assert "data:" not in done.stdout and "epoch" not in done.stdout, "nothing loaded or trained"
+    if case != "home under a file":
+        assert not (home / "data").exists() and not (home / "checkpoints").exists()
+    assert seconds < 60, "fails fast, before training"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
+from filelock import FileLock, Timeout
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -39,6 +41,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
 GENERATION_KEY = "generation"  # the generation.json artifact
 DEFAULT_GENERATION = {"max_new_tokens": 30, "num_beams": 1, "batch_size": 16}
+PROMOTE_LOCK_TIMEOUT_S = 300  # loading a real BLIP for the check takes seconds to a minute
 REQUIRED_PACKAGES = ("mlflow", "cloudpickle", "torch", "transformers", "pillow", "pandas")
 
 
@@ -278,22 +281,49 @@ def _iso(timestamp_ms: int | None) -> str:
 
 def promote(name: str, version: str, alias: str = "champion", force: bool = False,
             objective_key: str = "objective", direction: str = "maximize") -> str:
-    """Point `alias` at `version` if it is at least as good as the current holder and loads; return a message."""
+    """Point `alias` at `version` if it is at least as good as the current holder and loads; return a message.
+
+    Read-check-write under a file lock, so two promotes at once act one after the other (on one machine).
+    """
     client = MlflowClient()
-    model = _registered_model(client, name)
+    _registered_model(client, name)  # a clear error for an unknown name
     version = str(version)
     candidate = _version(client, name, version)
-    holder = (model.aliases or {}).get(alias)
-    if holder is not None and str(holder) == version:
-        return f"{name}@{alias} already points to version {version}: nothing changed"
-    if holder is not None and not force:
-        _refuse_if_worse(name, alias, candidate, _version(client, name, str(holder)), objective_key, direction)
-    _check_loads(name, version)
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, "promoted_at", datetime.now(timezone.utc).isoformat())
-    client.set_model_version_tag(name, version, f"previous_{alias}", str(holder) if holder is not None else "none")
+    with _promote_lock():
+        holder = (client.get_registered_model(name).aliases or {}).get(alias)  # read under the lock
+        if holder is not None and str(holder) == version:
+            return f"{name}@{alias} already points to version {version}: nothing changed"
+        if holder is not None and not force:
+            _refuse_if_worse(name, alias, candidate, _version(client, name, str(holder)), objective_key, direction)
+        _check_loads(name, version)
+        client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, "promoted_at", datetime.now(timezone.utc).isoformat())
+        client.set_model_version_tag(name, version, f"previous_{alias}",
+                                     str(holder) if holder is not None else "none")
     was = f"version {holder}" if holder is not None else "nothing"
     return f"{name}@{alias} -> version {version} (was {was})" + (" [forced]" if force and holder is not None else "")
+
+
+def _promote_lock() -> FileLock:
+    """A lock per registry store: next to a sqlite database, else in the temp folder keyed by the store's URI."""
+    uri = mlflow.get_registry_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?")[0] + ".promote.lock")
+    else:
+        key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"blipexp-promote-{key}.lock"
+    return _TimedLock(str(path), timeout=PROMOTE_LOCK_TIMEOUT_S)
+
+
+class _TimedLock(FileLock):
+    """FileLock whose timeout is a ValueError naming the lock file (the OS frees it if its holder dies)."""
+
+    def acquire(self, *args, **kwargs):
+        try:
+            return super().acquire(*args, **kwargs)
+        except Timeout:
+            raise ValueError(f"another promote has held {self.lock_file} for over {self.timeout:.0f} s: "
+                             "wait for it to finish, then try again") from None
 
 
 def _refuse_if_worse(name: str, alias: str, candidate: ModelVersion, holder: ModelVersion,
@@ -337,7 +367,7 @@ def _check_loads(name: str, version: str) -> None:
     try:
         mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # any failure to download or load means: not promotable
-        raise ValueError(f"{uri} does not load ({type(exc).__name__}: {exc}); its files may be missing: "
+        raise ValueError(f"{uri} does not load ({type(exc).__name__}: {exc}); its files are missing or damaged: "
                          "register a fresh version instead") from exc
 
 

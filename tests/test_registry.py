@@ -281,3 +281,67 @@ def test_served_images_are_prepared_like_training_images():
     assert registry.load_image(buffer.getvalue()).getpixel((0, 0)) == (255, 255, 255)
     with pytest.raises(ValueError, match="row 3: the data is not a readable image"):
         registry.load_image(b"not an image", row=3)
+
+
+def _model_files(version):
+    """The folder of a version's logged model on disk (MLflow 3: versions point at a logged model)."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    model_id = version.source.removeprefix("models:/")
+    return Path(urlparse(mlflow.get_logged_model(model_id).artifact_location).path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_promotion_refuses_a_version_whose_weights_are_corrupt(trained, damage):
+    name = f"blip-corrupt-{damage}"
+    version = register(trained, name, 0.9)
+    weights = list(_model_files(version).rglob("model.safetensors"))
+    assert len(weights) == 1, "the logged model holds one weights file"
+    data = weights[0].read_bytes()
+    # same name, damaged content: noise, or the first half as a full disk or a killed copy leaves it
+    weights[0].write_bytes(b"\x00" * 64 + b"not safetensors" if damage == "garbage" else data[:len(data) // 2])
+    with pytest.raises(ValueError, match=f"models:/{name}/1 does not load .*missing or damaged") as refused:
+        registry.promote(name, "1")
+    print(f"{damage} weights: {refused.value}")
+    client = mlflow.MlflowClient()
+    assert client.get_registered_model(name).aliases == {}
+    assert "promoted_at" not in client.get_model_version(name, "1").tags
+
+
+def _promote_process(home, name, version):
+    """`python -m blipexp promote` as a separate process on the same store."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    return subprocess.Popen([sys.executable, "-m", "blipexp", "promote", name, "--version", version,
+                             "--home", str(home)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_concurrent_promotions_are_serialised(trained):
+    """Two promote processes at once end as if run one after the other: one alias, consistent history tags.
+
+    Both versions carry the same objective, so either order is allowed; what must not happen is that both
+    read "no holder" and both record previous_champion=none.
+    """
+    _, _, result, home = trained
+    for _ in range(2):
+        register(trained, "blip-race", result.objective)
+    processes = {v: _promote_process(home, "blip-race", v) for v in ("1", "2")}
+    outputs = {v: p.communicate(timeout=180) for v, p in processes.items()}
+    for v, p in processes.items():
+        print(f"promote version {v}: exit {p.returncode}: {outputs[v][0].strip()}")
+        assert p.returncode == 0, outputs[v][1]
+
+    client = mlflow.MlflowClient()
+    holder = str(client.get_registered_model("blip-race").aliases["champion"])
+    first = "1" if holder == "2" else "2"
+    assert "(was nothing)" in outputs[first][0]
+    assert f"-> version {holder} (was version {first})" in outputs[holder][0]
+    tags = {v: client.get_model_version("blip-race", v).tags for v in ("1", "2")}
+    assert tags[first]["previous_champion"] == "none"
+    assert tags[holder]["previous_champion"] == first
+    assert tags[first]["promoted_at"] <= tags[holder]["promoted_at"]  # ISO-8601 UTC strings sort by time

@@ -65,6 +65,9 @@ class ExperimentSpec:
     model: str = arg(HUB_MODEL, f"Hub id, local folder saved with save_pretrained, or '{TINY_MODEL}' (offline preset)")
     model_revision: str = arg("main", "Hub revision (branch, tag or commit) when `model` is a Hub id")
     freeze_vision_encoder: bool = arg(False, "Train the text decoder only; the vision encoder's weights stay fixed")
+    cache_vision_features: bool = arg(
+        True, "With a frozen vision encoder, compute its outputs once and reuse them in every epoch, trial and run "
+        "(stored under <home>/cache/vision, keyed by data, image-processor settings and model)")
 
     # --- data
     dataset: str = arg(HUB_DATASET, f"Hub dataset id, local folder (metadata.jsonl or captions.csv), or '{PITCH_DATASET}'")
@@ -100,6 +103,9 @@ class ExperimentSpec:
     max_new_tokens: int = arg(30, "Longest generated caption, in tokens")
     num_beams: int = arg(1, "Beam width for generation (1: greedy)")
     sample_captions: int = arg(8, "Validation images whose predicted captions are logged as a table")
+    val_subset: int = arg(
+        256, "Per-epoch validation scores a fixed subset of this many images when the validation split is larger "
+        "(fast epochs and pruning); the best model is then scored on the full split. 0: always the full split")
     objective_metric: str = arg("cider", f"Metric that selects the best epoch and trial: one of {', '.join(OBJECTIVES)}")
     objective_direction: Literal["maximize", "minimize"] = arg("maximize", "Whether a higher objective is better")
 
@@ -129,7 +135,7 @@ class ExperimentSpec:
                  self.val_fraction + self.test_fraction, "must be < 1 to leave images for training")
         _require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
         _require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
-        for key in ("weight_decay", "max_grad_norm", "sample_captions", "dataloader_workers"):
+        for key in ("weight_decay", "max_grad_norm", "sample_captions", "dataloader_workers", "val_subset"):
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from transformers.trainer_callback import ProgressCallback
 from . import tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
 from .data.collator import IGNORE_INDEX, CaptionCollator
-from .data.features import evaluation_dataset, training_dataset
+from .data.features import encode_images, evaluation_dataset, training_dataset
+from .feature_cache import FeatureCache, PassThroughVision
 from .data.sources import CaptionData, Example
 from .metrics import caption_scores
 from .modeling import load_model_and_processor
@@ -85,6 +88,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         per_device_eval_batch_size=spec.eval_batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         weight_decay=spec.weight_decay,
+        optim="adamw_torch_fused",  # one kernel for all parameters; torch has it on CPU and GPU
         warmup_steps=spec.warmup_ratio,  # a float in [0, 1) is a share of all steps
         lr_scheduler_type=spec.lr_scheduler,
         max_grad_norm=spec.max_grad_norm,
@@ -141,15 +145,21 @@ def train_trial(
     model, processor = load_model_and_processor(spec, captions)
     if spec.freeze_vision_encoder:
         model.vision_model.requires_grad_(False)
-    train_set = training_dataset(processor.image_processor, data.train)
-    val_set, val_refs = evaluation_dataset(processor.image_processor, data.validation)
+    cache = _feature_cache(spec, data, home, model, processor)
+    encode = cache.features if cache else _pixel_encoder(processor)
+    train_set = training_dataset(encode("train", data.train), data.train)
+    epoch_val = validation_subset(data.validation, spec)
+    subset = len(epoch_val) < len(data.validation)
+    val_set, val_refs = evaluation_dataset(encode("validation_subset" if subset else "validation", epoch_val), epoch_val)
+    if cache and echo:
+        print(cache_summary(cache), flush=True)
     collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
 
     with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
-        _log_data_summary(data, len(train_set))
+        _log_data_summary(data, len(train_set), len(epoch_val))
         output_dir = home / "checkpoints" / run.info.run_id
         trainer = CaptionTrainer(
             model=model,
@@ -164,22 +174,30 @@ def train_trial(
         trainer.remove_callback(ProgressCallback)
         if echo:
             trainer.add_callback(_BarOnly())
-        trainer.train()  # ends with the best epoch's weights loaded
-
-        history = metrics_callback.history
-        untrained = next((h for h in history if h["epoch"] == 0), {})
-        best = _best_epoch(history, spec)
-        test_metrics = _evaluate_test(trainer, processor, data.test)
+        with _vision_inputs(model, cached=cache is not None):
+            trainer.train()  # ends with the best epoch's weights loaded
+            history = metrics_callback.history
+            untrained = next((h for h in history if h["epoch"] == 0), {})
+            best = _best_epoch(history, spec)
+            full_val = {}
+            if subset:  # epochs saw a subset: score the chosen model on all of it
+                full_val = _evaluate(trainer, processor, encode, data.validation, "validation")
+            test_metrics = _evaluate(trainer, processor, encode, data.test, "test")
+        if cache:
+            _log_cache(cache)
         model_dir = output_dir / "model"
         trainer.save_model(str(model_dir))
         processor.save_pretrained(str(model_dir))
         _drop_checkpoints(output_dir)  # the best weights now live in model_dir
         _log_samples(trainer.model, processor, data.validation[: spec.sample_captions], spec)
-        objective = best[spec.objective_metric]
+        subset_best = {k: v for k, v in best.items() if k != "epoch"}
+        val_metrics = full_val or subset_best
+        objective = val_metrics[spec.objective_metric]
         mlflow.log_metrics({
             "objective": objective,
             "best_epoch": best["epoch"],
-            **{f"best_val_{k}": v for k, v in best.items() if k != "epoch"},
+            **{f"best_val_{k}": v for k, v in val_metrics.items()},
+            **({f"best_val_subset_{k}": v for k, v in subset_best.items()} if full_val else {}),
             **{f"untrained_val_{k}": v for k, v in untrained.items() if k != "epoch"},
             **{f"test_{k}": v for k, v in test_metrics.items()},
         })
@@ -187,7 +205,7 @@ def train_trial(
         run_id=run.info.run_id,
         objective=objective,
         best_epoch=int(best["epoch"]),
-        val_metrics={k: v for k, v in best.items() if k != "epoch"},
+        val_metrics=val_metrics,
         test_metrics=test_metrics,
         untrained={k: v for k, v in untrained.items() if k != "epoch"},
         history=history,
@@ -202,14 +220,56 @@ def _best_epoch(history: list[dict[str, float]], spec: ExperimentSpec) -> dict[s
     return pick(trained, key=lambda h: h[spec.objective_metric])
 
 
-def _evaluate_test(trainer: CaptionTrainer, processor, test: list[Example]) -> dict[str, float]:
-    if not test:
+Encoder = Callable[[str, Sequence[Example]], torch.Tensor]  # (split name, examples) -> one input row per example
+
+
+def _pixel_encoder(processor) -> Encoder:
+    return lambda split, examples: encode_images(processor.image_processor, [e.image for e in examples])
+
+
+def _feature_cache(spec: ExperimentSpec, data: CaptionData, home: Path, model, processor) -> FeatureCache | None:
+    if not (spec.freeze_vision_encoder and spec.cache_vision_features):
+        return None
+    return FeatureCache(home / "cache" / "vision", model, processor.image_processor, fingerprint=data.fingerprint,
+                        model_name=spec.model, revision=spec.model_revision)
+
+
+def cache_summary(cache: FeatureCache) -> str:
+    parts = [f"{r.split} {'hit' if r.hit else 'computed'} {r.megabytes:.1f} MB ({r.seconds:.1f}s)" for r in cache.reports]
+    return f"vision features (frozen encoder, cached in {cache.root}): " + ", ".join(parts)
+
+
+@contextmanager
+def _vision_inputs(model, cached: bool) -> Iterator[None]:
+    """With cached features the batches carry encoder outputs: the vision model steps aside while they are used."""
+    if not cached:
+        yield
+        return
+    vision = model.vision_model
+    model.vision_model = PassThroughVision()
+    try:
+        yield
+    finally:
+        model.vision_model = vision
+
+
+def validation_subset(examples: list[Example], spec: ExperimentSpec) -> list[Example]:
+    """The images scored every epoch: all of them, or a fixed random subset of `val_subset` (same every epoch)."""
+    if not spec.val_subset or len(examples) <= spec.val_subset:
+        return examples
+    chosen = sorted(random.Random(spec.split_seed).sample(range(len(examples)), spec.val_subset))
+    return [examples[i] for i in chosen]
+
+
+def _evaluate(trainer: CaptionTrainer, processor, encode: Encoder, examples: list[Example], split: str) -> dict[str, float]:
+    """The current (best) model's metrics on a whole split."""
+    if not examples:
         return {}
-    test_set, test_refs = evaluation_dataset(processor.image_processor, test)
-    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, test_refs)
-    metrics = trainer.evaluate(eval_dataset=test_set, metric_key_prefix="test")
-    return {k[len("test_"):]: float(v) for k, v in metrics.items()
-            if k.startswith("test_") and not k.endswith(("_runtime", "_per_second"))}
+    dataset, refs = evaluation_dataset(encode(split, examples), examples)
+    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, refs)
+    metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
+    return {k[len(split) + 1:]: float(v) for k, v in metrics.items()
+            if k.startswith(f"{split}_") and not k.endswith(("_runtime", "_per_second"))}
 
 
 def _drop_checkpoints(output_dir: Path) -> None:
@@ -217,18 +277,25 @@ def _drop_checkpoints(output_dir: Path) -> None:
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _log_data_summary(data: CaptionData, train_pairs: int) -> None:
+def _log_data_summary(data: CaptionData, train_pairs: int, epoch_val_images: int) -> None:
     mlflow.log_params({
         "data_source": data.source,
         "data_train_images": len(data.train),
         "data_train_pairs": train_pairs,
         "data_val_images": len(data.validation),
+        "data_val_images_per_epoch": epoch_val_images,
         "data_test_images": len(data.test),
     })
     mlflow.log_metrics({"data_total_samples": data.total,
                         **{f"data_skipped_{reason}": n for reason, n in sorted(data.skipped.items())}})
     if data.warnings:
         mlflow.set_tag("data_warnings", " | ".join(data.warnings))
+
+
+def _log_cache(cache: FeatureCache) -> None:
+    mlflow.log_params({f"vision_cache_{r.split}": "hit" if r.hit else "computed" for r in cache.reports})
+    mlflow.log_metrics({"vision_cache_mb": sum(r.megabytes for r in cache.reports),
+                        "vision_cache_seconds": sum(r.seconds for r in cache.reports)})
 
 
 def _log_samples(model, processor, examples: list[Example], spec: ExperimentSpec) -> None:

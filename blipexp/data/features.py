@@ -1,4 +1,8 @@
-"""Model-ready datasets: images turned into pixel values once (not every epoch), paired with captions."""
+"""Model-ready datasets: images turned into model inputs once (not every epoch), paired with captions.
+
+The inputs are pixel values, or the frozen vision encoder's cached outputs (see blipexp.feature_cache): the
+datasets take an already encoded tensor, one row per example.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +24,7 @@ def encode_images(image_processor, images: Sequence[Image.Image]) -> torch.Tenso
 
 
 class CaptionDataset(torch.utils.data.Dataset):
-    """Items are {"pixel_values", "caption"}; several items may share one image's pixel values."""
+    """Items are {"pixel_values", "caption"}; several items may share one image's row."""
 
     def __init__(self, pixel_values: torch.Tensor, pairs: list[tuple[int, str]]):
         assert all(0 <= i < len(pixel_values) for i, _ in pairs), "pair points past the encoded images"
@@ -35,14 +39,14 @@ class CaptionDataset(torch.utils.data.Dataset):
         return {"pixel_values": self.pixel_values[image], "caption": caption}
 
 
-def training_dataset(image_processor, examples: Sequence[Example]) -> CaptionDataset:
+def training_dataset(pixels: torch.Tensor, examples: Sequence[Example]) -> CaptionDataset:
     """One item per (image, reference caption): every reference is a training target."""
-    pixels = encode_images(image_processor, [e.image for e in examples])
+    assert len(pixels) == len(examples), "one encoded row per example"
     return CaptionDataset(pixels, [(i, c) for i, e in enumerate(examples) for c in e.captions])
 
 
-def evaluation_dataset(image_processor, examples: Sequence[Example]) -> tuple[CaptionDataset, list[list[str]]]:
+def evaluation_dataset(pixels: torch.Tensor, examples: Sequence[Example]) -> tuple[CaptionDataset, list[list[str]]]:
     """One item per image (the loss uses its first reference); all references are returned for the metrics."""
-    pixels = encode_images(image_processor, [e.image for e in examples])
+    assert len(pixels) == len(examples), "one encoded row per example"
     dataset = CaptionDataset(pixels, [(i, e.captions[0]) for i, e in enumerate(examples)])
     return dataset, [list(e.captions) for e in examples]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +14,9 @@ from .spec import ExperimentSpec
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for the resume command after an interrupt
     try:
         return args.handler(args) or 0
     except ValueError as exc:  # bad input: one clear line, no traceback
@@ -119,13 +123,42 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: raised in the main thread so every `finally` and handler runs, as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_experiment  # heavy imports (torch, transformers) only when training
 
     spec = resolve_spec(args)
     if args.trials is not None:
         spec = spec.replace(n_trials=args.trials)
-    return run_experiment(spec, home=_home(args), new_study=args.new)
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_experiment(spec, home=_home(args), new_study=args.new)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"\ninterrupted ({signal.Signals(signum).name}): re-run `{resume_command(args.argv)}` to resume "
+              "(a sweep keeps its finished trials and runs the interrupted one again)", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    # A second signal during the clean-up gets the default behaviour (SIGTERM: stop at once).
+    signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+    raise Interrupted(signum)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The same command without --new, which would start the sweep afresh instead of resuming it."""
+    return shlex.join(["python", "-m", "blipexp", *(a for a in argv if a != "--new")])
 
 
 def _registry(args: argparse.Namespace):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import mlflow
 
-from . import tracking
+from . import locks, tracking
 from .data import CaptionData, load_data
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
@@ -17,7 +17,8 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False) ->
     print(f"blipexp run {spec.name} ({'tiny' if spec.is_tiny else 'full'} profile)  model={spec.model}", flush=True)
     data = load_data(spec, home)
     print(describe_data(data), flush=True)
-    tracking.use_experiment(spec.experiment_name, home)
+    with locks.hold(home, "mlflow-store"):  # parallel workers: one creates the store's tables, the others wait
+        tracking.use_experiment(spec.experiment_name, home)
     if spec.search_space():
         return _sweep(spec, data, home, new_study)
     result = train_trial(spec, data, home)
@@ -60,7 +61,7 @@ def next_steps(spec: ExperimentSpec, version) -> str:
 
 
 def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool) -> int:
-    from .sweep import FINAL_STATES, run_sweep, summary_table
+    from .sweep import FINAL_STATES, run_sweep, study_name, summary_table
 
     result = run_sweep(spec, data, home, new=new_study)
     print("\n" + summary_table(result.study))
@@ -72,18 +73,26 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool)
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")
         return 1
-    version = _sweep_version(spec, result.parent_run_id)
-    if version is None:  # one version per sweep: a resumed or repeated run does not register again
-        best_run_id = best.user_attrs["mlflow_run_id"]
-        metrics = mlflow.get_run(best_run_id).data.metrics
-        val_metrics = {k[len("best_val_"):]: v for k, v in metrics.items() if k.startswith("best_val_")}
-        version = register(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
-                           val_metrics, {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
+    with locks.hold(home, study_name(spec)):  # parallel workers: the first registers, the others find its version
+        version = _sweep_version(spec, result.parent_run_id)
+        if version is None:  # one version per sweep: a resumed or repeated run does not register again
+            version = _register_best(spec, data, result)
     print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}")
     print(f"  sweep run   {result.parent_run_id}  (MLflow experiment {spec.experiment_name!r})")
     print(next_steps(spec, version))
     print(f"  browse      {tracking.ui_command(home)}")
     return 0
+
+
+def _register_best(spec: ExperimentSpec, data: CaptionData, result):
+    """Log and register the best trial's model. A half-logged model from a killed attempt stays unregistered
+    in the trial's run: mlflow.register_model creates the version with its tags in one step, after logging."""
+    best = result.best_trial
+    best_run_id = best.user_attrs["mlflow_run_id"]
+    metrics = mlflow.get_run(best_run_id).data.metrics
+    val_metrics = {k[len("best_val_"):]: v for k, v in metrics.items() if k.startswith("best_val_")}
+    return register(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
+                    val_metrics, {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):

@@ -1,9 +1,16 @@
 """The Optuna study: storage in the blipexp home, seeded TPE, a median pruner fed each epoch's objective,
 one nested MLflow run per trial under one parent run per sweep, and resume by re-running the same command.
+
+Faults: several processes may run the same sweep at once on one machine (a journal-file study, and a lock in
+the home around every decision that must be taken once: creating the sweep run, starting a trial while the
+total is not reached, keeping the best model, registering). A trial whose process was killed is marked FAIL
+by the next process to start, its MLflow run ended KILLED and its checkpoints deleted (never reused), and
+its params retried. A NaN or inf objective fails the trial with the reason on the trial and its run.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -13,13 +20,17 @@ from pathlib import Path
 
 import mlflow
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
+from . import locks
 from .data import CaptionData
 from .spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
-from .train import TrialResult, train_trial
+from .train import train_trial
 
 FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total
+JOURNAL = "optuna.journal"  # the study storage in the blipexp home
+POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
 
 
 @dataclass
@@ -30,8 +41,35 @@ class SweepResult:
     best_model_dir: Path | None
 
 
-def storage_url(home: Path) -> str:
-    return f"sqlite:///{home / 'optuna.db'}"
+class _TrialStopped(Exception):
+    """The trial's objective is unusable (NaN, inf): the trial fails with this reason."""
+
+
+def optuna_storage(home: Path, url: str | None = None) -> optuna.storages.BaseStorage:
+    """The study storage: `url` (an RDB such as PostgreSQL, for workers on several machines) if given, else a
+    journal file in home. A journal file under Optuna's lock takes parallel workers on one machine, which
+    SQLite does not (\"database is locked\")."""
+    if url:
+        return optuna.storages.RDBStorage(url)
+    home.mkdir(parents=True, exist_ok=True)
+    path = str(home / JOURNAL)
+    storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    _import_sqlite_studies(home, storage)
+    return storage
+
+
+def _import_sqlite_studies(home: Path, storage: optuna.storages.BaseStorage) -> None:
+    """Studies from before the journal (home/optuna.db) are copied into it once, so they still resume."""
+    old = home / "optuna.db"
+    if not old.is_file():
+        return
+    with locks.hold(home, "optuna-import"):
+        if not old.is_file():  # another process imported it meanwhile
+            return
+        for summary in optuna.get_all_study_summaries(storage=f"sqlite:///{old}", include_best_trial=False):
+            optuna.copy_study(from_study_name=summary.study_name, from_storage=f"sqlite:///{old}",
+                              to_storage=storage)
+        old.rename(old.with_name("optuna.db.imported"))
 
 
 def study_name(spec: ExperimentSpec) -> str:
@@ -48,33 +86,43 @@ def suggest(trial: optuna.Trial, key: str, dim: SearchDim):
 
 
 def open_study(spec: ExperimentSpec, home: Path, new: bool = False) -> optuna.Study:
-    name, url = study_name(spec), storage_url(home)
-    if new and name in optuna.get_all_study_names(storage=url):
-        optuna.delete_study(study_name=name, storage=url)
+    name, storage = study_name(spec), optuna_storage(home)
+    if new and name in optuna.get_all_study_names(storage=storage):
+        optuna.delete_study(study_name=name, storage=storage)
     return optuna.create_study(
         study_name=name,
-        storage=url,
+        storage=storage,
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=4),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),  # a median of 3 finished trials
+        pruner=(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)  # a median of 3 finished trials
+                if spec.prune else optuna.pruners.NopPruner()),
         direction=spec.objective_direction,
-        load_if_exists=True,
+        load_if_exists=True,  # a parallel worker may create it first
     )
 
 
 def fail_orphaned_trials(study: optuna.Study) -> int:
-    """RUNNING trials whose process on this machine is gone: mark FAIL, end their MLflow run, retry the params."""
+    """RUNNING trials whose process on this machine is gone: mark FAIL, retry their params. Call under the study lock.
+
+    A RUNNING trial without host and pid lost its process between `ask` and recording them (both happen
+    under the lock, so no live worker is in that window)."""
     host, failed = socket.gethostname(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") != host or _alive(attrs.get("pid")):
+        if "host" in attrs and (attrs["host"] != host or _alive(attrs.get("pid"))):
             continue
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its process stopped (killed)")
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if attrs.get("mlflow_run_id"):
-            mlflow.MlflowClient().set_terminated(attrs["mlflow_run_id"], "KILLED")
-            mlflow.MlflowClient().set_tag(attrs["mlflow_run_id"], "trial_state", "FAIL")
-        study.enqueue_trial(trial.params, skip_if_exists=True)
+        retry(study, trial.params or trial.system_attrs.get("fixed_params", {}))
         failed += 1
     return failed
+
+
+def retry(study: optuna.Study, params: dict) -> None:
+    """Queue `params` for the next trial, once. (`enqueue_trial(skip_if_exists=True)` would skip it: the failed
+    trial itself has these params.) Call under the study lock."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if params and not any(t.system_attrs.get("fixed_params") == params for t in waiting):
+        study.enqueue_trial(params)
 
 
 def _alive(pid: int | None) -> bool:
@@ -89,31 +137,86 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+def reconcile_runs(study: optuna.Study, home: Path) -> int:
+    """End the MLflow trial runs a killed process left RUNNING, as their trial's state says; drop their
+    unfinished checkpoints. Also covers a run killed before it was recorded on its trial, and the best
+    trial's run re-opened by a registration that was killed. Call under the study lock."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=(
+        f"tags.optuna_study = '{study.study_name}' and attributes.status = 'RUNNING'"))
+    client = mlflow.MlflowClient()
+    for run in runs:
+        trial = by_number.get(int(run.data.tags.get("optuna_trial", -1)))
+        if trial is None or trial.state == TrialState.RUNNING:
+            continue  # a live worker's trial
+        run_id = run.info.run_id
+        state = trial.state.name if trial.user_attrs.get("mlflow_run_id") == run_id else "FAIL"
+        if state == "FAIL":
+            shutil.rmtree(home / "checkpoints" / run_id, ignore_errors=True)
+            client.set_tag(run_id, "fail_reason", trial.user_attrs.get("fail_reason", "its process stopped (killed)"))
+        client.set_tag(run_id, "trial_state", state)
+        client.set_terminated(run_id, "KILLED" if state == "FAIL" else "FINISHED")
+    return len(runs)
+
+
 def run_sweep(spec: ExperimentSpec, data: CaptionData, home: Path, *, new: bool = False, echo: bool = True) -> SweepResult:
+    """Run trials until the study holds spec.n_trials finished (COMPLETE or PRUNED) ones, with any number of
+    workers on this machine running the same command; then wait for the others' trials to finish."""
     study = open_study(spec, home, new=new)
-    retried = fail_orphaned_trials(study)
+    with locks.hold(home, study.study_name):
+        retried = fail_orphaned_trials(study)
+        reconcile_runs(study, home)
+        parent_id = _parent_run(study, spec)
     if echo and retried:
         print(f"resume: {retried} trial(s) left running by a stopped process marked failed; their parameters are retried")
-    parent_id = _parent_run(study, spec)
     with mlflow.start_run(run_id=parent_id):
-        done = len(study.get_trials(deepcopy=False, states=FINAL_STATES))
-        remaining = max(0, spec.n_trials - done)
-        if echo:
-            print(f"study {study.study_name}: {done} of {spec.n_trials} trials done, {remaining} to run", flush=True)
-        if remaining:
-            study.optimize(
-                lambda trial: _objective(trial, spec, data, home, echo),
-                n_trials=remaining,
-                callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=FINAL_STATES)],
-                catch=(Exception,),  # a failing trial is recorded FAIL; the sweep goes on
-            )
-        best = _best(study)
-        _log_parent_summary(study, best)
+        try:
+            _run_trials(study, spec, data, home, echo)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli): the sweep run ends KILLED, not FAILED
+            mlflow.end_run("KILLED")
+            raise
+        with locks.hold(home, study.study_name):
+            best = _best(study)
+            _log_parent_summary(study, best)
     return SweepResult(study, parent_id, best, Path(best.user_attrs["model_dir"]) if best else None)
 
 
+def counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINAL_STATES))
+
+
+def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, home: Path, echo: bool) -> None:
+    """Start a trial only while finished plus running trials are short of the total (checked under the lock,
+    so parallel workers never overshoot). A failed trial is replaced, up to as many failures as trials were
+    left at the start: beyond that something is wrong with every trial, and the sweep stops."""
+    done = counted(study)
+    failures_left = max(1, spec.n_trials - done)
+    if echo:
+        print(f"study {study.study_name}: {done} of {spec.n_trials} trials done, "
+              f"{max(0, spec.n_trials - done)} to run", flush=True)
+    waiting_said = False
+    while True:
+        with locks.hold(home, study.study_name):
+            fail_orphaned_trials(study)
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            trial = None
+            if counted(study) + running < spec.n_trials and failures_left > 0:
+                trial = study.ask()
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
+        if trial is not None:
+            failures_left -= _run_trial(study, trial, spec, data, home, echo) == TrialState.FAIL
+            continue
+        if not running:
+            return
+        if echo and not waiting_said:
+            print(f"waiting for {running} trial(s) running in other worker(s) to finish", flush=True)
+            waiting_said = True
+        time.sleep(POLL_SECONDS)
+
+
 def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
-    """The sweep's MLflow run: created once per study, reopened on resume."""
+    """The sweep's MLflow run: created once per study (under the study lock), reopened on resume."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id:
         return run_id
@@ -134,11 +237,12 @@ def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
     return run.info.run_id
 
 
-def _objective(trial: optuna.Trial, spec: ExperimentSpec, data: CaptionData, home: Path, echo: bool) -> float:
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-    params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
-    trial_spec = spec.replace(**params)
+def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, data: CaptionData, home: Path,
+               echo: bool) -> TrialState:
+    """Train one trial and tell the study how it ended; the MLflow run ends with the same state.
+
+    Ctrl-C / SIGTERM: the trial is told FAIL (its params are retried on resume), its run ends KILLED, and
+    the interrupt goes on up."""
     run: dict[str, str] = {}
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -151,29 +255,52 @@ def _objective(trial: optuna.Trial, spec: ExperimentSpec, data: CaptionData, hom
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-    if echo:
-        print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
     started = time.perf_counter()
     try:
-        result = train_trial(trial_spec, data, home, run_name=f"trial-{trial.number}", listeners=[report],
-                             extra_tags={"optuna_study": trial.study.study_name, "optuna_trial": str(trial.number)},
+        params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
+        if echo:
+            print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
+        result = train_trial(spec.replace(**params), data, home, run_name=f"trial-{trial.number}", listeners=[report],
+                             extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
                              nested=True, echo=echo)
+        if not math.isfinite(result.objective):
+            raise _TrialStopped(f"objective {spec.objective_metric} is {result.objective}")
     except optuna.TrialPruned:
         _end_trial_run(run, "PRUNED", "FINISHED", started, home)
-        raise
-    except Exception:
-        _end_trial_run(run, "FAIL", "FAILED", started, home)
-        raise
-    _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    except (Exception, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        reason = "interrupted (Ctrl-C or SIGTERM)" if interrupted else f"{type(exc).__name__}: {exc}"
+        _fail(study, trial, run, reason, "KILLED" if interrupted else "FAILED", started, home)
+        if interrupted:
+            with locks.hold(home, study.study_name):
+                retry(study, trial.params)  # not its fault: the same params run again on resume
+            raise
+        if echo:
+            print(f"trial {trial.number} failed: {reason[:300]}", flush=True)
+        return TrialState.FAIL
     trial.set_user_attr("model_dir", str(result.model_dir))
     trial.set_user_attr("seconds", time.perf_counter() - started)
-    _keep_only_best_model(trial.study, result)
-    return result.objective
+    _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
+    with locks.hold(home, study.study_name):  # one worker at a time decides which model folder to keep
+        study.tell(trial, result.objective)
+        _keep_only_best_model(study)
+    return TrialState.COMPLETE
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str, status: str, started: float,
+          home: Path) -> None:
+    trial.set_user_attr("fail_reason", reason[:1000])
+    if "id" in run:
+        mlflow.MlflowClient().set_tag(run["id"], "fail_reason", reason[:5000])
+    _end_trial_run(run, "FAIL", status, started, home)
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def _end_trial_run(run: dict[str, str], state: str, status: str, started: float, home: Path) -> None:
     if "id" not in run:
-        return
+        return  # stopped before its first evaluation: reconcile_runs ends that run on the next start
     if state != "COMPLETE":  # an unfinished trial's checkpoints are never used
         shutil.rmtree(home / "checkpoints" / run["id"], ignore_errors=True)
     client = mlflow.MlflowClient()
@@ -182,15 +309,14 @@ def _end_trial_run(run: dict[str, str], state: str, status: str, started: float,
     client.set_terminated(run["id"], status)
 
 
-def _keep_only_best_model(study: optuna.Study, result: TrialResult) -> None:
-    """Only the best trial's model will be logged: keep its folder, delete the others'."""
-    previous = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def _keep_only_best_model(study: optuna.Study) -> None:
+    """Only the best trial's model will be logged: keep its folder, delete the other complete trials'."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if Path(t.user_attrs.get("model_dir", "")).is_dir()]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    champion = (max if maximize else min)(previous, key=lambda t: t.value, default=None)
-    improved = champion is None or (result.objective > champion.value if maximize else result.objective < champion.value)
-    for folder in [t.user_attrs["model_dir"] for t in previous] if improved else [result.model_dir]:
-        shutil.rmtree(Path(folder).parent, ignore_errors=True)  # the trial's whole checkpoints/<run id>/
+    best = _best(study)
+    for trial in complete:
+        if best is None or trial.number != best.number:
+            shutil.rmtree(Path(trial.user_attrs["model_dir"]).parent, ignore_errors=True)  # its checkpoints/<run id>/
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -60,7 +60,7 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
     import optuna
     from PIL import Image
 
-    from blipexp.sweep import storage_url
+    from blipexp.sweep import optuna_storage
 
     sweeps = str(Path(__file__).parent / "experiments_sweep")
     argv = ["run", "small_sweep", "--home", str(home), "--experiments", sweeps, "--trials", "3", "--set", "epochs=2"]
@@ -71,7 +71,7 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
 
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name='small-sweep'")
-    study = optuna.load_study(study_name="small_sweep-tiny", storage=storage_url(home))
+    study = optuna.load_study(study_name="small_sweep-tiny", storage=optuna_storage(home))
     assert len(versions) == 1
     assert versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]
     assert float(versions[0].tags["objective"]) == study.best_trial.value

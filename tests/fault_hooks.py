@@ -1,0 +1,68 @@
+"""Run `python -m blipexp ...` with a fault hook, so a test can SIGKILL it in the middle of a write.
+
+    python tests/fault_hooks.py POINT MARKER blipexp-args...
+
+POINT says which write stalls half-done: `save:N` (the Nth `Trainer._save`: checkpoint-* folders, then the
+trial's model folder) or `log_model` (the artifacts of the model being logged for registration). At that
+point the hook truncates the biggest file just written to half its size (a half-written file), creates the
+file MARKER and sleeps: the test waits for MARKER and kills the process. The product code has no test hooks;
+only this wrapper patches it.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def stall(folder: Path, marker: Path) -> None:
+    files = [p for p in Path(folder).rglob("*") if p.is_file()]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    with open(biggest, "r+b") as handle:
+        handle.truncate(biggest.stat().st_size // 2)
+    marker.write_text(str(biggest))
+    time.sleep(3600)
+
+
+def hook_save(n: int, marker: Path) -> None:
+    from transformers import Trainer
+
+    original, calls = Trainer._save, []
+
+    def _save(self, output_dir=None, state_dict=None):
+        original(self, output_dir, state_dict)
+        calls.append(output_dir)
+        if len(calls) == n:
+            stall(Path(output_dir), marker)
+
+    Trainer._save = _save
+
+
+def hook_log_model(marker: Path) -> None:
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    original = LocalArtifactRepository.log_artifacts
+
+    def log_artifacts(self, local_dir, artifact_path=None):
+        original(self, local_dir, artifact_path)
+        if any(Path(local_dir).rglob("*.safetensors")):  # the model folder, not a plot or a table
+            stall(Path(self.artifact_dir) / (artifact_path or ""), marker)
+
+    LocalArtifactRepository.log_artifacts = log_artifacts
+
+
+def main() -> int:
+    point, marker, argv = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    if point.startswith("save:"):
+        hook_save(int(point.split(":")[1]), marker)
+    elif point == "log_model":
+        hook_log_model(marker)
+    else:
+        raise SystemExit(f"unknown fault point {point!r}")
+    from blipexp.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

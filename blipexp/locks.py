@@ -16,7 +16,11 @@ from pathlib import Path
 def hold(home: Path, name: str) -> Iterator[None]:
     """Hold the exclusive lock `name` in `home` for the body; waits for other holders."""
     folder = Path(home) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"run-state folder {home} is not writable ({exc.strerror}): "
+                         "pass --home DIR or set BLIPEXP_HOME to a writable folder") from exc
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     with open(folder / f"{safe}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

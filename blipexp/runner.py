@@ -13,12 +13,12 @@ from .train import TrialResult, train_trial
 
 def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False) -> int:
     """Train once, or sweep when the spec declares a search space."""
-    tracking.configure(home)
+    with locks.hold(home, "mlflow-store"):  # parallel workers: one creates the store's tables, the others wait
+        tracking.configure(home)
+        tracking.use_experiment(spec.experiment_name, home)
     print(f"blipexp run {spec.name} ({'tiny' if spec.is_tiny else 'full'} profile)  model={spec.model}", flush=True)
     data = load_data(spec, home)
     print(describe_data(data), flush=True)
-    with locks.hold(home, "mlflow-store"):  # parallel workers: one creates the store's tables, the others wait
-        tracking.use_experiment(spec.experiment_name, home)
     if spec.search_space():
         return _sweep(spec, data, home, new_study)
     result = train_trial(spec, data, home)

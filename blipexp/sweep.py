@@ -327,7 +327,11 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 def _log_parent_summary(study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
     counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    mlflow.log_metrics({f"trials_{k.lower()}": v for k, v in counts.items() if v})
+    metrics = {f"trials_{k.lower()}": v for k, v in counts.items() if v}
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    if all(logged.get(k) == v for k, v in metrics.items()) and logged.get("best_trial") == getattr(best, "number", None):
+        return  # a parallel worker or an earlier run already logged this very summary (and its plots)
+    mlflow.log_metrics(metrics)
     if best is None:
         return
     mlflow.log_metrics({"best_objective": best.value, "best_trial": best.number})

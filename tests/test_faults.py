@@ -241,3 +241,55 @@ def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_pa
         check_retried(study, failed)
     check_agreement(home, study)
     assert mlflow.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
+
+
+# --- (4) parallel workers on one study
+
+
+def test_parallel_workers_share_one_sweep_exactly(tmp_path):
+    home = tmp_path / "home"
+    args = sweep_args(home, "--trials", "3", "--set", "epochs=1")
+    workers = [start(blipexp(*args)) for _ in range(2)]  # at once: they race to create the store, study and sweep run
+    outputs = [worker.communicate(timeout=TIMEOUT) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        assert "locked" not in err.lower(), err[-3000:]
+        assert "registered  small-sweep version 1" in out, out[-2000:]  # every worker reports the one version
+
+    study = load_study(home)
+    assert [t.state in FINAL_STATES for t in study.trials] == [True] * 3, [t.state.name for t in study.trials]
+    assert len({t.user_attrs["pid"] for t in study.trials}) >= 2, "the workers did share the trials"
+    runs = trial_runs(home)
+    assert sorted(int(r.data.tags["optuna_trial"]) for r in runs) == [0, 1, 2], "no trial ran twice"
+    sweeps = [r for r in mlflow.search_runs(experiment_names=["small_sweep"], output_format="list")
+              if r.data.tags.get("blipexp.role") == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    check_agreement(home, study)
+    check_one_loadable_version(home, study, tmp_path)
+
+
+# --- (5) a NaN loss or objective
+
+
+def test_a_nan_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
+    home = tmp_path / "home"
+    spec = catalog.load("nan_sweep", SWEEP_EXPERIMENTS)  # learning rate 1e30, no clipping: NaN for real
+    tracking.configure(home)
+    study = open_study(spec, home)
+    for learning_rate in (1e30, 3e-3, 2e-3):
+        study.enqueue_trial({"learning_rate": learning_rate})
+    assert runner.run_experiment(spec, home) == 0
+    assert "trial 0 failed: NonFiniteMetric" in capsys.readouterr().out
+
+    study = load_study(home, study_name(spec))
+    poisoned = study.trials[0]
+    assert poisoned.state.name == "FAIL" and "NonFiniteMetric" in poisoned.user_attrs["fail_reason"]
+    assert len(study.get_trials(states=FINAL_STATES)) == 2  # replaced: the sweep still reaches its total
+    run = next(r for r in mlflow.search_runs(experiment_names=["nan_sweep"], output_format="list")
+               if r.data.tags.get("optuna_trial") == "0")
+    assert run.info.status == "FAILED" and run.data.tags["trial_state"] == "FAIL"
+    assert run.data.tags["fail_reason"] == poisoned.user_attrs["fail_reason"]
+    assert not (home / "checkpoints" / run.info.run_id).exists()
+    versions = mlflow.MlflowClient().search_model_versions("name='nan-sweep'")
+    assert [v.run_id for v in versions] == [study.best_trial.user_attrs["mlflow_run_id"]]
+    assert run.info.run_id not in [v.run_id for v in versions]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import shutil
 import time
 from pathlib import Path
@@ -298,3 +299,96 @@ def test_dataset_pointing_at_a_file_names_its_folder(tmp_path: Path):
 def test_missing_local_path_is_not_looked_up_on_the_hub(path: str):
     with pytest.raises(DataSourceError, match="folder not found"):
         load_caption_data(path)
+
+
+# --- at scale, end to end: a few hundred files, a realistic mix of bad ones, through `blipexp run`
+
+
+def hostile_folder(folder: Path) -> tuple[int, dict[str, int]]:
+    """captions.csv over 200 samples: 160 usable (odd modes and very long captions among them), 40 bad.
+    Returns the number of usable samples and the expected skip counts by reason."""
+    from test_images import encode, noise, png_header_only
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    odd = {  # usable after conversion to RGB
+        "cmyk.jpg": lambda i: Image.new("CMYK", (24, 24), (i % 255, 40, 90, 10)),
+        "palette.png": lambda i: _palette_with_transparency(i),
+        "gray16.png": lambda i: Image.fromarray((rng.integers(0, 65535, (24, 24))).astype(np.uint16)),
+        "la.png": lambda i: Image.new("LA", (24, 24), (i % 255, 128)),
+    }
+    rows: list[tuple[str, bytes | str]] = []  # (file name, caption) in csv order; bytes: a raw non-UTF-8 caption
+    _mkdir(folder / "ok")
+    for i in range(160):
+        kind = list(odd)[i // 10 % 4] if i % 10 == 0 else None  # 16 images in odd modes
+        name = f"ok/{i:03d}-{kind or 'rgb.png'}"
+        (odd[kind](i) if kind else Image.new("RGB", (24, 24), (i, 255 - i, (7 * i) % 255))).save(folder / name)
+        caption = " ".join(["a long caption"] * 400) if i % 20 == 5 else f"scene {i} with a green pitch"
+        rows.append((name, caption))
+    bad: dict[str, int] = {}
+
+    def add(reason: str, n: int, name: str, data: bytes | None, caption: bytes | str = "a broken sample") -> None:
+        bad[reason] = n
+        for i in range(n):
+            path = f"bad/{reason}-{i}-{name}"
+            if data is not None:
+                _mkdir(folder / "bad")
+                (folder / path).write_bytes(data)
+            rows.append((path, caption))
+
+    jpeg = encode(noise((48, 48)), "JPEG")
+    add("zero_byte", 7, "empty.png", b"")
+    add("truncated", 7, "cut.jpg", jpeg[: len(jpeg) // 2])
+    add("not_an_image", 6, "notes.png", b"just some text, not pixels")
+    add("too_large", 5, "bomb.png", png_header_only(20000, 10000))  # decompression-bomb sized
+    add("missing_file", 5, "gone.png", None)
+    add("empty_caption", 5, "blank.png", encode(Image.new("RGB", (24, 24)), "PNG"), caption="   ")
+    add("bad_caption_encoding", 5, "latin1.png", encode(Image.new("RGB", (24, 24)), "PNG"),
+        caption="une \xe9quipe en rouge".encode("latin-1"))
+    random.Random(3).shuffle(rows)
+    with open(folder / "captions.csv", "wb") as handle:
+        handle.write(b"image,text\n")
+        for name, caption in rows:
+            text = caption if isinstance(caption, bytes) else caption.encode("utf-8")
+            handle.write(name.encode() + b',"' + text + b'"\n')
+    return 160, bad
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _palette_with_transparency(i: int) -> Image.Image:
+    image = Image.new("P", (24, 24), 1)
+    image.putpalette([0, 0, 0, 255, i % 255, 0] + [0] * 762)
+    image.info["transparency"] = 0
+    return image
+
+
+def test_a_folder_of_hundreds_with_a_share_of_bad_files_trains_or_aborts(tmp_path: Path, capsys):
+    import mlflow
+
+    from blipexp import cli, tracking
+
+    folder, home = tmp_path / "photos", tmp_path / "home"
+    usable, bad = hostile_folder(folder)
+    total = usable + sum(bad.values())
+    argv = ["run", "football_baseline", "--tiny", "--home", str(home), "--experiments",
+            str(Path(__file__).parent.parent / "experiments"), "--set", f"dataset={folder}", "--set", "epochs=1"]
+
+    assert cli.main(argv + ["--set", "max_bad_fraction=0.1"]) == 2  # 20% bad: above the limit, stop before training
+    err = capsys.readouterr().err
+    assert f"{total - usable} of {total} samples (20%)" in err and "max_bad_fraction=0.1" in err
+    assert all(f"{reason}: {n}" in err for reason, n in bad.items()), err
+    assert not (home / "checkpoints").exists()
+
+    assert cli.main(argv) == 0  # the default limit (0.5): train on the usable ones
+    out = capsys.readouterr().out
+    assert all(f"{reason} {n}" in out for reason, n in bad.items()) and f"(of {total})" in out, out
+    tracking.configure(home)
+    run = mlflow.search_runs(experiment_names=["football_baseline"], output_format="list")[0]
+    params, metrics = run.data.params, run.data.metrics
+    assert sum(int(params[f"data_{s}_images"]) for s in ("train", "val", "test")) == usable
+    assert metrics["data_total_samples"] == total
+    assert {k[len("data_skipped_"):]: v for k, v in metrics.items() if k.startswith("data_skipped_")} == bad

@@ -196,14 +196,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from . import tracking
 
-    home = _home(args)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in LOOPBACK_HOSTS:
         print(f"warning: the MLflow UI has no authentication; binding {args.host} exposes every run and model "
-              "to anyone who can reach this machine", file=sys.stderr)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(home),
-               "--host", args.host, "--port", str(args.port)]
+              "to anyone who can reach this machine", file=sys.stderr, flush=True)
+    home = _home(args)
+    uri = tracking.configure(home)  # a clear error now for an unusable home or store, not a server traceback later
+    if uri.startswith(("http://", "https://")):
+        print(f"runs go to the MLflow tracking server {uri}: open it in a browser (it serves the UI)")
+        return 0
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--default-artifact-root", (home / "artifacts").as_uri(),  # not ./mlartifacts of the cwd
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    # One person browsing: one worker, and no background job runner (GenAI judges) with its many processes.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     print(f"MLflow UI on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
-    return subprocess.call(command)
+    return subprocess.call(command, env=env)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _home(args: argparse.Namespace) -> Path:

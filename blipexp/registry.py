@@ -322,7 +322,7 @@ class _TimedLock(FileLock):
         try:
             return super().acquire(*args, **kwargs)
         except Timeout:
-            raise ValueError(f"another promote has held {self.lock_file} for over {self.timeout:.0f} s: "
+            raise ValueError(f"another promote has held {self.lock_file} for over {self.timeout:g} s: "
                              "wait for it to finish, then try again") from None
 
 

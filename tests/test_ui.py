@@ -1,0 +1,296 @@
+"""The MLflow UI in a real headless chromium: a tiny sweep's runs and its promoted model, as a person sees them.
+
+`python -m blipexp ui` serves a temp home holding a two-trial sweep whose registered version is promoted to
+`champion`; chromium (Debian's package, installed here when missing) is driven over its DevTools pipe
+(`--remote-debugging-pipe`: NUL-separated JSON on the browser's fds 3 and 4, no websocket library needed).
+The UI is a React app, so each check polls the rendered text until it shows what it must (bounded).
+Screenshots go to the test's tmp dir and to tests/artifacts/ (git-ignored), whose paths are printed.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from blipexp import cli, tracking
+
+from conftest import REPO
+
+SWEEPS = REPO / "tests" / "experiments_sweep"
+ARTIFACTS = REPO / "tests" / "artifacts"
+MODEL = "small-sweep"  # small_sweep's registered_model
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                  "--window-size=1400,1000"]
+WAIT_S = 60  # for the UI server to answer, and for a page to render what it must
+
+
+# --------------------------------------------------------------------------- helpers
+
+def chromium() -> str:
+    """The chromium executable; installs Debian's package when missing, fails clearly when it cannot."""
+    found = shutil.which("chromium")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:  # stale package lists?
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+            subprocess.run(install, capture_output=True, timeout=600)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("chromium is not installed and could not be installed: run `apt-get install -y chromium` "
+                    "(as root, Debian) or put a chromium executable on PATH; .ci/run does this first")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env() -> dict[str, str]:
+    """This environment without tracking URIs, so a child `blipexp --home` uses that home's store."""
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process started with start_new_session and every process it started (its group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    try:  # children still alive after their parent went (mlflow ui starts uvicorn)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def save_screenshot(browser: "Browser", tmp_path: Path, name: str, capsys) -> Path:
+    """Screenshot into the test's tmp dir and tests/artifacts/ (which ignores itself in git); print both."""
+    shot = tmp_path / f"{name}.png"
+    browser.screenshot(shot)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")  # screenshots never go in git
+    shutil.copy(shot, ARTIFACTS / shot.name)
+    with capsys.disabled():
+        print(f"\nscreenshot: {ARTIFACTS / shot.name}  (also {shot})")
+    return shot
+
+
+def _high(fds: tuple[int, int]) -> tuple[int, int]:
+    """A pipe's ends moved to fds >= 10, clear of the 3 and 4 that the child's redirections assign."""
+    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds)
+    for fd in fds:
+        os.close(fd)
+    return moved
+
+
+class Browser:
+    """Headless chromium over --remote-debugging-pipe: it reads commands on fd 3 and answers on fd 4."""
+
+    def __init__(self, executable: str, profile: Path, log) -> None:
+        to_child, self._send_fd = _high(os.pipe())
+        self._recv_fd, from_child = _high(os.pipe())
+        script = f'exec "$0" "$@" 3<&{to_child} 4>&{from_child} {to_child}<&- {from_child}>&-'
+        self.process = subprocess.Popen(
+            ["bash", "-c", script, executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+             "--remote-debugging-pipe", "about:blank"],
+            pass_fds=(to_child, from_child), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        os.close(to_child)
+        os.close(from_child)
+        self._buffer = b""
+        self._last_id = 0
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def call(self, method: str, session: str | None = None, timeout: float = 30, **params) -> dict:
+        """Send one DevTools command and return its result (events in between are skipped)."""
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params,
+                   **({"sessionId": session} if session else {})}
+        os.write(self._send_fd, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self._read(deadline)
+            if answer.get("id") == self._last_id:
+                if "error" in answer:
+                    raise RuntimeError(f"chromium refused {method}: {answer['error']}")
+                return answer.get("result", {})
+
+    def _read(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._recv_fd], [], [], left)[0]:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._recv_fd, 1 << 20)
+            if not chunk:
+                raise RuntimeError("chromium closed its DevTools pipe (crashed?)")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", session=self.session, expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def open(self, url: str, *needles: str) -> str:
+        """Navigate to url and wait until the page's text shows every needle; return that text."""
+        self.call("Page.navigate", session=self.session, url=url)
+        return self.wait_for(*needles)
+
+    def wait_for(self, *needles: str) -> str:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            text = (self.evaluate("document.body ? document.body.innerText : ''") or "").replace("\xa0", " ")
+            missing = [n for n in needles if n not in text]
+            if not missing:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"after {WAIT_S} s the page still lacks {missing}; it shows:\n{text[:3000]}")
+            time.sleep(0.5)
+
+    def screenshot(self, path: Path) -> None:
+        data = self.call("Page.captureScreenshot", session=self.session, format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        stop(self.process)
+        os.close(self._send_fd)
+        os.close(self._recv_fd)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A two-trial, one-epoch sweep in a temp home, its version promoted to champion: (home, experiment id, runs)."""
+    home = tmp_path_factory.mktemp("home")
+    common = ["--home", str(home), "--experiments", str(SWEEPS)]
+    assert cli.main(["run", "small_sweep", *common, "--trials", "2", "--set", "epochs=1"]) == 0
+    assert cli.main(["promote", MODEL, "--version", "1", *common]) == 0
+    tracking.configure(home)
+    experiment_id = mlflow.get_experiment_by_name("small_sweep").experiment_id
+    runs = mlflow.search_runs([experiment_id], output_format="list")
+    return home, experiment_id, runs
+
+
+@pytest.fixture(scope="module")
+def ui(swept, tmp_path_factory):
+    """`python -m blipexp ui` on a free loopback port; yields (base url, its log file)."""
+    home = swept[0]
+    port = free_port()
+    log = tmp_path_factory.mktemp("ui") / "ui.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "blipexp", "ui", "--port", str(port), "--home", str(home)],
+                                  env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert server.poll() is None, f"blipexp ui exited {server.returncode}:\n{log.read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"the UI did not answer in {WAIT_S} s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        yield base, log
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chromium")
+    with (folder / "chromium.log").open("w") as log:
+        session = Browser(chromium(), folder / "profile", log)
+    yield session
+    session.close()
+
+
+# --------------------------------------------------------------------------- tests
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_experiment_page_shows_the_sweep_run_with_its_nested_trials(swept, ui, browser, tmp_path, capsys):
+    _, experiment_id, runs = swept
+    parent = next(r for r in runs if r.data.tags.get("blipexp.role") == "sweep")
+    trials = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert trials == ["trial-0", "trial-1"]
+
+    text = browser.open(f"{ui[0]}/#/experiments/{experiment_id}/runs", "small_sweep", parent.info.run_name)
+    assert not any(name in text for name in trials), "trials are nested: hidden until their parent is expanded"
+    assert browser.evaluate("""(() => {
+        const expand = document.querySelector('.ag-row button[data-component-id*="runnamecellrenderer"]');
+        if (expand) expand.click();
+        return Boolean(expand);
+    })()"""), "the sweep run's row has an expand button for its nested runs"
+    browser.wait_for(parent.info.run_name, *trials)
+    save_screenshot(browser, tmp_path, "ui-experiment-runs", capsys)
+
+
+def test_run_pages_show_the_sweep_and_trial_metrics(swept, ui, browser, tmp_path, capsys):
+    _, experiment_id, runs = swept
+    parent = next(r for r in runs if r.data.tags.get("blipexp.role") == "sweep")
+    best_trial = int(parent.data.metrics["best_trial"])
+    trial = next(r for r in runs if r.info.run_name == f"trial-{best_trial}")
+    cider = repr(trial.data.metrics["val_cider"])  # the UI shows the full value, as JavaScript prints it
+
+    page = f"{ui[0]}/#/experiments/{experiment_id}/runs"
+    text = browser.open(f"{page}/{parent.info.run_id}", parent.info.run_name, "best_objective", "trial-0", "trial-1")
+    assert "child runs" in text.lower()
+    text = browser.open(f"{page}/{trial.info.run_id}", trial.info.run_name, "val_cider", cider)
+    assert parent.info.run_name in text, "a trial's page names its parent sweep run"
+    browser.evaluate("""[...document.querySelectorAll('h1,h2,h3,h4,span,div')]
+        .find(e => e.children.length === 0 && e.textContent.startsWith('Metrics ('))?.scrollIntoView()""")
+    save_screenshot(browser, tmp_path, "ui-trial-run", capsys)
+
+
+def test_registered_model_page_shows_the_version_with_its_alias(swept, ui, browser, tmp_path, capsys):
+    version = mlflow.MlflowClient().get_model_version(MODEL, "1")
+    text = browser.open(f"{ui[0]}/#/models/{MODEL}/versions/1", MODEL, "Version 1", "@ champion", "objective",
+                        version.tags["objective"][:6])
+    assert "previous_champion" in text and "promoted_at" in text
+    save_screenshot(browser, tmp_path, "ui-model-version", capsys)
+    browser.open(f"{ui[0]}/#/models/{MODEL}", "Version 1", "@ champion")
+
+
+def test_loopback_ui_prints_no_warning(ui):
+    log = ui[1].read_text()
+    assert "MLflow UI on http://127.0.0.1:" in log
+    assert "no authentication" not in log
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0"])
+def test_ui_on_other_interfaces_warns_that_it_has_no_authentication(tmp_path, host):
+    """The warning comes first; the server is stopped as soon as it is seen (nothing stays exposed)."""
+    server = subprocess.Popen([sys.executable, "-m", "blipexp", "ui", "--host", host, "--port", str(free_port()),
+                               "--home", str(tmp_path / "home")],
+                              env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        first = server.stderr.readline()
+    finally:
+        stop(server)
+    assert first.startswith(f"warning: the MLflow UI has no authentication; binding {host} exposes every run")

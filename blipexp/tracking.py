@@ -46,6 +46,7 @@ def configure(home: Path, uri: str | None = None) -> str:
     _check_writable(home)
     uri_given = bool(uri)
     uri = tracking_uri(home, uri)
+    _check_store(uri, _fix(explicit=uri_given))  # before MLflow's globals change: a failure leaves them as they were
     exported = {name: os.environ.get(name) for name in (TRACKING_URI_ENV, REGISTRY_URI_ENV)}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -56,7 +57,6 @@ def configure(home: Path, uri: str | None = None) -> str:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    _check_store(uri, _fix(explicit=uri_given))
     return uri
 
 
@@ -93,7 +93,8 @@ def _check_store(uri: str, fix: str) -> None:
             raise ValueError(f"MLflow tracking server {uri} cannot be reached ({reason}): start it, or {fix}") from exc
         return
     try:
-        mlflow.MlflowClient().search_experiments(max_results=1)  # opens (and, for sqlite, creates) the store
+        # opens (and, for sqlite, creates) the store
+        mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # any failure to open the store: name it before training, not after
         raise ValueError(f"MLflow tracking store {uri} cannot be opened ({type(exc).__name__}: {exc}); "
                          f"{fix}") from exc

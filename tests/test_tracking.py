@@ -61,6 +61,7 @@ def _free_port() -> int:
 
 
 def test_a_store_that_cannot_be_opened_is_a_clear_error(home, tmp_path, monkeypatch):
+    tracking.configure(home)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # a path under a file fails for root too, unlike chmod
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/store/mlflow.db")
@@ -69,10 +70,11 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(home, tmp_path, monkeypa
         tracking.configure(home)
     with pytest.raises(ValueError, match="check the tracking URI you passed"):
         tracking.configure(home, f"sqlite:///{blocker}/store/mlflow.db")
+    assert mlflow.get_tracking_uri() == f"sqlite:///{home / 'mlflow.db'}", "a failed configure changes nothing"
 
 
 def _cli_run(home, env_changes):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_URI")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env.update(env_changes, HF_HUB_OFFLINE="1")
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "blipexp", "run", "football_baseline", "--tiny",

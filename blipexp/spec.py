@@ -113,6 +113,7 @@ class ExperimentSpec:
     mlflow_experiment: str = arg("", "MLflow experiment name (empty: the experiment's name)")
     registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
+    prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -56,13 +56,19 @@ class CaptionMetricsCallback(TrainerCallback):
                   if k.startswith("eval_") and isinstance(v, (int, float)) and not _is_timing(k)}
         if not values:  # an evaluation of another split (e.g. the final test), not a validation epoch
             return
-        epoch = int(round(state.epoch or 0))
-        seconds = time.perf_counter() - self._epoch_started
+        self.record(int(round(state.epoch or 0)), values, time.perf_counter() - self._epoch_started)
+
+    def record(self, epoch: int, values: dict[str, float], seconds: float | None = None) -> None:
+        """One validation result: checked, logged, kept, printed, passed to the listeners.
+
+        Called by the Trainer after each evaluation, or directly with epoch 0 when the untrained model's
+        scores are already known (a sweep's trials share one initial model: it is evaluated once).
+        """
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             raise NonFiniteMetric(f"validation {', '.join(bad)} not finite after epoch {epoch}")
         logged = {f"val_{k}": v for k, v in values.items()}
-        if epoch > 0:
+        if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
         mlflow.log_metrics(logged, step=epoch)
         self.history.append({"epoch": epoch, **values})

@@ -1,6 +1,8 @@
 """One trial: build a Seq2Seq-style Trainer from a spec, fine-tune, evaluate by generation, log to MLflow."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import shutil
@@ -78,7 +80,8 @@ def resolve_precision(precision: str) -> str:
     return "fp32"
 
 
-def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool) -> Seq2SeqTrainingArguments:
+def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,
+                       evaluate_untrained: bool = True) -> Seq2SeqTrainingArguments:
     precision = resolve_precision(spec.precision)
     return Seq2SeqTrainingArguments(
         output_dir=str(output_dir),
@@ -97,7 +100,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         seed=spec.seed,
         data_seed=spec.seed,
         eval_strategy="epoch",
-        eval_on_start=True,  # the untrained model's scores: the baseline every epoch is compared with
+        eval_on_start=evaluate_untrained,  # the untrained model's scores: the baseline every epoch is compared with
         save_strategy="epoch",
         save_total_limit=1,
         save_only_model=True,
@@ -139,8 +142,13 @@ def train_trial(
     extra_tags: dict[str, str] | None = None,
     nested: bool = False,
     echo: bool = True,
+    untrained: dict[str, float] | None = None,
 ) -> TrialResult:
-    """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder."""
+    """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder.
+
+    `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
+    logged as epoch 0 instead of evaluating again.
+    """
     captions = [c for example in data.train for c in example.captions]
     model, processor = load_model_and_processor(spec, captions)
     if spec.freeze_vision_encoder:
@@ -163,7 +171,7 @@ def train_trial(
         output_dir = home / "checkpoints" / run.info.run_id
         trainer = CaptionTrainer(
             model=model,
-            args=training_arguments(spec, output_dir, steps_per_epoch, echo),
+            args=training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None),
             train_dataset=train_set,
             eval_dataset=val_set,
             data_collator=collator,
@@ -174,6 +182,8 @@ def train_trial(
         trainer.remove_callback(ProgressCallback)
         if echo:
             trainer.add_callback(_BarOnly())
+        if untrained is not None:
+            metrics_callback.record(0, dict(untrained))
         with _vision_inputs(model, cached=cache is not None):
             trainer.train()  # ends with the best epoch's weights loaded
             history = metrics_callback.history
@@ -211,6 +221,20 @@ def train_trial(
         history=history,
         model_dir=model_dir,
     )
+
+
+# Fields that change training but not the model before it: trials differing only in these share epoch 0.
+TRAINING_ONLY = frozenset({
+    "learning_rate", "epochs", "train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_ratio",
+    "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "dataloader_workers",
+    "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
+})
+
+
+def untrained_key(spec: ExperimentSpec, fingerprint: str) -> str:
+    """Identifies the untrained model's validation scores: equal keys, equal scores (same weights, data, decoding)."""
+    relevant = {k: v for k, v in spec.to_dict().items() if k not in TRAINING_ONLY}
+    return hashlib.sha256(json.dumps([relevant, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _best_epoch(history: list[dict[str, float]], spec: ExperimentSpec) -> dict[str, float]:

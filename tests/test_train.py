@@ -109,3 +109,26 @@ def test_auto_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert resolve_precision("auto") == expected
     assert resolve_precision("fp16") == "fp16"  # an explicit choice is kept
+
+
+def test_known_untrained_scores_replace_the_epoch_0_evaluation(trained):
+    spec, data, result, _, home = trained
+    known = {**result.untrained, "cider": 123.0}  # a value no evaluation would produce
+    seen = []
+    again = train_trial(spec.replace(epochs=1), data, home, echo=False, untrained=known,
+                        listeners=[lambda epoch, metrics: seen.append(epoch)])
+    assert [h["epoch"] for h in again.history] == [0, 1] and again.history[0]["cider"] == 123.0
+    assert seen == [0, 1], "listeners still hear of epoch 0 (a sweep learns its trial's run id there)"
+    history = mlflow.MlflowClient().get_metric_history(again.run_id, "val_cider")
+    assert {m.step: m.value for m in history}[0] == 123.0
+
+
+def test_untrained_key_ignores_training_knobs_only():
+    from blipexp.train import untrained_key
+
+    spec = tiny_spec()
+    key = untrained_key(spec, "data")
+    assert untrained_key(spec.replace(learning_rate=1e-4, epochs=9, freeze_vision_encoder=True), "data") == key
+    for changed in (spec.replace(seed=1), spec.replace(max_new_tokens=5), spec.replace(val_subset=3)):
+        assert untrained_key(changed, "data") != key
+    assert untrained_key(spec, "other data") != key

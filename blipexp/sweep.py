@@ -23,7 +23,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
-from . import locks
+from . import locks, scaleout
 from .data import CaptionData
 from .spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
 from .train import train_trial
@@ -50,7 +50,7 @@ def optuna_storage(home: Path, url: str | None = None) -> optuna.storages.BaseSt
     journal file in home. A journal file under Optuna's lock takes parallel workers on one machine, which
     SQLite does not (\"database is locked\")."""
     if url:
-        return optuna.storages.RDBStorage(url)
+        return scaleout.rdb_storage(url, on_stale=_retry_stale)
     home.mkdir(parents=True, exist_ok=True)
     path = str(home / JOURNAL)
     storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
@@ -85,8 +85,9 @@ def suggest(trial: optuna.Trial, key: str, dim: SearchDim):
     return trial.suggest_categorical(key, list(dim.options))
 
 
-def open_study(spec: ExperimentSpec, home: Path, new: bool = False) -> optuna.Study:
-    name, storage = study_name(spec), optuna_storage(home)
+def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    name, storage = study_name(spec), storage or optuna_storage(home)
     if new and name in optuna.get_all_study_names(storage=storage):
         optuna.delete_study(study_name=name, storage=storage)
     return optuna.create_study(
@@ -125,6 +126,12 @@ def retry(study: optuna.Study, params: dict) -> None:
         study.enqueue_trial(params)
 
 
+def _retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose heartbeat stopped (its worker died, on any machine) was failed: say why, retry its params."""
+    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its worker stopped (no heartbeat)")
+    retry(study, trial.params or trial.system_attrs.get("fixed_params", {}))
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -138,32 +145,41 @@ def _alive(pid: int | None) -> bool:
 
 
 def reconcile_runs(study: optuna.Study, home: Path) -> int:
-    """End the MLflow trial runs a killed process left RUNNING, as their trial's state says; drop their
-    unfinished checkpoints. Also covers a run killed before it was recorded on its trial, and the best
-    trial's run re-opened by a registration that was killed. Call under the study lock."""
+    """Make each finished trial's MLflow run agree with it: runs a killed process left RUNNING end KILLED (their
+    unfinished checkpoints deleted), or FINISHED for a finished trial whose run was re-opened by a registration
+    that was killed or interrupted. Also covers a run stopped before it was recorded on its trial. Call under
+    the study lock; returns how many runs it changed."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=(
-        f"tags.optuna_study = '{study.study_name}' and attributes.status = 'RUNNING'"))
-    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.optuna_study = '{study.study_name}'")
+    client, changed = mlflow.MlflowClient(), 0
     for run in runs:
-        trial = by_number.get(int(run.data.tags.get("optuna_trial", -1)))
+        trial = by_number.get(int(run.data.tags.get("optuna_trial", -1)))  # -1: the sweep run itself
         if trial is None or trial.state == TrialState.RUNNING:
-            continue  # a live worker's trial
-        run_id = run.info.run_id
-        state = trial.state.name if trial.user_attrs.get("mlflow_run_id") == run_id else "FAIL"
-        if state == "FAIL":
+            continue  # a live worker's trial (orphans were failed before this is called)
+        run_id, status = run.info.run_id, run.info.status
+        finished = trial.state in FINAL_STATES and trial.user_attrs.get("mlflow_run_id") == run_id
+        if finished and status != "FINISHED":
+            client.set_tag(run_id, "trial_state", trial.state.name)
+            client.set_terminated(run_id, "FINISHED")
+        elif not finished and status == "RUNNING":
             shutil.rmtree(home / "checkpoints" / run_id, ignore_errors=True)
             client.set_tag(run_id, "fail_reason", trial.user_attrs.get("fail_reason", "its process stopped (killed)"))
-        client.set_tag(run_id, "trial_state", state)
-        client.set_terminated(run_id, "KILLED" if state == "FAIL" else "FINISHED")
-    return len(runs)
+            client.set_tag(run_id, "trial_state", "FAIL")
+            client.set_terminated(run_id, "KILLED")
+        else:
+            continue
+        changed += 1
+    return changed
 
 
-def run_sweep(spec: ExperimentSpec, data: CaptionData, home: Path, *, new: bool = False, echo: bool = True) -> SweepResult:
+def run_sweep(spec: ExperimentSpec, data: CaptionData, home: Path, *, new: bool = False, echo: bool = True,
+              storage: optuna.storages.BaseStorage | None = None) -> SweepResult:
     """Run trials until the study holds spec.n_trials finished (COMPLETE or PRUNED) ones, with any number of
-    workers on this machine running the same command; then wait for the others' trials to finish."""
-    study = open_study(spec, home, new=new)
-    with locks.hold(home, study.study_name):
+    workers running the same command (on this machine, or on several with a database `storage`); then wait for
+    the others' trials to finish."""
+    study = open_study(spec, home, new=new, storage=storage)
+    with scaleout.study_lock(study, home):
         retried = fail_orphaned_trials(study)
         reconcile_runs(study, home)
         parent_id = _parent_run(study, spec)
@@ -175,7 +191,7 @@ def run_sweep(spec: ExperimentSpec, data: CaptionData, home: Path, *, new: bool 
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli): the sweep run ends KILLED, not FAILED
             mlflow.end_run("KILLED")
             raise
-        with locks.hold(home, study.study_name):
+        with scaleout.study_lock(study, home):
             best = _best(study)
             _log_parent_summary(study, best)
     return SweepResult(study, parent_id, best, Path(best.user_attrs["model_dir"]) if best else None)
@@ -196,16 +212,18 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
               f"{max(0, spec.n_trials - done)} to run", flush=True)
     waiting_said = False
     while True:
-        with locks.hold(home, study.study_name):
-            fail_orphaned_trials(study)
+        with scaleout.study_lock(study, home):
+            if fail_orphaned_trials(study) + scaleout.fail_stale_trials(study):  # a worker died: end its run now
+                reconcile_runs(study, home)
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             trial = None
             if counted(study) + running < spec.n_trials and failures_left > 0:
-                trial = study.ask()
+                trial = scaleout.ask(study)
                 trial.set_user_attr("host", socket.gethostname())
                 trial.set_user_attr("pid", os.getpid())
         if trial is not None:
-            failures_left -= _run_trial(study, trial, spec, data, home, echo) == TrialState.FAIL
+            with scaleout.heartbeat(study, trial):  # silence marks the trial dead to workers on other machines
+                failures_left -= _run_trial(study, trial, spec, data, home, echo) == TrialState.FAIL
             continue
         if not running:
             return
@@ -271,10 +289,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         return TrialState.PRUNED
     except (Exception, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        reason = "interrupted (Ctrl-C or SIGTERM)" if interrupted else f"{type(exc).__name__}: {exc}"
+        reason = f"interrupted ({exc or 'SIGINT'})" if interrupted else f"{type(exc).__name__}: {exc}"
         _fail(study, trial, run, reason, "KILLED" if interrupted else "FAILED", started, home)
         if interrupted:
-            with locks.hold(home, study.study_name):
+            with scaleout.study_lock(study, home):
                 retry(study, trial.params)  # not its fault: the same params run again on resume
             raise
         if echo:
@@ -283,7 +301,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
     trial.set_user_attr("model_dir", str(result.model_dir))
     trial.set_user_attr("seconds", time.perf_counter() - started)
     _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
-    with locks.hold(home, study.study_name):  # one worker at a time decides which model folder to keep
+    with scaleout.study_lock(study, home):  # one worker at a time decides which model folder to keep
         study.tell(trial, result.objective)
         _keep_only_best_model(study)
     return TrialState.COMPLETE
@@ -292,6 +310,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
 def _fail(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str, status: str, started: float,
           home: Path) -> None:
     trial.set_user_attr("fail_reason", reason[:1000])
+    if "id" not in run:  # stopped before its first evaluation recorded the run: find it by its tags
+        found = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=(
+            f"tags.optuna_study = '{study.study_name}' and tags.optuna_trial = '{trial.number}'"))
+        run.update({"id": found[0].info.run_id} if found else {})
     if "id" in run:
         mlflow.MlflowClient().set_tag(run["id"], "fail_reason", reason[:5000])
     _end_trial_run(run, "FAIL", status, started, home)
@@ -300,7 +322,7 @@ def _fail(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason:
 
 def _end_trial_run(run: dict[str, str], state: str, status: str, started: float, home: Path) -> None:
     if "id" not in run:
-        return  # stopped before its first evaluation: reconcile_runs ends that run on the next start
+        return  # no run was started
     if state != "COMPLETE":  # an unfinished trial's checkpoints are never used
         shutil.rmtree(home / "checkpoints" / run["id"], ignore_errors=True)
     client = mlflow.MlflowClient()

@@ -83,3 +83,15 @@ def test_rerunning_a_finished_sweep_runs_nothing_more(swept):
     spec, home, result = swept
     again = run_sweep(spec, load_data(spec, home), home, echo=False)
     assert len(again.study.trials) == spec.n_trials and again.parent_run_id == result.parent_run_id
+
+
+def test_a_study_from_the_old_sqlite_storage_is_imported_once(tmp_path):
+    old = optuna.create_study(study_name="small_sweep-tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    old.set_user_attr("mlflow_parent_run_id", "abc")
+    old.add_trial(optuna.trial.create_trial(params={"learning_rate": 2e-3}, value=0.5,
+                                            distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-7, 1e-2)}))
+    study = open_study(small_spec(), tmp_path)
+    assert [t.value for t in study.trials] == [0.5] and study.user_attrs["mlflow_parent_run_id"] == "abc"
+    assert not (tmp_path / "optuna.db").exists() and (tmp_path / "optuna.db.imported").exists()
+    assert len(open_study(small_spec(), tmp_path).trials) == 1  # not imported twice
+    assert open_study(small_spec(), tmp_path, new=True).trials == []  # --new still starts afresh

@@ -50,7 +50,7 @@ def optuna_storage(home: Path, url: str | None = None) -> optuna.storages.BaseSt
     journal file in home. A journal file under Optuna's lock takes parallel workers on one machine, which
     SQLite does not (\"database is locked\")."""
     if url:
-        return scaleout.rdb_storage(url, on_stale=_retry_stale)
+        return scaleout.rdb_storage(url)
     home.mkdir(parents=True, exist_ok=True)
     path = str(home / JOURNAL)
     storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
@@ -124,12 +124,6 @@ def retry(study: optuna.Study, params: dict) -> None:
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if params and not any(t.system_attrs.get("fixed_params") == params for t in waiting):
         study.enqueue_trial(params)
-
-
-def _retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose heartbeat stopped (its worker died, on any machine) was failed: say why, retry its params."""
-    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its worker stopped (no heartbeat)")
-    retry(study, trial.params or trial.system_attrs.get("fixed_params", {}))
 
 
 def _alive(pid: int | None) -> bool:
@@ -213,7 +207,7 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
     waiting_said = False
     while True:
         with scaleout.study_lock(study, home):
-            if fail_orphaned_trials(study) + scaleout.fail_stale_trials(study):  # a worker died: end its run now
+            if fail_orphaned_trials(study) + scaleout.fail_stale_trials(study, retry):  # a worker died: end its run now
                 reconcile_runs(study, home)
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             trial = None

@@ -93,12 +93,18 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
     return optuna.create_study(
         study_name=name,
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=4),
+        sampler=sampler(spec, 0),
         pruner=(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)  # a median of 3 finished trials
                 if spec.prune else optuna.pruners.NopPruner()),
         direction=spec.objective_direction,
         load_if_exists=True,  # a parallel worker may create it first
     )
+
+
+def sampler(spec: ExperimentSpec, n_trials_so_far: int) -> optuna.samplers.BaseSampler:
+    """Seeded TPE, reseeded for each new trial by its position in the study: parallel workers (and a resumed run)
+    would otherwise draw the same parameters from the same seed. Still one fixed sequence per study."""
+    return optuna.samplers.TPESampler(seed=spec.seed + n_trials_so_far, n_startup_trials=4)
 
 
 def fail_orphaned_trials(study: optuna.Study) -> int:
@@ -212,6 +218,7 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             trial = None
             if counted(study) + running < spec.n_trials and failures_left > 0:
+                study.sampler = sampler(spec, len(study.trials))
                 trial = scaleout.ask(study)
                 trial.set_user_attr("host", socket.gethostname())
                 trial.set_user_attr("pid", os.getpid())
@@ -239,7 +246,7 @@ def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
         mlflow.log_params({
             "study_name": study.study_name,
             "search_space": json.dumps({k: repr(v) for k, v in spec.search_space().items()}),
-            "sampler": type(study.sampler).__name__ + f"(seed={spec.seed})",
+            "sampler": type(study.sampler).__name__ + f"(seed={spec.seed} + trial position)",
             "pruner": type(study.pruner).__name__,
             "n_trials": spec.n_trials,
             "objective": f"{spec.objective_direction} val {spec.objective_metric}",

@@ -95,3 +95,19 @@ def test_a_study_from_the_old_sqlite_storage_is_imported_once(tmp_path):
     assert not (tmp_path / "optuna.db").exists() and (tmp_path / "optuna.db.imported").exists()
     assert len(open_study(small_spec(), tmp_path).trials) == 1  # not imported twice
     assert open_study(small_spec(), tmp_path, new=True).trials == []  # --new still starts afresh
+
+
+def test_workers_sharing_a_study_do_not_draw_the_same_parameters(tmp_path):
+    from blipexp.sweep import sampler, suggest
+
+    spec = catalog.load("football_lr_sweep", Path(__file__).parent.parent / "experiments").tiny()  # a float range
+    workers = open_study(spec, tmp_path), open_study(spec, tmp_path)  # two processes' views of one study
+    drawn = []
+    for worker in workers + workers:  # taking turns, as under the study lock
+        worker.sampler = sampler(spec, len(worker.trials))  # what _run_trials does before each ask
+        trial = worker.ask()
+        drawn.append(suggest(trial, "learning_rate", spec.search_space()["learning_rate"]))
+    assert len(set(drawn)) == 4, drawn
+    again = open_study(spec, tmp_path / "again")
+    again.sampler = sampler(spec, 0)
+    assert suggest(again.ask(), "learning_rate", spec.search_space()["learning_rate"]) == drawn[0]  # still seeded

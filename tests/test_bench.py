@@ -23,7 +23,7 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert report["size"] == "quick"
     assert report["peak"]["fp32_gflops"] > 0 and report["peak"]["bf16_gflops"] > 0
     training = report["training"]
-    for path in ("notebook", "plain", "full", "frozen", "cached"):
+    for path in ("notebook", "plain", "full", "frozen", "cached", "full_b8", "cached_b8"):
         assert training[path] > 0, path
     # FLOPs follow the work: padding to max_length costs more, a frozen encoder has no backward, cached none at all
     assert training["notebook_flops_per_sample"] > training["full_flops_per_sample"]

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from . import locks, scaleout
 from .data import CaptionData
 from .spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
-from .train import train_trial
+from .train import train_trial, untrained_key
 
 FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total
 JOURNAL = "optuna.journal"  # the study storage in the blipexp home
@@ -263,12 +263,15 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
     Ctrl-C / SIGTERM: the trial is told FAIL (its params are retried on resume), its run ends KILLED, and
     the interrupt goes on up."""
     run: dict[str, str] = {}
+    known_untrained: dict[str, float] | None = None  # set below, before training starts
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         if not run:
             run["id"] = mlflow.active_run().info.run_id
             trial.set_user_attr("mlflow_run_id", run["id"])
         if epoch == 0:
+            if known_untrained is None:  # the first trial with this initial model: later ones reuse its scores
+                study.set_user_attr(untrained_attr, metrics)
             return
         trial.report(metrics[spec.objective_metric], epoch)
         if trial.should_prune():
@@ -279,9 +282,12 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
         if echo:
             print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
-        result = train_trial(spec.replace(**params), data, home, run_name=f"trial-{trial.number}", listeners=[report],
+        trial_spec = spec.replace(**params)
+        untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint)}"
+        known_untrained = study.user_attrs.get(untrained_attr)
+        result = train_trial(trial_spec, data, home, run_name=f"trial-{trial.number}", listeners=[report],
                              extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
-                             nested=True, echo=echo)
+                             nested=True, echo=echo, untrained=known_untrained)
         if not math.isfinite(result.objective):
             raise _TrialStopped(f"objective {spec.objective_metric} is {result.objective}")
     except optuna.TrialPruned:

@@ -62,6 +62,20 @@ def test_a_hopeless_trial_is_pruned_after_its_first_epoch(swept):
     assert not (home / "checkpoints" / hopeless.user_attrs["mlflow_run_id"]).exists()
 
 
+def test_the_untrained_model_is_evaluated_once_per_sweep(swept):
+    _, home, result = swept
+    trial_runs = [r for r in runs_of(home) if "optuna_trial" in r.data.tags]
+    client = mlflow.MlflowClient()
+    epoch0 = {r.data.tags["optuna_trial"]: [m for m in client.get_metric_history(r.info.run_id, "val_cider") if m.step == 0]
+              for r in trial_runs}
+    assert all(len(points) == 1 for points in epoch0.values()), "every trial run still charts its epoch 0"
+    assert len({points[0].value for points in epoch0.values()}) == 1
+    shared = [v for k, v in result.study.user_attrs.items() if k.startswith("untrained:")]
+    assert len(shared) == 1 and shared[0]["cider"] == epoch0["0"][0].value
+    sources = sorted(r.data.params["untrained_scores"] for r in trial_runs)
+    assert sources == ["evaluated"] + ["reused"] * (len(trial_runs) - 1), "one evaluation before training per sweep"
+
+
 def test_only_the_best_trials_model_is_kept(swept):
     _, home, result = swept
     best = result.best_trial

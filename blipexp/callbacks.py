@@ -22,6 +22,8 @@ from typing import Any
 import mlflow
 from transformers import TrainerCallback
 
+from . import distributed
+
 EpochListener = Callable[[int, dict[str, float]], None]
 
 
@@ -34,6 +36,7 @@ class CaptionMetricsCallback(TrainerCallback):
         self.total_epochs = total_epochs
         self.listeners = list(listeners or [])
         self.echo = echo
+        self.main = distributed.is_main_process()  # other ranks of a multi-process run neither log nor print
         self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
         self._epoch_started = time.perf_counter()
 
@@ -48,7 +51,8 @@ class CaptionMetricsCallback(TrainerCallback):
             metrics = {"train_loss": logs["loss"]}
             if "learning_rate" in logs:
                 metrics["learning_rate"] = logs["learning_rate"]
-            mlflow.log_metrics(metrics, step=state.global_step)
+            if self.main:
+                mlflow.log_metrics(metrics, step=state.global_step)
 
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs):
         metrics = metrics or {}
@@ -70,9 +74,10 @@ class CaptionMetricsCallback(TrainerCallback):
         logged = {f"val_{k}": v for k, v in values.items()}
         if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
-        mlflow.log_metrics(logged, step=epoch)
+        if self.main:
+            mlflow.log_metrics(logged, step=epoch)
         self.history.append({"epoch": epoch, **values})
-        if self.echo:
+        if self.echo and self.main:
             print(_epoch_line(epoch, self.total_epochs, values, seconds if epoch else None), flush=True)
         for listener in self.listeners:
             listener(epoch, values)

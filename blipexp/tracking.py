@@ -13,10 +13,12 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import mlflow
 
+from . import distributed
 from .spec import ExperimentSpec
 
 DEFAULT_HOME = "mlruns"
@@ -80,9 +82,13 @@ def _fix(explicit: bool) -> str:
     return "pass --home DIR or set BLIPEXP_HOME to a writable folder"
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def _check_store(uri: str, fix: str) -> None:
     """ValueError naming the URI and the fix when the tracking store cannot be opened."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         # a quick probe: MLflow's own client retries a dead server with backoff for minutes
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=STORE_PROBE_TIMEOUT_S).close()
@@ -104,7 +110,8 @@ def use_experiment(name: str, home: Path) -> str:
     """Select the MLflow experiment `name`, creating it with its artifacts under home/artifacts."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        artifacts = (home / "artifacts").as_uri()
+        # a tracking server keeps artifacts itself (--serve-artifacts): a folder here would be this machine's only
+        artifacts = None if is_server(mlflow.get_tracking_uri()) else (home / "artifacts").as_uri()
         try:
             experiment_id = mlflow.create_experiment(name, artifact_location=artifacts)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel worker
@@ -136,8 +143,15 @@ def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
 
 @contextmanager
 def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator[Any]:
-    """An MLflow run holding the resolved spec as params and as spec.json; ends FAILED if the body raises."""
+    """An MLflow run holding the resolved spec as params and as spec.json; ends FAILED if the body raises.
+
+    Under `accelerate launch` only the main process creates the run; the other ranks get a stand-in with the
+    same run id (they log nothing, but name their checkpoint folder after it)."""
+    if not distributed.is_main_process():
+        yield SimpleNamespace(info=SimpleNamespace(run_id=distributed.from_main(None)))
+        return
     with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as run:
+        distributed.from_main(run.info.run_id)
         resolved = spec.to_dict()
         mlflow.log_params({k: _param(v) for k, v in resolved.items()})
         mlflow.log_dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
@@ -149,4 +163,6 @@ def _param(value: Any) -> str:
 
 
 def ui_command(home: Path) -> str:
+    if is_server(mlflow.get_tracking_uri()):
+        return f"{mlflow.get_tracking_uri()}   (the tracking server serves the UI)"
     return f"python -m blipexp ui --home {home}   (or: mlflow ui --backend-store-uri {tracking_uri(home)})"

@@ -14,10 +14,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 from transformers.trainer_callback import ProgressCallback
 
-from . import tracking
+from . import distributed, tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
 from .data.collator import IGNORE_INDEX, CaptionCollator
 from .data.features import encode_images, evaluation_dataset, training_dataset
@@ -46,6 +46,12 @@ class CaptionTrainer(Seq2SeqTrainer):
     def __init__(self, *args, generation_kwargs: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+        # Skips Seq2SeqTrainer.evaluate: it gathers predictions with `gather`, which under DDP keeps the samples
+        # that pad the last batch (more predictions than references). Trainer's gather_for_metrics drops them;
+        # generation settings are ours (prediction_step).
+        return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         inputs = self._prepare_inputs(inputs)
@@ -114,6 +120,8 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         remove_unused_columns=False,  # items carry the raw caption the collator tokenizes
         dataloader_num_workers=spec.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # several processes without a GPU: DDP on CPU (gloo); without this the Trainer takes each for a world of one
+        use_cpu=distributed.world_size() > 1 and not torch.cuda.is_available(),
         disable_tqdm=not echo,
     )
 
@@ -121,7 +129,8 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
 def compute_metrics_for(tokenizer, references: list[list[str]]):
     def compute_metrics(eval_pred) -> dict[str, float]:
         predictions = decode(tokenizer, eval_pred.predictions)
-        assert len(predictions) == len(references), "evaluation order must match the references"
+        assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
+                                                     "references: evaluation order must match them")
         return caption_scores(predictions, references)
 
     return compute_metrics
@@ -165,9 +174,11 @@ def train_trial(
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
+    main = distributed.is_main_process()  # under `accelerate launch` every rank trains; only the main one logs
 
     with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
-        _log_data_summary(data, len(train_set), len(epoch_val))
+        if main:
+            _log_data_summary(data, len(train_set), len(epoch_val))
         output_dir = home / "checkpoints" / run.info.run_id
         trainer = CaptionTrainer(
             model=model,
@@ -180,6 +191,8 @@ def train_trial(
             generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
         )
         trainer.remove_callback(ProgressCallback)
+        if main:
+            mlflow.log_param("world_size", trainer.args.world_size)  # processes training this run together (DDP)
         if echo:
             trainer.add_callback(_BarOnly())
         if untrained is not None:
@@ -193,24 +206,26 @@ def train_trial(
             if subset:  # epochs saw a subset: score the chosen model on all of it
                 full_val = _evaluate(trainer, processor, encode, data.validation, "validation")
             test_metrics = _evaluate(trainer, processor, encode, data.test, "test")
-        if cache:
-            _log_cache(cache)
         model_dir = output_dir / "model"
-        trainer.save_model(str(model_dir))
-        processor.save_pretrained(str(model_dir))
-        _drop_checkpoints(output_dir)  # the best weights now live in model_dir
-        _log_samples(trainer.model, processor, data.validation[: spec.sample_captions], spec)
+        trainer.save_model(str(model_dir))  # written by the main process only
         subset_best = {k: v for k, v in best.items() if k != "epoch"}
         val_metrics = full_val or subset_best
         objective = val_metrics[spec.objective_metric]
-        mlflow.log_metrics({
-            "objective": objective,
-            "best_epoch": best["epoch"],
-            **{f"best_val_{k}": v for k, v in val_metrics.items()},
-            **({f"best_val_subset_{k}": v for k, v in subset_best.items()} if full_val else {}),
-            **{f"untrained_val_{k}": v for k, v in untrained.items() if k != "epoch"},
-            **{f"test_{k}": v for k, v in test_metrics.items()},
-        })
+        if main:
+            if cache:
+                _log_cache(cache)
+            processor.save_pretrained(str(model_dir))
+            _drop_checkpoints(output_dir)  # the best weights now live in model_dir
+            _log_samples(trainer.model, processor, data.validation[: spec.sample_captions], spec)
+            mlflow.log_metrics({
+                "objective": objective,
+                "best_epoch": best["epoch"],
+                "train_steps": trainer.state.global_step,  # optimizer steps: fewer per epoch with more processes
+                **{f"best_val_{k}": v for k, v in val_metrics.items()},
+                **({f"best_val_subset_{k}": v for k, v in subset_best.items()} if full_val else {}),
+                **{f"untrained_val_{k}": v for k, v in untrained.items() if k != "epoch"},
+                **{f"test_{k}": v for k, v in test_metrics.items()},
+            })
     return TrialResult(
         run_id=run.info.run_id,
         objective=objective,

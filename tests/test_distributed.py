@@ -1,0 +1,57 @@
+"""One run across two processes: `accelerate launch` with DDP on CPU (gloo), the tiny model, a real MLflow store.
+
+`accelerate launch --cpu` starts a single process unless MPI is set up; `--multi_gpu` picks torch's launcher
+(torchrun), which starts the processes, and blipexp trains them with DDP on the CPU when there is no GPU.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from blipexp import tracking
+
+pytestmark = pytest.mark.scaleout
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE"):
+    ENV.pop(name, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_one_run_that_only_the_main_process_logs(tmp_path):
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()),
+               "-m", "blipexp", "run", "football_baseline", "--tiny", "--home", str(home),
+               "--set", "epochs=1", "--set", "pitch_scenes=60", "--set", "sample_captions=1"]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("registered  blip-football-tiny version 1") == 1, "one summary: the main process's"
+
+    tracking.configure(home)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(runs) == 1, "the second rank created no run"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2", "the Trainer ran DDP over both processes"
+    pairs, batch = int(run.data.params["data_train_pairs"]), int(run.data.params["train_batch_size"])
+    assert run.data.metrics["train_steps"] == math.ceil(pairs / (2 * batch)), "each rank took half of every epoch"
+    assert {"objective", "best_val_cider", "untrained_val_cider", "train_loss", "test_cider"} <= set(run.data.metrics)
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_cider")
+    assert sorted(m.step for m in history) == [0, 1], "each epoch logged once, not once per rank"
+
+    versions = mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    assert [p.name for p in (home / "checkpoints").iterdir()] == [run.info.run_id], "both ranks used its folder"

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--trials", type=int, help="total trials of a sweep (sets n_trials; resuming counts finished ones)")
     p.add_argument("--new", action="store_true", help="start the sweep's study afresh instead of resuming it")
+    p.add_argument("--storage", metavar="URL",
+                   help="database for the sweep's study, shared by workers on several machines, e.g. "
+                        "postgresql://user:password@host/optuna (default: $BLIPEXP_STORAGE, else a file in --home)")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking server, e.g. http://mlflow-host:5000 (default: $MLFLOW_TRACKING_URI, "
+                        "else a database in --home)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("models", parents=[common], help="list registered models and versions with metrics and aliases")
@@ -139,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = spec.replace(n_trials=args.trials)
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run_experiment(spec, home=_home(args), new_study=args.new)
+        return run_experiment(spec, home=_home(args), new_study=args.new, storage=args.storage,
+                              tracking_uri=args.tracking_uri)
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         print(f"\ninterrupted ({signal.Signals(signum).name}): re-run `{resume_command(args.argv)}` to resume "

@@ -5,23 +5,37 @@ from pathlib import Path
 
 import mlflow
 
-from . import locks, tracking
+from . import distributed, locks, tracking
 from .data import CaptionData, load_data
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
 
 
-def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False) -> int:
-    """Train once, or sweep when the spec declares a search space."""
+def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *, storage: str | None = None,
+                   tracking_uri: str | None = None) -> int:
+    """Train once, or sweep when the spec declares a search space.
+
+    `storage` (else $BLIPEXP_STORAGE) is a database URL for the sweep's study, shared by workers on several
+    machines; `tracking_uri` (else $MLFLOW_TRACKING_URI) an MLflow tracking server they all log to."""
+    main = distributed.is_main_process()
+    if spec.search_space() and distributed.world_size() > 1:
+        raise ValueError("a sweep cannot run under `accelerate launch` (its trials would differ per process): run "
+                         "one sweep worker per GPU instead (README: Scaling out), or launch a single experiment")
     with locks.hold(home, "mlflow-store"):  # parallel workers: one creates the store's tables, the others wait
-        tracking.configure(home)
+        tracking.configure(home, tracking_uri)
         tracking.use_experiment(spec.experiment_name, home)
-    print(f"blipexp run {spec.name} ({'tiny' if spec.is_tiny else 'full'} profile)  model={spec.model}", flush=True)
-    data = load_data(spec, home)
-    print(describe_data(data), flush=True)
+    study_storage = _open_storage(spec, home, storage)  # a bad URL fails here, before any data or training
+    if main:
+        print(f"blipexp run {spec.name} ({'tiny' if spec.is_tiny else 'full'} profile)  model={spec.model}", flush=True)
+    with distributed.main_process_first():  # generated data is written once, not raced by every rank
+        data = load_data(spec, home)
+    if main:
+        print(describe_data(data), flush=True)
     if spec.search_space():
-        return _sweep(spec, data, home, new_study)
+        return _sweep(spec, data, home, new_study, study_storage)
     result = train_trial(spec, data, home)
+    if not main:
+        return 0  # this rank trained; the main process registers and reports
     version = register(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics, {})
     print(summary(spec, result, home))
     print(next_steps(spec, version))
@@ -60,10 +74,22 @@ def next_steps(spec: ExperimentSpec, version) -> str:
     ])
 
 
-def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool) -> int:
-    from .sweep import FINAL_STATES, run_sweep, study_name, summary_table
+def _open_storage(spec: ExperimentSpec, home: Path, url: str | None):
+    """The sweep's Optuna storage (None for a single run): the database at `url` or $BLIPEXP_STORAGE, else the
+    journal file in home."""
+    if not spec.search_space():
+        return None
+    from .scaleout import storage_url
+    from .sweep import optuna_storage
 
-    result = run_sweep(spec, data, home, new=new_study)
+    return optuna_storage(home, storage_url(url))
+
+
+def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool, storage) -> int:
+    from .scaleout import study_lock
+    from .sweep import FINAL_STATES, run_sweep, summary_table
+
+    result = run_sweep(spec, data, home, new=new_study, storage=storage)
     print("\n" + summary_table(result.study))
     if result.best_trial is None:
         print("\nno trial completed: nothing to register. Re-run the same command to resume.")
@@ -73,8 +99,14 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool)
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")
         return 1
-    with locks.hold(home, study_name(spec)):  # parallel workers: the first registers, the others find its version
+    # Parallel workers (on any machine: the lock is the study's): the first registers, the others find its version.
+    with study_lock(result.study, home):
         version = _sweep_version(spec, result.parent_run_id)
+        if version is None and not result.best_model_dir.is_dir():
+            host = best.user_attrs.get("host", "another machine")
+            print(f"\nbest: trial {best.number}, trained on {host}: its model folder {result.best_model_dir} is not "
+                  f"on this machine. The worker there registers it; if it has stopped, run this command there.")
+            return 0
         if version is None:  # one version per sweep: a resumed or repeated run does not register again
             version = _register_best(spec, data, result)
     print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}")

@@ -1,0 +1,218 @@
+"""Scale-out for real: a PostgreSQL server (a throwaway cluster on loopback), an MLflow tracking server backed
+by it, and sweep workers that share nothing but those two (each its own home, its own host name), one of
+them SIGKILLed in the middle of a trial. PostgreSQL must be installed (Debian: apt-get install postgresql;
+.ci/run does it): without it these tests fail, they do not skip.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from blipexp import cli
+
+pytestmark = pytest.mark.scaleout
+
+SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
+WORKER = Path(__file__).parent / "scaleout_worker.py"
+TIMEOUT = 300  # seconds for any one process or wait
+HEARTBEAT_S = 2  # a trial silent for 3 heartbeats (6 s) is taken for dead
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+       "BLIPEXP_HEARTBEAT_SECONDS": str(HEARTBEAT_S)}
+for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE"):
+    ENV.pop(name, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        pytest.fail(f"PostgreSQL's {name} not found: install the server (Debian: apt-get install postgresql)")
+    return found
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as `nobody` then."""
+    return ["runuser", "-u", "nobody", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth, no fsync): yields a URL without a database."""
+    folder = Path(tempfile.mkdtemp(prefix="blipexp-pg-"))  # not under pytest's tmp: `nobody` must reach it
+    if os.geteuid() == 0:
+        shutil.chown(folder, "nobody")
+    port, data = free_port(), folder / "data"
+    steps = [
+        [postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"],
+        [postgres_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "start", "-o",
+         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"],
+    ]
+    for step in steps:
+        done = subprocess.run(as_postgres_user(step), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            log = (folder / "log").read_text() if (folder / "log").exists() else ""
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.fail(f"PostgreSQL could not be started ({step[0]}):\n{done.stdout}{done.stderr}{log}"[-3000:])
+    url = f"postgresql://postgres@127.0.0.1:{port}"
+    try:
+        import psycopg
+
+        with psycopg.connect(f"{url}/postgres", autocommit=True) as connection:
+            for database in ("optuna", "mlflow"):
+                connection.execute(f"CREATE DATABASE {database}")
+        yield url
+    finally:
+        subprocess.run(as_postgres_user([postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` on loopback, runs and registry in PostgreSQL, artifacts served from a temp folder."""
+    artifacts, port = tmp_path_factory.mktemp("server-artifacts"), free_port()
+    log = open(tmp_path_factory.mktemp("server-log") / "mlflow.log", "w+")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
+               "--serve-artifacts", "--artifacts-destination", str(artifacts),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    server = subprocess.Popen(command, env={**ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _answers(f"{uri}/health"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"mlflow server did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.5)
+        yield uri, artifacts
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and any worker it started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_study(storage: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name="small_sweep-tiny", storage=storage)
+    except KeyError:  # not created yet
+        return None
+
+
+def victim(storage: str, hosts: list[str]) -> str | None:
+    """A worker in the middle of its first trial (its MLflow run started, nothing finished yet): its host."""
+    study = load_study(storage)
+    if study is None:
+        return None
+    finished = {t.user_attrs.get("host") for t in study.trials if t.state.is_finished()}
+    for trial in study.trials:
+        host = trial.user_attrs.get("host")
+        if trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs and host in hosts and host not in finished:
+            return host
+    return None
+
+
+def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(postgres, mlflow_server, tmp_path):
+    uri, artifacts = mlflow_server
+    storage = f"{postgres}/optuna"
+    hosts = ["machine-a", "machine-b", "machine-c"]
+    args = ["run", "small_sweep", "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "4", "--set", "epochs=1"]
+    workers = {}
+    for host in hosts:
+        home = ["--home", str(tmp_path / host)]  # nothing shared on disk: no file lock, no model folder
+        if host == "machine-c":  # the environment works as well as the flags
+            env = {**ENV, "BLIPEXP_STORAGE": storage, "MLFLOW_TRACKING_URI": uri}
+            command = [sys.executable, str(WORKER), host, *args, *home]
+        else:
+            env = ENV
+            command = [sys.executable, str(WORKER), host, *args, *home, "--storage", storage, "--tracking-uri", uri]
+        workers[host] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    deadline = time.monotonic() + TIMEOUT
+    while (killed_host := victim(storage, hosts)) is None:
+        ended = {h: w.returncode for h, w in workers.items() if w.poll() is not None}
+        assert not ended, f"a worker ended before any was killed: {ended}\n{_stderr(workers, ended)}"
+        assert time.monotonic() < deadline, "timed out waiting for a worker in the middle of a trial"
+        time.sleep(0.3)
+    killed = next(t for t in load_study(storage).trials
+                  if t.state.name == "RUNNING" and t.user_attrs.get("host") == killed_host)
+    workers[killed_host].kill()  # SIGKILL: no clean-up; only its heartbeat stops
+    workers[killed_host].communicate()
+
+    outputs = {h: w.communicate(timeout=TIMEOUT) for h, w in workers.items() if h != killed_host}
+    for host, (out, err) in outputs.items():
+        assert workers[host].returncode == 0, f"{host}:\n{out[-2000:]}\n{err[-3000:]}"
+
+    study = load_study(storage)
+    states = [t.state.name for t in study.trials]
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 4, states  # the total, exactly
+    assert "RUNNING" not in states and "WAITING" not in states, states
+    failed = study.trials[killed.number]
+    assert failed.state.name == "FAIL" and failed.user_attrs["fail_reason"] == "its worker stopped (no heartbeat)"
+    assert any(t.params == failed.params and t.number > failed.number and t.state.is_finished()
+               and t.state.name != "FAIL" for t in study.trials), "the killed trial's params were retried"
+    assert len({t.user_attrs["host"] for t in study.trials}) == 3, "every machine ran trials"
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("small_sweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == [], "no run stays RUNNING"
+    sweeps = [r for r in runs if r.data.tags.get("blipexp.role") == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    killed_run = client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "KILLED" and killed_run.data.tags["trial_state"] == "FAIL"
+
+    versions = client.search_model_versions("name='small-sweep'")
+    assert len(versions) == 1, [(v.version, v.run_id) for v in versions]
+    assert versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]
+    assert versions[0].tags["sweep_run_id"] == study.user_attrs["mlflow_parent_run_id"]
+    assert list(artifacts.rglob("model.safetensors")), "the model went to the server's artifact store"
+    assert not list(tmp_path.glob("*/artifacts/**/model.safetensors")), "not to a worker's disk"
+    registrar = study.best_trial.user_attrs["host"]
+    assert "registered  small-sweep version 1" in outputs[registrar][0]
+
+
+def _stderr(workers: dict, hosts) -> str:
+    return "\n".join(f"{h}: {workers[h].communicate()[1][-2000:]}" for h in hosts)
+
+
+def test_a_storage_url_that_cannot_be_opened_stops_before_training(tmp_path, capsys):
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/optuna"  # nothing listens there
+    args = ["run", "small_sweep", "--experiments", str(SWEEP_EXPERIMENTS), "--home", str(tmp_path / "home")]
+    assert cli.main([*args, "--storage", closed]) == 2
+    err = capsys.readouterr().err
+    assert f"Optuna storage {closed} cannot be opened" in err and "--storage" in err
+    assert not (tmp_path / "home" / "data").exists(), "stopped before making data"
+
+    assert cli.main([*args, "--storage", "not a url"]) == 2
+    assert "is not a database URL" in capsys.readouterr().err

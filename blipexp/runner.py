@@ -1,6 +1,7 @@
 """`blipexp run`: resolve where state goes, load the data once, then train once or sweep, and summarise."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import mlflow
@@ -102,8 +103,8 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
     # Parallel workers (on any machine: the lock is the study's): the first registers, the others find its version.
     with study_lock(result.study, home):
         version = _sweep_version(spec, result.parent_run_id)
-        if version is None and not result.best_model_dir.is_dir():
-            host = best.user_attrs.get("host", "another machine")
+        host = best.user_attrs.get("host", "another machine")
+        if version is None and not result.best_model_dir.is_dir() and host != socket.gethostname():
             print(f"\nbest: trial {best.number}, trained on {host}: its model folder {result.best_model_dir} is not "
                   f"on this machine. The worker there registers it; if it has stopped, run this command there.")
             return 0

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,6 +18,8 @@ import pytest
 from blipexp import tracking
 
 pytestmark = pytest.mark.scaleout
+
+SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE"):
@@ -55,3 +58,13 @@ def test_two_processes_train_one_run_that_only_the_main_process_logs(tmp_path):
     versions = mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
     assert [v.run_id for v in versions] == [run.info.run_id]
     assert [p.name for p in (home / "checkpoints").iterdir()] == [run.info.run_id], "both ranks used its folder"
+
+
+def test_a_sweep_under_a_multi_process_launcher_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from blipexp import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun / accelerate launch set it
+    args = ["run", "small_sweep", "--experiments", str(SWEEP_EXPERIMENTS), "--home", str(tmp_path / "home")]
+    assert cli.main(args) == 2
+    assert "a sweep cannot run under `accelerate launch`" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists(), "refused before touching the store or data"

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.scaleout
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 WORKER = Path(__file__).parent / "scaleout_worker.py"
 TIMEOUT = 300  # seconds for any one process or wait
-HEARTBEAT_S = 2  # a trial silent for 3 heartbeats (6 s) is taken for dead
+HEARTBEAT_S = 3  # a trial silent for 3 heartbeats (9 s) is taken for dead: room for a loaded 2-core machine
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
        "BLIPEXP_HEARTBEAT_SECONDS": str(HEARTBEAT_S)}
 for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE"):

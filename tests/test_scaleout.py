@@ -137,7 +137,8 @@ def victim(storage: str, hosts: list[str]) -> str | None:
     finished = {t.user_attrs.get("host") for t in study.trials if t.state.is_finished()}
     for trial in study.trials:
         host = trial.user_attrs.get("host")
-        if trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs and host in hosts and host not in finished:
+        started = trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs
+        if started and host in hosts and host not in finished:
             return host
     return None
 

@@ -195,6 +195,8 @@ def train_trial(
             mlflow.log_param("world_size", trainer.args.world_size)  # processes training this run together (DDP)
         if echo:
             trainer.add_callback(_BarOnly())
+        if main:
+            mlflow.log_param("untrained_scores", "evaluated" if untrained is None else "reused")
         if untrained is not None:
             metrics_callback.record(0, dict(untrained))
         with _vision_inputs(model, cached=cache is not None):

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import distributed, tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
@@ -191,6 +191,7 @@ def train_trial(
             generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
         )
         trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)  # added instead of the bar when echo is off: it prints raw log dicts
         if main:
             mlflow.log_param("world_size", trainer.args.world_size)  # processes training this run together (DDP)
         if echo:

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +14,13 @@ import mlflow
 import pytest
 
 from blipexp import tracking
+from processes import child_env, free_port
 
 pytestmark = pytest.mark.scaleout
 
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE"):
-    ENV.pop(name, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ENV = child_env()
 
 
 def test_two_processes_train_one_run_that_only_the_main_process_logs(tmp_path):

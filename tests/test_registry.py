@@ -16,6 +16,7 @@ from blipexp import registry, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
+from processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -220,14 +221,6 @@ def test_requirements_are_pinned_not_inferred():
     assert all("+" not in p for p in pins), "local version tags such as +cpu are not installable"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files):
     """`mlflow models serve` on loopback answers /invocations with one caption per image (bounded polling)."""
     import base64
@@ -239,7 +232,7 @@ def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files
     import urllib.request
 
     _, _, _, home = trained
-    port = _free_port()
+    port = free_port()
     # the server execs uvicorn from PATH: the venv's bin, as when the venv is activated
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking.tracking_uri(home)}

@@ -9,7 +9,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import optuna
 import pytest
 
 from blipexp import cli
+from processes import child_env, free_port
 
 pytestmark = pytest.mark.scaleout
 
@@ -29,16 +29,7 @@ SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 WORKER = Path(__file__).parent / "scaleout_worker.py"
 TIMEOUT = 300  # seconds for any one process or wait
 HEARTBEAT_S = 3  # a trial silent for 3 heartbeats (9 s) is taken for dead: room for a loaded 2-core machine
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-       "BLIPEXP_HEARTBEAT_SECONDS": str(HEARTBEAT_S)}
-for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE"):
-    ENV.pop(name, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ENV = child_env(BLIPEXP_HEARTBEAT_SECONDS=str(HEARTBEAT_S))
 
 
 def postgres_bin(name: str) -> str:

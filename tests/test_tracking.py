@@ -1,6 +1,5 @@
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import pytest
 from blipexp import tracking
 
 from conftest import EXPERIMENTS
+from processes import free_port
 
 
 def test_store_and_artifacts_live_in_the_home_folder(home):
@@ -54,12 +54,6 @@ def test_configure_does_not_leak_its_uri_into_child_processes(home, monkeypatch)
     assert mlflow.get_tracking_uri() == tracking.tracking_uri(home)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_store_that_cannot_be_opened_is_a_clear_error(home, tmp_path, monkeypatch):
     tracking.configure(home)
     blocker = tmp_path / "a-file"
@@ -92,7 +86,7 @@ def test_cli_run_stops_before_training_when_the_store_is_unusable(tmp_path, case
     env, expected = {
         "sqlite under a file": ({"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/store/mlflow.db"},
                                 r"cannot be opened \(NotADirectoryError.*fix or unset \$MLFLOW_TRACKING_URI"),
-        "dead server": ({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"},
+        "dead server": ({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
                         r"tracking server http://127\.0\.0\.1:\d+ cannot be reached .*Connection refused.*"
                         r"start it, or fix or unset \$MLFLOW_TRACKING_URI"),
         "home under a file": ({}, r"a-file/home is not writable .*--home DIR or set BLIPEXP_HOME"),

@@ -15,7 +15,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from blipexp import cli, tracking
 
 from conftest import REPO
+from processes import child_env, free_port
 
 SWEEPS = REPO / "tests" / "experiments_sweep"
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -53,17 +53,6 @@ def chromium() -> str:
         pytest.fail("chromium is not installed and could not be installed: run `apt-get install -y chromium` "
                     "(as root, Debian) or put a chromium executable on PATH; .ci/run does this first")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    """This environment without tracking URIs, so a child `blipexp --home` uses that home's store."""
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
 
 
 def stop(process: subprocess.Popen) -> None:

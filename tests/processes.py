@@ -1,0 +1,19 @@
+"""For tests that start real processes: a free loopback port, and an environment for child processes."""
+from __future__ import annotations
+
+import os
+import socket
+
+STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment, offline, without inherited store variables (a child `--home` uses that home's store)."""
+    env = {k: v for k, v in os.environ.items() if k not in STORE_VARIABLES}
+    return {**env, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", **extra}

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import itertools
 import json
 import os
 import platform
@@ -218,7 +219,7 @@ def bench_training(size: Size, peak_fp32_gflops: float, out: Path) -> dict:
     nb = notebook_batch(tokenizer, pixels[: size.batch], captions[: size.batch], pad_to)
     result["notebook_flops_per_sample"] = flops_per_sample(model, nb)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    seconds = timed_steps(loop_step(model, iter_forever(nb), optimizer), size.warmup_steps, size.steps)
+    seconds = timed_steps(loop_step(model, itertools.repeat(nb), optimizer), size.warmup_steps, size.steps)
     result["notebook"] = size.batch * size.steps / seconds
     result["notebook_mfu"] = result["notebook"] * result["notebook_flops_per_sample"] / peak
     log(f"training: notebook loop {result['notebook']:.3f} samples/s (padded to {pad_to} tokens)")
@@ -244,22 +245,12 @@ def bench_training(size: Size, peak_fp32_gflops: float, out: Path) -> dict:
             del model
             model = build_model(size, tokenizer)
             optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
-            seconds = timed_steps(loop_step(model, cycle(batches), optimizer), size.warmup_steps, size.steps)
+            seconds = timed_steps(loop_step(model, itertools.cycle(batches), optimizer), size.warmup_steps, size.steps)
             result["plain"] = batch * size.steps / seconds
             result["plain_mfu"] = result["plain"] * result["full_flops_per_sample"] / peak
             log(f"training: plain loop, blipexp's padded batches {result['plain']:.3f} samples/s")
         del model
     return result
-
-
-def iter_forever(batch: dict) -> Iterator[dict]:
-    while True:
-        yield batch
-
-
-def cycle(batches: list[dict]) -> Iterator[dict]:
-    while True:
-        yield from batches
 
 
 # --- 4. generation
@@ -580,7 +571,7 @@ def _sweep_md(report: dict) -> list[str]:
     return lines
 
 
-def run(size: Size, out: Path, sections: list[str]) -> dict:
+def run(size: Size, sections: list[str]) -> dict:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
@@ -616,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != SECTIONS:
         command += " --only " + " ".join(args.only)
     log(f"{command}: {size.name} mode")
-    report = run(size, Path(args.out), ["peak", *args.only])
+    report = run(size, ["peak", *args.only])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))

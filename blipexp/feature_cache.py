@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +115,6 @@ class FeatureCache:
             _save_atomically(path, tensor, {"split": split, "images": str(len(examples)), "model": self.model_name})
         self.reports.append(CacheReport(split, hit, path.stat().st_size / 2**20, time.perf_counter() - started, path))
         return tensor
-
-    def encoder(self, split: str) -> Callable[[Sequence[Example]], torch.Tensor]:
-        return lambda examples: self.features(split, examples)
 
 
 def _load(path: Path) -> torch.Tensor | None:

@@ -2,13 +2,18 @@
 
 With `freeze_vision_encoder` (and no image augmentation: blipexp has none) every trial of a sweep feeds the
 same images through the same fixed encoder. Computing those outputs once turns a trial into text-decoder
-training only (DESIGN.md: ~400 -> ~70 GFLOP per BLIP-base sample).
+training only (the benchmark counts the FLOPs per sample of both paths: `python -m blipexp.bench`).
 
 A cache file is keyed by everything that changes the outputs: the images (data fingerprint and the split's
 image keys), the image-processor settings, the model's name and revision, and a digest of the vision
 encoder's weights (which also covers a random-init model's seed). Change any of them and a new file is made.
 Files live under `<home>/cache/vision/`, are written atomically (a killed run never leaves half a file), and
 are safe to share between parallel workers (the same key always holds the same tensor).
+
+Size and memory: features are stored in half precision as a NumPy `.npy` file (one row per image) and read
+memory-mapped, one row per item, so neither filling nor reading the cache holds a split in memory. Filling it
+streams the images through the encoder in batches. Images that turn out unusable while filling get a zero row
+and are listed in the `.bad.json` beside it; reading such a row raises BadImage, as decoding the image would.
 """
 from __future__ import annotations
 
@@ -20,12 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .data.features import encode_images
-from .data.sources import Example
+from .data.features import CaptionDataset, PixelRows
+from .data.images import BadImage
+from .data.sources import CaptionData, Example
 
 ENCODE_BATCH = 32  # images per vision-encoder forward pass when filling the cache
 
@@ -88,46 +94,115 @@ def encode_vision(vision_model, pixel_values: torch.Tensor) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-class FeatureCache:
-    """One model's cache: `features(split, examples)` returns encoder outputs, computing them only on a miss."""
+class FeatureRows:
+    """The cached features of one split, read memory-mapped one row at a time (as fp32). Picklable for
+    DataLoader workers: each process maps the file itself."""
 
-    def __init__(self, root: Path, model, image_processor, *, fingerprint: str, model_name: str, revision: str):
+    def __init__(self, path: Path, bad: dict[int, str]):
+        self.path = path
+        self.bad = bad
+        self._array: np.ndarray | None = None
+
+    def _rows(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index in self.bad:
+            raise BadImage(self.bad[index], "found unusable when the feature cache was filled")
+        return torch.from_numpy(np.asarray(self._rows()[index], dtype=np.float32))
+
+    def blank(self) -> torch.Tensor:
+        return torch.zeros(self._rows().shape[1:])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+
+class FeatureCache:
+    """One model's cache: `rows(split, examples)` gives encoder outputs, computing them only on a miss."""
+
+    def __init__(self, root: Path, model, image_processor, data: CaptionData, *, model_name: str, revision: str,
+                 workers: int = 0, progress: bool = True):
         self.root = root
         self.vision = model.vision_model  # held here: training swaps it out of the model (PassThroughVision)
         self.image_processor = image_processor
-        self.fingerprint = fingerprint
+        self.data = data
         self.model_name = model_name
         self.revision = revision
+        self.workers = workers
+        self.progress = progress
         self.weights = vision_digest(self.vision)
         self.reports: list[CacheReport] = []
 
-    def features(self, split: str, examples: Sequence[Example]) -> torch.Tensor:
+    def rows(self, split: str, examples: Sequence[Example]) -> FeatureRows:
         started = time.perf_counter()
-        key = cache_key(fingerprint=self.fingerprint, keys=[e.key for e in examples],
+        key = cache_key(fingerprint=self.data.fingerprint, keys=[e.key for e in examples],
                         image_processor=self.image_processor, model_name=self.model_name, revision=self.revision,
                         weights=self.weights)
-        path = self.root / f"{key}.safetensors"
-        tensor = _load(path)
-        hit = tensor is not None and len(tensor) == len(examples)
+        path, bad_path = self.root / f"{key}.npy", self.root / f"{key}.bad.json"
+        bad = _load_bad(bad_path) if path.is_file() else None
+        hit = bad is not None and _rows_in(path) == len(examples)
         if not hit:
-            pixels = encode_images(self.image_processor, [e.image for e in examples])
-            tensor = encode_vision(self.vision, pixels)
-            _save_atomically(path, tensor, {"split": split, "images": str(len(examples)), "model": self.model_name})
+            bad = self._fill(path, bad_path, split, examples)
         self.reports.append(CacheReport(split, hit, path.stat().st_size / 2**20, time.perf_counter() - started, path))
-        return tensor
+        return FeatureRows(path, bad)
+
+    def _fill(self, path: Path, bad_path: Path, split: str, examples: Sequence[Example]) -> dict[int, str]:
+        """Stream the split's images through the encoder into a half-precision file, batch by batch."""
+        from tqdm.auto import tqdm
+
+        rows = PixelRows(self.data, examples, self.image_processor)
+        dataset = CaptionDataset(rows, [(i, "") for i in range(len(examples))], training=False)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=ENCODE_BATCH, num_workers=self.workers,
+                                             collate_fn=_stack)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npy")
+        bad: dict[int, str] = {}
+        array = None
+        with tqdm(total=len(examples), desc=f"vision features ({split})", unit="img", disable=not self.progress,
+                  mininterval=1.0, leave=False) as bar:
+            for start, (pixels, failures) in zip(range(0, len(examples), ENCODE_BATCH), loader):
+                features = encode_vision(self.vision, pixels).to(torch.float16).numpy()
+                if array is None:
+                    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                                      shape=(len(examples), *features.shape[1:]))
+                array[start:start + len(features)] = features
+                bad.update({start + offset: reason for offset, reason in failures})
+                bar.update(len(features))
+        array.flush()
+        del array
+        _write_atomically(bad_path, json.dumps({str(k): v for k, v in bad.items()}).encode())
+        os.replace(partial, path)  # atomic, and after the bad list: a reader never sees a file without its list
+        return bad
 
 
-def _load(path: Path) -> torch.Tensor | None:
-    if not path.is_file():
-        return None
+def _stack(items: list[dict]) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    from .data.images import REASONS
+
+    failures = [(i, REASONS[item["bad_reason"]]) for i, item in enumerate(items) if not item["usable"]]
+    return torch.stack([item["pixel_values"] for item in items]), failures
+
+
+def _rows_in(path: Path) -> int | None:
     try:
-        return load_file(str(path))["features"]
-    except Exception:  # unreadable (e.g. a disk error): recompute and overwrite
+        return len(np.load(path, mmap_mode="r"))
+    except (OSError, ValueError):  # unreadable (e.g. a disk error): recompute and overwrite
         return None
 
 
-def _save_atomically(path: Path, tensor: torch.Tensor, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _load_bad(path: Path) -> dict[int, str] | None:
+    try:
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    save_file({"features": tensor.contiguous()}, str(partial), metadata=metadata)
-    os.replace(partial, path)  # atomic: readers see the whole file or none
+    partial.write_bytes(content)
+    os.replace(partial, path)

@@ -71,10 +71,14 @@ class ExperimentSpec:
 
     # --- data
     dataset: str = arg(HUB_DATASET, f"Hub dataset id, local folder (metadata.jsonl or captions.csv), or '{PITCH_DATASET}'")
-    dataset_split: str = arg("train", "Split to read from a Hub dataset; blipexp makes its own train/validation/test split")
+    dataset_split: str = arg("train", "Split to read from a Hub dataset that has no own held-out splits (or with splits=random)")
+    splits: Literal["auto", "own", "random"] = arg(
+        "auto", "train/validation/test: 'own' uses the dataset's own splits (Hub splits, split sub-folders or column, "
+        "Karpathy/COCO files), 'random' blipexp's seeded split by the fractions below, 'auto' own ones when it has any")
     image_column: str = arg("image", "Column holding the image (file name in a local folder)")
     caption_column: str = arg("text", "Column holding the caption: a string, or a list of reference captions")
-    val_fraction: float = arg(0.2, "Share of images held out for validation (per-epoch metrics, model selection)")
+    val_fraction: float = arg(0.2, "Share of images held out for validation (per-epoch metrics, model selection), "
+                              "when the split is blipexp's")
     test_fraction: float = arg(0.1, "Share of images held out for the final test (never used for selection)")
     split_seed: int = arg(42, "Seed of the train/validation/test split; the same seed gives the same split")
     pitch_scenes: int = arg(640, f"Number of generated scenes when dataset is '{PITCH_DATASET}'")
@@ -97,7 +101,9 @@ class ExperimentSpec:
         "auto", "Numeric precision; auto picks bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU"
     )
     seed: int = arg(42, "Seed for model init, data order and dropout")
-    dataloader_workers: int = arg(0, "DataLoader worker processes (0: load in the main process)")
+    dataloader_workers: int = arg(
+        -1, "DataLoader processes decoding images while the model trains (0: in the main process; -1: auto, none for "
+        "small data or cached features, else one per core but one, up to 4)")
 
     # --- generation and objective
     max_new_tokens: int = arg(30, "Longest generated caption, in tokens")
@@ -136,7 +142,8 @@ class ExperimentSpec:
                  self.val_fraction + self.test_fraction, "must be < 1 to leave images for training")
         _require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
         _require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
-        for key in ("weight_decay", "max_grad_norm", "sample_captions", "dataloader_workers", "val_subset"):
+        _require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
+        for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset"):
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -19,10 +20,11 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from . import distributed, tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
-from .data.collator import IGNORE_INDEX, CaptionCollator
-from .data.features import encode_images, evaluation_dataset, training_dataset
-from .feature_cache import FeatureCache, PassThroughVision
+from .data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
+from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
+from .data.images import BadImage
 from .data.sources import CaptionData, Example
+from .feature_cache import FeatureCache, PassThroughVision
 from .metrics import caption_scores
 from .modeling import load_model_and_processor
 from .spec import ExperimentSpec
@@ -46,6 +48,17 @@ class CaptionTrainer(Seq2SeqTrainer):
     def __init__(self, *args, generation_kwargs: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs
+        self.skips = SkipTally()  # images found unusable by the DataLoader (see data.features)
+        self.eval_split = "validation"  # which split an evaluation reads, for the tally
+
+    def _count_skips(self, inputs: dict, dataset: str) -> dict:
+        inputs = dict(inputs)
+        bad_image, bad_reason = (inputs.pop(key) for key in SKIP_KEYS)
+        self.skips.add(dataset, bad_image, bad_reason)
+        return inputs
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        return super().compute_loss(model, self._count_skips(inputs, "train"), *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
         # Skips Seq2SeqTrainer.evaluate: it gathers predictions with `gather`, which under DDP keeps the samples
@@ -54,10 +67,12 @@ class CaptionTrainer(Seq2SeqTrainer):
         return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-        inputs = self._prepare_inputs(inputs)
+        inputs = self._count_skips(self._prepare_inputs(inputs), self.eval_split)
         with torch.no_grad():
-            with self.compute_loss_context_manager():
-                loss = model(**inputs).loss.detach()
+            loss = None  # a batch of unusable images only has no loss (every label masked)
+            if (inputs["labels"] != IGNORE_INDEX).any():
+                with self.compute_loss_context_manager():
+                    loss = model(**inputs).loss.detach()
             if prediction_loss_only:
                 return loss, None, None
             # Seq2SeqTrainer would pass every input to generate(); for BLIP that feeds the reference caption
@@ -87,7 +102,7 @@ def resolve_precision(precision: str) -> str:
 
 
 def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,
-                       evaluate_untrained: bool = True) -> Seq2SeqTrainingArguments:
+                       evaluate_untrained: bool = True, workers: int = 0) -> Seq2SeqTrainingArguments:
     precision = resolve_precision(spec.precision)
     return Seq2SeqTrainingArguments(
         output_dir=str(output_dir),
@@ -118,7 +133,8 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         predict_with_generate=True,
         report_to="none",  # MLflow logging is ours (CaptionMetricsCallback), inside runs we manage
         remove_unused_columns=False,  # items carry the raw caption the collator tokenizes
-        dataloader_num_workers=spec.dataloader_workers,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,  # not started anew for every epoch and evaluation
         dataloader_pin_memory=torch.cuda.is_available(),
         # several processes without a GPU: DDP on CPU (gloo); without this the Trainer takes each for a world of one
         use_cpu=distributed.world_size() > 1 and not torch.cuda.is_available(),
@@ -131,7 +147,10 @@ def compute_metrics_for(tokenizer, references: list[list[str]]):
         predictions = decode(tokenizer, eval_pred.predictions)
         assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
                                                      "references: evaluation order must match them")
-        return caption_scores(predictions, references)
+        # an image found unusable while evaluating has every label masked: it is left out of the scores
+        usable = (np.asarray(eval_pred.label_ids) != IGNORE_INDEX).any(axis=1)
+        kept = [i for i, ok in enumerate(usable) if ok]
+        return caption_scores([predictions[i] for i in kept], [references[i] for i in kept])
 
     return compute_metrics
 
@@ -162,12 +181,13 @@ def train_trial(
     model, processor = load_model_and_processor(spec, captions)
     if spec.freeze_vision_encoder:
         model.vision_model.requires_grad_(False)
-    cache = _feature_cache(spec, data, home, model, processor)
-    encode = cache.features if cache else _pixel_encoder(processor)
-    train_set = training_dataset(encode("train", data.train), data.train)
+    cache = _feature_cache(spec, data, home, model, processor, echo)
+    workers = dataloader_workers(spec, data, processor, cached=cache is not None)
+    rows = cache.rows if cache else _pixel_rows(data, processor, memo=workers == 0)
+    train_set = training_dataset(rows("train", data.train), data.train)
     epoch_val = validation_subset(data.validation, spec)
     subset = len(epoch_val) < len(data.validation)
-    val_set, val_refs = evaluation_dataset(encode("validation_subset" if subset else "validation", epoch_val), epoch_val)
+    val_set, val_refs = evaluation_dataset(rows("validation_subset" if subset else "validation", epoch_val), epoch_val)
     if cache and echo:
         print(cache_summary(cache), flush=True)
     collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
@@ -182,7 +202,8 @@ def train_trial(
         output_dir = home / "checkpoints" / run.info.run_id
         trainer = CaptionTrainer(
             model=model,
-            args=training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None),
+            args=training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None,
+                                    workers=workers),
             train_dataset=train_set,
             eval_dataset=val_set,
             data_collator=collator,
@@ -207,8 +228,8 @@ def train_trial(
             best = _best_epoch(history, spec)
             full_val = {}
             if subset:  # epochs saw a subset: score the chosen model on all of it
-                full_val = _evaluate(trainer, processor, encode, data.validation, "validation")
-            test_metrics = _evaluate(trainer, processor, encode, data.test, "test")
+                full_val = _evaluate(trainer, processor, rows, data.validation, "validation")
+            test_metrics = _evaluate(trainer, processor, rows, data.test, "test")
         model_dir = output_dir / "model"
         trainer.save_model(str(model_dir))  # written by the main process only
         subset_best = {k: v for k, v in best.items() if k != "epoch"}
@@ -219,7 +240,8 @@ def train_trial(
                 _log_cache(cache)
             processor.save_pretrained(str(model_dir))
             _drop_checkpoints(output_dir)  # the best weights now live in model_dir
-            _log_samples(trainer.model, processor, data.validation[: spec.sample_captions], spec)
+            _log_samples(trainer.model, processor, data, spec)
+            _log_skips(trainer.skips, echo)
             mlflow.log_metrics({
                 "objective": objective,
                 "best_epoch": best["epoch"],
@@ -262,18 +284,34 @@ def _best_epoch(history: list[dict[str, float]], spec: ExperimentSpec) -> dict[s
     return pick(trained, key=lambda h: h[spec.objective_metric])
 
 
-Encoder = Callable[[str, Sequence[Example]], torch.Tensor]  # (split name, examples) -> one input row per example
+RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> one input row per example
 
 
-def _pixel_encoder(processor) -> Encoder:
-    return lambda split, examples: encode_images(processor.image_processor, [e.image for e in examples])
+def _pixel_rows(data: CaptionData, processor, memo: bool) -> RowsFor:
+    def rows(split: str, examples: Sequence[Example]) -> Rows:
+        keep = memo and fits_in_memory(len(examples), processor.image_processor)
+        return PixelRows(data, examples, processor.image_processor, memo=keep)
+
+    return rows
 
 
-def _feature_cache(spec: ExperimentSpec, data: CaptionData, home: Path, model, processor) -> FeatureCache | None:
+def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cached: bool) -> int:
+    """The spec's number, or for "auto" (-1): none when decoding is not the work (cached features, or pixels
+    small enough to keep after the first epoch), else one process per core but one, up to 4."""
+    if spec.dataloader_workers >= 0:
+        return spec.dataloader_workers
+    if cached or fits_in_memory(len(data.train), processor.image_processor):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores - 1))
+
+
+def _feature_cache(spec: ExperimentSpec, data: CaptionData, home: Path, model, processor,
+                   echo: bool) -> FeatureCache | None:
     if not (spec.freeze_vision_encoder and spec.cache_vision_features):
         return None
-    return FeatureCache(home / "cache" / "vision", model, processor.image_processor, fingerprint=data.fingerprint,
-                        model_name=spec.model, revision=spec.model_revision)
+    return FeatureCache(home / "cache" / "vision", model, processor.image_processor, data, model_name=spec.model,
+                        revision=spec.model_revision, workers=max(0, spec.dataloader_workers), progress=echo)
 
 
 def cache_summary(cache: FeatureCache) -> str:
@@ -303,12 +341,13 @@ def validation_subset(examples: list[Example], spec: ExperimentSpec) -> list[Exa
     return [examples[i] for i in chosen]
 
 
-def _evaluate(trainer: CaptionTrainer, processor, encode: Encoder, examples: list[Example], split: str) -> dict[str, float]:
+def _evaluate(trainer: CaptionTrainer, processor, rows: RowsFor, examples: list[Example], split: str) -> dict[str, float]:
     """The current (best) model's metrics on a whole split."""
     if not examples:
         return {}
-    dataset, refs = evaluation_dataset(encode(split, examples), examples)
+    dataset, refs = evaluation_dataset(rows(split, examples), examples)
     trainer.compute_metrics = compute_metrics_for(processor.tokenizer, refs)
+    trainer.eval_split = split
     metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
     return {k[len(split) + 1:]: float(v) for k, v in metrics.items()
             if k.startswith(f"{split}_") and not k.endswith(("_runtime", "_per_second"))}
@@ -334,27 +373,46 @@ def _log_data_summary(data: CaptionData, train_pairs: int, epoch_val_images: int
         mlflow.set_tag("data_warnings", " | ".join(data.warnings))
 
 
+def _log_skips(skips: SkipTally, echo: bool) -> None:
+    """Images that were fine at the first look but not when read for training or evaluation."""
+    counts = skips.counts()
+    if not counts:
+        return
+    mlflow.log_metrics({f"data_skipped_during_run_{reason}": n for reason, n in sorted(counts.items())})
+    if echo:
+        listed = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+        print(f"  skipped while training/evaluating (changed since the first look): {listed}", flush=True)
+
+
 def _log_cache(cache: FeatureCache) -> None:
     mlflow.log_params({f"vision_cache_{r.split}": "hit" if r.hit else "computed" for r in cache.reports})
     mlflow.log_metrics({"vision_cache_mb": sum(r.megabytes for r in cache.reports),
                         "vision_cache_seconds": sum(r.seconds for r in cache.reports)})
 
 
-def _log_samples(model, processor, examples: list[Example], spec: ExperimentSpec) -> None:
+def _log_samples(model, processor, data: CaptionData, spec: ExperimentSpec) -> None:
     """A table of validation images with the best model's caption next to the references."""
-    if not examples:
+    shown = []
+    for example in data.validation:
+        if len(shown) == spec.sample_captions:
+            break
+        try:
+            shown.append((example, data.image(example)))
+        except BadImage:  # unusable since the first look: counted by the evaluation, not shown
+            continue
+    if not shown:
         return
-    pixels = processor.image_processor(images=[e.image for e in examples], return_tensors="pt")["pixel_values"]
+    pixels = processor.image_processor(images=[image for _, image in shown], return_tensors="pt")["pixel_values"]
     model.eval()
     with torch.no_grad():
         ids = model.generate(pixel_values=pixels.to(model.device), max_new_tokens=spec.max_new_tokens,
                              num_beams=spec.num_beams)
     mlflow.log_table(
         data={
-            "image": [e.image for e in examples],
-            "key": [e.key for e in examples],
+            "image": [image for _, image in shown],
+            "key": [e.key for e, _ in shown],
             "prediction": decode(processor.tokenizer, ids.cpu()),
-            "references": [" | ".join(e.captions) for e in examples],
+            "references": [" | ".join(e.captions) for e, _ in shown],
         },
         artifact_file="val_samples.json",
     )

@@ -5,7 +5,6 @@ import torch
 
 from blipexp import tracking
 from blipexp.data import load_data
-from blipexp.data.features import encode_images
 from blipexp.feature_cache import PassThroughVision, cache_key, encode_vision, vision_digest
 from blipexp.modeling import build_tiny_model, build_tiny_processor
 from blipexp.spec import ExperimentSpec
@@ -54,8 +53,9 @@ def test_features_are_computed_once_and_reused_by_the_next_trial(trials):
     assert params[second.run_id]["vision_cache_validation_subset"] == "computed", "the 5-image subset is new data"
     assert params[second.run_id]["vision_cache_validation"] == "hit", "the full split, scored at the end"
     files = sorted(p.name for p in (home / "cache" / "vision").iterdir())
-    # train, validation, test, and the subset; nothing half-written left behind
-    assert len(files) == 4 and all(f.endswith(".safetensors") for f in files), files
+    # train, validation, test, and the subset, each with its list of unusable images; nothing half-written left
+    assert len(files) == 8 and all(f.endswith((".npy", ".bad.json")) for f in files), files
+    assert sum(f.endswith(".npy") for f in files) == 4
     assert mlflow.get_run(second.run_id).data.metrics["vision_cache_mb"] > 0
 
 
@@ -102,7 +102,7 @@ def test_pass_through_vision_lets_generate_use_cached_features(tiny):
     processor, model = tiny
     from PIL import Image
 
-    pixels = encode_images(processor.image_processor, [Image.new("RGB", (64, 64), "green")] * 2)
+    pixels = processor.image_processor(images=[Image.new("RGB", (64, 64), "green")] * 2, return_tensors="pt")["pixel_values"]
     features = encode_vision(model.vision_model, pixels)
     model.eval()
     expected = model.generate(pixel_values=pixels, max_new_tokens=5)

@@ -65,7 +65,7 @@ def image_files(trained, tmp_path_factory):
     paths = []
     for i, example in enumerate(trained[1].validation[:3]):
         path = folder / f"image{i}.png"
-        example.image.save(path)
+        trained[1].image(example).save(path)
         paths.append(path)
     return paths
 

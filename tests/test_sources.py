@@ -74,7 +74,8 @@ def test_imagefolder_loads_good_images_and_counts_bad_ones(tmp_path: Path):
     assert data.total == len(names) + 8
     assert data.source == str(tmp_path.resolve())
     example = data.train[0]
-    assert example.image.mode == "RGB" and example.image.size == (8, 6)
+    image = data.image(example)
+    assert image.mode == "RGB" and image.size == (8, 6)
     assert example.captions[0].startswith("picture number") and example.captions[0] == example.captions[0].strip()
 
 

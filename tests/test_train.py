@@ -69,7 +69,7 @@ def test_best_epoch_is_reported_and_its_model_is_saved(trained):
     assert result.objective == best["cider"] and result.best_epoch == best["epoch"]
     model = BlipForConditionalGeneration.from_pretrained(result.model_dir)
     processor = BlipProcessor.from_pretrained(result.model_dir)
-    pixels = processor(images=[e.image for e in data.validation], return_tensors="pt")["pixel_values"]
+    pixels = processor(images=[data.image(e) for e in data.validation], return_tensors="pt")["pixel_values"]
     captions = processor.batch_decode(model.generate(pixel_values=pixels, max_new_tokens=spec.max_new_tokens),
                                       skip_special_tokens=True)
     from blipexp.metrics import caption_scores

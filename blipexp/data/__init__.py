@@ -12,8 +12,9 @@ PITCH_SEED = 0  # the embedded scenes are fixed; split_seed varies only the spli
 __all__ = ["CaptionData", "DataSourceError", "Example", "load_data"]
 
 
-def load_data(spec: ExperimentSpec, home: Path) -> CaptionData:
-    """Load, check and split the spec's dataset. The pitch scenes are generated under home/data first."""
+def load_data(spec: ExperimentSpec, home: Path, progress: bool = True) -> CaptionData:
+    """List, check and split the spec's dataset. The pitch scenes are generated under home/data first; the first
+    look at the images is kept under home/cache/data (see data.survey)."""
     source = spec.dataset
     if source == PITCH_DATASET:
         source = str(write_pitch_dataset(home / "data", spec.pitch_scenes, seed=PITCH_SEED))
@@ -23,8 +24,11 @@ def load_data(spec: ExperimentSpec, home: Path) -> CaptionData:
         caption_column=spec.caption_column,
         hub_split=spec.dataset_split,
         revision=None,
+        splits=spec.splits,
         val_fraction=spec.val_fraction,
         test_fraction=spec.test_fraction,
         split_seed=spec.split_seed,
         max_bad_fraction=spec.max_bad_fraction,
+        cache_dir=home / "cache" / "data",
+        progress=progress,
     )

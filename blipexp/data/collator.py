@@ -3,6 +3,10 @@
 Captions are padded to the longest in the batch (not to a fixed length), the first token is replaced by
 BLIP's decoder start token ([DEC]: `generate()` starts from it, so training must too), and padded positions
 in `labels` are set to -100 so the loss ignores them (BLIP does not mask padding itself).
+
+Items whose image turned out unusable in evaluation (`usable` False, see `features.CaptionDataset`) keep their
+place with every label masked, which also tells `compute_metrics` to leave that image out. `bad_image` and
+`bad_reason` travel with the batch for the trainer to count; the model never sees them (SKIP_KEYS).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 import torch
 
 IGNORE_INDEX = -100  # positions CrossEntropyLoss skips
+SKIP_KEYS = ("bad_image", "bad_reason")  # batch entries for the trainer's count of unusable images
 
 
 @dataclass
@@ -31,9 +36,12 @@ class CaptionCollator:
         input_ids = text["input_ids"].clone()
         input_ids[:, 0] = self.bos_token_id
         labels = input_ids.masked_fill(text["attention_mask"] == 0, IGNORE_INDEX)
+        usable = torch.tensor([f.get("usable", True) for f in features])
+        labels[~usable] = IGNORE_INDEX
         return {
-            "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+            "pixel_values": torch.stack([f["pixel_values"] for f in features]).float(),
             "input_ids": input_ids,
             "attention_mask": text["attention_mask"],
             "labels": labels,
+            **{key: torch.tensor([f.get(key, -1) for f in features]) for key in SKIP_KEYS},
         }

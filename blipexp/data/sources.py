@@ -11,11 +11,9 @@ data and the seed only, not on file-system or Hub row order.
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,25 +21,39 @@ from typing import Any
 from PIL import Image
 
 from blipexp.data.folder import CAPTIONS_CSV, METADATA_JSONL, read_folder
-from blipexp.data.images import BadImage, load_rgb, read_image_file
-from blipexp.data.sample import DataSourceError, Sample, has_undecodable, missing_column
+from blipexp.data.hub_dataset import HUB_FIXES, read_hub
+from blipexp.data.images import load_rgb, read_image_file
+from blipexp.data.sample import DataSourceError, Sample, has_undecodable
 from blipexp.data.split import split_indices
-from blipexp.hub import hub_answers, looks_like_path
+from blipexp.data.survey import ImageReader, SurveyReport, record_path, survey
+from blipexp.hub import looks_like_path
 
 SMALL_SPLIT = 10  # below this many images, corpus metrics such as CIDEr swing wildly between runs
-HUB_FIXES = (
-    "run with --tiny (the embedded dataset), or --set dataset=/path/to/folder "
-    f"(a local folder with images and {METADATA_JSONL}, or with {CAPTIONS_CSV})"
-)
+SPLIT_MODES = ("auto", "own", "random")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One validated image with its reference captions."""
+    """One validated image-caption sample. The image itself is not held: `CaptionData.image(example)` decodes
+    it when asked (a DataLoader worker, mostly), so memory does not grow with the dataset."""
 
-    image: Image.Image  # RGB, EXIF orientation applied, fully loaded
-    captions: tuple[str, ...]  # one or more, stripped, non-empty
     key: str  # relative file name in a folder, "row-<i>" for a Hub dataset
+    captions: tuple[str, ...]  # one or more, stripped, non-empty
+    ref: Any  # where `CaptionData.images` reads the image: a file path, or an Arrow row index
+
+
+class FileImages:
+    """A folder's images: read from their files. `stamp` (size, mtime) tells the first look when one changed."""
+
+    def read(self, ref: str) -> bytes:
+        return read_image_file(ref)
+
+    def stamp(self, ref: str) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(ref)
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
 
 
 @dataclass
@@ -55,7 +67,14 @@ class CaptionData:
     total: int  # samples seen before skipping (images, plus metadata rows that could not be read)
     fingerprint: str  # 16 hex chars: content of all valid examples plus the split parameters
     source: str  # the Hub id, or the folder's absolute path
+    images: ImageReader = field(default_factory=FileImages)  # reads an example's encoded image
+    splits: str = "random"  # "own": the dataset's own train/validation/test; "random": blipexp's seeded split
     warnings: list[str] = field(default_factory=list)
+    survey: SurveyReport | None = None  # what the first look at the images checked and reused
+
+    def image(self, example: Example) -> Image.Image:
+        """The example's picture, decoded now (RGB, EXIF orientation applied). Raises BadImage."""
+        return load_rgb(self.images.read(example.ref))
 
 
 # --- entry point
@@ -68,66 +87,122 @@ def load_caption_data(
     caption_column: str = "text",
     hub_split: str = "train",
     revision: str | None = None,
+    splits: str = "auto",
     val_fraction: float = 0.2,
     test_fraction: float = 0.1,
     split_seed: int = 42,
     max_bad_fraction: float = 0.5,
+    cache_dir: Path | None = None,
+    progress: bool = True,
 ) -> CaptionData:
-    """Load, validate and split the image-caption pairs of `source` (a folder or a Hub dataset id)."""
+    """List, check and split the image-caption pairs of `source` (a folder or a Hub dataset id).
+
+    Images are checked once (in parallel; the result is kept under `cache_dir` and reused while the data are
+    unchanged), never held in memory. `splits`: "own" uses the dataset's own train/validation/test splits,
+    "random" a seeded split of all of it, "auto" the own ones when the dataset has a held-out split."""
+    if splits not in SPLIT_MODES:
+        raise DataSourceError(f"splits={splits!r} must be one of {', '.join(SPLIT_MODES)}")
     warnings: list[str] = []
+    samples, images, source_name, source_id = _read(source, image_column, caption_column, hub_split, revision,
+                                                     splits, warnings)
+    skipped: collections.Counter = collections.Counter()
+    listed: list[tuple[Sample, tuple[str, ...]]] = []
+    for sample in samples:
+        try:
+            listed.append((sample, _usable_captions(sample)))  # captions first: cheaper than the image
+        except _Skip as exc:
+            skipped[exc.reason] += 1
+    report = survey([(sample.key, sample.image) for sample, _ in listed], images,
+                    record_path(cache_dir, source_id), progress=progress)
+    valid: list[tuple[Example, str, str | None]] = []  # (example, image digest, own split)
+    for sample, captions in listed:
+        check = report.checks[sample.key]
+        if check.reason is not None:
+            skipped[check.reason] += 1
+        else:
+            valid.append((Example(key=sample.key, captions=captions, ref=sample.image), check.digest, sample.split))
+    _check_usable(source_name, len(samples), len(valid), skipped, max_bad_fraction)
+    valid.sort(key=lambda item: item[0].key)  # a stable order, independent of file-system / row order
+    (train, val, test), how = _split(valid, splits, val_fraction, test_fraction, split_seed, source_name, warnings)
+    warnings += _small_split_warnings(len(val), len(test))
+    return CaptionData(
+        train=train,
+        validation=val,
+        test=test,
+        skipped=skipped,
+        total=len(samples),
+        fingerprint=_fingerprint(valid, how, val_fraction, test_fraction, split_seed, revision),
+        source=source_name,
+        images=images,
+        splits=how,
+        warnings=warnings,
+        survey=report,
+    )
+
+
+def _read(source: str, image_column: str, caption_column: str, hub_split: str, revision: str | None, splits: str,
+          warnings: list[str]) -> tuple[list[Sample], ImageReader, str, str]:
+    """(samples, their image reader, the source's name, an id for the first look's record) of a folder or Hub id."""
     folder = Path(source).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
-        source_name = str(folder)
-        samples = read_folder(folder, image_column, caption_column, warnings)
-    elif folder.exists():
+        return read_folder(folder, image_column, caption_column, warnings), FileImages(), str(folder), str(folder)
+    if folder.exists():
         raise DataSourceError(
             f"dataset={source!r} is a file; it must be the folder holding the images and their "
             f"{METADATA_JSONL} or {CAPTIONS_CSV}. Fix: --set dataset={folder.resolve().parent}"
         )
-    elif looks_like_path(source):
+    if looks_like_path(source):
         raise DataSourceError(
             f"dataset folder not found: {folder.absolute()} (from dataset={source!r}). "
             f"Fix: check the path, or {HUB_FIXES}"
         )
-    else:
-        source_name = source
-        samples = _read_hub(source, hub_split, revision, image_column, caption_column, warnings)
+    samples, images, table_id = read_hub(source, split=hub_split, revision=revision, image_column=image_column,
+                                         caption_column=caption_column, own_splits=splits != "random",
+                                         warnings=warnings)
+    return samples, images, source, f"hub:{source}@{revision}:{table_id}"
 
-    valid, skipped = _validate(samples)
-    _check_usable(source_name, len(samples), len(valid), skipped, max_bad_fraction)
-    valid.sort(key=lambda item: item[0].key)  # a stable order, independent of file-system / row order
-    examples = [example for example, _ in valid]
+
+def _split(valid: list[tuple[Example, str, str | None]], mode: str, val_fraction: float, test_fraction: float,
+           seed: int, source: str, warnings: list[str]) -> tuple[tuple[list[Example], ...], str]:
+    """(train, validation, test) and how they were made: the dataset's own splits, or a seeded random split."""
+    labels = {split for _, _, split in valid if split}
+    held_out = labels & {"validation", "test"}
+    if mode == "own" and not held_out:
+        raise DataSourceError(f"splits=own, but {source} has no own validation or test split (found: "
+                              f"{', '.join(sorted(labels)) or 'none'}). Fix: --set splits=random (blipexp's seeded "
+                              "split), or give the data train/validation/test splits (README 'Bringing your own data')")
+    examples = [example for example, _, _ in valid]
+    if mode == "random" or not held_out:
+        return _random_split(examples, val_fraction, test_fraction, seed, source), "random"
+    parts = {name: [e for e, _, split in valid if split == name] for name in ("train", "validation", "test")}
+    unlabelled = [e for e, _, split in valid if not split]
+    if unlabelled:
+        warnings.append(f"{len(unlabelled)} image(s) name no split: they are used for training")
+        parts["train"] += unlabelled
+    missing = [name for name, fraction in (("validation", val_fraction), ("test", test_fraction))
+               if not parts[name] and fraction > 0]
+    if missing:  # e.g. COCO 2017: train and val only; the missing split is carved from train, seeded
+        carve = {name: (val_fraction if name == "validation" else test_fraction) for name in missing}
+        rest, val, test = _random_split(parts["train"], carve.get("validation", 0.0), carve.get("test", 0.0), seed,
+                                        source)
+        parts["train"] = rest
+        parts.update({name: chosen for name, chosen in (("validation", val), ("test", test)) if name in missing})
+        warnings.append(f"the data have no own {' or '.join(missing)} split: carved from its train split "
+                        f"(seeded, split_seed={seed})")
+    return (parts["train"], parts["validation"], parts["test"]), "own"
+
+
+def _random_split(examples: list[Example], val_fraction: float, test_fraction: float, seed: int,
+                  source: str) -> tuple[list[Example], list[Example], list[Example]]:
     try:
-        train, val, test = split_indices(len(examples), val_fraction, test_fraction, split_seed)
+        train, val, test = split_indices(len(examples), val_fraction, test_fraction, seed)
     except ValueError as exc:
-        raise DataSourceError(f"{source_name}: {exc}") from None
-    warnings += _small_split_warnings(len(val), len(test))
-    return CaptionData(
-        train=[examples[i] for i in train],
-        validation=[examples[i] for i in val],
-        test=[examples[i] for i in test],
-        skipped=skipped,
-        total=len(samples),
-        fingerprint=_fingerprint(valid, val_fraction, test_fraction, split_seed),
-        source=source_name,
-        warnings=warnings,
-    )
+        raise DataSourceError(f"{source}: {exc}") from None
+    return [examples[i] for i in train], [examples[i] for i in val], [examples[i] for i in test]
 
 
 # --- validation
-
-
-def _validate(samples: list[Sample]) -> tuple[list[tuple[Example, str]], collections.Counter]:
-    """Decode and check every sample: (example, image-bytes sha256) pairs, and skip counts by reason."""
-    valid: list[tuple[Example, str]] = []
-    skipped: collections.Counter = collections.Counter()
-    for sample in samples:
-        try:
-            valid.append(_to_example(sample))
-        except (BadImage, _Skip) as exc:
-            skipped[exc.reason] += 1
-    return valid, skipped
 
 
 class _Skip(Exception):
@@ -138,13 +213,10 @@ class _Skip(Exception):
         self.reason = reason
 
 
-def _to_example(sample: Sample) -> tuple[Example, str]:
+def _usable_captions(sample: Sample) -> tuple[str, ...]:
     if sample.problem is not None:
         raise _Skip(sample.problem)
-    captions = _clean_captions(sample.captions)  # checked first: cheaper than decoding the image
-    data = _image_bytes(sample.image)
-    image = load_rgb(data)
-    return Example(image=image, captions=captions, key=sample.key), hashlib.sha256(data).hexdigest()
+    return _clean_captions(sample.captions)
 
 
 def _clean_captions(values: list[Any]) -> tuple[str, ...]:
@@ -159,17 +231,6 @@ def _clean_captions(values: list[Any]) -> tuple[str, ...]:
     if not captions:
         raise _Skip("empty_caption")
     return captions
-
-
-def _image_bytes(image: Any) -> bytes:
-    """The encoded bytes of a sample's image: given directly, or read from its path."""
-    if isinstance(image, dict):  # a Hub Image(decode=False) value: {"bytes": ..., "path": ...}
-        image = image.get("bytes") or image.get("path")
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, (str, os.PathLike)) and os.fspath(image):
-        return read_image_file(image)
-    raise BadImage("missing_file", "no image in this sample")
 
 
 def _check_usable(source: str, total: int, n_valid: int, skipped: collections.Counter, max_bad_fraction: float) -> None:
@@ -201,101 +262,13 @@ def _small_split_warnings(n_val: int, n_test: int) -> list[str]:
     return warnings
 
 
-def _fingerprint(valid: list[tuple[Example, str]], val_fraction: float, test_fraction: float, split_seed: int) -> str:
-    """sha256 over the sorted (key, image-bytes hash, captions) of all valid examples and the split parameters."""
-    content = sorted([example.key, image_hash, list(example.captions)] for example, image_hash in valid)
-    payload = {"examples": content, "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
+def _fingerprint(valid: list[tuple[Example, str, str | None]], splits: str, val_fraction: float,
+                 test_fraction: float, split_seed: int, revision: str | None) -> str:
+    """sha256 over the sorted (key, image-bytes hash, captions, own split) of all valid examples and the split
+    parameters (and the Hub revision asked for)."""
+    content = sorted([example.key, digest, list(example.captions), split] for example, digest, split in valid)
+    payload = {"examples": content, "splits": splits, "val_fraction": val_fraction, "test_fraction": test_fraction,
+               "split_seed": split_seed}
+    if revision is not None:
+        payload["revision"] = revision
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-
-
-# --- Hub datasets
-
-
-def _read_hub(
-    source: str, split: str, revision: str | None, image_column: str, caption_column: str, warnings: list[str]
-) -> list[Sample]:
-    import datasets  # deferred: importing datasets costs about a second
-
-    dataset = _load_hub_dataset(source, split, revision, warnings)
-    columns = list(dataset.column_names)
-    for role, name in (("image", image_column), ("caption", caption_column)):
-        if name not in columns:
-            raise missing_column(f"Hub dataset {source!r} (split {split!r})", role, name, columns)
-    dataset = dataset.select_columns([image_column, caption_column])
-    if isinstance(dataset.features[image_column], datasets.Image):
-        # Undecoded ({"bytes", "path"}), so a corrupt image is ours to count, not a crash inside datasets.
-        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-    return [
-        Sample(key=f"row-{index}", image=row[image_column], captions=[row[caption_column]])
-        for index, row in enumerate(dataset)
-    ]
-
-
-def _load_hub_dataset(source: str, split: str, revision: str | None, warnings: list[str]) -> Any:
-    """`datasets.load_dataset`, failing within seconds when the Hub is unreachable and nothing is cached.
-
-    Without network, load_dataset retries for ~25 s before it looks in the cache. So one short request
-    checks the Hub first; when it gets no answer, loading runs in offline mode: from the cache, or failing at once.
-    """
-    import datasets
-
-    requested = _offline_requested()
-    unreachable = not requested and not _hub_answers(source, revision)
-    offline = requested or unreachable
-    try:
-        with _offline_mode(offline):
-            dataset = datasets.load_dataset(source, split=split, revision=revision)
-    except Exception as exc:  # datasets raises many types here; each one means "not loadable"
-        raise DataSourceError(_hub_failure_message(source, split, offline, exc)) from exc
-    if unreachable:
-        warnings.append(f"the Hub could not be reached: {source!r} was loaded from the local cache, "
-                        "which may be older than the Hub's version")
-    return dataset
-
-
-def _hub_failure_message(source: str, split: str, offline: bool, exc: Exception) -> str:
-    where = "the local cache (the Hub is unreachable or offline mode is on)" if offline else "the Hub or the local cache"
-    message = f"could not load dataset {source!r} (split {split!r}) from {where}: {type(exc).__name__}: {exc}. "
-    if "split" in str(exc).lower() and not offline:
-        message += "If the split name is wrong, --set dataset_split=<one of the splits listed>. "
-    if "/" in source:
-        message += f"There is no local folder {source!r} either. "
-    return message + f"Fix: {HUB_FIXES}"
-
-
-def _offline_requested() -> bool:
-    """Offline mode as set now; the env var is read here too since the libraries read theirs at import time."""
-    import datasets
-    from huggingface_hub import constants
-
-    from_env = any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
-                   for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return from_env or constants.is_offline_mode() or bool(datasets.config.HF_HUB_OFFLINE)
-
-
-def _hub_answers(source: str, revision: str | None) -> bool:
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return hub_answers(source, "dataset", revision)
-    except HFValidationError as exc:
-        raise DataSourceError(
-            f"dataset={source!r} is neither an existing folder nor a valid Hub dataset id ({exc}). Fix: {HUB_FIXES}"
-        ) from None
-
-
-@contextlib.contextmanager
-def _offline_mode(enabled: bool) -> Iterator[None]:
-    """Turn the Hub's offline mode on for one load: both libraries read a module flag they set at import."""
-    if not enabled:
-        yield
-        return
-    import datasets
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved

@@ -66,6 +66,18 @@ class CaptionTrainer(Seq2SeqTrainer):
         # generation settings are ours (prediction_step).
         return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        if eval_dataset is None or eval_dataset is self.eval_dataset:
+            return super().get_eval_dataloader(eval_dataset)
+        # Another split (the final full validation, the test): with persistent workers transformers would hand
+        # back its cached per-epoch loader whatever dataset is passed. A one-off loader of its own instead.
+        persistent = self.args.dataloader_persistent_workers
+        self.args.dataloader_persistent_workers = False
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.args.dataloader_persistent_workers = persistent
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         inputs = self._count_skips(self._prepare_inputs(inputs), self.eval_split)
         with torch.no_grad():

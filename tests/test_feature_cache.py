@@ -127,3 +127,23 @@ def test_validation_subset_is_fixed_and_the_best_model_is_scored_on_all(trials, 
     assert run.data.params["data_val_images"] == str(len(data.validation))
     assert run.data.metrics["best_val_subset_cider"] == second.history[second.best_epoch]["cider"]
     assert second.objective == run.data.metrics["best_val_cider"] == second.val_metrics["cider"]
+
+
+def test_the_cache_is_half_precision_and_read_memory_mapped_row_by_row(trials):
+    import numpy as np
+
+    from blipexp.data.images import BadImage
+    from blipexp.feature_cache import FeatureRows
+
+    home, *_ = trials
+    path = max((home / "cache" / "vision").glob("*.npy"), key=lambda p: p.stat().st_size)
+    rows = FeatureRows(path, {1: "truncated"})
+    mapped = rows._rows()
+    assert isinstance(mapped, np.memmap) and mapped.dtype == np.float16, "never loaded whole, stored as fp16"
+    assert path.stat().st_size == mapped.size * 2 + mapped.offset
+    assert rows[0].dtype == torch.float32 and tuple(rows[0].shape) == mapped.shape[1:]
+    assert torch.equal(rows[0], torch.from_numpy(np.array(mapped[0], dtype=np.float32)))
+    with pytest.raises(BadImage, match="truncated"):
+        rows[1]
+    import pickle
+    assert pickle.loads(pickle.dumps(rows))._array is None, "workers map the file themselves"

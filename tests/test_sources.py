@@ -393,3 +393,89 @@ def test_a_folder_of_hundreds_with_a_share_of_bad_files_trains_or_aborts(tmp_pat
     assert sum(int(params[f"data_{s}_images"]) for s in ("train", "val", "test")) == usable
     assert metrics["data_total_samples"] == total
     assert {k[len("data_skipped_"):]: v for k, v in metrics.items() if k.startswith("data_skipped_")} == bad
+
+
+# --- the dataset's own splits
+
+
+def split_folders(root: Path, sizes: dict[str, int]) -> None:
+    """train/ validation/ test/ sub-folders, each an imagefolder of its own."""
+    for split, n in sizes.items():
+        good_folder(root / split, n=n)
+
+
+def test_own_split_folders_are_used_as_they_are(tmp_path: Path):
+    split_folders(tmp_path, {"train": 8, "val": 3, "test": 2})
+    data = load_caption_data(str(tmp_path))
+    assert data.splits == "own"
+    assert (len(data.train), len(data.validation), len(data.test)) == (8, 3, 2)
+    assert all(e.key.startswith("val/") for e in data.validation) and all(e.key.startswith("test/") for e in data.test)
+    shuffled = load_caption_data(str(tmp_path), splits="random")
+    assert shuffled.splits == "random" and shuffled.fingerprint != data.fingerprint
+    assert {e.key for e in shuffled.validation} != {e.key for e in data.validation}
+
+
+def test_a_missing_held_out_split_is_carved_from_train_and_said(tmp_path: Path):
+    split_folders(tmp_path, {"train": 20, "validation": 4})
+    data = load_caption_data(str(tmp_path), test_fraction=0.1)
+    assert data.splits == "own" and len(data.validation) == 4
+    assert len(data.test) == 2 and all(e.key.startswith("train/") for e in data.test)
+    assert any("no own test split" in w for w in data.warnings)
+
+
+def test_splits_own_without_own_splits_names_the_fix(tmp_path: Path):
+    good_folder(tmp_path)
+    with pytest.raises(DataSourceError, match="splits=own.*--set splits=random"):
+        load_caption_data(str(tmp_path), splits="own")
+    assert load_caption_data(str(tmp_path), splits="auto").splits == "random"
+
+
+def test_a_split_column_and_coco_files_give_own_splits(tmp_path: Path):
+    column = tmp_path / "column"
+    names = good_folder(column, n=10)
+    write_jsonl(column, [{"file_name": n, "text": f"photo {i}", "split": "test" if i < 2 else "train"}
+                         for i, n in enumerate(names)])
+    data = load_caption_data(str(column), test_fraction=0.1)
+    assert data.splits == "own" and sorted(e.key for e in data.test) == names[:2]
+
+    coco = tmp_path / "coco"
+    for split, n in (("train2017", 9), ("val2017", 3)):
+        for i in range(n):
+            save_image(coco / split / f"{i:03d}.jpg", i * 20, "JPEG")
+        (coco / "annotations").mkdir(parents=True, exist_ok=True)
+        (coco / "annotations" / f"captions_{split}.json").write_text(json.dumps({
+            "images": [{"id": i, "file_name": f"{i:03d}.jpg"} for i in range(n)],
+            "annotations": [{"image_id": i, "caption": f"{split} photo {i} view {k}"} for i in range(n) for k in range(2)],
+        }))
+    data = load_caption_data(str(coco), test_fraction=0.2)
+    assert data.splits == "own" and len(data.validation) == 3 and all(len(e.captions) == 2 for e in data.validation)
+    assert len(data.train) + len(data.test) == 9 and data.test
+
+
+def test_a_hub_dataset_with_splits_stays_in_arrow_and_uses_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import datasets
+
+    from blipexp.data import hub_dataset
+
+    def part(n: int, offset: int) -> datasets.Dataset:
+        images = []
+        for i in range(n):
+            buffer = io.BytesIO()
+            Image.new("RGB", (8, 6), (offset + i, 0, 0)).save(buffer, "PNG")
+            images.append({"bytes": buffer.getvalue(), "path": None})
+        return datasets.Dataset.from_dict({"image": images, "text": [f"row {offset + i}" for i in range(n)]},
+                                          features=datasets.Features({"image": datasets.Image(),
+                                                                      "text": datasets.Value("string")}))
+
+    asked = {}
+
+    def fake_load(source, split, revision, warnings):
+        asked.update(split=split, revision=revision)
+        return datasets.DatasetDict({"train": part(6, 0), "validation": part(2, 100), "test": part(2, 200)})
+
+    monkeypatch.setattr(hub_dataset, "_load_hub_dataset", fake_load)
+    data = load_caption_data("someone/photos", revision="v1.0")
+    assert asked == {"split": None, "revision": "v1.0"}, "every split is loaded, at the pinned revision"
+    assert data.splits == "own" and (len(data.train), len(data.validation), len(data.test)) == (6, 2, 2)
+    assert isinstance(data.images.table, datasets.Dataset)
+    assert sorted(data.image(e).getpixel((0, 0))[0] for e in data.validation) == [100, 101]

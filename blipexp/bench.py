@@ -522,7 +522,7 @@ def markdown(report: dict, command: str) -> str:
               f"{report['peak']['fp32_size']}), bf16 {report['peak']['bf16_gflops']:.1f} GFLOP/s; MFU below is against "
               "the fp32 figure."]
     for section, write in (("training", _training_md), ("generation", _generation_md), ("trial", _trial_md),
-                           ("sweep", _sweep_md)):
+                           ("sweep", _sweep_md), ("data", _data_md)):
         if section in report:
             lines += [""] + write(report)
     return "\n".join(lines) + "\n"
@@ -571,6 +571,12 @@ def _sweep_md(report: dict) -> list[str]:
     return lines
 
 
+def _data_md(report: dict) -> list[str]:
+    from .bench_data import markdown as data_markdown
+
+    return data_markdown(report["data"])
+
+
 def run(size: Size, sections: list[str]) -> dict:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -588,11 +594,18 @@ def run(size: Size, sections: list[str]) -> dict:
             report["trial"] = bench_trial(size, work / "trial")
         if "sweep" in sections:
             report["sweep"] = bench_sweeps(size, work)
+        if "data" in sections:
+            from .bench_data import bench_data
+
+            report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
     report["seconds"] = time.perf_counter() - started
     return report
 
 
-SECTIONS = ["peak", "training", "generation", "trial", "sweep"]
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data"]
+# photos per folder, batches timed per loader, and up to which size the old eager path is run for comparison
+DATA_SIZES = {"full": dict(sizes=[1000, 5000, 20000], batches=40, eager_up_to=1000),
+              "quick": dict(sizes=[24], batches=2, eager_up_to=24)}
 
 
 def main(argv: list[str] | None = None) -> int:

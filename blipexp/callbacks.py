@@ -8,6 +8,7 @@ Keys it logs to the active MLflow run:
 | val_loss                   | epoch         | after each epoch's evaluation (0: before training) |
 | val_bleu1..4, val_rougeL, val_cider | epoch | after each epoch's evaluation          |
 | epoch_seconds              | epoch         | after each epoch's evaluation          |
+| seconds_to_first_step      | -             | when the first training step starts (since process start) |
 
 Listeners (e.g. a sweep's Optuna trial) get `(epoch, metrics)` after each evaluation and may raise to stop
 training (Optuna's TrialPruned); the exception propagates out of `Trainer.train()`.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mlflow
+import psutil
 from mlflow.entities import Metric
 from transformers import TrainerCallback
 
@@ -41,6 +43,11 @@ class CaptionMetricsCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
         self._epoch_started = time.perf_counter()
         self._pending: list[Metric] = []  # training-loss points not yet written (one write per epoch, not per log)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0 and self.main and mlflow.active_run():
+            # how long a user waits for training to start: imports, the data's first look, model, caches
+            mlflow.log_metric("seconds_to_first_step", time.time() - psutil.Process().create_time())
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_started = time.perf_counter()

@@ -22,7 +22,7 @@ def load_data(spec: ExperimentSpec, home: Path) -> CaptionData:
         image_column=spec.image_column,
         caption_column=spec.caption_column,
         hub_split=spec.dataset_split,
-        revision=None,
+        revision=spec.dataset_revision,
         val_fraction=spec.val_fraction,
         test_fraction=spec.test_fraction,
         split_seed=spec.split_seed,

@@ -141,7 +141,7 @@ def load_caption_data(
         test=[examples[i] for i in test],
         skipped=skipped,
         total=len(samples),
-        fingerprint=_fingerprint(valid, val_fraction, test_fraction, split_seed),
+        fingerprint=_fingerprint(valid, val_fraction, test_fraction, split_seed, None if folder.is_dir() else revision),
         source=source_name,
         warnings=warnings,
     )
@@ -242,10 +242,14 @@ def _small_split_warnings(n_val: int, n_test: int) -> list[str]:
     return warnings
 
 
-def _fingerprint(valid: list[tuple[Example, str]], val_fraction: float, test_fraction: float, split_seed: int) -> str:
-    """sha256 over the sorted (key, image-bytes hash, captions) of all valid examples and the split parameters."""
+def _fingerprint(valid: list[tuple[Example, str]], val_fraction: float, test_fraction: float, split_seed: int,
+                 revision: str | None) -> str:
+    """sha256 over the sorted (key, image-bytes hash, captions) of all valid examples, the split parameters and
+    the Hub revision asked for (None for a folder, whose fingerprint is unchanged by it)."""
     content = sorted([example.key, image_hash, list(example.captions)] for example, image_hash in valid)
     payload = {"examples": content, "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
+    if revision is not None:
+        payload["revision"] = revision
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 

@@ -246,7 +246,8 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     def load_dataset(path, **kwargs):
         calls.append({"path": path, **kwargs})
-        return datasets.Dataset.from_dict(rows)
+        table = datasets.Dataset.from_dict(rows)
+        return table if kwargs.get("split") else datasets.DatasetDict({"train": table})  # split=None: all of them
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return calls
@@ -258,7 +259,7 @@ def test_load_data_asks_the_hub_for_the_dataset_revision(fake_hub: list[dict], t
 
     spec = ExperimentSpec(dataset="someone/captions", dataset_revision="v1.2", test_fraction=0.0)
     data = load_data(spec, tmp_path)
-    assert fake_hub == [{"path": "someone/captions", "split": "train", "revision": "v1.2"}]
+    assert [(call["path"], call["revision"]) for call in fake_hub] == [("someone/captions", "v1.2")]
     assert len(data.train) + len(data.validation) == 10
 
 

@@ -149,12 +149,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                               tracking_uri=args.tracking_uri)
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        print(f"\ninterrupted ({signal.Signals(signum).name}): re-run `{resume_command(args.argv)}` to resume "
-              "(a sweep keeps its finished trials and runs the interrupted one again)", file=sys.stderr)
+        print("\n" + interrupted_message(spec, signal.Signals(signum).name, getattr(exc, "killed_run_id", None),
+                                         resume_command(args.argv)), file=sys.stderr)
         return 128 + signum
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def interrupted_message(spec: ExperimentSpec, signame: str, run_id: str | None, again: str) -> str:
+    """One line: how the interrupted command ended and the command that carries on."""
+    if spec.search_space():
+        return (f"interrupted ({signame}): re-run `{again}` to resume "
+                "(a sweep keeps its finished trials and runs the interrupted one again)")
+    if run_id is None:
+        return f"interrupted ({signame}) while no MLflow run was training: re-run `{again}` to train"
+    return f"interrupted ({signame}): MLflow run {run_id} ended KILLED; re-run `{again}` to train again from the start"
 
 
 def _raise_interrupted(signum: int, frame) -> None:

@@ -43,17 +43,23 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
     return 0
 
 
+# Spec fields that define a registered model; a version is tagged with these and with every field its sweep searched.
+MODEL_FIELDS = ("model", "model_revision", "freeze_vision_encoder", "precision", "dataset", "dataset_revision",
+                "dataset_split", "max_caption_tokens", "learning_rate", "epochs", "seed", "num_beams", "max_new_tokens")
+
+
 def register(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
              val_metrics: dict[str, float], extra_tags: dict[str, str]):
-    """Log the model as a pyfunc in its run and register it as a new version of spec.registered_model."""
+    """Log the model as a pyfunc in its run and register it as a new version of spec.registered_model.
+
+    `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
     from .registry import log_and_register
 
     tags = {
         "objective": repr(objective),
         "objective_metric": spec.objective_metric,
-        "objective_direction": spec.objective_direction,
-        "learning_rate": repr(spec.learning_rate),
-        "epochs": str(spec.epochs),
+        "objective_direction": spec.direction,
+        **{key: _tag_value(getattr(spec, key)) for key in (*MODEL_FIELDS, *spec.search_space())},
         "data_fingerprint": data.fingerprint,
         "profile": "tiny" if spec.is_tiny else "full",
         "experiment": spec.name,
@@ -64,6 +70,11 @@ def register(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: s
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
                             generation={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams})
+
+
+def _tag_value(value: object) -> str:
+    """A spec value as a tag: a string as it is, a number or bool as Python writes it (repr keeps a float's digits)."""
+    return value if isinstance(value, str) else repr(value)
 
 
 def next_steps(spec: ExperimentSpec, version) -> str:

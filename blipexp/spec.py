@@ -19,6 +19,7 @@ TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipCo
 PITCH_DATASET = "pitch"  # the embedded, generated football scenes
 METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider")
 OBJECTIVES = METRIC_KEYS + ("loss",)
+LOWER_IS_BETTER = frozenset({"loss"})  # objectives where smaller wins; every caption metric is higher-is-better
 
 
 def arg(default: Any, help: str) -> Any:
@@ -71,6 +72,8 @@ class ExperimentSpec:
 
     # --- data
     dataset: str = arg(HUB_DATASET, f"Hub dataset id, local folder (metadata.jsonl or captions.csv), or '{PITCH_DATASET}'")
+    dataset_revision: str = arg(
+        "main", f"Hub revision (branch, tag or commit) when `dataset` is a Hub id; ignored for a folder and '{PITCH_DATASET}'")
     dataset_split: str = arg("train", "Split to read from a Hub dataset that has no own held-out splits (or with splits=random)")
     splits: Literal["auto", "own", "random"] = arg(
         "auto", "train/validation/test: 'own' uses the dataset's own splits (Hub splits, split sub-folders or column, "
@@ -113,7 +116,8 @@ class ExperimentSpec:
         256, "Per-epoch validation scores a fixed subset of this many images when the validation split is larger "
         "(fast epochs and pruning); the best model is then scored on the full split. 0: always the full split")
     objective_metric: str = arg("cider", f"Metric that selects the best epoch and trial: one of {', '.join(OBJECTIVES)}")
-    objective_direction: Literal["maximize", "minimize"] = arg("maximize", "Whether a higher objective is better")
+    objective_direction: Literal["auto", "maximize", "minimize"] = arg(
+        "auto", "Whether a higher objective is better; auto: minimize for loss, maximize for the caption metrics")
 
     # --- tracking and sweep
     mlflow_experiment: str = arg("", "MLflow experiment name (empty: the experiment's name)")
@@ -147,6 +151,10 @@ class ExperimentSpec:
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")
+        natural = self._natural_direction
+        _require(self.objective_direction in ("auto", natural), "objective_direction", self.objective_direction,
+                 f"contradicts objective_metric={self.objective_metric!r} (a {'lower' if natural == 'minimize' else 'higher'} "
+                 f"{self.objective_metric} is better): --set objective_direction=auto (or {natural})")
         _require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
         _require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
         self._check_search_space()
@@ -180,9 +188,12 @@ class ExperimentSpec:
 
     @property
     def hypothesis(self) -> str:
-        """The class docstring's first paragraph, else the experiment file's (module) docstring's."""
+        """The class docstring's first paragraph, else the experiment file's (module) docstring's, without the
+        "Hypothesis:" label the files start with (`show`, run descriptions and versions add their own)."""
         module = sys.modules.get(type(self).__module__)
-        return _first_paragraph(type(self)._docstring or getattr(module, "__doc__", None) or "")
+        text = _first_paragraph(type(self)._docstring or getattr(module, "__doc__", None) or "")
+        label = "hypothesis:"
+        return text[len(label):].lstrip() if text.lower().startswith(label) else text
 
     @property
     def experiment_name(self) -> str:
@@ -193,8 +204,17 @@ class ExperimentSpec:
         return self.model == TINY_MODEL
 
     @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """The objective's direction, resolved: the one value every selection (epoch, trial, promotion) uses."""
+        return self._natural_direction if self.objective_direction == "auto" else self.objective_direction
+
+    @property
     def greater_is_better(self) -> bool:
-        return self.objective_direction == "maximize"
+        return self.direction == "maximize"
+
+    @property
+    def _natural_direction(self) -> Literal["maximize", "minimize"]:
+        return "minimize" if self.objective_metric in LOWER_IS_BETTER else "maximize"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

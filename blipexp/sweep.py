@@ -96,7 +96,7 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
         sampler=sampler(spec, 0),
         pruner=(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)  # a median of 3 finished trials
                 if spec.prune else optuna.pruners.NopPruner()),
-        direction=spec.objective_direction,
+        direction=spec.direction,
         load_if_exists=True,  # a parallel worker may create it first
     )
 
@@ -249,7 +249,7 @@ def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
             "sampler": type(study.sampler).__name__ + f"(seed={spec.seed} + trial position)",
             "pruner": type(study.pruner).__name__,
             "n_trials": spec.n_trials,
-            "objective": f"{spec.objective_direction} val {spec.objective_metric}",
+            "objective": f"{spec.direction} val {spec.objective_metric}",
         })
         mlflow.log_dict(spec.to_dict(), "spec.json")
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)

@@ -143,7 +143,9 @@ def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
 
 @contextmanager
 def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator[Any]:
-    """An MLflow run holding the resolved spec as params and as spec.json; ends FAILED if the body raises.
+    """An MLflow run holding the resolved spec as params and as spec.json; ends FAILED if the body raises, KILLED
+    if it is interrupted (Ctrl-C, or SIGTERM: the cli raises a KeyboardInterrupt for both). The interrupt goes on
+    up carrying `killed_run_id`, so the command can name the run.
 
     Under `accelerate launch` only the main process creates the run; the other ranks get a stand-in with the
     same run id (they log nothing, but name their checkpoint folder after it)."""
@@ -151,11 +153,16 @@ def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nest
         yield SimpleNamespace(info=SimpleNamespace(run_id=distributed.from_main(None)))
         return
     with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as run:
-        distributed.from_main(run.info.run_id)
-        resolved = spec.to_dict()
-        mlflow.log_params({k: _param(v) for k, v in resolved.items()})
-        mlflow.log_dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
-        yield run
+        try:
+            distributed.from_main(run.info.run_id)
+            resolved = spec.to_dict()
+            mlflow.log_params({k: _param(v) for k, v in resolved.items()})
+            mlflow.log_dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
+            yield run
+        except KeyboardInterrupt as exc:
+            mlflow.end_run("KILLED")  # stopped, not broken; mlflow's own exit would mark it FAILED
+            exc.killed_run_id = run.info.run_id
+            raise
 
 
 def _param(value: Any) -> str:

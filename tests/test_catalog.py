@@ -1,3 +1,4 @@
+import sys
 import textwrap
 
 import pytest
@@ -12,7 +13,8 @@ from conftest import EXPERIMENTS
 def test_every_experiment_loads_and_validates(name):
     spec = catalog.load(name, EXPERIMENTS)
     assert isinstance(spec, ExperimentSpec) and spec.name == name
-    assert spec.hypothesis.lower().startswith("hypothesis"), f"{name}.py must state its hypothesis first"
+    docstring = type(spec)._docstring or sys.modules[type(spec).__module__].__doc__ or ""
+    assert docstring.lower().startswith("hypothesis:") and spec.hypothesis, f"{name}.py must state its hypothesis first"
     tiny = spec.tiny()  # the tiny profile of every experiment validates too
     assert tiny.is_tiny and tiny.search_space().keys() == spec.search_space().keys()
 

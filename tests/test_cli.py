@@ -1,9 +1,14 @@
+import signal
+import subprocess
+import sys
+
 import mlflow
 import pytest
 
-from blipexp import cli, tracking
+from blipexp import catalog, cli, tracking
 
 from conftest import EXPERIMENTS
+from processes import child_env
 
 
 def run_cli(*argv):
@@ -14,7 +19,14 @@ def test_list_shows_each_experiment_with_its_hypothesis(capsys):
     assert run_cli("list") == 0
     out = capsys.readouterr().out
     assert "football_baseline" in out and "football_lr_sweep  [sweep]" in out
-    assert "Hypothesis:" in out
+    assert catalog.load("football_baseline", EXPERIMENTS).hypothesis in out
+
+
+def test_show_names_the_hypothesis_once(capsys):
+    assert run_cli("show", "football_baseline") == 0
+    out = capsys.readouterr().out
+    assert "hypothesis: fine-tuning BLIP-base with the notebook's settings" in out
+    assert "Hypothesis:" not in out
 
 
 def test_show_applies_overrides_and_marks_them(capsys):
@@ -46,6 +58,28 @@ def test_run_tiny_logs_one_run_and_prints_a_summary(capsys, home):
     assert len(runs) == 1 and runs[0].data.tags["profile"] == "tiny"
     assert runs[0].data.params["epochs"] == "1"  # --set wins over the tiny profile
     assert (home / "mlflow.db").is_file() and (home / "artifacts").is_dir()
+
+
+def test_an_interrupted_single_run_ends_killed_and_says_so_in_one_line(home, tmp_path):
+    signum = signal.SIGTERM  # Ctrl-C takes the same path: the cli raises Interrupted for SIGINT and SIGTERM
+    command = [sys.executable, "-m", "blipexp", "run", "football_baseline", "--tiny", "--home", str(home),
+               "--experiments", str(EXPERIMENTS), "--set", "pitch_scenes=60", "--set", "epochs=20"]
+    with open(tmp_path / "stderr.txt", "w+") as stderr:  # a file: the progress bar could fill a pipe nobody reads
+        process = subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE, stderr=stderr, text=True)
+        for line in process.stdout:
+            if "before training" in line:  # the untrained scores are logged: the run is open, training starts
+                process.send_signal(signum)
+                break
+        process.communicate(timeout=300)
+        stderr.seek(0)
+        err = stderr.read()
+    assert process.returncode == 128 + signum, err[-3000:]
+    tracking.configure(home)
+    runs = mlflow.search_runs(experiment_names=["football_baseline"], output_format="list")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert lines == [f"interrupted ({signum.name}): MLflow run {runs[0].info.run_id} ended KILLED; re-run "
+                     f"`{cli.resume_command(command[3:])}` to train again from the start"]
 
 
 def test_run_without_the_hub_fails_fast_and_names_tiny(capsys, home):

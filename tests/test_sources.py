@@ -232,6 +232,44 @@ def test_fingerprint_is_stable_and_follows_content(tmp_path: Path):
     assert load_caption_data(str(folder)).fingerprint != first
 
 
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """datasets.load_dataset replaced by one that records its arguments and returns ten good rows (no network)."""
+    import datasets
+
+    images = []
+    for i in range(10):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 6), (i * 20, 100, 40)).save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    rows = {"image": images, "text": [f"scene {i}" for i in range(10)]}
+    calls: list[dict] = []
+
+    def load_dataset(path, **kwargs):
+        calls.append({"path": path, **kwargs})
+        table = datasets.Dataset.from_dict(rows)
+        return table if kwargs.get("split") else datasets.DatasetDict({"train": table})  # split=None: all of them
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_load_data_asks_the_hub_for_the_dataset_revision(fake_hub: list[dict], tmp_path: Path):
+    from blipexp.data import load_data
+    from blipexp.spec import ExperimentSpec
+
+    spec = ExperimentSpec(dataset="someone/captions", dataset_revision="v1.2", test_fraction=0.0)
+    data = load_data(spec, tmp_path)
+    assert [(call["path"], call["revision"]) for call in fake_hub] == [("someone/captions", "v1.2")]
+    assert len(data.train) + len(data.validation) == 10
+
+
+def test_hub_fingerprint_follows_the_revision(fake_hub: list[dict]):
+    first = load_caption_data("someone/captions", revision="v1").fingerprint
+    assert load_caption_data("someone/captions", revision="v1").fingerprint == first
+    assert load_caption_data("someone/captions", revision="v2").fingerprint != first  # same rows, other revision
+
+
 # --- Hub and path handling
 
 

@@ -14,7 +14,7 @@ def test_plain_assignments_become_field_defaults():
     spec = Child()
     assert (spec.learning_rate, spec.epochs) == (1e-3, 3)
     assert ExperimentSpec().learning_rate == 5e-5  # the parent is untouched
-    assert spec.hypothesis.startswith("Hypothesis: a child")
+    assert spec.hypothesis == "a child changes defaults with plain assignments."
 
 
 def test_typo_in_subclass_body_is_an_error_naming_the_field():
@@ -83,3 +83,31 @@ def test_search_space_must_name_fields_and_have_valid_ranges():
     with pytest.raises(ValueError, match="needs low < high"):
         BadRange()
     assert set(Good().search_space()) == {"learning_rate", "num_beams"}
+
+
+def test_hypothesis_drops_a_leading_label_once():
+    class Twice(ExperimentSpec):
+        """HYPOTHESIS:   hypothesis: is a word here.
+
+        Details that are not part of it."""
+
+    class Unlabelled(ExperimentSpec):
+        """Smaller batches help."""
+
+    assert Twice().hypothesis == "hypothesis: is a word here."
+    assert Unlabelled().hypothesis == "Smaller batches help."
+
+
+@pytest.mark.parametrize("metric, direction", [("loss", "minimize"), ("cider", "maximize"), ("bleu4", "maximize")])
+def test_objective_direction_auto_follows_the_metric(metric, direction):
+    spec = ExperimentSpec().with_overrides([f"objective_metric={metric}"])
+    assert spec.objective_direction == "auto" and spec.direction == direction
+    assert spec.greater_is_better == (direction == "maximize")
+    assert spec.replace(objective_direction=direction).direction == direction  # stating it agrees
+
+
+@pytest.mark.parametrize("metric, direction, fix", [("loss", "maximize", "minimize"), ("cider", "minimize", "maximize")])
+def test_a_direction_that_contradicts_the_metric_is_an_error(metric, direction, fix):
+    with pytest.raises(ValueError, match=rf"objective_direction='{direction}' contradicts objective_metric='{metric}'"
+                                         rf".*objective_direction=auto \(or {fix}\)"):
+        ExperimentSpec().with_overrides([f"objective_metric={metric}", f"objective_direction={direction}"])

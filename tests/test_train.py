@@ -101,6 +101,17 @@ def test_a_failing_trial_ends_its_run_failed(home):
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+def test_a_loss_objective_selects_the_lowest_loss_epoch(home):
+    spec = tiny_spec(objective_metric="loss", sample_captions=0)
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    result = train_trial(spec, load_data(spec, home), home, echo=False)
+    losses = {int(h["epoch"]): h["loss"] for h in result.history if h["epoch"] >= 1}
+    assert len(set(losses.values())) == len(losses) > 1, "the epochs' losses must differ for the choice to matter"
+    lowest = min(losses, key=losses.get)
+    assert (result.best_epoch, result.objective) == (lowest, losses[lowest])
+
+
 @pytest.mark.parametrize("cuda, bf16, expected", [(False, False, "fp32"), (True, True, "bf16"), (True, False, "fp16")])
 def test_auto_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
     from blipexp.train import resolve_precision

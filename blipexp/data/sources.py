@@ -131,7 +131,8 @@ def load_caption_data(
         test=test,
         skipped=skipped,
         total=len(samples),
-        fingerprint=_fingerprint(valid, how, val_fraction, test_fraction, split_seed, revision),
+        fingerprint=_fingerprint(valid, how, val_fraction, test_fraction, split_seed,
+                                 None if isinstance(images, FileImages) else revision),  # a folder has no revision
         source=source_name,
         images=images,
         splits=how,

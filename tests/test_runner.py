@@ -1,0 +1,58 @@
+"""runner.register on a tiny trained model: what a registered version's tags say about how it was made."""
+import mlflow
+import pytest
+
+from blipexp import registry, runner, tracking
+from blipexp.data import load_data
+from blipexp.spec import Choice, ExperimentSpec, FloatRange
+from blipexp.train import train_trial
+
+pytestmark = pytest.mark.slow
+
+
+class WarmupSweep(ExperimentSpec):
+    """Hypothesis: warm-up and schedule matter more than the learning rate."""
+
+    def search_space(self):
+        return {"warmup_ratio": FloatRange(0.0, 0.2), "lr_scheduler": Choice(("linear", "cosine")),
+                "freeze_vision_encoder": Choice((False, True))}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained with the values a sweep of WarmupSweep might have picked."""
+    home = tmp_path_factory.mktemp("home")
+    spec = WarmupSweep().tiny().replace(pitch_scenes=60, epochs=1, train_batch_size=16, sample_captions=0,
+                                        test_fraction=0.0, warmup_ratio=0.125, lr_scheduler="cosine",
+                                        freeze_vision_encoder=True, cache_vision_features=False)
+    WarmupSweep.name = "warmup_sweep"
+    tracking.configure(home)
+    tracking.use_experiment("warmup_sweep", home)
+    data = load_data(spec, home)
+    return spec, data, train_trial(spec, data, home, echo=False)
+
+
+def register(trained, spec: ExperimentSpec):
+    _, data, result = trained
+    objective = result.val_metrics[spec.objective_metric]
+    return runner.register(spec, data, result.model_dir, result.run_id, objective, result.val_metrics, {})
+
+
+def test_a_version_is_tagged_with_every_searched_field_and_the_model_defining_ones(trained):
+    spec = trained[0]
+    version = mlflow.MlflowClient().get_model_version(spec.registered_model, register(trained, spec).version)
+    assert {key: version.tags[key] for key in spec.search_space()} == {
+        "warmup_ratio": "0.125", "lr_scheduler": "cosine", "freeze_vision_encoder": "True"}
+    assert {key: version.tags[key] for key in ("model", "model_revision", "precision", "dataset", "dataset_revision",
+                                               "max_caption_tokens", "num_beams", "max_new_tokens", "learning_rate")} == {
+        "model": "tiny", "model_revision": "main", "precision": "auto", "dataset": "pitch", "dataset_revision": "main",
+        "max_caption_tokens": str(spec.max_caption_tokens), "num_beams": "1",
+        "max_new_tokens": str(spec.max_new_tokens), "learning_rate": repr(spec.learning_rate)}
+    listed = registry.list_models(spec.registered_model)[0]
+    assert listed["tags"]["lr_scheduler"] == "cosine"  # what `models` and the UI read
+
+
+def test_a_loss_objective_is_registered_as_minimized(trained):
+    spec = trained[0].replace(objective_metric="loss", registered_model="warmup-loss")
+    version = register(trained, spec)
+    assert mlflow.MlflowClient().get_model_version("warmup-loss", version.version).tags["objective_direction"] == "minimize"

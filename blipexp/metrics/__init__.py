@@ -153,7 +153,9 @@ def corpus_document_frequency(references: Sequence[Sequence[str]]) -> DocumentFr
     """
     from pycocoevalcap.cider.cider_scorer import precook  # imported here like evaluate: numpy is slow to load
 
-    if isinstance(references, str) or len(references) == 0:
+    if isinstance(references, str):
+        raise TypeError("references must be a list of reference-caption lists, one per image, not a single string")
+    if len(references) == 0:
         raise ValueError("the reference corpus is empty; pass one list of reference captions per image")
     counts: dict[tuple[str, ...], int] = {}
     for refs in _normalize_references(references):

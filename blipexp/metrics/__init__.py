@@ -39,8 +39,9 @@ __all__ = [
 METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
 
 CIDER_DF_SETTINGS = ("auto", "split", "corpus")
-# "auto" scores sets smaller than this with corpus df. Measured on pitch captions: below ~50 images the
-# split-df CIDEr is 0 (1 image) or ranks prediction sets unlike corpus df; from 50 up both agree.
+# "auto" scores sets smaller than this with corpus df. Measured on generated pitch captions (Kendall tau
+# of 5 prediction sets' CIDEr ranking against their true accuracy, 400 draws per size): split df is 0 on
+# 1 image and ranks worse than corpus df up to ~30 images (by 0.08 tau at 2, 0.02 at 20); equal from 50.
 CIDER_DF_AUTO_MIN_IMAGES = 50
 
 _MODULES_DIR = Path(__file__).resolve().parent / "modules"

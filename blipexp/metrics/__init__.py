@@ -152,7 +152,8 @@ def corpus_document_frequency(references: Sequence[Sequence[str]]) -> DocumentFr
     references hold it, as pycocoevalcap's CiderScorer.compute_doc_freq counts. Use the references the
     model may see (training + validation), so that a small scored split gets meaningful idf weights.
     """
-    from pycocoevalcap.cider.cider_scorer import precook  # imported here like evaluate: numpy is slow to load
+    # Imported here, like evaluate: normalize_caption users should not pay for pycocoevalcap and numpy.
+    from pycocoevalcap.cider.cider_scorer import precook
 
     if isinstance(references, str):
         raise TypeError("references must be a list of reference-caption lists, one per image, not a single string")

@@ -5,15 +5,24 @@ directly in the test on hand-written, already-normalised captions.
 """
 from __future__ import annotations
 
+import math
 import socket
 
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.cider.cider_scorer import CiderScorer
 from pycocoevalcap.rouge.rouge import Rouge
 
 from blipexp import metrics
-from blipexp.metrics import METRIC_KEYS, caption_scores, normalize_caption
+from blipexp.metrics import (
+    CIDER_DF_AUTO_MIN_IMAGES,
+    METRIC_KEYS,
+    caption_scores,
+    corpus_document_frequency,
+    normalize_caption,
+    resolve_cider_df,
+)
 
 # Already normalised (lowercase, no punctuation, single spaces): a perfect match, partial matches and a total miss.
 PREDICTIONS = [
@@ -50,7 +59,10 @@ def coco_direct(predictions: list[str], references: list[list[str]]) -> dict[str
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    return {"bleu1": bleu[0], "bleu2": bleu[1], "bleu3": bleu[2], "bleu4": bleu[3], "rougeL": rouge, "cider": cider}
+    return {
+        "bleu1": bleu[0], "bleu2": bleu[1], "bleu3": bleu[2], "bleu4": bleu[3], "rougeL": rouge,
+        "cider": cider, "cider_coco": cider,  # without corpus df, cider is pycocoevalcap's value too
+    }
 
 
 def assert_scores_equal(actual: dict[str, float], expected: dict[str, float]) -> None:
@@ -81,7 +93,7 @@ def test_keys_types_and_ranges() -> None:
 def test_metric_keys_match_spec() -> None:
     from blipexp.spec import METRIC_KEYS as SPEC_METRIC_KEYS
 
-    assert METRIC_KEYS == SPEC_METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider")
+    assert METRIC_KEYS == SPEC_METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
 
 
 @pytest.mark.parametrize(
@@ -194,3 +206,95 @@ def test_each_module_is_loaded_once() -> None:
     caption_scores(PREDICTIONS, REFERENCES)
     after = metrics._load_module.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 3
+
+
+# --- CIDEr with document frequencies from a reference corpus
+
+
+def test_corpus_document_frequency_counts_each_image_once() -> None:
+    # Image 0 holds "a dog" in both references: it still counts once. "a" is in both images.
+    df = corpus_document_frequency([["A dog runs!", "a dog"], ["a cat"]])
+    assert dict(df.counts) == {
+        ("a",): 2, ("dog",): 1, ("runs",): 1, ("cat",): 1,
+        ("a", "dog"): 1, ("dog", "runs"): 1, ("a", "cat"): 1,
+        ("a", "dog", "runs"): 1,
+    }
+    assert df.num_images == 2 and df.log_num_images == pytest.approx(math.log(2))
+
+
+def test_corpus_document_frequency_counts_like_pycocoevalcap() -> None:
+    scorer = CiderScorer()
+    for pred, refs in zip(PREDICTIONS, REFERENCES):
+        scorer += (pred, refs)
+    scorer.compute_doc_freq()
+    df = corpus_document_frequency(NOISY_REFERENCES)  # normalised to REFERENCES first
+    assert dict(df.counts) == dict(scorer.document_frequency) and df.num_images == len(REFERENCES)
+
+
+def test_corpus_df_of_the_scored_set_gives_pycocoevalcap_cider() -> None:
+    # pycocoevalcap's idf is the corpus idf of the scored references: the two computations must agree.
+    scores = caption_scores(PREDICTIONS, REFERENCES, corpus_document_frequency(REFERENCES))
+    assert_scores_equal(scores, coco_direct(PREDICTIONS, REFERENCES))
+
+
+def test_corpus_df_scores_a_single_image() -> None:
+    corpus = corpus_document_frequency(REFERENCES)
+    refs = [REFERENCES[0]]
+    exact = caption_scores(["a dog runs across the grass"], refs, corpus)
+    close = caption_scores(["a dog running on the grass"], refs, corpus)
+    far = caption_scores(["a dog on a sofa"], refs, corpus)
+    miss = caption_scores(["purple elephant sings opera"], refs, corpus)
+    # pycocoevalcap's value is 0 for any one image; the corpus idf ranks the predictions.
+    assert exact["cider_coco"] == close["cider_coco"] == far["cider_coco"] == miss["cider_coco"] == 0.0
+    assert exact["cider"] > close["cider"] > far["cider"] > miss["cider"] == 0.0
+    assert caption_scores(["a dog runs across the grass"], refs)["cider"] == 0.0  # no corpus: the split's own idf
+
+
+def test_corpus_df_gives_more_weight_to_rare_ngrams() -> None:
+    # "red" is in 3 of 4 corpus images, "kite" in 1: matching the rare word beats matching the common
+    # one, even with the common bigram "a red" matched too (uniform weights would rank them the other way).
+    corpus = corpus_document_frequency([["a red ball"], ["a red car"], ["a red hat"], ["a blue kite"]])
+    refs = [["a red kite"]]
+    rare = caption_scores(["a blue kite"], refs, corpus)["cider"]
+    common = caption_scores(["a red ball"], refs, corpus)["cider"]
+    assert rare > common > 0.0
+
+
+def test_cider_module_wants_document_frequency_with_corpus_images() -> None:
+    with pytest.raises(ValueError, match="document_frequency and corpus_images together"):
+        metrics._load_module("caption_cider").compute(predictions=["a dog"], references=[["a dog"]], document_frequency={})
+
+
+@pytest.mark.parametrize(
+    ("references", "error", "message"),
+    [
+        ([], ValueError, "reference corpus is empty"),
+        ([["a dog"], ["?!"]], ValueError, "image 1 has no reference caption"),
+        ("a dog", TypeError, "not a single string"),
+        ([["a dog"], "a cat"], TypeError, r"references\[1\] is a str"),
+    ],
+)
+def test_corpus_document_frequency_rejects_bad_corpus(references: list, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        corpus_document_frequency(references)
+
+
+@pytest.mark.parametrize(
+    ("setting", "n_images", "expected"),
+    [
+        ("split", 1, "split"),
+        ("corpus", 100_000, "corpus"),
+        ("auto", 1, "corpus"),
+        ("auto", CIDER_DF_AUTO_MIN_IMAGES - 1, "corpus"),
+        ("auto", CIDER_DF_AUTO_MIN_IMAGES, "split"),
+        ("auto", 100_000, "split"),
+    ],
+)
+def test_resolve_cider_df(setting: str, n_images: int, expected: str) -> None:
+    assert resolve_cider_df(setting, n_images) == expected
+
+
+@pytest.mark.parametrize(("setting", "n_images", "message"), [("coco", 5, "cider_df='coco'"), ("auto", 0, "at least 1 image")])
+def test_resolve_cider_df_rejects_bad_input(setting: str, n_images: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_cider_df(setting, n_images)

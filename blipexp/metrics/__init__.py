@@ -4,21 +4,45 @@
 stand-in for pycocoevalcap's PTBTokenizer, which needs Java) and scores them with three local
 `evaluate` modules (folders under `modules/`) that wrap pycocoevalcap's pure-Python scorers.
 The modules are loaded by absolute path, so `evaluate` never asks the Hub for them.
+
+CIDEr weighs n-grams by idf. pycocoevalcap counts the document frequencies over the scored set, which
+is degenerate on a few images (one image: every idf is 0). `corpus_document_frequency` counts them over
+a larger reference corpus instead (e.g. training + validation references, as self-critical training
+code does); `resolve_cider_df` picks which one a scored set of a given size should use.
 """
 from __future__ import annotations
 
 import functools
+import math
+import types
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import evaluate
 
-__all__ = ["METRIC_KEYS", "caption_scores", "normalize_caption"]
+__all__ = [
+    "CIDER_DF_AUTO_MIN_IMAGES",
+    "CIDER_DF_SETTINGS",
+    "METRIC_KEYS",
+    "DocumentFrequency",
+    "caption_scores",
+    "corpus_document_frequency",
+    "normalize_caption",
+    "resolve_cider_df",
+]
 
-METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider")
+# cider_coco is pycocoevalcap's CIDEr (idf from the scored set); cider equals it unless corpus df are given.
+METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
+
+CIDER_DF_SETTINGS = ("auto", "split", "corpus")
+# "auto" scores sets smaller than this with corpus df. Measured on generated pitch captions (Kendall tau
+# of 5 prediction sets' CIDEr ranking against their true accuracy, 400 draws per size): split df is 0 on
+# 1 image and ranks worse than corpus df up to ~30 images (by 0.08 tau at 2, 0.02 at 20); equal from 50.
+CIDER_DF_AUTO_MIN_IMAGES = 50
 
 _MODULES_DIR = Path(__file__).resolve().parent / "modules"
 _MODULE_NAMES = ("caption_bleu", "caption_rouge", "caption_cider")
@@ -81,10 +105,18 @@ def _normalize_inputs(
             "expected one list of references per prediction"
         )
     norm_preds = []
-    norm_refs = []
-    for i, (pred, refs) in enumerate(zip(predictions, references)):
+    for i, pred in enumerate(predictions):
         if not isinstance(pred, str):
             raise TypeError(f"prediction {i} is {type(pred).__name__}, expected str")
+        # An empty prediction stays "": pycocoevalcap scores it 0 without crashing (see caption_scores).
+        norm_preds.append(normalize_caption(pred))
+    return norm_preds, _normalize_references(references)
+
+
+def _normalize_references(references: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Validate and normalise each image's references; those that normalise to "" are dropped."""
+    norm_refs = []
+    for i, refs in enumerate(references):
         if isinstance(refs, str):
             raise TypeError(f"references[{i}] is a str; expected a list of reference captions, e.g. [{refs!r}]")
         if any(not isinstance(ref, str) for ref in refs):
@@ -92,25 +124,85 @@ def _normalize_inputs(
         kept = [norm for norm in (normalize_caption(ref) for ref in refs) if norm]
         if not kept:
             raise ValueError(f"image {i} has no reference caption (none left non-empty after normalisation): {refs!r}")
-        # An empty prediction stays "": pycocoevalcap scores it 0 without crashing (see caption_scores).
-        norm_preds.append(normalize_caption(pred))
         norm_refs.append(kept)
-    return norm_preds, norm_refs
+    return norm_refs
 
 
-def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+@dataclass(frozen=True)
+class DocumentFrequency:
+    """CIDEr's n-gram document frequencies over a reference corpus, one document per image.
+
+    Build it with `corpus_document_frequency`; pass it to `caption_scores` to weigh n-grams by this
+    corpus instead of by the scored set.
+    """
+
+    counts: Mapping[tuple[str, ...], int]  # n-gram (1..4 words) -> corpus images whose references hold it
+    num_images: int  # images in the corpus; its log is pycocoevalcap's ref_len
+
+    @property
+    def log_num_images(self) -> float:
+        """pycocoevalcap's ref_len: an n-gram found in every corpus image gets idf 0."""
+        return math.log(self.num_images)
+
+
+def corpus_document_frequency(references: Sequence[Sequence[str]]) -> DocumentFrequency:
+    """Count n-gram document frequencies over a corpus given as one list of reference captions per image.
+
+    Captions are normalised like the scored ones. An image counts once per n-gram however many of its
+    references hold it, as pycocoevalcap's CiderScorer.compute_doc_freq counts. Use the references the
+    model may see (training + validation), so that a small scored split gets meaningful idf weights.
+    """
+    # Imported here, like evaluate: normalize_caption users should not pay for pycocoevalcap and numpy.
+    from pycocoevalcap.cider.cider_scorer import precook
+
+    if isinstance(references, str):
+        raise TypeError("references must be a list of reference-caption lists, one per image, not a single string")
+    if len(references) == 0:
+        raise ValueError("the reference corpus is empty; pass one list of reference captions per image")
+    counts: dict[tuple[str, ...], int] = {}
+    for refs in _normalize_references(references):
+        for ngram in {ngram for ref in refs for ngram in precook(ref, 4)}:
+            counts[ngram] = counts.get(ngram, 0) + 1
+    return DocumentFrequency(counts=types.MappingProxyType(counts), num_images=len(references))
+
+
+def resolve_cider_df(setting: str, n_scored_images: int) -> str:
+    """Where CIDEr's document frequencies come from for a scored set: "split" (itself) or "corpus".
+
+    "auto" takes the corpus below CIDER_DF_AUTO_MIN_IMAGES images, where the split's own idf are
+    degenerate (always 0 on one image) or rank models unreliably.
+    """
+    if setting not in CIDER_DF_SETTINGS:
+        raise ValueError(f"cider_df={setting!r} is not a setting; use one of {', '.join(CIDER_DF_SETTINGS)}")
+    if n_scored_images < 1:
+        raise ValueError(f"n_scored_images={n_scored_images}: a scored set needs at least 1 image")
+    if setting == "auto":
+        return "corpus" if n_scored_images < CIDER_DF_AUTO_MIN_IMAGES else "split"
+    return setting
+
+
+def caption_scores(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    document_frequency: DocumentFrequency | None = None,
+) -> dict[str, float]:
     """Score one predicted caption per image against that image's reference captions.
 
-    Returns plain floats under METRIC_KEYS: bleu1..bleu4 and rougeL in [0, 1], cider on
+    Returns plain floats under METRIC_KEYS: bleu1..bleu4 and rougeL in [0, 1], cider and cider_coco on
     pycocoevalcap's 0-10 scale. Both sides go through `normalize_caption`. An empty or blank
     prediction is scored as a caption of zero words: it matches nothing, counts as length 0 in BLEU's
     brevity penalty and gets 0 ROUGE-L and CIDEr. Raises ValueError for empty input, mismatched
     lengths, or an image without a non-empty reference.
 
-    CIDEr's idf comes from the scored set itself: one image always gives cider 0.
+    cider_coco is pycocoevalcap's CIDEr-D: its idf comes from the scored set itself, so one image
+    always gives 0. cider equals it when document_frequency is None; otherwise it is CIDEr-D with the
+    idf of that corpus (see `corpus_document_frequency`), which ranks predictions even on one image.
     """
     norm_preds, norm_refs = _normalize_inputs(predictions, references)
     scores: dict[str, float] = {}
     for name in _MODULE_NAMES:
-        scores.update(_load_module(name).compute(predictions=norm_preds, references=norm_refs))
+        extra = {}
+        if name == "caption_cider" and document_frequency is not None:
+            extra = {"document_frequency": document_frequency.counts, "corpus_images": document_frequency.num_images}
+        scores.update(_load_module(name).compute(predictions=norm_preds, references=norm_refs, **extra))
     return {key: float(scores[key]) for key in METRIC_KEYS}

@@ -1,25 +1,38 @@
-"""Local `evaluate` module: CIDEr-D of captions, computed by pycocoevalcap's Cider scorer.
+"""Local `evaluate` module: CIDEr-D of captions, by pycocoevalcap's Cider scorer or with given document frequencies.
 
 Expects already-normalised captions (see `blipexp.metrics.normalize_caption`). The scale is
-pycocoevalcap's (0 to 10, typically below 1.5 for real models). The idf weights come from the
-references of the scored set itself, so a set of one image always scores 0 and small sets are noisy.
-Loaded by folder path, never from the Hub.
+pycocoevalcap's (0 to 10, typically below 1.5 for real models). pycocoevalcap takes the idf weights
+from the references of the scored set itself, so a set of one image always scores 0 and small sets
+are noisy; given `document_frequency` and `corpus_images` (counted over a larger reference corpus, as
+self-critical training code does), 'cider' uses those instead. Loaded by folder path, never from the Hub.
 """
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
 import datasets
 import evaluate
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.cider.cider_scorer import precook
 
-_DESCRIPTION = """CIDEr-D (n-grams 1..4, sigma 6, tf-idf from the scored set's references), COCO caption evaluation."""
+_DESCRIPTION = """CIDEr-D (n-grams 1..4, sigma 6), COCO caption evaluation; tf-idf from the scored set or from a given corpus."""
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of str, one normalised caption per image.
     references: list of list of str, the normalised, non-empty reference captions of each image.
+    document_frequency: optional mapping n-gram tuple -> number of corpus images whose references hold it.
+    corpus_images: the number of images of that corpus; required with document_frequency.
 Returns:
-    dict with the float value 'cider' in [0, 10].
+    dict with float values in [0, 10]: 'cider_coco', pycocoevalcap's value (idf from the scored set), and
+    'cider', CIDEr-D with the corpus idf when document_frequency is given, else equal to 'cider_coco'.
 """
 
 _CITATION = """Vedantam et al., CIDEr: Consensus-based Image Description Evaluation, CVPR 2015."""
+
+_N = 4  # n-gram orders 1..4, as pycocoevalcap's Cider
+_SIGMA = 6.0  # width of CIDEr-D's Gaussian length penalty, as pycocoevalcap's Cider
 
 
 class CaptionCider(evaluate.Metric):
@@ -38,9 +51,58 @@ class CaptionCider(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    def _compute(
+        self,
+        predictions: list[str],
+        references: list[list[str]],
+        document_frequency: Mapping[tuple[str, ...], int] | None = None,
+        corpus_images: int | None = None,
+    ) -> dict[str, float]:
+        if (document_frequency is None) != (corpus_images is None):
+            raise ValueError("pass document_frequency and corpus_images together, or neither")
         # pycocoevalcap wants {image id: [caption, ...]}; the list position serves as id.
         gts = {i: list(refs) for i, refs in enumerate(references)}
         res = {i: [pred] for i, pred in enumerate(predictions)}
-        score, _ = Cider().compute_score(gts, res)
-        return {"cider": float(score)}
+        coco, _ = Cider(n=_N, sigma=_SIGMA).compute_score(gts, res)
+        if document_frequency is None:
+            return {"cider": float(coco), "cider_coco": float(coco)}
+        log_n = math.log(corpus_images)
+        per_image = [_image_cider(pred, refs, document_frequency, log_n) for pred, refs in zip(predictions, references)]
+        return {"cider": sum(per_image) / len(per_image), "cider_coco": float(coco)}
+
+
+def _image_cider(prediction: str, references: list[str], df: Mapping[tuple[str, ...], int], log_n: float) -> float:
+    """CIDEr-D of one image: 10 x the mean over references and n-gram orders of the clipped, length-penalised cosine."""
+    hyp = _tfidf(prediction, df, log_n)
+    total = sum(_similarity(hyp, _tfidf(ref, df, log_n)) for ref in references)
+    return 10.0 * total / len(references)
+
+
+def _tfidf(caption: str, df: Mapping[tuple[str, ...], int], log_n: float) -> tuple[list[dict], list[float], int]:
+    """Per n-gram order: the tf-idf vector, its norm; and the caption length as CIDEr-D's penalty counts it."""
+    vectors: list[dict[tuple[str, ...], float]] = [{} for _ in range(_N)]
+    squares = [0.0] * _N
+    length = 0
+    for ngram, tf in precook(caption, _N).items():
+        order = len(ngram) - 1
+        # An n-gram absent from the corpus counts as seen once: the highest idf, log(N), as in pycocoevalcap.
+        weight = tf * (log_n - math.log(max(1.0, df.get(ngram, 0))))
+        vectors[order][ngram] = weight
+        squares[order] += weight * weight
+        if order == 1:  # pycocoevalcap counts bigrams as the length; kept so both variants penalise alike
+            length += tf
+    return vectors, [math.sqrt(s) for s in squares], length
+
+
+def _similarity(hyp: tuple[list[dict], list[float], int], ref: tuple[list[dict], list[float], int]) -> float:
+    """Mean over n-gram orders of the cosine with hypothesis weights clipped at the reference's (the "-D" of CIDEr-D)."""
+    (hyp_vecs, hyp_norms, hyp_len), (ref_vecs, ref_norms, ref_len) = hyp, ref
+    penalty = math.exp(-((hyp_len - ref_len) ** 2) / (2 * _SIGMA**2))
+    total = 0.0
+    for order in range(_N):
+        ref_vec = ref_vecs[order]
+        dot = sum(min(w, ref_vec.get(g, 0.0)) * ref_vec.get(g, 0.0) for g, w in hyp_vecs[order].items())
+        if hyp_norms[order] != 0 and ref_norms[order] != 0:
+            dot /= hyp_norms[order] * ref_norms[order]
+        total += dot * penalty
+    return total / _N

@@ -459,7 +459,7 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
     started = time.perf_counter()
     best = trainer.hyperparameter_search(
         hp_space=hp_space, compute_objective=lambda metrics: metrics[f"eval_{spec.objective_metric}"],
-        n_trials=spec.n_trials, direction=spec.objective_direction, backend="optuna",
+        n_trials=spec.n_trials, direction=spec.direction, backend="optuna",
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=4))
     return {"seconds": time.perf_counter() - started, "best": best.objective, "best_params": best.hyperparameters,
             "trials": spec.n_trials}

@@ -6,7 +6,7 @@ Keys it logs to the active MLflow run:
 |----------------------------|---------------|----------------------------------------|
 | train_loss, learning_rate  | optimizer step| every `logging_steps` (written once per epoch) |
 | val_loss                   | epoch         | after each epoch's evaluation (0: before training) |
-| val_bleu1..4, val_rougeL, val_cider | epoch | after each epoch's evaluation          |
+| val_bleu1..4, val_rougeL, val_cider, val_cider_coco | epoch | after each epoch's evaluation |
 | epoch_seconds              | epoch         | after each epoch's evaluation          |
 | seconds_to_first_step      | -             | when the first training step starts (since process start) |
 

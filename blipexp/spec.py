@@ -116,6 +116,10 @@ class ExperimentSpec:
         256, "Per-epoch validation scores a fixed subset of this many images when the validation split is larger "
         "(fast epochs and pruning); the best model is then scored on the full split. 0: always the full split")
     objective_metric: str = arg("cider", f"Metric that selects the best epoch and trial: one of {', '.join(OBJECTIVES)}")
+    cider_df: Literal["auto", "split", "corpus"] = arg(
+        "auto", "Where CIDEr's idf comes from: 'split' the scored images' own references (pycocoevalcap; 0 for a single "
+        "image), 'corpus' the training + validation references, 'auto' corpus below 50 scored images. "
+        "The pycocoevalcap value is logged as cider_coco either way")
     objective_direction: Literal["auto", "maximize", "minimize"] = arg(
         "auto", "Whether a higher objective is better; auto: minimize for loss, maximize for the caption metrics")
 

@@ -25,7 +25,7 @@ from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_
 from .data.images import BadImage
 from .data.sources import CaptionData, Example
 from .feature_cache import FeatureCache, PassThroughVision
-from .metrics import caption_scores
+from .metrics import DocumentFrequency, caption_scores, corpus_document_frequency, resolve_cider_df
 from .modeling import load_model_and_processor
 from .spec import ExperimentSpec
 
@@ -154,7 +154,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
     )
 
 
-def compute_metrics_for(tokenizer, references: list[list[str]]):
+def compute_metrics_for(tokenizer, references: list[list[str]], document_frequency: DocumentFrequency | None = None):
     def compute_metrics(eval_pred) -> dict[str, float]:
         predictions = decode(tokenizer, eval_pred.predictions)
         assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
@@ -162,7 +162,7 @@ def compute_metrics_for(tokenizer, references: list[list[str]]):
         # an image found unusable while evaluating has every label masked: it is left out of the scores
         usable = (np.asarray(eval_pred.label_ids) != IGNORE_INDEX).any(axis=1)
         kept = [i for i, ok in enumerate(usable) if ok]
-        return caption_scores([predictions[i] for i in kept], [references[i] for i in kept])
+        return caption_scores([predictions[i] for i in kept], [references[i] for i in kept], document_frequency)
 
     return compute_metrics
 
@@ -202,6 +202,7 @@ def train_trial(
     val_set, val_refs = evaluation_dataset(rows("validation_subset" if subset else "validation", epoch_val), epoch_val)
     if cache and echo:
         print(cache_summary(cache), flush=True)
+    document_frequency = cider_document_frequency(spec, data, len(epoch_val), echo)
     collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
@@ -219,7 +220,7 @@ def train_trial(
             train_dataset=train_set,
             eval_dataset=val_set,
             data_collator=collator,
-            compute_metrics=compute_metrics_for(processor.tokenizer, val_refs),
+            compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
             callbacks=[metrics_callback],
             generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
         )
@@ -231,6 +232,7 @@ def train_trial(
             trainer.add_callback(_BarOnly())
         if main:
             mlflow.log_param("untrained_scores", "evaluated" if untrained is None else "reused")
+            mlflow.log_param("cider_df_used", "corpus" if document_frequency else "split")
         if untrained is not None:
             metrics_callback.record(0, dict(untrained))
         with _vision_inputs(model, cached=cache is not None):
@@ -240,8 +242,8 @@ def train_trial(
             best = _best_epoch(history, spec)
             full_val = {}
             if subset:  # epochs saw a subset: score the chosen model on all of it
-                full_val = _evaluate(trainer, processor, rows, data.validation, "validation")
-            test_metrics = _evaluate(trainer, processor, rows, data.test, "test")
+                full_val = _evaluate(trainer, processor, rows, data.validation, "validation", document_frequency)
+            test_metrics = _evaluate(trainer, processor, rows, data.test, "test", document_frequency)
         model_dir = output_dir / "model"
         trainer.save_model(str(model_dir))  # written by the main process only
         subset_best = {k: v for k, v in best.items() if k != "epoch"}
@@ -353,16 +355,31 @@ def validation_subset(examples: list[Example], spec: ExperimentSpec) -> list[Exa
     return [examples[i] for i in chosen]
 
 
-def _evaluate(trainer: CaptionTrainer, processor, rows: RowsFor, examples: list[Example], split: str) -> dict[str, float]:
+def _evaluate(trainer: CaptionTrainer, processor, rows: RowsFor, examples: list[Example], split: str,
+              document_frequency: DocumentFrequency | None) -> dict[str, float]:
     """The current (best) model's metrics on a whole split."""
     if not examples:
         return {}
     dataset, refs = evaluation_dataset(rows(split, examples), examples)
-    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, refs)
+    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, refs, document_frequency)
     trainer.eval_split = split
     metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
     return {k[len(split) + 1:]: float(v) for k, v in metrics.items()
             if k.startswith(f"{split}_") and not k.endswith(("_runtime", "_per_second"))}
+
+
+def cider_document_frequency(spec: ExperimentSpec, data: CaptionData, n_scored: int,
+                             echo: bool) -> DocumentFrequency | None:
+    """CIDEr's idf from the training + validation references when the scored set is too small for its own
+    (cider_df; one image would score every model 0), else None: pycocoevalcap's own, from the scored set."""
+    if resolve_cider_df(spec.cider_df, n_scored) == "split":
+        return None
+    corpus = [list(e.captions) for e in data.train + data.validation]
+    if echo:
+        print(f"CIDEr: idf from the references of {len(corpus)} training + validation images (cider_df="
+              f"{spec.cider_df}; {n_scored} scored image(s) are too few for their own). cider_coco keeps "
+              "pycocoevalcap's value.", flush=True)
+    return corpus_document_frequency(corpus)
 
 
 def _drop_checkpoints(output_dir: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from blipexp import catalog, tracking
 from blipexp.data import load_data
-from blipexp.sweep import open_study, run_sweep
+from blipexp.sweep import open_study, optuna_storage, run_sweep
 
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 
@@ -125,3 +125,50 @@ def test_workers_sharing_a_study_do_not_draw_the_same_parameters(tmp_path):
     again = open_study(spec, tmp_path / "again")
     again.sampler = sampler(spec, 0)
     assert suggest(again.ask(), "learning_rate", spec.search_space()["learning_rate"]) == drawn[0]  # still seeded
+
+
+# --- the notebook's own scale: 6 images
+
+
+def six_photos(folder):
+    """6 captioned photos, as the notebook's football set: validation and test then hold one image each."""
+    from test_survey import photo
+
+    folder.mkdir()
+    captions = ["a red ball on green grass", "two players in blue shirts", "a goalkeeper jumps for the ball",
+                "a crowd in the stands at night", "a referee shows a yellow card", "a striker kicks the ball into the net"]
+    for i in range(6):
+        photo(folder / f"{i}.jpg", i, size=(320, 240))
+    (folder / "captions.csv").write_text("image,text\n" + "".join(f"{i}.jpg,{c}\n" for i, c in enumerate(captions)))
+    return folder
+
+
+@pytest.mark.slow
+def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, capsys):
+    from blipexp import cli
+
+    from conftest import EXPERIMENTS
+
+    folder = six_photos(tmp_path / "six")
+
+    def sweep(home, *sets):
+        argv = ["run", "football_lr_sweep", "--tiny", "--trials", "4", "--home", str(home), "--experiments",
+                str(EXPERIMENTS), "--set", f"dataset={folder}", *(a for s in sets for a in ("--set", s))]
+        assert cli.main(argv) == 0
+        tracking.configure(home)
+        return optuna.load_study(study_name="football_lr_sweep-tiny", storage=optuna_storage(home))
+
+    literal = sweep(tmp_path / "split-df", "cider_df=split")  # pycocoevalcap's idf, from the one scored image
+    assert {t.value for t in literal.trials} == {0.0}, "the problem: every trial scores 0"
+
+    study = sweep(tmp_path / "auto")
+    out = capsys.readouterr().out
+    assert "idf from the references of 5 training + validation images" in out
+    values = [t.value for t in study.trials]
+    assert len(set(values)) > 1, f"the objective must rank trials: {values}"
+    best = max(study.trials, key=lambda t: t.value)
+    versions = mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
+    assert len(versions) == 1 and versions[0].run_id == best.user_attrs["mlflow_run_id"]
+    assert float(versions[0].tags["objective"]) == best.value
+    run = mlflow.get_run(best.user_attrs["mlflow_run_id"])
+    assert run.data.params["cider_df_used"] == "corpus" and run.data.metrics["best_val_cider_coco"] == 0.0

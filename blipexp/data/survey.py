@@ -86,7 +86,8 @@ def _check_all(todo: list[tuple[str, Any]], reader: ImageReader, progress: bool)
         return {}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), desc="first look at the images", unit="img", disable=not progress,
+    bar = tqdm(total=len(todo), desc="first look at the images", unit="img",
+               disable=not progress or len(todo) < IN_PROCESS_BELOW,  # a few images: done before a bar helps
                mininterval=1.0, leave=False)
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     results: dict[str, ImageCheck] = {}

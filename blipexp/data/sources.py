@@ -255,8 +255,10 @@ def _small_split_warnings(n_val: int, n_test: int) -> list[str]:
     warnings = []
     if n_val < SMALL_SPLIT:
         warnings.append(
-            f"the validation split has only {n_val} image(s): CIDEr is unstable on very small sets, so model "
-            "selection by it is noisy; add images or raise val_fraction"
+            f"the validation split has only {n_val} image(s), so its scores carry little evidence: each image is "
+            f"1/{n_val} of every score, one caption more or less right moves the objective by that much, and CIDEr "
+            "is unstable on very small sets (blipexp then takes its idf from the training captions: cider_df). "
+            "Read the best trial as a hint, not a finding; add images or raise val_fraction"
         )
     if 0 < n_test < SMALL_SPLIT:
         warnings.append(f"the test split has only {n_test} image(s): its metrics are a rough estimate")

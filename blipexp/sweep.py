@@ -316,7 +316,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
             _end_trial_run(run, "PRUNED", "FINISHED", started, home)
             study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
-    except scaleout.TrialLost:
+    except (scaleout.TrialLost, optuna.exceptions.UpdateFinishedTrialError):  # failed before the pulse noticed
         return _lost(study, trial, run, started, home, echo)
     except (Exception, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)

@@ -290,24 +290,26 @@ def captions_per_second(model, inputs: torch.Tensor, size: Size) -> tuple[float,
 # --- 5. a trial's time: evaluation and tracking
 
 class Stopwatch:
-    """Wall time spent inside wrapped functions, per bucket; nested calls of one bucket count once."""
+    """Wall time spent inside wrapped functions, per bucket; nested calls of one bucket count once.
+    `clock`: seconds from any fixed point (a test passes a fake one)."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
         self.seconds: dict[str, float] = {}
         self._depth: dict[str, int] = {}
+        self._clock = clock
 
     def wrap(self, bucket: str, function: Callable) -> Callable:
         @functools.wraps(function)
         def timed(*args, **kwargs):
             depth = self._depth.get(bucket, 0)
             self._depth[bucket] = depth + 1
-            started = time.perf_counter()
+            started = self._clock()
             try:
                 return function(*args, **kwargs)
             finally:
                 self._depth[bucket] = depth
                 if depth == 0:
-                    self.seconds[bucket] = self.seconds.get(bucket, 0.0) + time.perf_counter() - started
+                    self.seconds[bucket] = self.seconds.get(bucket, 0.0) + self._clock() - started
 
         return timed
 
@@ -562,10 +564,12 @@ def _trial_md(report: dict) -> list[str]:
 
 
 def _sweep_md(report: dict) -> list[str]:
+    from .sweep import format_param
+
     lines = ["Tiny `football_lr_sweep`, the same search space, trial count and data:", "",
               "| way | wall time | best val CIDEr | trials (pruned) | best params |", "|---|---|---|---|---|"]
     for way, r in report["sweep"].items():
-        params = ", ".join(f"{k}={v:.3g}" for k, v in r["best_params"].items())
+        params = ", ".join(f"{k}={format_param(v)}" for k, v in r["best_params"].items())
         pruned = f" ({r['pruned']})" if "pruned" in r else ""
         lines.append(f"| {way} | {r['seconds']:.0f} s | {r['best']:.3f} | {r['trials']}{pruned} | {params} |")
     return lines

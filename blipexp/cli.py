@@ -174,8 +174,25 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 
 def resume_command(argv: list[str]) -> str:
-    """The same command without --new, which would start the sweep afresh instead of resuming it."""
-    return shlex.join(["python", "-m", "blipexp", *(a for a in argv if a != "--new")])
+    """The same command without --new, which would start the sweep afresh instead of resuming it.
+
+    A --storage URL with a password is not repeated (on screen, in the shell history): the command reads it from
+    $BLIPEXP_STORAGE instead, and a comment says to export it (shown with the password masked)."""
+    from .scaleout import STORAGE_ENV, password_masked
+
+    args, hidden, words = [], None, iter(argv)
+    for arg in words:
+        if arg == "--storage" or arg.startswith("--storage="):
+            url = next(words, "") if arg == "--storage" else arg.split("=", 1)[1]
+            masked = password_masked(url)
+            hidden = masked or hidden
+            args += [] if masked else ["--storage", url]
+        elif arg != "--new":
+            args.append(arg)
+    command = shlex.join(["python", "-m", "blipexp", *args])
+    if hidden:
+        command += f"  # first: export {STORAGE_ENV}={shlex.quote(hidden)} with the real password for ***"
+    return command
 
 
 def _registry(args: argparse.Namespace):

@@ -5,9 +5,16 @@ What one machine gets from files in the blipexp home, this gets from the databas
 - the study lock: every decision taken once (create the sweep run, start a trial while the total is not
   reached, keep the best model, register) runs under a PostgreSQL advisory lock named after the study. The
   server drops it when its holder's connection closes, so a SIGKILLed worker never leaves it held.
-- dead workers: each running trial records a heartbeat; a trial silent for longer than the grace period (its
-  worker was killed, or its machine died) is failed by the next worker that looks, and its params retried.
+- dead workers: each running trial records a heartbeat; a trial silent for longer than the grace period,
+  GRACE_HEARTBEATS x the heartbeat interval (3 x 30 s = 90 s by default, $BLIPEXP_HEARTBEAT_SECONDS), is
+  failed by the next worker that looks (its worker was killed, or its machine died), and its params retried.
   Host + pid (sweep.fail_orphaned_trials) only sees workers on its own machine.
+- a live worker whose heartbeats were late for longer than the grace period (e.g. the database was unreachable)
+  finds its trial failed behind its back: its heartbeat thread notices at the next beat, and the trial stops at
+  its next epoch end (TrialLost), its run KILLED, its model dropped; the worker goes on with the next trial.
+
+Optuna has no public accessor for a study's storage, which ask/tell heartbeats need: storage_of() is the one
+place that reads Optuna's internals (pyproject.toml pins the tested major versions).
 
 The URL comes from --storage or $BLIPEXP_STORAGE. Any SQLAlchemy URL opens; only PostgreSQL locks across
 machines (others fall back to the home's file lock: one machine).
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
 from . import locks
@@ -35,6 +43,7 @@ GRACE_HEARTBEATS = 3
 CONNECT_TIMEOUT_S = 10  # an unreachable database host fails in seconds, not after TCP's minutes
 
 STALE_REASON = "its worker stopped (no heartbeat)"
+LOST_REASON = "failed by another worker: its heartbeats came later than the grace period (database unreachable?)"
 Retry = Callable[[optuna.Study, dict], None]  # queue these params for a later trial
 
 
@@ -109,10 +118,32 @@ def _no_lock() -> Iterator[None]:
     yield
 
 
-def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage behind `study` (for a database, the RDBStorage under Optuna's cache).
+
+    The one place that reads Optuna internals: Optuna (4.x, 5.x) has no public accessor for either, and ask/tell
+    trials need the storage to record heartbeats. tests/test_scaleout.py checks it still finds them."""
     storage = study._storage
-    storage = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+    if isinstance(storage, optuna.storages._CachedStorage):
+        storage = storage._backend
+    return storage
+
+
+def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    storage = storage_of(study)
     return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
+def trial_id(study: optuna.Study, number: int) -> int:
+    """The storage's id of trial `number` (public storage methods only)."""
+    storage = storage_of(study)
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def heartbeat_interval(study: optuna.Study) -> int | None:
+    """Seconds between a running trial's heartbeats, or None: the study's storage records none (a journal file)."""
+    storage = _rdb(study)
+    return storage.get_heartbeat_interval() if storage is not None else None
 
 
 def _postgres_url(study: optuna.Study) -> str | None:
@@ -122,6 +153,15 @@ def _postgres_url(study: optuna.Study) -> str | None:
 
 def _is_postgres(url: str) -> bool:
     return sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql"
+
+
+def password_masked(url: str) -> str | None:
+    """`url` with its password masked, or None if it has none (or is no URL): for printing a --storage value."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    return parsed.render_as_string(hide_password=True) if parsed.password else None
 
 
 def _redacted(url: str) -> str:
@@ -134,56 +174,79 @@ def _redacted(url: str) -> str:
 # --- heartbeats: a running trial says it is alive; a silent one is failed by whoever looks next
 
 
+class TrialLost(Exception):
+    """Another worker failed this running trial (its heartbeats came too late): stop it and keep nothing."""
+
+
+class Pulse:
+    """What the heartbeat thread learned about its trial: `check()` (at each safe point of training) raises
+    TrialLost once the trial is no longer RUNNING in the storage."""
+
+    def __init__(self) -> None:
+        self.lost = threading.Event()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise TrialLost(LOST_REASON)
+
+
 def ask(study: optuna.Study) -> optuna.Trial:
     """study.ask(), with the trial's first heartbeat recorded at once (call under the study lock): a worker
     killed before its heartbeat thread starts still leaves a trial that goes stale."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         trial = study.ask()  # ask/tell drives our heartbeats (heartbeat()), not Study.optimize
-    if _rdb(study) is not None and study._storage.get_heartbeat_interval():
-        study._storage.record_heartbeat(trial._trial_id)
+    if heartbeat_interval(study):
+        _rdb(study).record_heartbeat(trial_id(study, trial.number))
     return trial
 
 
+def is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether the trial is still RUNNING in the storage (no other worker failed it)."""
+    return storage_of(study).get_trial(trial_id(study, trial.number)).state == TrialState.RUNNING
+
+
 @contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat every interval while the body runs (a daemon thread)."""
-    interval = study._storage.get_heartbeat_interval() if _rdb(study) is not None else None
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[Pulse]:
+    """Record the trial's heartbeat every interval while the body runs (a daemon thread); the Pulse yielded
+    says when another worker failed the trial meanwhile (see the module docstring)."""
+    pulse, interval = Pulse(), heartbeat_interval(study)
     if not interval:
-        yield
+        yield pulse
         return
-    stop = threading.Event()
+    storage, stop, trial_key = _rdb(study), threading.Event(), trial_id(study, trial.number)
 
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                study._storage.record_heartbeat(trial._trial_id)
+                if storage.get_trial(trial_key).state != TrialState.RUNNING:
+                    pulse.lost.set()  # failed behind our back (or just told by us: then nobody checks)
+                    return
+                storage.record_heartbeat(trial_key)
             except Exception as exc:  # a database hiccup: keep training, try again next interval
                 warnings.warn(f"heartbeat of trial {trial.number} not recorded: {exc}", stacklevel=1)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
     thread.start()
     try:
-        yield
+        yield pulse
     finally:
         stop.set()
         thread.join()
 
 
 def fail_stale_trials(study: optuna.Study, retry: Retry) -> int:
-    """Fail the running trials whose heartbeat stopped, with the reason, and retry their params; returns how
-    many. Call under the study lock. (Optuna's fail_stale_trials fails them first, after which a trial takes
-    no more attributes: the reason could not be recorded.)"""
-    if _rdb(study) is None or not study._storage.get_heartbeat_interval():
+    """Fail the running trials whose heartbeat stopped (Optuna's fail_stale_trials) and retry their params;
+    returns how many. Call under the study lock. Optuna fails them before a reason could be recorded on them:
+    a FAIL trial without a fail_reason is one of these (sweep.reconcile_runs tags its run with STALE_REASON)."""
+    if not heartbeat_interval(study):
         return 0
-    storage, failed = study._storage, 0
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", STALE_REASON)
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:  # it finished meanwhile
-            continue
-        trial = storage.get_trial(trial_id)
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 2.9
+        optuna.storages.fail_stale_trials(study)
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if t.number in running and "fail_reason" not in t.user_attrs]  # our own failures always say why
+    for trial in stale:
         retry(study, trial.params or trial.system_attrs.get("fixed_params", {}))
-        failed += 1
-    return failed
+    return len(stale)

@@ -72,6 +72,14 @@ def _import_sqlite_studies(home: Path, storage: optuna.storages.BaseStorage) -> 
         old.rename(old.with_name("optuna.db.imported"))
 
 
+def format_param(value) -> str:
+    """A search-space value for people to read: floats to 3 significant digits, anything else (str, bool, int)
+    as itself."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
 def study_name(spec: ExperimentSpec) -> str:
     return f"{spec.name}-tiny" if spec.is_tiny else spec.name
 
@@ -117,8 +125,9 @@ def fail_orphaned_trials(study: optuna.Study) -> int:
         attrs = trial.user_attrs
         if "host" in attrs and (attrs["host"] != host or _alive(attrs.get("pid"))):
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its process stopped (killed)")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        scaleout.storage_of(study).set_trial_user_attr(scaleout.trial_id(study, trial.number), "fail_reason",
+                                                       "its process stopped (killed)")
+        study.tell(trial.number, state=TrialState.FAIL)
         retry(study, trial.params or trial.system_attrs.get("fixed_params", {}))
         failed += 1
     return failed
@@ -164,13 +173,20 @@ def reconcile_runs(study: optuna.Study, home: Path) -> int:
             client.set_terminated(run_id, "FINISHED")
         elif not finished and status == "RUNNING":
             shutil.rmtree(home / "checkpoints" / run_id, ignore_errors=True)
-            client.set_tag(run_id, "fail_reason", trial.user_attrs.get("fail_reason", "its process stopped (killed)"))
+            client.set_tag(run_id, "fail_reason", _fail_reason(trial))
             client.set_tag(run_id, "trial_state", "FAIL")
             client.set_terminated(run_id, "KILLED")
         else:
             continue
         changed += 1
     return changed
+
+
+def _fail_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """Why the trial's process stopped; a FAIL trial without a reason was failed by Optuna for a stale heartbeat."""
+    if "fail_reason" in trial.user_attrs:
+        return trial.user_attrs["fail_reason"]
+    return scaleout.STALE_REASON if trial.state == TrialState.FAIL else "its process stopped (killed)"
 
 
 def run_sweep(spec: ExperimentSpec, data: CaptionData, home: Path, *, new: bool = False, echo: bool = True,
@@ -223,8 +239,9 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
                 trial.set_user_attr("host", socket.gethostname())
                 trial.set_user_attr("pid", os.getpid())
         if trial is not None:
-            with scaleout.heartbeat(study, trial):  # silence marks the trial dead to workers on other machines
-                failures_left -= _run_trial(study, trial, spec, data, home, echo) == TrialState.FAIL
+            with scaleout.heartbeat(study, trial) as pulse:  # silence marks the trial dead to other machines' workers
+                # A lost trial counts as a failure too: a worker whose every trial is lost stops.
+                failures_left -= _run_trial(study, trial, spec, data, home, echo, pulse) == TrialState.FAIL
             continue
         if not running:
             return
@@ -257,15 +274,16 @@ def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, data: CaptionData, home: Path,
-               echo: bool) -> TrialState:
+               echo: bool, pulse: scaleout.Pulse) -> TrialState:
     """Train one trial and tell the study how it ended; the MLflow run ends with the same state.
 
     Ctrl-C / SIGTERM: the trial is told FAIL (its params are retried on resume), its run ends KILLED, and
-    the interrupt goes on up."""
+    the interrupt goes on up. Failed by another worker meanwhile (`pulse`): see _lost."""
     run: dict[str, str] = {}
     known_untrained: dict[str, float] | None = None  # set below, before training starts
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
+        pulse.check()  # an epoch's end is a safe point to stop a trial another worker failed
         if not run:
             run["id"] = mlflow.active_run().info.run_id
             trial.set_user_attr("mlflow_run_id", run["id"])
@@ -281,7 +299,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
     try:
         params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
         if echo:
-            print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
+            print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={format_param(v)}" for k, v in params.items()),
+                  flush=True)
         trial_spec = spec.replace(**params)
         untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint)}"
         known_untrained = study.user_attrs.get(untrained_attr)
@@ -291,9 +310,14 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         if not math.isfinite(result.objective):
             raise _TrialStopped(f"objective {spec.objective_metric} is {result.objective}")
     except optuna.TrialPruned:
-        _end_trial_run(run, "PRUNED", "FINISHED", started, home)
-        study.tell(trial, state=TrialState.PRUNED)
+        with scaleout.study_lock(study, home):  # stale trials are failed under this lock: no one fails it meanwhile
+            if not scaleout.is_running(study, trial):
+                return _lost(study, trial, run, started, home, echo)
+            _end_trial_run(run, "PRUNED", "FINISHED", started, home)
+            study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
+    except (scaleout.TrialLost, optuna.exceptions.UpdateFinishedTrialError):  # failed before the pulse noticed
+        return _lost(study, trial, run, started, home, echo)
     except (Exception, KeyboardInterrupt) as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         reason = f"interrupted ({exc or 'SIGINT'})" if interrupted else f"{type(exc).__name__}: {exc}"
@@ -305,26 +329,44 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         if echo:
             print(f"trial {trial.number} failed: {reason[:300]}", flush=True)
         return TrialState.FAIL
-    trial.set_user_attr("model_dir", str(result.model_dir))
-    trial.set_user_attr("seconds", time.perf_counter() - started)
-    _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
     with scaleout.study_lock(study, home):  # one worker at a time decides which model folder to keep
+        if not scaleout.is_running(study, trial):  # failed by another worker during its last epoch
+            return _lost(study, trial, run, started, home, echo)
+        trial.set_user_attr("model_dir", str(result.model_dir))
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
         study.tell(trial, result.objective)
         _keep_only_best_model(study)
     return TrialState.COMPLETE
 
 
+def _lost(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], started: float, home: Path,
+          echo: bool) -> TrialState:
+    """Another worker failed this trial behind its back (its heartbeats came later than the grace period) and
+    queued its params again: end its run KILLED and delete its checkpoints and model (never registered); the
+    trial is already FAIL, so the study is not told."""
+    _tag_fail_reason(study, trial, run, scaleout.LOST_REASON)
+    _end_trial_run(run, "FAIL", "KILLED", started, home)
+    if echo:
+        print(f"trial {trial.number} stopped: {scaleout.LOST_REASON}", flush=True)
+    return TrialState.FAIL
+
+
 def _fail(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str, status: str, started: float,
           home: Path) -> None:
     trial.set_user_attr("fail_reason", reason[:1000])
+    _tag_fail_reason(study, trial, run, reason)
+    _end_trial_run(run, "FAIL", status, started, home)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _tag_fail_reason(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str) -> None:
     if "id" not in run:  # stopped before its first evaluation recorded the run: find it by its tags
         found = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=(
             f"tags.optuna_study = '{study.study_name}' and tags.optuna_trial = '{trial.number}'"))
         run.update({"id": found[0].info.run_id} if found else {})
     if "id" in run:
         mlflow.MlflowClient().set_tag(run["id"], "fail_reason", reason[:5000])
-    _end_trial_run(run, "FAIL", status, started, home)
-    study.tell(trial, state=TrialState.FAIL)
 
 
 def _end_trial_run(run: dict[str, str], state: str, status: str, started: float, home: Path) -> None:
@@ -399,7 +441,7 @@ def summary_table(study: optuna.Study) -> str:
     rows = []
     for t in study.trials:
         mark = "*" if best is not None and t.number == best.number else " "
-        rows.append([f"{mark}{t.number}", *(f"{t.params[k]:.3g}" if k in t.params else "-" for k in keys),
+        rows.append([f"{mark}{t.number}", *(format_param(t.params[k]) if k in t.params else "-" for k in keys),
                      t.state.name, "-" if t.value is None else f"{t.value:.4f}",
                      f"{t.user_attrs['seconds']:.0f}" if "seconds" in t.user_attrs else "-"])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -49,7 +48,13 @@ def test_targets_read_as_stated():
 
 
 def test_stopwatch_counts_nested_calls_once():
-    watch = Stopwatch()
-    inner = watch.wrap("tracking", lambda: time.sleep(0.05))
-    watch.wrap("tracking", lambda: [inner() for _ in range(3)])()
-    assert 0.15 <= watch.seconds["tracking"] < 0.29, "counted twice, nested calls would add 0.15 s more"
+    now = [0.0]
+
+    def work(seconds):  # advances the fake clock instead of sleeping
+        now[0] += seconds
+
+    watch = Stopwatch(clock=lambda: now[0])
+    inner = watch.wrap("tracking", lambda: work(1.0))
+    watch.wrap("tracking", lambda: [inner() for _ in range(3)] and work(0.5))()
+    watch.wrap("evaluation", lambda: work(2.0))()
+    assert watch.seconds == {"tracking": 3.5, "evaluation": 2.0}, "counted twice, nested calls would add 3 s more"

@@ -118,3 +118,32 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
     out = capsys.readouterr().out
     assert f"{image}\t" in out and "champion" in out
     assert cli.main(["promote", "small-sweep", "--version", "7", "--home", str(home)]) == 2
+
+
+@pytest.mark.parametrize("storage", [["--storage", "postgresql://ana:SECRET@db.lab:5432/optuna"],
+                                     ["--storage=postgresql://ana:SECRET@db.lab:5432/optuna"]])
+def test_the_resume_command_never_repeats_a_storage_password(storage):
+    command = cli.resume_command(["run", "small_sweep", "--new", *storage, "--trials", "4"])
+    assert "SECRET" not in command
+    run, _, hint = command.partition("  # ")
+    assert run == "python -m blipexp run small_sweep --trials 4", "the storage comes from $BLIPEXP_STORAGE"
+    assert hint.startswith("first: export BLIPEXP_STORAGE='postgresql://ana:***@db.lab:5432/optuna'")
+
+
+def test_the_resume_command_keeps_a_storage_without_password():
+    command = cli.resume_command(["run", "small_sweep", "--storage=postgresql://ana@db.lab/optuna"])
+    assert command == "python -m blipexp run small_sweep --storage postgresql://ana@db.lab/optuna"
+
+
+def test_a_sweep_logs_no_storage_url_to_mlflow(home):
+    """Not its URL, nor so any password in it: the sweep's and trials' params and tags name only the study."""
+    from pathlib import Path
+
+    storage = f"sqlite:///{home / 'study.db'}"  # SQLite takes no password: no URL may be logged at all
+    argv = ["run", "small_sweep", "--home", str(home), "--experiments", str(Path(__file__).parent / "experiments_sweep"),
+            "--storage", storage, "--trials", "1", "--set", "epochs=1", "--set", "pitch_scenes=30"]
+    assert cli.main(argv) == 0
+    runs = mlflow.search_runs(experiment_names=["small_sweep"], output_format="list")
+    assert len(runs) == 2  # the sweep and its trial
+    logged = [str(v) for r in runs for v in (*r.data.params.values(), *r.data.tags.values())]
+    assert not [v for v in logged if "study.db" in v]

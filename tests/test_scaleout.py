@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,7 @@ import mlflow
 import optuna
 import pytest
 
-from blipexp import cli
+from blipexp import catalog, cli, runner, scaleout, sweep, tracking
 from processes import child_env, free_port
 
 pytestmark = pytest.mark.scaleout
@@ -170,7 +171,7 @@ def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(p
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 4, states  # the total, exactly
     assert "RUNNING" not in states and "WAITING" not in states, states
     failed = study.trials[killed.number]
-    assert failed.state.name == "FAIL" and failed.user_attrs["fail_reason"] == "its worker stopped (no heartbeat)"
+    assert failed.state.name == "FAIL"
     assert any(t.params == failed.params and t.number > failed.number and t.state.is_finished()
                and t.state.name != "FAIL" for t in study.trials), "the killed trial's params were retried"
     assert len({t.user_attrs["host"] for t in study.trials}) == 3, "every machine ran trials"
@@ -183,6 +184,7 @@ def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(p
     assert len(sweeps) == 1 and sweeps[0].info.run_id == study.user_attrs["mlflow_parent_run_id"]
     killed_run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert killed_run.info.status == "KILLED" and killed_run.data.tags["trial_state"] == "FAIL"
+    assert killed_run.data.tags["fail_reason"] == "its worker stopped (no heartbeat)"
 
     versions = client.search_model_versions("name='small-sweep'")
     assert len(versions) == 1, [(v.version, v.run_id) for v in versions]
@@ -208,3 +210,96 @@ def test_a_storage_url_that_cannot_be_opened_stops_before_training(tmp_path, cap
 
     assert cli.main([*args, "--storage", "not a url"]) == 2
     assert "is not a database URL" in capsys.readouterr().err
+
+
+# --- without PostgreSQL: Optuna's heartbeats on a SQLite file
+
+
+def sqlite_study(tmp_path, monkeypatch, heartbeat_s: int = 1) -> tuple[str, optuna.Study]:
+    monkeypatch.setenv(scaleout.HEARTBEAT_ENV, str(heartbeat_s))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return url, optuna.create_study(study_name="s", storage=scaleout.rdb_storage(url))
+
+
+def test_the_optuna_internals_we_rely_on_are_still_there(tmp_path, monkeypatch):
+    """storage_of() is blipexp's one use of Optuna's private attributes: a new Optuna that renames them fails here."""
+    monkeypatch.delenv(scaleout.HEARTBEAT_ENV, raising=False)
+    storage = scaleout.rdb_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    assert scaleout.storage_of(study) is storage, "Optuna wraps an RDBStorage in its cache: unwrapped"
+    journal = sweep.open_study(catalog.load("small_sweep", SWEEP_EXPERIMENTS), tmp_path / "home")
+    assert isinstance(scaleout.storage_of(journal), optuna.storages.JournalStorage)
+    trial = scaleout.ask(study)
+    assert scaleout.storage_of(study).get_trial(scaleout.trial_id(study, trial.number)).number == trial.number
+    assert scaleout.heartbeat_interval(study) == scaleout.HEARTBEAT_SECONDS
+    assert scaleout.heartbeat_interval(journal) is None
+
+
+def test_a_silent_trial_is_failed_and_its_params_retried(tmp_path, monkeypatch):
+    url, study = sqlite_study(tmp_path, monkeypatch)
+    silent, alive = scaleout.ask(study), scaleout.ask(study)  # ask records a first heartbeat
+    silent.suggest_float("x", 0, 1)
+    time.sleep(scaleout.GRACE_HEARTBEATS + 1)  # the grace period of 1 s heartbeats, and one more
+    scaleout.storage_of(study).record_heartbeat(scaleout.trial_id(study, alive.number))
+    assert scaleout.fail_stale_trials(study, sweep.retry) == 1
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "RUNNING", "WAITING"], states
+    assert study.trials[2].system_attrs["fixed_params"] == silent.params
+    assert sweep._fail_reason(study.trials[0]) == scaleout.STALE_REASON
+
+
+def test_the_heartbeat_notices_a_trial_failed_behind_its_back(tmp_path, monkeypatch):
+    url, study = sqlite_study(tmp_path, monkeypatch)
+    trial = scaleout.ask(study)
+    with scaleout.heartbeat(study, trial) as pulse:
+        pulse.check()  # still running: goes on
+        load_study_named(url, "s").tell(trial.number, state=optuna.trial.TrialState.FAIL)  # another handle
+        deadline = time.monotonic() + 30
+        while not pulse.lost.is_set() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(scaleout.TrialLost, match="grace period"):
+            pulse.check()
+
+
+def load_study_named(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url))
+
+
+def test_a_live_worker_whose_trial_was_failed_behind_its_back_stops_it_and_goes_on(tmp_path, monkeypatch):
+    """E.g. its database was unreachable for longer than the grace period: another worker failed its trial."""
+    url, _ = sqlite_study(tmp_path, monkeypatch)
+    home = tmp_path / "home"
+    spec = catalog.load("small_sweep", SWEEP_EXPERIMENTS).replace(n_trials=2, epochs=2, prune=False, test_fraction=0,
+                                                                  max_new_tokens=6)
+    lost = {}
+
+    def other_worker() -> None:  # fails trial 0 once it is training, as fail_stale_trials would, and retries it
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and not lost:
+            study = load_study(url)
+            trial = study.trials[0] if study is not None and study.trials else None
+            if trial is not None and trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs:
+                study.tell(0, state=optuna.trial.TrialState.FAIL)
+                sweep.retry(study, trial.params)
+                lost.update(trial.user_attrs)
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert runner.run_experiment(spec, home, storage=url) == 0
+    finally:
+        thread.join()
+
+    study = load_study(url)
+    assert lost, "trial 0 was never failed behind the worker's back"
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"], "it went on to the total"
+    assert study.trials[1].params == study.trials[0].params, "the lost trial's params ran again"
+    assert "model_dir" not in study.trials[0].user_attrs
+    tracking.configure(home)
+    run = mlflow.get_run(lost["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "FAIL"
+    assert run.data.tags["fail_reason"] == scaleout.LOST_REASON
+    assert not (home / "checkpoints" / run.info.run_id).exists(), "no checkpoint or model kept from it"
+    versions = mlflow.MlflowClient().search_model_versions("name='small-sweep'")
+    assert [v.run_id for v in versions] == [study.best_trial.user_attrs["mlflow_run_id"]]

@@ -7,7 +7,7 @@ import pytest
 
 from blipexp import catalog, tracking
 from blipexp.data import load_data
-from blipexp.sweep import open_study, optuna_storage, run_sweep
+from blipexp.sweep import format_param, open_study, optuna_storage, run_sweep, summary_table
 
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 
@@ -172,3 +172,28 @@ def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, cap
     assert float(versions[0].tags["objective"]) == best.value
     run = mlflow.get_run(best.user_attrs["mlflow_run_id"])
     assert run.data.params["cider_df_used"] == "corpus" and run.data.metrics["best_val_cider_coco"] == 0.0
+
+
+@pytest.mark.parametrize("value, shown", [(0.0012345, "0.00123"), (3e-3, "0.003"), (12345, "12345"),
+                                          (True, "True"), (False, "False"), ("cosine", "cosine")])
+def test_a_search_value_of_any_choice_type_is_formatted(value, shown):
+    assert format_param(value) == shown
+
+
+def test_a_sweep_over_strings_and_booleans_prints_tags_and_summarises_them(tmp_path, capsys):
+    spec = catalog.load("choice_sweep", SWEEP_EXPERIMENTS)
+    tracking.configure(tmp_path)
+    tracking.use_experiment(spec.experiment_name, tmp_path)
+    study = open_study(spec, tmp_path)
+    study.enqueue_trial({"lr_scheduler": "cosine", "freeze_vision_encoder": True})
+    study.enqueue_trial({"lr_scheduler": "linear", "freeze_vision_encoder": False})
+    result = run_sweep(spec, load_data(spec, tmp_path), tmp_path, echo=True)
+
+    assert "trial 0: lr_scheduler=cosine  freeze_vision_encoder=True" in capsys.readouterr().out
+    assert [t.state.name for t in result.study.trials] == ["COMPLETE", "COMPLETE"]
+    rows = [line.split() for line in summary_table(result.study).splitlines()]
+    assert rows[0][:3] == ["trial", "freeze_vision_encoder", "lr_scheduler"]
+    assert [row[1:3] for row in rows[1:3]] == [["True", "cosine"], ["False", "linear"]]
+    tags = mlflow.get_run(result.parent_run_id).data.tags
+    assert tags["best_lr_scheduler"] == result.best_trial.params["lr_scheduler"]
+    assert tags["best_freeze_vision_encoder"] == str(result.best_trial.params["freeze_vision_encoder"])

@@ -31,12 +31,13 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
-from filelock import FileLock, Timeout
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from . import locks
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
 GENERATION_KEY = "generation"  # the generation.json artifact
@@ -304,26 +305,17 @@ def promote(name: str, version: str, alias: str = "champion", force: bool = Fals
     return f"{name}@{alias} -> version {version} (was {was})" + (" [forced]" if force and holder is not None else "")
 
 
-def _promote_lock() -> FileLock:
-    """A lock per registry store: next to a sqlite database, else in the temp folder keyed by the store's URI."""
+def _promote_lock():
+    """A lock per registry store: next to a sqlite database, else in the temp folder keyed by the store's URI.
+
+    Its timeout is a ValueError naming the lock file (the OS frees the lock if its holder dies)."""
     uri = mlflow.get_registry_uri()
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///").split("?")[0] + ".promote.lock")
     else:
         key = hashlib.sha256(uri.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"blipexp-promote-{key}.lock"
-    return _TimedLock(str(path), timeout=PROMOTE_LOCK_TIMEOUT_S)
-
-
-class _TimedLock(FileLock):
-    """FileLock whose timeout is a ValueError naming the lock file (the OS frees it if its holder dies)."""
-
-    def acquire(self, *args, **kwargs):
-        try:
-            return super().acquire(*args, **kwargs)
-        except Timeout:
-            raise ValueError(f"another promote has held {self.lock_file} for over {self.timeout:g} s: "
-                             "wait for it to finish, then try again") from None
+    return locks.file_lock(path, timeout=PROMOTE_LOCK_TIMEOUT_S)
 
 
 def _refuse_if_worse(name: str, alias: str, candidate: ModelVersion, holder: ModelVersion,

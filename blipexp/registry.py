@@ -31,12 +31,13 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
-from filelock import FileLock, Timeout
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from . import locks
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
 GENERATION_KEY = "generation"  # the generation.json artifact
@@ -54,7 +55,12 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
         folder = context.artifacts[ARTIFACT_KEY]
-        self.model = BlipForConditionalGeneration.from_pretrained(folder)
+        # transformers fills tensors missing from the weights file with random values and only warns: refuse
+        self.model, info = BlipForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ValueError(f"the weights file in {folder} lacks {len(missing)} of the model's tensors (e.g. "
+                             f"{missing[0]}): it is damaged or incomplete")
         self.model.eval()
         self.processor = BlipProcessor.from_pretrained(folder)
         stored = json.loads(Path(context.artifacts[GENERATION_KEY]).read_text()) \
@@ -234,7 +240,7 @@ def list_models(name: str | None = None) -> list[dict[str, Any]]:
         aliases_of: dict[str, list[str]] = {}
         for alias, version in (model.aliases or {}).items():
             aliases_of.setdefault(str(version), []).append(alias)
-        for version in _versions(client, model.name):
+        for version in versions_of(client, model.name):
             rows.append({
                 "name": model.name,
                 "version": str(version.version),
@@ -304,26 +310,17 @@ def promote(name: str, version: str, alias: str = "champion", force: bool = Fals
     return f"{name}@{alias} -> version {version} (was {was})" + (" [forced]" if force and holder is not None else "")
 
 
-def _promote_lock() -> FileLock:
-    """A lock per registry store: next to a sqlite database, else in the temp folder keyed by the store's URI."""
+def _promote_lock():
+    """A lock per registry store: next to a sqlite database, else in the temp folder keyed by the store's URI.
+
+    Its timeout is a ValueError naming the lock file (the OS frees the lock if its holder dies)."""
     uri = mlflow.get_registry_uri()
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///").split("?")[0] + ".promote.lock")
     else:
         key = hashlib.sha256(uri.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"blipexp-promote-{key}.lock"
-    return _TimedLock(str(path), timeout=PROMOTE_LOCK_TIMEOUT_S)
-
-
-class _TimedLock(FileLock):
-    """FileLock whose timeout is a ValueError naming the lock file (the OS frees it if its holder dies)."""
-
-    def acquire(self, *args, **kwargs):
-        try:
-            return super().acquire(*args, **kwargs)
-        except Timeout:
-            raise ValueError(f"another promote has held {self.lock_file} for over {self.timeout:g} s: "
-                             "wait for it to finish, then try again") from None
+    return locks.file_lock(path, timeout=PROMOTE_LOCK_TIMEOUT_S)
 
 
 def _refuse_if_worse(name: str, alias: str, candidate: ModelVersion, holder: ModelVersion,
@@ -363,12 +360,18 @@ def _objective(version: ModelVersion, key: str) -> float | None:
 
 
 def _check_loads(name: str, version: str) -> None:
+    """ValueError unless the version loads and captions the example image: a file that merely opens is not enough."""
     uri = f"models:/{name}/{version}"
+    fix = "its files are missing or damaged: register a fresh version instead"
     try:
-        mlflow.pyfunc.load_model(uri)
-    except Exception as exc:  # any failure to download or load means: not promotable
-        raise ValueError(f"{uri} does not load ({type(exc).__name__}: {exc}); its files are missing or damaged: "
-                         "register a fresh version instead") from exc
+        out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": [example_image_base64()]}),
+                                                    params={"max_new_tokens": 4})
+    except Exception as exc:  # any failure to download, load or generate means: not promotable
+        raise ValueError(f"{uri} does not load ({type(exc).__name__}: {exc}); {fix}") from exc
+    captions = list(out["caption"]) if "caption" in getattr(out, "columns", ()) else []
+    if len(captions) != 1 or not isinstance(captions[0], str):
+        raise ValueError(f"{uri} loads but does not caption the example image (it answered {str(out)[:200]!r}); "
+                         f"{fix}")
 
 
 # --------------------------------------------------------------------------- lookups
@@ -381,16 +384,23 @@ def _registered_model(client: MlflowClient, name: str):
         raise ValueError(f"registered model {name!r} not found; known: {', '.join(known) or 'none'}") from None
 
 
-def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    escaped = name.replace("'", "\\'")
-    return list(client.search_model_versions(f"name='{escaped}'"))
+def versions_of(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of registered model `name`.
+
+    MLflow's filter strings have no escapes (a value is whatever lies between its quotes, a backslash included),
+    so the name goes between the quote character it does not hold."""
+    quote = '"' if "'" in name else "'"
+    if quote in name:
+        raise ValueError(f"registered model name {name!r} holds both ' and \": MLflow cannot search for it; "
+                         "register under a name without one of them (registered_model in the spec)")
+    return list(client.search_model_versions(f"name={quote}{name}{quote}"))
 
 
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(name, version)
     except MlflowException:
-        known = sorted((int(v.version) for v in _versions(client, name)))
+        known = sorted((int(v.version) for v in versions_of(client, name)))
         raise ValueError(f"{name} has no version {version!r}; known versions: "
                          f"{', '.join(map(str, known)) or 'none'}") from None
 

@@ -140,9 +140,10 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):
-    client = mlflow.MlflowClient()
+    from .registry import versions_of
+
     try:
-        versions = client.search_model_versions(f"name='{spec.registered_model}'")
+        versions = versions_of(mlflow.MlflowClient(), spec.registered_model)
     except mlflow.exceptions.MlflowException:
         return None
     return next((v for v in versions if v.tags.get("sweep_run_id") == sweep_run_id), None)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,19 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true, as CI services set it): there every test must run, none may skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_tool(name: str, install: str, also: Iterable[str] = ()) -> str:
+    """The path of executable `name` (on PATH, else the first executable of `also`). When it is missing, the
+    test skips with one line saying what to install, or fails under CI, where a skipped test would hide a gap."""
+    found = shutil.which(name) or next((path for path in also if os.access(path, os.X_OK)), None)
+    if found:
+        return found
+    if in_ci():
+        pytest.fail(f"{name} is required under CI=true but not installed: {install} (.ci/run does it)")
+    pytest.skip(f"{name} not installed: {install}, or set CI=true to make this a failure")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from blipexp.bench import FULL, Stopwatch, markdown, met, targets
+from blipexp.bench import FULL, Stopwatch, met, targets
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import pytest
 import torch
 
 from blipexp import tracking

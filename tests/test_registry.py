@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from blipexp import registry, tracking
+from blipexp import locks, registry, runner, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
@@ -37,10 +37,10 @@ def trained(tmp_path_factory):
     return spec, data, result, home
 
 
-def register(trained, name: str, objective: float):
+def register(trained, name: str, objective: float, **extra_tags: str):
     spec, data, result, _ = trained
     tags = {"objective": str(objective), "objective_direction": "maximize", "learning_rate": str(spec.learning_rate),
-            "epochs": str(spec.epochs), "data_fingerprint": data.fingerprint}
+            "epochs": str(spec.epochs), "data_fingerprint": data.fingerprint, **extra_tags}
     return registry.log_and_register(result.model_dir, registered_model=name, run_id=result.run_id, tags=tags,
                                      description="tiny test model", generation={"max_new_tokens": 8})
 
@@ -300,6 +300,64 @@ def test_promotion_refuses_a_version_whose_weights_are_corrupt(trained, damage):
     client = mlflow.MlflowClient()
     assert client.get_registered_model(name).aliases == {}
     assert "promoted_at" not in client.get_model_version(name, "1").tags
+
+
+def test_promotion_refuses_a_version_whose_weights_file_is_empty(trained):
+    """A valid safetensors file without tensors opens, and transformers would fill the model with random values."""
+    from safetensors.torch import save_file
+
+    version = register(trained, "blip-empty", 0.9)
+    weights = list(_model_files(version).rglob("model.safetensors"))
+    assert len(weights) == 1, "the logged model holds one weights file"
+    save_file({}, weights[0])
+    with pytest.raises(ValueError, match="models:/blip-empty/1 does not load .*lacks .* of the model's tensors"):
+        registry.promote("blip-empty", "1")
+    assert mlflow.MlflowClient().get_registered_model("blip-empty").aliases == {}
+
+
+def test_promotion_refuses_a_version_that_loads_but_cannot_caption(trained):
+    """Damage that only shows when captioning (an image processor resizing to 0 pixels) is caught by the check."""
+    import json
+
+    version = register(trained, "blip-no-caption", 0.9)
+    config = next(_model_files(version).rglob("processor_config.json"))
+    settings = json.loads(config.read_text())
+    settings["image_processor"]["size"] = {"height": 0, "width": 0}
+    config.write_text(json.dumps(settings))
+    mlflow.pyfunc.load_model("models:/blip-no-caption/1")  # it loads: only generating shows the damage
+    with pytest.raises(ValueError, match="models:/blip-no-caption/1 does not load"):
+        registry.promote("blip-no-caption", "1")
+    assert mlflow.MlflowClient().get_registered_model("blip-no-caption").aliases == {}
+
+
+def test_promote_gives_up_on_a_held_lock_with_a_clear_error(versions, monkeypatch):
+    monkeypatch.setattr(registry, "PROMOTE_LOCK_TIMEOUT_S", 0.2)
+    store = mlflow.get_registry_uri().removeprefix("sqlite:///")
+    with locks.file_lock(f"{store}.promote.lock"):  # as another promote would hold it
+        with pytest.raises(ValueError, match=r"held the lock .*\.promote\.lock for over 0.2 s: wait"):
+            registry.promote(NAME, "1", alias="held")
+    assert "held" not in mlflow.MlflowClient().get_registered_model(NAME).aliases
+
+
+@pytest.mark.parametrize("name", ["blip-it's", 'blip-"quoted"'])
+def test_versions_of_a_name_holding_a_quote(trained, name):
+    """MLflow filter strings have no escapes: the registry and the sweep runner find the versions all the same."""
+    sweep_run_id = "sweep-run-of-" + name
+    register(trained, name, 0.3, sweep_run_id=sweep_run_id)
+    client = mlflow.MlflowClient()
+    assert [str(v.version) for v in registry.versions_of(client, name)] == ["1"]
+    assert [r["version"] for r in registry.list_models(name)] == ["1"]
+    with pytest.raises(ValueError, match="has no version '7'; known versions: 1"):
+        registry.promote(name, "7")
+    spec = ExperimentSpec().replace(registered_model=name)
+    found = runner._sweep_version(spec, sweep_run_id)
+    assert found is not None and str(found.version) == "1", "a re-run sweep finds its version, not registers again"
+    assert runner._sweep_version(spec, "another-sweep") is None
+
+
+def test_a_name_holding_both_quotes_is_refused_clearly():
+    with pytest.raises(ValueError, match="holds both ' and \": MLflow cannot search for it"):
+        registry.versions_of(mlflow.MlflowClient(), "it's \"x\"")
 
 
 def _promote_process(home, name, version):

@@ -1,7 +1,7 @@
 """Scale-out for real: a PostgreSQL server (a throwaway cluster on loopback), an MLflow tracking server backed
 by it, and sweep workers that share nothing but those two (each its own home, its own host name), one of
 them SIGKILLed in the middle of a trial. PostgreSQL must be installed (Debian: apt-get install postgresql;
-.ci/run does it): without it these tests fail, they do not skip.
+.ci/run does it): without it these tests skip, and fail under CI=true.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import optuna
 import pytest
 
 from blipexp import catalog, cli, runner, scaleout, sweep, tracking
+from conftest import require_tool
 from processes import child_env, free_port
 
 pytestmark = pytest.mark.scaleout
@@ -34,10 +35,9 @@ ENV = child_env(BLIPEXP_HEARTBEAT_SECONDS=str(HEARTBEAT_S))
 
 
 def postgres_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
-    if not found:
-        pytest.fail(f"PostgreSQL's {name} not found: install the server (Debian: apt-get install postgresql)")
-    return found
+    """PostgreSQL's `name` from PATH or Debian's versioned folders (newest first); skips (fails under CI) without it."""
+    return require_tool(name, "install the PostgreSQL server (Debian: apt-get install postgresql)",
+                        also=sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True))
 
 
 def as_postgres_user(command: list[str]) -> list[str]:

@@ -1,0 +1,33 @@
+"""The shared test helpers: a missing tool skips a test with what to install, and fails it under CI."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from conftest import require_tool
+
+MISSING = "blipexp-no-such-tool"
+
+
+def test_a_tool_on_path_or_in_a_named_place_is_found():
+    assert os.path.basename(require_tool("sh", "apt-get install dash")) == "sh"
+    assert require_tool(MISSING, "nothing", also=["/no/such/file", sys.executable]) == sys.executable
+
+
+@pytest.mark.parametrize("ci", [None, "", "false", "0"])
+def test_a_missing_tool_skips_outside_ci(monkeypatch, ci):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.skip.Exception, match=f"^{MISSING} not installed: apt-get install it, or set CI=true"):
+        require_tool(MISSING, "apt-get install it")
+
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_a_missing_tool_fails_under_ci(monkeypatch, ci):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match=f"^{MISSING} is required under CI=true but not installed: apt"):
+        require_tool(MISSING, "apt-get install it")

@@ -208,6 +208,11 @@ class ExperimentSpec:
         return self.model == TINY_MODEL
 
     @property
+    def profile(self) -> str:
+        """"tiny" (the offline preset) or "full": tagged on runs and versions so the two never mix."""
+        return "tiny" if self.is_tiny else "full"
+
+    @property
     def direction(self) -> Literal["maximize", "minimize"]:
         """The objective's direction, resolved: the one value every selection (epoch, trial, promotion) uses."""
         return self._natural_direction if self.objective_direction == "auto" else self.objective_direction

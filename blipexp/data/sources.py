@@ -1,12 +1,14 @@
-"""Load image-caption pairs from a local folder or a Hub dataset, validate them, and split them.
+"""List, check and split the image-caption pairs of a local folder or a Hub dataset; never hold the images.
 
 `load_caption_data(source)` picks the source: an existing folder (its layouts: `blipexp.data.folder`), or
-otherwise a Hub dataset id, loaded with `datasets.load_dataset` (or from the local cache).
+otherwise a Hub dataset id (`blipexp.data.hub_dataset`, kept as memory-mapped Arrow).
 
-Every sample is checked (`images.load_rgb`, non-empty captions). Unusable ones are counted by reason in
-`CaptionData.skipped`, never fatal, unless none remain or their share exceeds `max_bad_fraction`.
-The valid examples are sorted by key and split with `split.split_indices`, so the split depends on the
-data and the seed only, not on file-system or Hub row order.
+Every sample is checked: non-empty captions here, its image by the first look (`blipexp.data.survey`: read,
+hashed and test-decoded once, in parallel, remembered between runs). Unusable ones are counted by reason in
+`CaptionData.skipped`, never fatal, unless none remain or their share exceeds `max_bad_fraction`. The valid
+examples are sorted by key and split: the dataset's own splits when it has them (`splits`), else
+`split.split_indices`, so the split depends on the data and the seed only, not on file-system or Hub row order.
+An `Example` holds where its image is, not the image: `CaptionData.image(example)` decodes it when needed.
 """
 from __future__ import annotations
 

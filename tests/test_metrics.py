@@ -116,8 +116,8 @@ def test_console_keys_come_from_the_table_in_their_order() -> None:
 
 def test_importing_the_table_stays_cheap() -> None:
     # spec imports the table; a CLI's --help must not pay for evaluate, torch or pycocoevalcap (seconds).
-    code = ("import sys, blipexp.spec; heavy = {'evaluate', 'torch', 'transformers', 'pycocoevalcap'} & set(sys.modules); "
-            "print(sorted(heavy))")
+    code = ("import sys, blipexp.spec; "
+            "print(sorted({'evaluate', 'torch', 'transformers', 'pycocoevalcap'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

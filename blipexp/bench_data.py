@@ -3,11 +3,11 @@
 For folders of generated 640x480 JPEG photos (1k / 5k / 20k; --quick: a few dozen), each measured in a fresh
 process so that its peak memory is its own:
 - loading at BLIP-base's 384 px: the first look (first and second run), the time to the first batch, the steady
-  images/s of 1 and 2 DataLoader worker processes, and peak RSS (the process and its workers);
+  images/s of 1 and 2 DataLoader worker processes, and peak memory (PSS of the process and its workers);
 - the eager path blipexp had before (every image decoded and turned into one fp32 tensor up front), where it
   fits in memory, for comparison;
-- a real `python -m blipexp run football_baseline --tiny` of 1 epoch on the folder, twice: peak RSS of the
-  whole process tree, and the seconds from process start to the first training step.
+- a real `python -m blipexp run football_baseline --tiny` of 1 epoch on the folder, twice: peak memory (PSS) of
+  the whole process tree, and the seconds from process start to the first training step.
 """
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def _write_chunk(folder: Path, indices: range, seed: int) -> list[tuple[str, str
 
 
 class PeakRss:
-    """Samples the summed RSS of a process and all its descendants every 0.1 s; `peak` in bytes."""
+    """Samples the memory of a process and all its descendants every 0.1 s; `peak` in bytes. Summed as PSS (each
+    shared page divided among the processes sharing it): forked workers share most of their parent's pages,
+    which a sum of RSS would count once per worker."""
 
     def __init__(self, pid: int):
         self.process = psutil.Process(pid)
@@ -88,7 +90,7 @@ class PeakRss:
         while not self._stop.wait(0.1):
             try:
                 tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
             except psutil.Error:
                 continue
 
@@ -191,8 +193,8 @@ def bench_data(sizes: list[int], root: Path, batches: int, eager_up_to: int, log
 def markdown(report: dict) -> list[str]:
     lines = [f"Data: generated {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG photos, pixels at {BASE_IMAGE_SIZE} px, batch {BATCH}:",
              "", "| photos | first look (1st run) | first look (2nd run) | first batch (2nd run) | images/s, 1 worker "
-             "| images/s, 2 workers | peak RSS, loading | eager path: ready after, peak RSS | `--tiny` run, 1 epoch: "
-             "peak RSS | its first step (1st / 2nd run) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| images/s, 2 workers | peak memory, loading | eager path: ready after, peak memory | `--tiny` run, 1 epoch: "
+             "peak memory | its first step (1st / 2nd run) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for count, r in report.items():
         first, second, two = r["load_first"], r["load_second"], r["load_2_workers"]
         eager = (f"{r['eager']['first_batch_s']:.0f} s, {r['eager']['peak_rss_gib']:.2f} GiB" if "eager" in r

@@ -10,17 +10,27 @@ from typing import Literal
 PROBE_TIMEOUT_S = 5.0
 
 
+class NotAHubId(ValueError):
+    """The string is not a valid Hub id (and, as its caller checked first, no existing folder either)."""
+
+
 def hub_answers(repo_id: str, repo_type: Literal["model", "dataset"], revision: str | None = None) -> bool:
-    """True when the Hub answers about `repo_id`; False without a network. An invalid id raises HFValidationError."""
-    from huggingface_hub import HfApi
+    """True when the Hub answers about `repo_id` (even "not found"); False in offline mode or without a network.
+
+    Raises NotAHubId when `repo_id` cannot be a Hub id: the caller names the fix (a local folder, --tiny).
+    """
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
+    if constants.is_offline_mode():  # HF_HUB_OFFLINE: the user asked for no requests at all
+        return False
     api = HfApi()
     info = api.model_info if repo_type == "model" else api.dataset_info
     try:
         info(repo_id, revision=revision, timeout=PROBE_TIMEOUT_S)
-    except HFValidationError:
-        raise
+    except HFValidationError as exc:
+        raise NotAHubId(f"{repo_type}={repo_id!r} is neither an existing folder nor a valid Hub {repo_type} id "
+                        f"({exc})") from None
     except HfHubHTTPError:
         return True  # not found, gated, private, server error: the real load reports it precisely
     except Exception:  # DNS failure, refused connection, timeout, proxy error: no Hub here

@@ -13,7 +13,7 @@ import torch
 from tokenizers import normalizers, pre_tokenizers
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
-from .hub import hub_answers, looks_like_path
+from .hub import NotAHubId, hub_answers, looks_like_path
 from .spec import HUB_MODEL, TINY_MODEL, ExperimentSpec
 
 TINY_IMAGE_SIZE = 64
@@ -50,7 +50,11 @@ def _load_pretrained(source: str, revision: str | None) -> tuple[BlipForConditio
         return _from_pretrained(source, revision, local_files_only=True)
     except (OSError, ValueError):
         pass
-    if not _hub_answers(source, revision):
+    try:
+        answers = hub_answers(source, "model", revision)
+    except NotAHubId as exc:
+        raise ModelSourceError(f"{exc}. {MODEL_FIXES}") from None
+    if not answers:
         raise ModelSourceError(f"cannot load model {source!r}: it is not in the HF cache and the Hugging Face Hub "
                                f"cannot be reached. {MODEL_FIXES}")
     try:
@@ -64,18 +68,6 @@ def _from_pretrained(source: str, revision: str | None, local_files_only: bool):
     kwargs = dict(revision=revision, local_files_only=local_files_only)
     processor = BlipProcessor.from_pretrained(source, **kwargs)
     return BlipForConditionalGeneration.from_pretrained(source, **kwargs), processor
-
-
-def _hub_answers(source: str, revision: str | None) -> bool:
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HFValidationError
-
-    if constants.is_offline_mode():
-        return False
-    try:
-        return hub_answers(source, "model", revision)
-    except HFValidationError:
-        return False  # not a Hub id either: the error names the local-folder fix
 
 
 def build_tiny_processor(captions: Iterable[str]) -> BlipProcessor:

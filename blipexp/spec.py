@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from .metrics import METRIC_KEYS
+
 HUB_MODEL = "Salesforce/blip-image-captioning-base"
 HUB_DATASET = "ybelkada/football-dataset"
 TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipConfig, random init
 PITCH_DATASET = "pitch"  # the embedded, generated football scenes
-METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
 OBJECTIVES = METRIC_KEYS + ("loss",)
 LOWER_IS_BETTER = frozenset({"loss"})  # objectives where smaller wins; every caption metric is higher-is-better
 

@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-from blipexp.bench import FULL, Stopwatch, met, targets
+from blipexp.bench.report import met, targets
+from blipexp.bench.sizes import FULL
+from blipexp.bench.trial import EvaluationClock
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +49,10 @@ def test_targets_read_as_stated():
     assert FULL.model == "base" and FULL.sweep_trials == 8, "the full benchmark is the issue's: BLIP-base, 8 trials"
 
 
-def test_stopwatch_counts_nested_calls_once():
-    now = [0.0]
-
-    def work(seconds):  # advances the fake clock instead of sleeping
-        now[0] += seconds
-
-    watch = Stopwatch(clock=lambda: now[0])
-    inner = watch.wrap("tracking", lambda: work(1.0))
-    watch.wrap("tracking", lambda: [inner() for _ in range(3)] and work(0.5))()
-    watch.wrap("evaluation", lambda: work(2.0))()
-    assert watch.seconds == {"tracking": 3.5, "evaluation": 2.0}, "counted twice, nested calls would add 3 s more"
+def test_the_evaluation_clock_sums_every_splits_runtime():
+    clock = EvaluationClock()
+    clock.on_evaluate(None, None, None, metrics={"eval_loss": 2.0, "eval_cider": 0.5, "eval_runtime": 1.25,
+                                                 "eval_samples_per_second": 8.0})
+    clock.on_evaluate(None, None, None, metrics={"test_cider": 0.4, "test_runtime": 0.5})
+    clock.on_evaluate(None, None, None)  # an evaluation without metrics adds nothing
+    assert clock.seconds == 1.75, "runtime only: not the loss, the scores or the throughput"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import socket
+import subprocess
+import sys
 
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
@@ -17,7 +19,9 @@ from pycocoevalcap.rouge.rouge import Rouge
 from blipexp import metrics
 from blipexp.metrics import (
     CIDER_DF_AUTO_MIN_IMAGES,
+    CONSOLE_KEYS,
     METRIC_KEYS,
+    METRICS,
     caption_scores,
     corpus_document_frequency,
     normalize_caption,
@@ -91,9 +95,31 @@ def test_keys_types_and_ranges() -> None:
 
 
 def test_metric_keys_match_spec() -> None:
-    from blipexp.spec import METRIC_KEYS as SPEC_METRIC_KEYS
+    from blipexp import spec
 
-    assert METRIC_KEYS == SPEC_METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
+    assert METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
+    assert spec.METRIC_KEYS is METRIC_KEYS, "the spec takes the keys from the metrics table, not from a copy"
+    assert spec.OBJECTIVES == METRIC_KEYS + ("loss",)
+
+
+def test_the_table_names_every_key_the_module_computes() -> None:
+    computed = metrics._load_module().compute(predictions=PREDICTIONS, references=REFERENCES)
+    assert set(computed) == set(METRICS)
+    assert all(metric.description for metric in METRICS.values())
+
+
+def test_console_keys_come_from_the_table_in_their_order() -> None:
+    assert CONSOLE_KEYS == ("loss", "cider", "bleu4", "rougeL")
+    shown = [key for key, metric in METRICS.items() if metric.console]
+    assert sorted(shown) == sorted(CONSOLE_KEYS[1:]) and len({METRICS[key].console for key in shown}) == len(shown)
+
+
+def test_importing_the_table_stays_cheap() -> None:
+    # spec imports the table; a CLI's --help must not pay for evaluate, torch or pycocoevalcap (seconds).
+    code = ("import sys, blipexp.spec; "
+            "print(sorted({'evaluate', 'torch', 'transformers', 'pycocoevalcap'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -192,7 +218,7 @@ def test_modules_load_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", deny)
     monkeypatch.setattr(socket, "getaddrinfo", deny)
     monkeypatch.setattr(socket, "create_connection", deny)
-    metrics._load_module.cache_clear()  # force a fresh evaluate.load of every module
+    metrics._load_module.cache_clear()  # force a fresh evaluate.load of the module
     try:
         assert_scores_equal(caption_scores(PREDICTIONS, REFERENCES), coco_direct(PREDICTIONS, REFERENCES))
         assert attempts == []
@@ -200,12 +226,12 @@ def test_modules_load_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
         metrics._load_module.cache_clear()
 
 
-def test_each_module_is_loaded_once() -> None:
+def test_one_module_is_loaded_once() -> None:
     caption_scores(PREDICTIONS, REFERENCES)
     before = metrics._load_module.cache_info()
     caption_scores(PREDICTIONS, REFERENCES)
     after = metrics._load_module.cache_info()
-    assert after.misses == before.misses and after.hits == before.hits + 3
+    assert after.misses == before.misses and after.hits == before.hits + 1  # one module computes every key
 
 
 # --- CIDEr with document frequencies from a reference corpus
@@ -262,7 +288,7 @@ def test_corpus_df_gives_more_weight_to_rare_ngrams() -> None:
 
 def test_cider_module_wants_document_frequency_with_corpus_images() -> None:
     with pytest.raises(ValueError, match="document_frequency and corpus_images together"):
-        metrics._load_module("caption_cider").compute(predictions=["a dog"], references=[["a dog"]], document_frequency={})
+        metrics._load_module().compute(predictions=["a dog"], references=[["a dog"]], document_frequency={})
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from blipexp.data.sample import DataSourceError, Sample, canonical_split, missing_column
-from blipexp.hub import hub_answers
+from blipexp.hub import NotAHubId, hub_answers
 
 HUB_FIXES = (
     "run with --tiny (the embedded dataset), or --set dataset=/path/to/folder "
@@ -106,7 +106,10 @@ def _load_hub_dataset(source: str, split: str | None, revision: str | None, warn
     import datasets
 
     requested = _offline_requested()
-    unreachable = not requested and not _hub_answers(source, revision)
+    try:
+        unreachable = not requested and not hub_answers(source, "dataset", revision)
+    except NotAHubId as exc:
+        raise DataSourceError(f"{exc}. Fix: {HUB_FIXES}") from None
     offline = requested or unreachable
     try:
         with _offline_mode(offline):
@@ -138,17 +141,6 @@ def _offline_requested() -> bool:
     from_env = any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
                    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     return from_env or constants.is_offline_mode() or bool(datasets.config.HF_HUB_OFFLINE)
-
-
-def _hub_answers(source: str, revision: str | None) -> bool:
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return hub_answers(source, "dataset", revision)
-    except HFValidationError as exc:
-        raise DataSourceError(
-            f"dataset={source!r} is neither an existing folder nor a valid Hub dataset id ({exc}). Fix: {HUB_FIXES}"
-        ) from None
 
 
 @contextlib.contextmanager

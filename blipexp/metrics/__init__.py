@@ -1,9 +1,13 @@
 """Caption metrics: BLEU-1..4, ROUGE-L and CIDEr-D as in the COCO caption evaluation, fully offline.
 
+`METRICS` is the one list of caption metrics: the keys `caption_scores` returns, the objectives a spec
+may select (spec.OBJECTIVES), the val_<key> metrics logged each epoch and the console's line (CONSOLE_KEYS)
+all derive from it. Adding a metric: its scorer in the local `evaluate` module and its row in METRICS.
+
 `caption_scores` normalises predictions and references with `normalize_caption` (a pure-Python
-stand-in for pycocoevalcap's PTBTokenizer, which needs Java) and scores them with three local
-`evaluate` modules (folders under `modules/`) that wrap pycocoevalcap's pure-Python scorers.
-The modules are loaded by absolute path, so `evaluate` never asks the Hub for them.
+stand-in for pycocoevalcap's PTBTokenizer, which needs Java) and scores them with one local `evaluate`
+module (`modules/caption_metrics/`) that wraps pycocoevalcap's pure-Python scorers. The module is
+loaded by absolute path, so `evaluate` never asks the Hub for it.
 
 CIDEr weighs n-grams by idf. pycocoevalcap counts the document frequencies over the scored set, which
 is degenerate on a few images (one image: every idf is 0). `corpus_document_frequency` counts them over
@@ -27,7 +31,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CIDER_DF_AUTO_MIN_IMAGES",
     "CIDER_DF_SETTINGS",
+    "CONSOLE_KEYS",
+    "METRICS",
     "METRIC_KEYS",
+    "CaptionMetric",
     "DocumentFrequency",
     "caption_scores",
     "corpus_document_frequency",
@@ -35,8 +42,32 @@ __all__ = [
     "resolve_cider_df",
 ]
 
-# cider_coco is pycocoevalcap's CIDEr (idf from the scored set); cider equals it unless corpus df are given.
-METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
+
+@dataclass(frozen=True)
+class CaptionMetric:
+    """One key of `caption_scores`: logged as val_<key> each epoch, selectable as a spec's objective_metric."""
+
+    description: str  # what it measures and its range
+    console: int = 0  # its place in the per-epoch console line after the loss (1 = first); 0: not shown
+
+
+# The caption metrics, in the order they are returned and listed. The local evaluate module computes each key.
+METRICS: dict[str, CaptionMetric] = {
+    "bleu1": CaptionMetric("BLEU-1: corpus unigram precision with brevity penalty, 0..1"),
+    "bleu2": CaptionMetric("BLEU-2: corpus BLEU up to bigrams, 0..1"),
+    "bleu3": CaptionMetric("BLEU-3: corpus BLEU up to trigrams, 0..1"),
+    "bleu4": CaptionMetric("BLEU-4: corpus BLEU up to 4-grams, 0..1", console=2),
+    "rougeL": CaptionMetric("ROUGE-L: longest common subsequence F-measure with the best reference, "
+                            "mean over images, 0..1", console=3),
+    "cider": CaptionMetric("CIDEr-D with the idf of a reference corpus when one is given, else cider_coco; "
+                           "0..10", console=1),
+    "cider_coco": CaptionMetric("CIDEr-D as pycocoevalcap computes it: idf from the scored set (0 on one image); "
+                                "0..10"),
+}
+METRIC_KEYS = tuple(METRICS)
+# The per-epoch console line: the validation loss (the Trainer's, not a caption metric), then the shown metrics.
+CONSOLE_KEYS = ("loss", *sorted((key for key, metric in METRICS.items() if metric.console),
+                                key=lambda key: METRICS[key].console))
 
 CIDER_DF_SETTINGS = ("auto", "split", "corpus")
 # "auto" scores sets smaller than this with corpus df. Measured on generated pitch captions (Kendall tau
@@ -44,8 +75,7 @@ CIDER_DF_SETTINGS = ("auto", "split", "corpus")
 # 1 image and ranks worse than corpus df up to ~30 images (by 0.08 tau at 2, 0.02 at 20); equal from 50.
 CIDER_DF_AUTO_MIN_IMAGES = 50
 
-_MODULES_DIR = Path(__file__).resolve().parent / "modules"
-_MODULE_NAMES = ("caption_bleu", "caption_rouge", "caption_cider")
+_MODULE_DIR = Path(__file__).resolve().parent / "modules" / "caption_metrics"
 
 # Apostrophe-like characters; inside a word they are dropped ("dog's" -> "dogs", "don't" -> "dont")
 # so a contraction stays one token on both sides. U+02BC is a letter by category, hence listed here.
@@ -77,8 +107,8 @@ def normalize_caption(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_module(name: str) -> evaluate.EvaluationModule:
-    """Load one local module once per process.
+def _load_module() -> evaluate.EvaluationModule:
+    """Load the local module once per process.
 
     `evaluate` is imported here, not at the top: it imports transformers and torch (seconds), which
     `normalize_caption` users should not pay for. keep_in_memory avoids the Arrow cache files (and
@@ -86,7 +116,7 @@ def _load_module(name: str) -> evaluate.EvaluationModule:
     """
     import evaluate
 
-    return evaluate.load(str(_MODULES_DIR / name), keep_in_memory=True)
+    return evaluate.load(str(_MODULE_DIR), keep_in_memory=True)
 
 
 def _normalize_inputs(
@@ -199,10 +229,9 @@ def caption_scores(
     idf of that corpus (see `corpus_document_frequency`), which ranks predictions even on one image.
     """
     norm_preds, norm_refs = _normalize_inputs(predictions, references)
-    scores: dict[str, float] = {}
-    for name in _MODULE_NAMES:
-        extra = {}
-        if name == "caption_cider" and document_frequency is not None:
-            extra = {"document_frequency": document_frequency.counts, "corpus_images": document_frequency.num_images}
-        scores.update(_load_module(name).compute(predictions=norm_preds, references=norm_refs, **extra))
+    corpus = {}
+    if document_frequency is not None:
+        corpus = {"document_frequency": document_frequency.counts, "corpus_images": document_frequency.num_images}
+    scores = _load_module().compute(predictions=norm_preds, references=norm_refs, **corpus)
+    assert set(scores) == set(METRICS), f"the evaluate module returns {sorted(scores)}, METRICS lists {METRIC_KEYS}"
     return {key: float(scores[key]) for key in METRIC_KEYS}

@@ -1,6 +1,6 @@
 """Benchmark: training steps of the tiny BLIP in fp32 vs bf16 autocast on this machine's CPU.
 
-`python -m blipexp.bench_precision` prints samples/s for each, twice (the order alternates to expose drift).
+`python -m blipexp.bench.precision` prints samples/s for each, twice (the order alternates to expose drift).
 It backs precision=auto's choice of fp32 on CPU (see train.resolve_precision).
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 
 import torch
 
-from .data.collator import CaptionCollator
-from .data.pitch import scenes
-from .modeling import build_tiny_model, build_tiny_processor
+from ..data.collator import CaptionCollator
+from ..data.pitch import scenes
+from ..modeling import build_tiny_model, build_tiny_processor
 
 BATCH, WARMUP, STEPS = 32, 3, 20
 

@@ -1,10 +1,13 @@
-"""Local `evaluate` module: CIDEr-D of captions, by pycocoevalcap's Cider scorer or with given document frequencies.
+"""Local `evaluate` module: the COCO caption metrics BLEU-1..4, ROUGE-L and CIDEr-D, by pycocoevalcap's scorers.
 
-Expects already-normalised captions (see `blipexp.metrics.normalize_caption`). The scale is
-pycocoevalcap's (0 to 10, typically below 1.5 for real models). pycocoevalcap takes the idf weights
-from the references of the scored set itself, so a set of one image always scores 0 and small sets
+Expects already-normalised captions (see `blipexp.metrics.normalize_caption`): pycocoevalcap splits on
+whitespace and counts every token, punctuation included (ROUGE-L splits on single spaces, so a double space
+would become an empty token). Loaded by folder path, never from the Hub.
+
+CIDEr's scale is pycocoevalcap's (0 to 10, typically below 1.5 for real models). pycocoevalcap takes the idf
+weights from the references of the scored set itself, so a set of one image always scores 0 and small sets
 are noisy; given `document_frequency` and `corpus_images` (counted over a larger reference corpus, as
-self-critical training code does), 'cider' uses those instead. Loaded by folder path, never from the Hub.
+self-critical training code does), 'cider' uses those instead and 'cider_coco' keeps pycocoevalcap's value.
 """
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from collections.abc import Mapping
 
 import datasets
 import evaluate
+from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import precook
+from pycocoevalcap.rouge.rouge import Rouge
 
-_DESCRIPTION = """CIDEr-D (n-grams 1..4, sigma 6), COCO caption evaluation; tf-idf from the scored set or from a given corpus."""
+_DESCRIPTION = """BLEU-1..4 (option 'closest'), ROUGE-L (beta 1.2, best reference) and CIDEr-D (n-grams 1..4,
+sigma 6) as in the COCO caption evaluation; CIDEr's tf-idf from the scored set or from a given corpus."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -25,18 +31,43 @@ Args:
     document_frequency: optional mapping n-gram tuple -> number of corpus images whose references hold it.
     corpus_images: the number of images of that corpus; required with document_frequency.
 Returns:
-    dict with float values in [0, 10]: 'cider_coco', pycocoevalcap's value (idf from the scored set), and
-    'cider', CIDEr-D with the corpus idf when document_frequency is given, else equal to 'cider_coco'.
+    dict of floats: 'bleu1'..'bleu4' and 'rougeL' in [0, 1]; in [0, 10] 'cider_coco', pycocoevalcap's CIDEr-D
+    (idf from the scored set), and 'cider', CIDEr-D with the corpus idf when document_frequency is given, else
+    equal to 'cider_coco'.
 """
 
-_CITATION = """Vedantam et al., CIDEr: Consensus-based Image Description Evaluation, CVPR 2015."""
+_CITATION = """Papineni et al., BLEU: a Method for Automatic Evaluation of Machine Translation, ACL 2002.
+Lin, ROUGE: A Package for Automatic Evaluation of Summaries, ACL Workshop 2004.
+Vedantam et al., CIDEr: Consensus-based Image Description Evaluation, CVPR 2015."""
 
-_N = 4  # n-gram orders 1..4, as pycocoevalcap's Cider
+_N = 4  # CIDEr's n-gram orders 1..4, as pycocoevalcap's Cider
 _SIGMA = 6.0  # width of CIDEr-D's Gaussian length penalty, as pycocoevalcap's Cider
 
+Captions = dict[int, list[str]]  # pycocoevalcap's input: {image id: [caption, ...]}
 
-class CaptionCider(evaluate.Metric):
-    """CIDEr-D over a set of images, each with one prediction and several references."""
+
+def _bleu(gts: Captions, res: Captions) -> dict[str, float]:
+    # verbose=0: the default (1) prints the n-gram counts and length ratio to stdout.
+    scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    return {f"bleu{n}": float(score) for n, score in enumerate(scores, start=1)}
+
+
+def _rouge(gts: Captions, res: Captions) -> dict[str, float]:
+    score, _ = Rouge().compute_score(gts, res)
+    return {"rougeL": float(score)}
+
+
+def _cider(gts: Captions, res: Captions) -> dict[str, float]:
+    score, _ = Cider(n=_N, sigma=_SIGMA).compute_score(gts, res)
+    return {"cider": float(score), "cider_coco": float(score)}
+
+
+# Every key of blipexp.metrics.METRICS comes from one of these: each scores the whole set and returns its keys.
+SCORERS = (_bleu, _rouge, _cider)
+
+
+class CaptionMetrics(evaluate.Metric):
+    """The caption metrics over a set of images, each with one prediction and several references."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -63,12 +94,15 @@ class CaptionCider(evaluate.Metric):
         # pycocoevalcap wants {image id: [caption, ...]}; the list position serves as id.
         gts = {i: list(refs) for i, refs in enumerate(references)}
         res = {i: [pred] for i, pred in enumerate(predictions)}
-        coco, _ = Cider(n=_N, sigma=_SIGMA).compute_score(gts, res)
-        if document_frequency is None:
-            return {"cider": float(coco), "cider_coco": float(coco)}
-        log_n = math.log(corpus_images)
-        per_image = [_image_cider(pred, refs, document_frequency, log_n) for pred, refs in zip(predictions, references)]
-        return {"cider": sum(per_image) / len(per_image), "cider_coco": float(coco)}
+        scores: dict[str, float] = {}
+        for scorer in SCORERS:
+            scores.update(scorer(gts, res))
+        if document_frequency is not None:
+            log_n = math.log(corpus_images)
+            per_image = [_image_cider(pred, refs, document_frequency, log_n)
+                         for pred, refs in zip(predictions, references)]
+            scores["cider"] = sum(per_image) / len(per_image)
+        return scores
 
 
 def _image_cider(prediction: str, references: list[str], df: Mapping[tuple[str, ...], int], log_n: float) -> float:

@@ -97,7 +97,7 @@ class PeakRss:
 
 def _in_fresh_process(*args: str) -> dict:
     """Run this module's `measure` in a new Python process; its JSON result, with the tree's peak RSS."""
-    command = [sys.executable, "-m", "blipexp.bench_data", *args]
+    command = [sys.executable, "-m", "blipexp.bench.data", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with PeakRss(process.pid) as rss:
         out, err = process.communicate()
@@ -111,8 +111,8 @@ def measure_loading(folder: Path, home: Path, workers: int, batches: int) -> dic
     import torch
     from transformers import BlipImageProcessorPil
 
-    from .data.features import PixelRows, training_dataset
-    from .data.sources import load_caption_data
+    from ..data.features import PixelRows, training_dataset
+    from ..data.sources import load_caption_data
 
     started = time.perf_counter()
     data = load_caption_data(str(folder), cache_dir=home / "cache" / "data", progress=False)
@@ -139,7 +139,7 @@ def measure_eager(folder: Path) -> dict:
     """The eager path blipexp had: every train image decoded, then all turned into one fp32 tensor."""
     from transformers import BlipImageProcessorPil
 
-    from .data.sources import load_caption_data
+    from ..data.sources import load_caption_data
 
     started = time.perf_counter()
     data = load_caption_data(str(folder), progress=False)

@@ -1,0 +1,15 @@
+"""The benchmark, `python -m blipexp.bench`: blipexp's speed against the notebook's loop and the machine's limit,
+in one run.
+
+Sections (each a module here, each returns plain numbers):
+  peak       matrix-multiply throughput, fp32 and bf16: the machine's limit
+  training   the notebook's loop, a plain loop and blipexp's Trainer path on the BLIP-base architecture
+             (random init: no download), full fine-tuning / frozen encoder / cached features; FLOPs and MFU
+  generation captions/s, batched vs one image at a time
+  trial      one tiny trial: the share of its time spent in evaluation, and in writes to MLflow
+  sweep      the tiny football_lr_sweep: blipexp with cache and pruning, without them, full fine-tuning, and
+             HF `Trainer.hyperparameter_search(backend="optuna")` on the same space, trial count and data
+
+It prints each figure as it is measured, then writes report.json and report.md to --out. `--quick` swaps
+BLIP-base for the tiny architecture and shrinks every section: a smoke check (CI runs it), not a measurement.
+"""

@@ -1,0 +1,74 @@
+"""`python -m blipexp.bench [--quick] [--only SECTION ...]`: run the sections, print each figure as it is measured,
+then write report.json and report.md (see the package docstring)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from . import __doc__ as PACKAGE_DOC
+from .generation import bench_generation
+from .peak import bench_peak
+from .report import machine, markdown
+from .sizes import DATA_SIZES, FULL, QUICK, Size, log
+from .sweeps import bench_sweeps
+from .training import bench_training
+from .trial import bench_trial
+
+
+def run(size: Size, sections: list[str]) -> dict:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    report: dict = {"size": size.name, "machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="blipexp-bench-") as scratch:
+        work = Path(scratch)
+        if "peak" in sections:
+            report["peak"] = bench_peak(size)
+        if "training" in sections:
+            report["training"] = bench_training(size, report["peak"]["fp32_gflops"], work / "training")
+        if "generation" in sections:
+            report["generation"] = bench_generation(size)
+        if "trial" in sections:
+            report["trial"] = bench_trial(size, work / "trial")
+        if "sweep" in sections:
+            report["sweep"] = bench_sweeps(size, work)
+        if "data" in sections:
+            from .data import bench_data
+
+            report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blipexp.bench", description=PACKAGE_DOC.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes: a smoke check in about a minute, not a measurement")
+    parser.add_argument("--out", default="bench-results", help="folder for report.json and report.md")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="run these sections only (peak always runs: MFU needs it)")
+    args = parser.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    command = "python -m blipexp.bench" + (" --quick" if args.quick else "")
+    if args.only != SECTIONS:
+        command += " --only " + " ".join(args.only)
+    log(f"{command}: {size.name} mode")
+    report = run(size, ["peak", *args.only])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    text = markdown(report, command)
+    (out / "report.md").write_text(text)
+    log("\n" + text + f"\nwritten: {out / 'report.json'}, {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""How big the benchmark runs: the full measurement or the --quick smoke check; and its console output."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How big each section runs: the full benchmark or the --quick smoke check."""
+
+    name: str
+    model: str  # "base": BLIP-base architecture; "tiny": blipexp's tiny preset architecture
+    batch: int
+    warmup_steps: int
+    steps: int
+    captions: int  # generation benchmark
+    new_tokens: int
+    matmul_n: int
+    matmul_seconds: float
+    sweep_trials: int
+    sweep_scenes: int
+
+
+FULL = Size("full", "base", batch=2, warmup_steps=2, steps=3, captions=8, new_tokens=20, matmul_n=4096,
+            matmul_seconds=3.0, sweep_trials=8, sweep_scenes=640)
+QUICK = Size("quick", "tiny", batch=2, warmup_steps=1, steps=2, captions=4, new_tokens=5, matmul_n=512,
+             matmul_seconds=0.2, sweep_trials=1, sweep_scenes=30)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# photos per folder, batches timed per loader, and up to which size the old eager path is run for comparison
+DATA_SIZES = {"full": dict(sizes=[1000, 5000, 20000], batches=40, eager_up_to=1000),
+              "quick": dict(sizes=[24], batches=2, eager_up_to=24)}

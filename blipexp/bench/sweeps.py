@@ -1,0 +1,114 @@
+"""The tiny football_lr_sweep: blipexp with cache and pruning, without them, full fine-tuning, and HF
+`Trainer.hyperparameter_search(backend="optuna")` on the same space, trial count and data."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from transformers.trainer_callback import PrinterCallback
+
+from ..data.collator import CaptionCollator
+from ..spec import ExperimentSpec
+from .sizes import Size, log
+
+
+def bench_sweeps(size: Size, root: Path) -> dict:
+    from .. import catalog
+
+    base = catalog.load("football_lr_sweep", catalog.experiments_dir()).tiny()
+    if size.name == "quick":  # one or two epochs a trial: the smoke check's budget
+        base = _one_epoch_variant(base)
+    base = base.replace(n_trials=size.sweep_trials, pitch_scenes=size.sweep_scenes)
+    ways = {
+        "blipexp: frozen encoder, feature cache, pruning": base.replace(freeze_vision_encoder=True),
+        "blipexp: frozen encoder, no cache, no pruning": base.replace(freeze_vision_encoder=True,
+                                                                     cache_vision_features=False, prune=False),
+        "blipexp: full fine-tuning, pruning": base,
+    }
+    if size.name == "quick":
+        ways.pop("blipexp: full fine-tuning, pruning")
+    results = {}
+    for way, spec in ways.items():
+        results[way] = _blipexp_sweep(spec, root / f"sweep-{len(results)}")
+        log(f"sweep: {way}: {results[way]['seconds']:.0f}s, best {spec.objective_metric} {results[way]['best']:.3f}")
+    way = "HF Trainer.hyperparameter_search (optuna), full fine-tuning"
+    results[way] = _hf_sweep(base, root / "sweep-hf")
+    log(f"sweep: {way}: {results[way]['seconds']:.0f}s, best {base.objective_metric} {results[way]['best']:.3f}")
+    return results
+
+
+def _one_epoch_variant(spec: ExperimentSpec) -> ExperimentSpec:
+    from ..spec import IntRange
+
+    space = {**spec.search_space(), "epochs": IntRange(1, 2)}
+    variant = type(f"{type(spec).__name__}Quick", (type(spec),), {"search_space": lambda self: space})
+    variant.name = type(spec).name
+    return variant(**spec.to_dict())
+
+
+def _blipexp_sweep(spec: ExperimentSpec, home: Path) -> dict:
+    from optuna.trial import TrialState
+
+    from .. import tracking
+    from ..data import load_data
+    from ..sweep import run_sweep
+
+    tracking.configure(home)
+    tracking.use_experiment(spec.experiment_name, home)
+    data = load_data(spec, home)
+    started = time.perf_counter()
+    result = run_sweep(spec, data, home, echo=False)
+    seconds = time.perf_counter() - started
+    states = [t.state for t in result.study.trials]
+    return {"seconds": seconds, "best": result.best_trial.value if result.best_trial else float("nan"),
+            "best_params": result.best_trial.params if result.best_trial else {},
+            "trials": len(states), "pruned": states.count(TrialState.PRUNED)}
+
+
+def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
+    """What a user of HF's own search would write: model_init, hp_space, the last evaluation as objective.
+
+    It gets blipexp's dataset, collator and generation-only evaluation (Seq2SeqTrainer's own would feed the
+    reference caption to generate()), and the same seeded TPE sampler. HF's study prunes with Optuna's default
+    MedianPruner; there is no MLflow logging and no test evaluation, which only favours it.
+    """
+    import optuna
+
+    from ..data import load_data
+    from ..data.features import PixelRows, evaluation_dataset, training_dataset
+    from ..modeling import build_tiny_model, build_tiny_processor
+    from ..train import CaptionTrainer, compute_metrics_for, training_arguments
+
+    data = load_data(spec, home)
+    processor = build_tiny_processor(c for e in data.train for c in e.captions)
+    # decoded on demand and kept after first use, as blipexp's own trials do with splits this small
+    train_set = training_dataset(PixelRows(data, data.train, processor.image_processor, memo=True), data.train)
+    val_set, val_refs = evaluation_dataset(PixelRows(data, data.validation, processor.image_processor, memo=True),
+                                           data.validation)
+    args = dataclasses.replace(training_arguments(spec, home / "hf", steps_per_epoch=1, echo=False),
+                               save_strategy="no", load_best_model_at_end=False, eval_on_start=False,
+                               logging_strategy="no")
+    trainer = CaptionTrainer(
+        model_init=lambda trial: build_tiny_model(processor, seed=spec.seed), args=args, train_dataset=train_set,
+        eval_dataset=val_set, data_collator=CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id,
+                                                            spec.max_caption_tokens),
+        compute_metrics=compute_metrics_for(processor.tokenizer, val_refs),
+        generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams})
+    trainer.remove_callback(PrinterCallback)  # it prints every evaluation's dict
+    space = spec.search_space()
+    names = {"learning_rate": "learning_rate", "epochs": "num_train_epochs"}
+    assert set(space) <= set(names), f"the HF comparison maps only {sorted(names)}"
+
+    def hp_space(trial):
+        from ..sweep import suggest
+
+        return {names[key]: suggest(trial, key, dim) for key, dim in space.items()}
+
+    started = time.perf_counter()
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space, compute_objective=lambda metrics: metrics[f"eval_{spec.objective_metric}"],
+        n_trials=spec.n_trials, direction=spec.direction, backend="optuna",
+        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=4))
+    return {"seconds": time.perf_counter() - started, "best": best.objective, "best_params": best.hyperparameters,
+            "trials": spec.n_trials}

@@ -5,7 +5,6 @@ registering the SAME model folder twice with different `objective` tags: promoti
 this tests the rules without a second training run.
 """
 import base64
-import io
 
 import mlflow
 import pandas as pd
@@ -196,13 +195,6 @@ def test_list_models_shows_aliases_and_objectives(champion):
     assert "no registered models" in registry.format_models([])
 
 
-def test_input_example_is_a_base64_png():
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(base64.b64decode(registry.example_image_base64())))
-    assert image.format == "PNG"
-
-
 def test_promotion_refuses_a_version_whose_files_are_gone(trained):
     import shutil
     from urllib.parse import urlparse
@@ -261,19 +253,6 @@ def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def test_served_images_are_prepared_like_training_images():
-    """RGBA goes on white (as in training), not on black as a plain convert("RGB") would do."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(buffer, format="PNG")
-    assert registry.load_image(buffer.getvalue()).getpixel((0, 0)) == (255, 255, 255)
-    with pytest.raises(ValueError, match="row 3: the data is not a readable image"):
-        registry.load_image(b"not an image", row=3)
 
 
 def _model_files(version):

@@ -2,11 +2,14 @@
 error type for data that cannot be used (`DataSourceError`, a ValueError whose message names the fix)."""
 from __future__ import annotations
 
+import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SPLITS = ("train", "validation", "test")
+SPLIT_COLUMN = "split"  # the column (or JSON key) naming a sample's own split
 # Names datasets give their own splits, mapped to ours. Karpathy's "restval" images are training images.
 SPLIT_ALIASES = {"train": "train", "training": "train", "restval": "train",
                  "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
@@ -49,3 +52,34 @@ def missing_column(path: Path | str, role: str, name: str, columns: list[str], e
         f"{path} has no {role} column {name!r}; its columns are: {available}. "
         f"Fix: {extra_fix + ' ' if extra_fix else ''}--set {setting}=<one of those columns>"
     )
+
+
+def add_split(sample: Sample, name: Any) -> None:
+    """Put `sample` in the split `name` (as written in the data).
+
+    An unknown name, or a second split different from the first, makes the image a counted problem rather than
+    an error: a typo on a few rows should not sink a whole dataset (the counts are reported, and
+    max_bad_fraction still stops a column that is wrong throughout), and guessing a split instead could put
+    test images into training.
+    """
+    split = canonical_split(name)
+    if split is None:
+        sample.problem = sample.problem or "unknown_split"
+    elif sample.split is None:
+        sample.split = split
+    elif split != sample.split:
+        sample.problem = sample.problem or "conflicting_split"
+
+
+def relative_path(value: Any) -> str | None:
+    """A normalised path inside the folder, or None when the value is not one (imagefolder's rule too)."""
+    if not isinstance(value, str) or not value.strip() or "://" in value:
+        return None
+    relative = posixpath.normpath(value.strip().replace("\\", "/"))
+    if posixpath.isabs(relative) or relative == ".." or relative.startswith("../") or os.path.splitdrive(relative)[0]:
+        return None  # never read outside the dataset folder
+    return relative
+
+
+def split_value(value: Any) -> Any:
+    return "" if value is None else value  # "": this row names no split although its file has the column

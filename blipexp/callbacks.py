@@ -20,12 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import mlflow
 import psutil
-from mlflow.entities import Metric
 from transformers import TrainerCallback
 
-from . import distributed
+from . import distributed, tracking
 
 EpochListener = Callable[[int, dict[str, float]], None]
 
@@ -39,15 +37,15 @@ class CaptionMetricsCallback(TrainerCallback):
         self.total_epochs = total_epochs
         self.listeners = list(listeners or [])
         self.echo = echo
-        self.main = distributed.is_main_process()  # other ranks of a multi-process run neither log nor print
+        self.is_main_process = distributed.is_main_process()  # other ranks of a multi-process run log nothing
         self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
         self._epoch_started = time.perf_counter()
-        self._pending: list[Metric] = []  # training-loss points not yet written (one write per epoch, not per log)
+        self._pending: list[tuple[str, float, int]] = []  # training-loss points not yet written (one write per epoch)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == 0 and self.main and mlflow.active_run():
+        if state.global_step == 0 and self.is_main_process and tracking.Run.active():
             # how long a user waits for training to start: imports, the data's first look, model, caches
-            mlflow.log_metric("seconds_to_first_step", time.time() - psutil.Process().create_time())
+            tracking.Run.active().metrics({"seconds_to_first_step": time.time() - psutil.Process().create_time()})
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_started = time.perf_counter()
@@ -61,9 +59,8 @@ class CaptionMetricsCallback(TrainerCallback):
             metrics = {"train_loss": logs["loss"]}
             if "learning_rate" in logs:
                 metrics["learning_rate"] = logs["learning_rate"]
-            if self.main:
-                now = int(time.time() * 1000)
-                self._pending += [Metric(k, float(v), now, state.global_step) for k, v in metrics.items()]
+            if self.is_main_process:
+                self._pending += [(k, float(v), state.global_step) for k, v in metrics.items()]
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.flush()
@@ -73,8 +70,9 @@ class CaptionMetricsCallback(TrainerCallback):
 
     def flush(self) -> None:
         """Write the pending training-loss points in one batch: a store write costs ~10 ms, a log every few steps."""
-        if self._pending and mlflow.active_run():
-            mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=self._pending)
+        run = tracking.Run.active()
+        if self._pending and run:
+            run.metric_points(self._pending)
         self._pending = []
 
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs):
@@ -97,10 +95,11 @@ class CaptionMetricsCallback(TrainerCallback):
         logged = {f"val_{k}": v for k, v in values.items()}
         if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
-        if self.main:
-            mlflow.log_metrics(logged, step=epoch)
+        run = tracking.Run.active()
+        if self.is_main_process and run:
+            run.metrics(logged, step=epoch)
         self.history.append({"epoch": epoch, **values})
-        if self.echo and self.main:
+        if self.echo and self.is_main_process:
             print(_epoch_line(epoch, self.total_epochs, values, seconds if epoch else None), flush=True)
         for listener in self.listeners:
             listener(epoch, values)

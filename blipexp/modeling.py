@@ -6,13 +6,17 @@ captions' words. Saved with `save_pretrained`, it loads exactly like a real chec
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import normalizers, pre_tokenizers
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
+from .data.sources import CaptionData
+from .feature_cache import FeatureCache, PassThroughVision
 from .hub import NotAHubId, hub_answers, looks_like_path
 from .spec import HUB_MODEL, TINY_MODEL, ExperimentSpec
 
@@ -105,6 +109,42 @@ def build_tiny_model(processor: BlipProcessor, seed: int) -> BlipForConditionalG
     with torch.random.fork_rng():  # seeded init without disturbing the caller's RNG
         torch.manual_seed(seed)
         return BlipForConditionalGeneration(config)
+
+
+@dataclass
+class PreparedModel:
+    """The model as a trial trains it: which parts learn, and where the vision inputs come from."""
+
+    model: BlipForConditionalGeneration
+    cache: FeatureCache | None  # the frozen encoder's outputs, computed once (None: batches carry pixels)
+
+    @contextmanager
+    def vision_inputs(self) -> Iterator[None]:
+        """With cached features the batches carry encoder outputs: the vision model steps aside while they are used
+        (training and scoring), and is back afterwards (saving, sample captions from pixels)."""
+        if self.cache is None:
+            yield
+            return
+        vision = self.model.vision_model
+        self.model.vision_model = PassThroughVision()
+        try:
+            yield
+        finally:
+            self.model.vision_model = vision
+
+
+def prepare_for_training(model: BlipForConditionalGeneration, processor: BlipProcessor, spec: ExperimentSpec,
+                         data: CaptionData, home: Path, echo: bool) -> PreparedModel:
+    """Adapt the model as the spec says: freeze the vision encoder, and with `cache_vision_features` train on its
+    cached outputs (under `<home>/cache/vision`, shared by trials and runs) instead of running it every step."""
+    if not spec.freeze_vision_encoder:
+        return PreparedModel(model, cache=None)
+    model.vision_model.requires_grad_(False)
+    if not spec.cache_vision_features:
+        return PreparedModel(model, cache=None)
+    cache = FeatureCache(home / "cache" / "vision", model, processor.image_processor, data, model_name=spec.model,
+                         revision=spec.model_revision, workers=max(0, spec.dataloader_workers), progress=echo)
+    return PreparedModel(model, cache)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,7 +15,6 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterator
 
 import mlflow
@@ -137,7 +136,7 @@ def git_commit() -> str:
 def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
     return {
         "blipexp.experiment": spec.name or type(spec).__name__,
-        "profile": "tiny" if spec.is_tiny else "full",
+        "profile": spec.profile,
         "git_commit": git_commit(),
         "data_fingerprint": data_fingerprint,
         "mlflow.note.content": spec.hypothesis,  # shown as the run's description in the UI
@@ -145,26 +144,27 @@ def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
 
 
 @contextmanager
-def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator[Any]:
-    """An MLflow run holding the resolved spec as params and as spec.json; ends FAILED if the body raises, KILLED
+def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator[Run]:
+    """A new active run holding the resolved spec as params and as spec.json; ends FAILED if the body raises, KILLED
     if it is interrupted (Ctrl-C, or SIGTERM: the cli raises a KeyboardInterrupt for both). The interrupt goes on
     up carrying `killed_run_id`, so the command can name the run.
 
-    Under `accelerate launch` only the main process creates the run; the other ranks get a stand-in with the
-    same run id (they log nothing, but name their checkpoint folder after it)."""
+    Under `accelerate launch` only the main process creates the run; the other ranks get the same run id (they
+    write nothing to it, but name their checkpoint folder after it)."""
     if not distributed.is_main_process():
-        yield SimpleNamespace(info=SimpleNamespace(run_id=distributed.from_main(None)))
+        yield Run(distributed.from_main(None))
         return
-    with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as run:
+    with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as active:
+        run = Run(active.info.run_id)
         try:
-            distributed.from_main(run.info.run_id)
+            distributed.from_main(run.id)
             resolved = spec.to_dict()
-            mlflow.log_params({k: _param(v) for k, v in resolved.items()})
-            mlflow.log_dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
+            run.params(resolved)
+            run.dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
             yield run
         except KeyboardInterrupt as exc:
             mlflow.end_run("KILLED")  # stopped, not broken; mlflow's own exit would mark it FAILED
-            exc.killed_run_id = run.info.run_id
+            exc.killed_run_id = run.id
             raise
 
 

@@ -2,7 +2,10 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from blipexp.modeling import ModelSourceError, build_tiny_model, build_tiny_processor, load_model_and_processor
+from blipexp.data.sources import CaptionData
+from blipexp.feature_cache import FeatureCache, PassThroughVision
+from blipexp.modeling import (ModelSourceError, build_tiny_model, build_tiny_processor, load_model_and_processor,
+                              prepare_for_training)
 from blipexp.spec import ExperimentSpec
 
 CAPTIONS = ["A red player dribbles the ball.", "two blue players chase the ball"]
@@ -52,3 +55,42 @@ def test_unreachable_hub_model_fails_fast_naming_the_fixes():
 def test_missing_local_folder_is_not_sent_to_the_hub(tmp_path):
     with pytest.raises(ModelSourceError, match="does not exist"):
         load_model_and_processor(ExperimentSpec(model=str(tmp_path / "nope")), [])
+
+
+def prepared(tmp_path, **changes):
+    """A tiny model adapted for training as a tiny spec with `changes` says."""
+    spec = ExperimentSpec().tiny().replace(**changes)
+    processor = build_tiny_processor(CAPTIONS)
+    model = build_tiny_model(processor, seed=0)
+    data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
+    return model, prepare_for_training(model, processor, spec, data, tmp_path, echo=False)
+
+
+def test_without_a_frozen_encoder_the_whole_model_learns_from_pixels(tmp_path):
+    model, ready = prepared(tmp_path, freeze_vision_encoder=False, cache_vision_features=True)
+    vision = model.vision_model
+    assert ready.model is model and ready.cache is None
+    assert all(p.requires_grad for p in model.parameters())
+    with ready.vision_inputs():
+        assert model.vision_model is vision
+
+
+def test_a_frozen_encoder_without_the_cache_still_reads_pixels(tmp_path):
+    model, ready = prepared(tmp_path, freeze_vision_encoder=True, cache_vision_features=False)
+    assert ready.cache is None
+    assert not any(p.requires_grad for p in model.vision_model.parameters())
+    assert all(p.requires_grad for p in model.text_decoder.parameters())
+    with ready.vision_inputs():
+        assert not isinstance(model.vision_model, PassThroughVision)
+
+
+def test_cached_features_put_the_encoder_aside_only_while_batches_carry_them(tmp_path):
+    model, ready = prepared(tmp_path, freeze_vision_encoder=True, cache_vision_features=True)
+    vision = model.vision_model
+    assert isinstance(ready.cache, FeatureCache) and ready.cache.root == tmp_path / "cache" / "vision"
+    assert ready.cache.vision is vision, "the cache computes features with the frozen encoder"
+    assert not any(p.requires_grad for p in vision.parameters())
+    with pytest.raises(RuntimeError, match="interrupted"), ready.vision_inputs():
+        assert isinstance(model.vision_model, PassThroughVision)
+        raise RuntimeError("interrupted")
+    assert model.vision_model is vision, "back for saving and for sample captions, even after a failure"

@@ -8,6 +8,7 @@ import mlflow
 import pytest
 
 from blipexp import tracking
+from blipexp.spec import ExperimentSpec
 
 from conftest import EXPERIMENTS
 from processes import free_port
@@ -65,6 +66,28 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(home, tmp_path, monkeypa
     with pytest.raises(ValueError, match="check the tracking URI you passed"):
         tracking.configure(home, f"sqlite:///{blocker}/store/mlflow.db")
     assert mlflow.get_tracking_uri() == f"sqlite:///{home / 'mlflow.db'}", "a failed configure changes nothing"
+
+
+def test_start_run_yields_the_active_run_holding_the_spec(home):
+    tracking.configure(home)
+    tracking.use_experiment("exp", home)
+    spec = ExperimentSpec().tiny().replace(learning_rate=3e-4)
+    tags = tracking.run_tags(spec, "abc")
+    with tracking.start_run(spec, run_name="one", tags=tags) as run:
+        assert isinstance(run, tracking.Run) and run.id == mlflow.active_run().info.run_id
+    stored = run.read()
+    assert stored.info.status == "FINISHED" and stored.data.tags["profile"] == spec.profile == "tiny"
+    assert stored.data.params["learning_rate"] == "0.0003" and stored.data.params["model"] == "tiny"
+    assert "spec.json" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.id)}
+
+
+def test_an_interrupted_run_ends_killed_and_names_itself(home):
+    tracking.configure(home)
+    tracking.use_experiment("exp", home)
+    spec = ExperimentSpec().tiny()
+    with pytest.raises(KeyboardInterrupt) as raised, tracking.start_run(spec, run_name="stopped", tags={}) as run:
+        raise KeyboardInterrupt
+    assert raised.value.killed_run_id == run.id and run.read().info.status == "KILLED"
 
 
 def _cli_run(home, env_changes):

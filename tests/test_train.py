@@ -1,11 +1,12 @@
 """The real path on the tiny model: Trainer, collator, generation-based evaluation, MLflow store in a temp dir."""
 import mlflow
 import pytest
-import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from blipexp import tracking
 from blipexp.data import load_data
+from blipexp.evaluation import cider_document_frequency
+from blipexp.metrics import caption_scores
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
@@ -72,9 +73,8 @@ def test_best_epoch_is_reported_and_its_model_is_saved(trained):
     pixels = processor(images=[data.image(e) for e in data.validation], return_tensors="pt")["pixel_values"]
     captions = processor.batch_decode(model.generate(pixel_values=pixels, max_new_tokens=spec.max_new_tokens),
                                       skip_special_tokens=True)
-    from blipexp.metrics import caption_scores
-
-    reloaded = caption_scores(captions, [list(e.captions) for e in data.validation])["cider"]
+    idf = cider_document_frequency(spec, data, len(data.validation), echo=False)  # a few images: the corpus's
+    reloaded = caption_scores(captions, [list(e.captions) for e in data.validation], idf)["cider"]
     assert reloaded == pytest.approx(result.objective, abs=1e-6), "the saved model is the best epoch's"
     assert not list(result.model_dir.parent.glob("checkpoint-*")), "intermediate checkpoints are removed"
 
@@ -112,14 +112,28 @@ def test_a_loss_objective_selects_the_lowest_loss_epoch(home):
     assert (result.best_epoch, result.objective) == (lowest, losses[lowest])
 
 
-@pytest.mark.parametrize("cuda, bf16, expected", [(False, False, "fp32"), (True, True, "bf16"), (True, False, "fp16")])
-def test_auto_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
-    from blipexp.train import resolve_precision
+FLUENT_WRITES = ("log_param", "log_params", "log_metric", "log_metrics", "set_tag", "set_tags", "log_dict",
+                 "log_table", "log_figure")
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert resolve_precision("auto") == expected
-    assert resolve_precision("fp16") == "fp16"  # an explicit choice is kept
+
+def test_a_trial_writes_to_mlflow_through_tracking_only(home, monkeypatch):
+    """Every write goes through tracking.Run (one home for MLflow writes, timed for the benchmark)."""
+    spec = tiny_spec(epochs=1, sample_captions=1)
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    data = load_data(spec, home)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an MLflow write bypassing blipexp.tracking")
+
+    for name in FLUENT_WRITES:
+        monkeypatch.setattr(mlflow, name, refuse)
+    writes = tracking.WRITES.calls
+    result = train_trial(spec, data, home, echo=False)
+    assert tracking.WRITES.calls > writes
+    run = mlflow.get_run(result.run_id)
+    assert {"data_train_images", "world_size", "cider_df_used"} <= set(run.data.params)
+    assert {"val_cider", "train_loss", "objective", "data_total_samples"} <= set(run.data.metrics)
 
 
 def test_known_untrained_scores_replace_the_epoch_0_evaluation(trained):

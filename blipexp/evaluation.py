@@ -1,0 +1,109 @@
+"""Scoring captions: generation-based metrics for the Trainer, validation subsets, scoring a whole split, picking
+the best epoch, CIDEr's document frequency, and the table of sample captions."""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import tracking
+from .data.collator import IGNORE_INDEX
+from .data.features import Rows, evaluation_dataset
+from .data.images import BadImage
+from .data.sources import CaptionData, Example
+from .metrics import DocumentFrequency, caption_scores, corpus_document_frequency, resolve_cider_df
+from .spec import ExperimentSpec
+from .trainer import CaptionTrainer
+
+RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> one input row per example
+
+
+def compute_metrics_for(tokenizer, references: list[list[str]], document_frequency: DocumentFrequency | None = None):
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        predictions = decode(tokenizer, eval_pred.predictions)
+        assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
+                                                     "references: evaluation order must match them")
+        # an image found unusable while evaluating has every label masked: it is left out of the scores
+        usable = (np.asarray(eval_pred.label_ids) != IGNORE_INDEX).any(axis=1)
+        kept = [i for i, ok in enumerate(usable) if ok]
+        return caption_scores([predictions[i] for i in kept], [references[i] for i in kept], document_frequency)
+
+    return compute_metrics
+
+
+def decode(tokenizer, token_ids) -> list[str]:
+    ids = np.where(np.asarray(token_ids) == IGNORE_INDEX, tokenizer.pad_token_id, token_ids)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def validation_subset(examples: list[Example], spec: ExperimentSpec) -> list[Example]:
+    """The images scored every epoch: all of them, or a fixed random subset of `val_subset` (same every epoch)."""
+    if not spec.val_subset or len(examples) <= spec.val_subset:
+        return examples
+    chosen = sorted(random.Random(spec.split_seed).sample(range(len(examples)), spec.val_subset))
+    return [examples[i] for i in chosen]
+
+
+def best_epoch(history: list[dict[str, float]], spec: ExperimentSpec) -> dict[str, float]:
+    """The trained epoch (1 on; 0 is the untrained model) with the best objective, as the spec's direction says."""
+    trained = [h for h in history if h["epoch"] >= 1]
+    assert trained, "training ran no evaluation"
+    pick = max if spec.greater_is_better else min
+    return pick(trained, key=lambda h: h[spec.objective_metric])
+
+
+def evaluate_split(trainer: CaptionTrainer, processor, rows: RowsFor, examples: list[Example], split: str,
+                   document_frequency: DocumentFrequency | None) -> dict[str, float]:
+    """The current (best) model's metrics on a whole split."""
+    if not examples:
+        return {}
+    dataset, refs = evaluation_dataset(rows(split, examples), examples)
+    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, refs, document_frequency)
+    trainer.eval_split = split
+    metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
+    return {k[len(split) + 1:]: float(v) for k, v in metrics.items()
+            if k.startswith(f"{split}_") and not k.endswith(("_runtime", "_per_second"))}
+
+
+def cider_document_frequency(spec: ExperimentSpec, data: CaptionData, n_scored: int,
+                             echo: bool) -> DocumentFrequency | None:
+    """CIDEr's idf from the training + validation references when the scored set is too small for its own
+    (cider_df; one image would score every model 0), else None: pycocoevalcap's own, from the scored set."""
+    if resolve_cider_df(spec.cider_df, n_scored) == "split":
+        return None
+    corpus = [list(e.captions) for e in data.train + data.validation]
+    if echo:
+        print(f"CIDEr: idf from the references of {len(corpus)} training + validation images (cider_df="
+              f"{spec.cider_df}; {n_scored} scored image(s) are too few for their own). cider_coco keeps "
+              "pycocoevalcap's value.", flush=True)
+    return corpus_document_frequency(corpus)
+
+
+def log_samples(run: tracking.Run, model, processor, data: CaptionData, spec: ExperimentSpec) -> None:
+    """A table of validation images with the best model's caption next to the references."""
+    shown = []
+    for example in data.validation:
+        if len(shown) == spec.sample_captions:
+            break
+        try:
+            shown.append((example, data.image(example)))
+        except BadImage:  # unusable since the first look: counted by the evaluation, not shown
+            continue
+    if not shown:
+        return
+    pixels = processor.image_processor(images=[image for _, image in shown], return_tensors="pt")["pixel_values"]
+    model.eval()
+    with torch.no_grad():
+        ids = model.generate(pixel_values=pixels.to(model.device), max_new_tokens=spec.max_new_tokens,
+                             num_beams=spec.num_beams)
+    run.table(
+        data={
+            "image": [image for _, image in shown],
+            "key": [e.key for e, _ in shown],
+            "prediction": decode(processor.tokenizer, ids.cpu()),
+            "references": [" | ".join(e.captions) for e, _ in shown],
+        },
+        artifact_file="val_samples.json",
+    )

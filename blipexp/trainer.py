@@ -1,0 +1,158 @@
+"""The HF Trainer as blipexp runs it: CaptionTrainer, training arguments from a spec, precision, the progress bar."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from . import distributed
+from .data.collator import IGNORE_INDEX, SKIP_KEYS
+from .data.features import SkipTally, fits_in_memory
+from .data.sources import CaptionData
+from .spec import ExperimentSpec
+
+
+class CaptionTrainer(Seq2SeqTrainer):
+    """Evaluation loss is teacher-forced on the first reference; captions are generated from the image alone."""
+
+    def __init__(self, *args, generation_kwargs: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation_kwargs = generation_kwargs
+        self.skips = SkipTally()  # images found unusable by the DataLoader (see data.features)
+        self.eval_split = "validation"  # which split an evaluation reads, for the tally
+
+    def _count_skips(self, inputs: dict, dataset: str) -> dict:
+        inputs = dict(inputs)
+        bad_image, bad_reason = (inputs.pop(key) for key in SKIP_KEYS)
+        self.skips.add(dataset, bad_image, bad_reason)
+        return inputs
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        return super().compute_loss(model, self._count_skips(inputs, "train"), *args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+        # Skips Seq2SeqTrainer.evaluate: it gathers predictions with `gather`, which under DDP keeps the samples
+        # that pad the last batch (more predictions than references). Trainer's gather_for_metrics drops them;
+        # generation settings are ours (prediction_step).
+        return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if eval_dataset is None or eval_dataset is self.eval_dataset:
+            return super().get_eval_dataloader(eval_dataset)
+        # Another split (the final full validation, the test): with persistent workers transformers would hand
+        # back its cached per-epoch loader whatever dataset is passed. A one-off loader of its own instead.
+        persistent = self.args.dataloader_persistent_workers
+        self.args.dataloader_persistent_workers = False
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.args.dataloader_persistent_workers = persistent
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        inputs = self._count_skips(self._prepare_inputs(inputs), self.eval_split)
+        with torch.no_grad():
+            loss = None  # a batch of unusable images only has no loss (every label masked)
+            if (inputs["labels"] != IGNORE_INDEX).any():
+                with self.compute_loss_context_manager():
+                    loss = model(**inputs).loss.detach()
+            if prediction_loss_only:
+                return loss, None, None
+            # Seq2SeqTrainer would pass every input to generate(); for BLIP that feeds the reference caption
+            # in as a prompt. Only the pixels go in.
+            generated = self.accelerator.unwrap_model(model).generate(
+                pixel_values=inputs["pixel_values"], **self.generation_kwargs
+            )
+        return loss, generated, inputs["labels"]
+
+
+class _BarOnly(ProgressCallback):
+    """Keep the progress bar; our callback prints one line per epoch instead of raw log dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model, train_set, val_set, collator,
+                  compute_metrics, callback: TrainerCallback, echo: bool) -> CaptionTrainer:
+    """A CaptionTrainer generating as the spec says and reporting through `callback`: on the console only the
+    progress bar (when echo) besides the callback's own lines."""
+    trainer = CaptionTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=[callback],
+        generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)  # added instead of the bar when echo is off: it prints raw log dicts
+    if echo:
+        trainer.add_callback(_BarOnly())
+    return trainer
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU. On our 2-core AVX-512 CPU,
+    `python -m blipexp.bench_precision` measured fp32 at 228-258 samples/s and bf16 autocast at 20 (2026-11-23)."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cached: bool) -> int:
+    """The spec's number, or for "auto" (-1): none when decoding is not the work (cached features, or pixels
+    small enough to keep after the first epoch), else one process per core but one, up to 4."""
+    if spec.dataloader_workers >= 0:
+        return spec.dataloader_workers
+    if cached or fits_in_memory(len(data.train), processor.image_processor):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores - 1))
+
+
+def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,
+                       evaluate_untrained: bool = True, workers: int = 0) -> Seq2SeqTrainingArguments:
+    precision = resolve_precision(spec.precision)
+    return Seq2SeqTrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=spec.learning_rate,
+        num_train_epochs=spec.epochs,
+        per_device_train_batch_size=spec.train_batch_size,
+        per_device_eval_batch_size=spec.eval_batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        weight_decay=spec.weight_decay,
+        optim="adamw_torch_fused",  # one kernel for all parameters; torch has it on CPU and GPU
+        warmup_steps=spec.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        lr_scheduler_type=spec.lr_scheduler,
+        max_grad_norm=spec.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=spec.seed,
+        data_seed=spec.seed,
+        eval_strategy="epoch",
+        eval_on_start=evaluate_untrained,  # the untrained model's scores: the baseline every epoch is compared with
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{spec.objective_metric}",
+        greater_is_better=spec.greater_is_better,
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4),
+        predict_with_generate=True,
+        report_to="none",  # MLflow logging is ours (CaptionMetricsCallback), inside runs we manage
+        remove_unused_columns=False,  # items carry the raw caption the collator tokenizes
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,  # not started anew for every epoch and evaluation
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # several processes without a GPU: DDP on CPU (gloo); without this the Trainer takes each for a world of one
+        use_cpu=distributed.world_size() > 1 and not torch.cuda.is_available(),
+        disable_tqdm=not echo,
+    )

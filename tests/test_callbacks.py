@@ -1,0 +1,99 @@
+"""CaptionMetricsCallback against a real MLflow store: what it writes, when, and what stops training."""
+import math
+
+import mlflow
+import pytest
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from blipexp import tracking
+from blipexp.callbacks import CaptionMetricsCallback, NonFiniteMetric
+
+
+@pytest.fixture
+def run(home):
+    tracking.configure(home)
+    tracking.use_experiment("callbacks", home)
+    with tracking.new_run("callback-test", tags={}) as active:
+        yield active
+
+
+def hooks(step: int, epoch: float = 0.0):
+    """The (args, state, control) a Trainer passes to its callbacks."""
+    return TrainingArguments(output_dir="unused", report_to="none"), TrainerState(global_step=step, epoch=epoch), \
+        TrainerControl()
+
+
+def history(run, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run.id, key))
+
+
+def test_training_loss_points_are_written_once_per_epoch(run):
+    callback = CaptionMetricsCallback(total_epochs=2, echo=False)
+    writes = tracking.WRITES.calls
+    for step, loss in ((2, 3.0), (4, 2.5), (6, 2.0)):
+        callback.on_log(*hooks(step), logs={"loss": loss, "learning_rate": 1e-4})
+    assert tracking.WRITES.calls == writes, "nothing is written per log"
+    assert history(run, "train_loss") == []
+    callback.on_epoch_end(*hooks(6))
+    assert tracking.WRITES.calls == writes + 1, "the epoch's points in one write, through tracking"
+    assert history(run, "train_loss") == [(2, 3.0), (4, 2.5), (6, 2.0)]
+    assert [step for step, _ in history(run, "learning_rate")] == [2, 4, 6]
+    callback.on_train_end(*hooks(6))
+    assert tracking.WRITES.calls == writes + 1, "nothing pending: no empty write"
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_curve_so_far(run):
+    callback = CaptionMetricsCallback(total_epochs=2, echo=False)
+    callback.on_log(*hooks(2), logs={"loss": 3.0})
+    with pytest.raises(NonFiniteMetric, match="training loss is nan at step 4"):
+        callback.on_log(*hooks(4), logs={"loss": math.nan})
+    assert history(run, "train_loss") == [(2, 3.0)]
+
+
+def test_each_epoch_is_logged_kept_printed_and_passed_to_the_listeners(run, capsys):
+    heard = []
+    callback = CaptionMetricsCallback(total_epochs=3, listeners=[lambda epoch, values: heard.append((epoch, values))])
+    callback.record(0, {"loss": 3.5, "cider": 0.1})
+    callback.on_evaluate(*hooks(10, epoch=1.0), metrics={"eval_loss": 2.0, "eval_cider": 0.75, "eval_runtime": 9.0,
+                                                        "eval_samples_per_second": 4.0, "epoch": 1.0})
+    assert heard == [(0, {"loss": 3.5, "cider": 0.1}), (1, {"loss": 2.0, "cider": 0.75})], "timings are not metrics"
+    assert callback.history == [{"epoch": 0, "loss": 3.5, "cider": 0.1}, {"epoch": 1, "loss": 2.0, "cider": 0.75}]
+    assert history(run, "val_cider") == [(0, 0.1), (1, 0.75)]
+    assert [step for step, _ in history(run, "epoch_seconds")] == [1], "epoch 0 did not train: no duration"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "  before training  val loss 3.5000  cider 0.1000"
+    assert lines[1].startswith("  epoch 1/3        val loss 2.0000  cider 0.7500  (")
+
+
+def test_another_split_evaluated_is_not_a_validation_epoch(run):
+    callback = CaptionMetricsCallback(total_epochs=1, echo=False)
+    callback.on_evaluate(*hooks(10, epoch=1.0), metrics={"test_loss": 2.0, "test_cider": 0.5, "epoch": 1.0})
+    assert callback.history == [] and "val_cider" not in run.read().data.metrics
+
+
+def test_a_non_finite_validation_metric_stops_the_trial(run):
+    heard = []
+    callback = CaptionMetricsCallback(total_epochs=1, listeners=[lambda *a: heard.append(a)], echo=False)
+    with pytest.raises(NonFiniteMetric, match="validation loss not finite after epoch 1"):
+        callback.record(1, {"loss": math.inf, "cider": 0.5})
+    assert heard == [] and callback.history == []
+
+
+def test_seconds_to_first_step_is_logged_at_the_first_step_only(run):
+    callback = CaptionMetricsCallback(total_epochs=1, echo=False)
+    callback.on_step_begin(*hooks(0))
+    callback.on_step_begin(*hooks(1))
+    assert [step for step, _ in history(run, "seconds_to_first_step")] == [0]
+
+
+def test_other_ranks_of_a_multi_process_run_neither_log_nor_print(run, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    heard = []
+    callback = CaptionMetricsCallback(total_epochs=1, listeners=[lambda epoch, _: heard.append(epoch)])
+    assert not callback.is_main_process
+    callback.on_step_begin(*hooks(0))
+    callback.on_log(*hooks(2), logs={"loss": 3.0})
+    callback.record(1, {"loss": 2.0, "cider": 0.5}, seconds=1.0)
+    callback.on_train_end(*hooks(2))
+    assert run.read().data.metrics == {} and capsys.readouterr().out == ""
+    assert heard == [1] and callback.history == [{"epoch": 1, "loss": 2.0, "cider": 0.5}], "every rank keeps score"

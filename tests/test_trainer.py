@@ -1,0 +1,55 @@
+"""The HF Trainer as blipexp builds it: arguments from a spec, precision, workers, and the console callbacks."""
+import pytest
+import torch
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from blipexp.callbacks import CaptionMetricsCallback
+from blipexp.data.sources import CaptionData
+from blipexp.modeling import build_tiny_model, build_tiny_processor
+from blipexp.spec import ExperimentSpec
+from blipexp.trainer import CaptionTrainer, build_trainer, dataloader_workers, resolve_precision, training_arguments
+
+
+@pytest.mark.parametrize("cuda, bf16, expected", [(False, False, "fp32"), (True, True, "bf16"), (True, False, "fp16")])
+def test_auto_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp16") == "fp16"  # an explicit choice is kept
+
+
+def test_training_arguments_follow_the_spec(tmp_path):
+    spec = ExperimentSpec().tiny().replace(learning_rate=3e-4, epochs=5, objective_metric="loss")
+    args = training_arguments(spec, tmp_path, steps_per_epoch=10, echo=False, evaluate_untrained=False, workers=2)
+    assert (args.learning_rate, args.num_train_epochs, args.seed) == (3e-4, 5, spec.seed)
+    assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False, "a loss is minimised"
+    assert args.eval_on_start is False, "known untrained scores are not evaluated again"
+    assert args.logging_steps == 2, "four training-loss points per epoch"
+    assert args.dataloader_num_workers == 2 and args.dataloader_persistent_workers
+    assert args.report_to == [] and args.disable_tqdm, "MLflow logging is ours; no bar without echo"
+
+
+def test_auto_workers_are_none_when_decoding_is_not_the_work():
+    processor = build_tiny_processor(["a red player"])
+    data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
+    auto = ExperimentSpec().tiny().replace(dataloader_workers=-1)
+    assert dataloader_workers(auto.replace(dataloader_workers=3), data, processor, cached=True) == 3, "the spec's own"
+    assert dataloader_workers(auto, data, processor, cached=True) == 0, "cached features are read, not decoded"
+    assert dataloader_workers(auto, data, processor, cached=False) == 0, "tiny pixels are kept after one epoch"
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
+    spec = ExperimentSpec().tiny().replace(max_new_tokens=7, num_beams=2)
+    processor = build_tiny_processor(["a red player"])
+    callback = CaptionMetricsCallback(spec.epochs, echo=echo)
+    trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=echo),
+                            model=build_tiny_model(processor, seed=0), train_set=None, val_set=["not read"], collator=None,
+                            compute_metrics=None, callback=callback, echo=echo)
+    assert isinstance(trainer, CaptionTrainer)
+    assert trainer.generation_kwargs == {"max_new_tokens": 7, "num_beams": 2}
+    callbacks = trainer.callback_handler.callbacks
+    assert callback in callbacks
+    assert not any(isinstance(c, PrinterCallback) for c in callbacks), "raw log dicts are never printed"
+    bars = [c for c in callbacks if isinstance(c, ProgressCallback)]
+    assert len(bars) == int(echo)

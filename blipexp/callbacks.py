@@ -24,6 +24,7 @@ import psutil
 from transformers import TrainerCallback
 
 from . import distributed, tracking
+from .metrics import CONSOLE_KEYS
 
 EpochListener = Callable[[int, dict[str, float]], None]
 
@@ -111,6 +112,6 @@ def _is_timing(key: str) -> bool:
 
 def _epoch_line(epoch: int, total: int, values: dict[str, float], seconds: float | None) -> str:
     label = "before training" if epoch == 0 else f"epoch {epoch}/{total}"
-    parts = [f"{k} {values[k]:.4f}" for k in ("loss", "cider", "bleu4", "rougeL") if k in values]
+    parts = [f"{k} {values[k]:.4f}" for k in CONSOLE_KEYS if k in values]
     timing = f"  ({seconds:.1f}s)" if seconds is not None else ""
     return f"  {label:<16} val " + "  ".join(parts) + timing

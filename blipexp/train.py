@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from . import distributed, tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
 from .data.collator import CaptionCollator
@@ -51,11 +53,13 @@ def train_trial(
     nested: bool = False,
     echo: bool = True,
     untrained: dict[str, float] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrialResult:
     """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
-    logged as epoch 0 instead of evaluating again.
+    logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
+    clock of evaluation time).
     """
     # setup: the model as the spec adapts it, the data sets, CIDEr's idf, the per-epoch callback
     captions = [c for example in data.train for c in example.captions]
@@ -85,7 +89,7 @@ def train_trial(
                                   workers=workers)
         trainer = build_trainer(spec, args, model=model, train_set=train_set, val_set=val_set, collator=collator,
                                 compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
-                                callback=metrics_callback, echo=echo)
+                                callbacks=[metrics_callback, *callbacks], echo=echo)
         if is_main_process:
             run.params({
                 "world_size": trainer.args.world_size,  # processes training this run together (DDP)

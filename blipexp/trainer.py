@@ -76,9 +76,9 @@ class _BarOnly(ProgressCallback):
 
 
 def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model, train_set, val_set, collator,
-                  compute_metrics, callback: TrainerCallback, echo: bool) -> CaptionTrainer:
-    """A CaptionTrainer generating as the spec says and reporting through `callback`: on the console only the
-    progress bar (when echo) besides the callback's own lines."""
+                  compute_metrics, callbacks: list[TrainerCallback], echo: bool) -> CaptionTrainer:
+    """A CaptionTrainer generating as the spec says and reporting through `callbacks`: on the console only the
+    progress bar (when echo) besides the callbacks' own lines."""
     trainer = CaptionTrainer(
         model=model,
         args=args,
@@ -86,7 +86,7 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
         eval_dataset=val_set,
         data_collator=collator,
         compute_metrics=compute_metrics,
-        callbacks=[callback],
+        callbacks=callbacks,
         generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
     )
     trainer.remove_callback(ProgressCallback)
@@ -97,8 +97,8 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU. On our 2-core AVX-512 CPU,
-    `python -m blipexp.bench_precision` measured fp32 at 228-258 samples/s and bf16 autocast at 20 (2026-11-23)."""
+    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU, where bf16 autocast is not faster on
+    every CPU (BENCHMARKS.md: `python -m blipexp.bench.precision` measures this machine)."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available():

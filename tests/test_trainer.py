@@ -45,7 +45,7 @@ def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
     callback = CaptionMetricsCallback(spec.epochs, echo=echo)
     trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=echo),
                             model=build_tiny_model(processor, seed=0), train_set=None, val_set=["not read"], collator=None,
-                            compute_metrics=None, callback=callback, echo=echo)
+                            compute_metrics=None, callbacks=[callback], echo=echo)
     assert isinstance(trainer, CaptionTrainer)
     assert trainer.generation_kwargs == {"max_new_tokens": 7, "num_beams": 2}
     callbacks = trainer.callback_handler.callbacks

@@ -1,7 +1,7 @@
 """Benchmark: training steps of the tiny BLIP in fp32 vs bf16 autocast on this machine's CPU.
 
 `python -m blipexp.bench.precision` prints samples/s for each, twice (the order alternates to expose drift).
-It backs precision=auto's choice of fp32 on CPU (see train.resolve_precision).
+It backs precision=auto's choice of fp32 on CPU (see trainer.resolve_precision).
 """
 from __future__ import annotations
 

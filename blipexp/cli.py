@@ -178,7 +178,7 @@ def resume_command(argv: list[str]) -> str:
 
     A --storage URL with a password is not repeated (on screen, in the shell history): the command reads it from
     $BLIPEXP_STORAGE instead, and a comment says to export it (shown with the password masked)."""
-    from .scaleout import STORAGE_ENV, password_masked
+    from .sweep.study import STORAGE_ENV, password_masked
 
     args, hidden, words = [], None, iter(argv)
     for arg in words:

@@ -18,7 +18,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
 
     `storage` (else $BLIPEXP_STORAGE) is a database URL for the sweep's study, shared by workers on several
     machines; `tracking_uri` (else $MLFLOW_TRACKING_URI) an MLflow tracking server they all log to."""
-    main = distributed.is_main_process()
+    is_main_process = distributed.is_main_process()
     if spec.search_space() and distributed.world_size() > 1:
         raise ValueError("a sweep cannot run under `accelerate launch` (its trials would differ per process): run "
                          "one sweep worker per GPU instead (README: Scaling out), or launch a single experiment")
@@ -26,18 +26,19 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
         tracking.configure(home, tracking_uri)
         tracking.use_experiment(spec.experiment_name, home)
     study_storage = _open_storage(spec, home, storage)  # a bad URL fails here, before any data or training
-    if main:
-        print(f"blipexp run {spec.name} ({'tiny' if spec.is_tiny else 'full'} profile)  model={spec.model}", flush=True)
+    if is_main_process:
+        print(f"blipexp run {spec.name} ({spec.profile} profile)  model={spec.model}", flush=True)
     with distributed.main_process_first():  # generated data is written once, not raced by every rank
         data = load_data(spec, home)
-    if main:
+    if is_main_process:
         print(describe_data(data), flush=True)
     if spec.search_space():
         return _sweep(spec, data, home, new_study, study_storage)
     result = train_trial(spec, data, home)
-    if not main:
+    if not is_main_process:
         return 0  # this rank trained; the main process registers and reports
-    version = register(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics, {})
+    version = register_trial_model(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics,
+                                   {})
     print(summary(spec, result, home))
     print(next_steps(spec, version))
     return 0
@@ -48,9 +49,10 @@ MODEL_FIELDS = ("model", "model_revision", "freeze_vision_encoder", "precision",
                 "dataset_split", "max_caption_tokens", "learning_rate", "epochs", "seed", "num_beams", "max_new_tokens")
 
 
-def register(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
-             val_metrics: dict[str, float], extra_tags: dict[str, str]):
-    """Log the model as a pyfunc in its run and register it as a new version of spec.registered_model.
+def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
+                         val_metrics: dict[str, float], extra_tags: dict[str, str]):
+    """Tag a trained trial's model with how it was made, then log and register it (registry.log_and_register) as
+    a new version of spec.registered_model.
 
     `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
     from .registry import log_and_register
@@ -61,7 +63,7 @@ def register(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: s
         "objective_direction": spec.direction,
         **{key: _tag_value(getattr(spec, key)) for key in (*MODEL_FIELDS, *spec.search_space())},
         "data_fingerprint": data.fingerprint,
-        "profile": "tiny" if spec.is_tiny else "full",
+        "profile": spec.profile,
         "experiment": spec.name,
         **{f"val_{k}": f"{v:.6g}" for k, v in val_metrics.items()},
         **extra_tags,
@@ -91,28 +93,26 @@ def _open_storage(spec: ExperimentSpec, home: Path, url: str | None):
     journal file in home."""
     if not spec.search_space():
         return None
-    from .scaleout import storage_url
-    from .sweep import optuna_storage
+    from . import sweep
 
-    return optuna_storage(home, storage_url(url))
+    return sweep.optuna_storage(home, sweep.storage_url(url))
 
 
 def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool, storage) -> int:
-    from .scaleout import study_lock
-    from .sweep import FINAL_STATES, run_sweep, summary_table
+    from . import sweep
 
-    result = run_sweep(spec, data, home, new=new_study, storage=storage)
-    print("\n" + summary_table(result.study))
+    result = sweep.run_sweep(spec, data, home, new=new_study, storage=storage)
+    print("\n" + sweep.summary_table(result.study))
     if result.best_trial is None:
         print("\nno trial completed: nothing to register. Re-run the same command to resume.")
         return 1
     best = result.best_trial
-    if len(result.study.get_trials(deepcopy=False, states=FINAL_STATES)) < spec.n_trials:
+    if sweep.counted(result.study) < spec.n_trials:
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")
         return 1
     # Parallel workers (on any machine: the lock is the study's): the first registers, the others find its version.
-    with study_lock(result.study, home):
+    with sweep.study_lock(result.study, home):
         version = _sweep_version(spec, result.parent_run_id)
         host = best.user_attrs.get("host", "another machine")
         if version is None and not result.best_model_dir.is_dir() and host != socket.gethostname():
@@ -133,10 +133,10 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
     in the trial's run: mlflow.register_model creates the version with its tags in one step, after logging."""
     best = result.best_trial
     best_run_id = best.user_attrs["mlflow_run_id"]
-    metrics = mlflow.get_run(best_run_id).data.metrics
+    metrics = tracking.Run(best_run_id).read().data.metrics
     val_metrics = {k[len("best_val_"):]: v for k, v in metrics.items() if k.startswith("best_val_")}
-    return register(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
-                    val_metrics, {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
+    return register_trial_model(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
+                                val_metrics, {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):

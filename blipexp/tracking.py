@@ -273,3 +273,9 @@ def new_run(run_name: str, tags: dict[str, str], nested: bool = False) -> Iterat
     """A new active run for the body; it ends FAILED if the body raises, FINISHED otherwise."""
     with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as run:
         yield Run(run.info.run_id)
+
+
+def end_active(status: str) -> None:
+    """End the active run with `status` now (e.g. KILLED on an interrupt: leaving its `with` would mark it FAILED)."""
+    with _timed():
+        mlflow.end_run(status)

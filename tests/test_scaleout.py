@@ -21,7 +21,9 @@ import mlflow
 import optuna
 import pytest
 
-from blipexp import catalog, cli, runner, scaleout, sweep, tracking
+from blipexp import catalog, cli, runner, sweep, tracking
+from blipexp.sweep import recovery
+from blipexp.sweep import study as sweep_study
 from conftest import require_tool
 from processes import child_env, free_port
 
@@ -216,48 +218,48 @@ def test_a_storage_url_that_cannot_be_opened_stops_before_training(tmp_path, cap
 
 
 def sqlite_study(tmp_path, monkeypatch, heartbeat_s: int = 1) -> tuple[str, optuna.Study]:
-    monkeypatch.setenv(scaleout.HEARTBEAT_ENV, str(heartbeat_s))
+    monkeypatch.setenv(sweep_study.HEARTBEAT_ENV, str(heartbeat_s))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    return url, optuna.create_study(study_name="s", storage=scaleout.rdb_storage(url))
+    return url, optuna.create_study(study_name="s", storage=sweep_study.rdb_storage(url))
 
 
 def test_the_optuna_internals_we_rely_on_are_still_there(tmp_path, monkeypatch):
     """storage_of() is blipexp's one use of Optuna's private attributes: a new Optuna that renames them fails here."""
-    monkeypatch.delenv(scaleout.HEARTBEAT_ENV, raising=False)
-    storage = scaleout.rdb_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    monkeypatch.delenv(sweep_study.HEARTBEAT_ENV, raising=False)
+    storage = sweep_study.rdb_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
-    assert scaleout.storage_of(study) is storage, "Optuna wraps an RDBStorage in its cache: unwrapped"
+    assert sweep_study.storage_of(study) is storage, "Optuna wraps an RDBStorage in its cache: unwrapped"
     journal = sweep.open_study(catalog.load("small_sweep", SWEEP_EXPERIMENTS), tmp_path / "home")
-    assert isinstance(scaleout.storage_of(journal), optuna.storages.JournalStorage)
-    trial = scaleout.ask(study)
-    assert scaleout.storage_of(study).get_trial(scaleout.trial_id(study, trial.number)).number == trial.number
-    assert scaleout.heartbeat_interval(study) == scaleout.HEARTBEAT_SECONDS
-    assert scaleout.heartbeat_interval(journal) is None
+    assert isinstance(sweep_study.storage_of(journal), optuna.storages.JournalStorage)
+    trial = recovery.ask(study)
+    assert sweep_study.storage_of(study).get_trial(sweep_study.trial_id(study, trial.number)).number == trial.number
+    assert sweep_study.heartbeat_interval(study) == sweep_study.HEARTBEAT_SECONDS
+    assert sweep_study.heartbeat_interval(journal) is None
 
 
 def test_a_silent_trial_is_failed_and_its_params_retried(tmp_path, monkeypatch):
     url, study = sqlite_study(tmp_path, monkeypatch)
-    silent, alive = scaleout.ask(study), scaleout.ask(study)  # ask records a first heartbeat
+    silent, alive = recovery.ask(study), recovery.ask(study)  # ask records a first heartbeat
     silent.suggest_float("x", 0, 1)
-    time.sleep(scaleout.GRACE_HEARTBEATS + 1)  # the grace period of 1 s heartbeats, and one more
-    scaleout.storage_of(study).record_heartbeat(scaleout.trial_id(study, alive.number))
-    assert scaleout.fail_stale_trials(study, sweep.retry) == 1
+    time.sleep(sweep_study.GRACE_HEARTBEATS + 1)  # the grace period of 1 s heartbeats, and one more
+    sweep_study.storage_of(study).record_heartbeat(sweep_study.trial_id(study, alive.number))
+    assert recovery.fail_stale_trials(study) == 1
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "RUNNING", "WAITING"], states
     assert study.trials[2].system_attrs["fixed_params"] == silent.params
-    assert sweep._fail_reason(study.trials[0]) == scaleout.STALE_REASON
+    assert recovery.fail_reason(study.trials[0]) == recovery.STALE_REASON
 
 
 def test_the_heartbeat_notices_a_trial_failed_behind_its_back(tmp_path, monkeypatch):
     url, study = sqlite_study(tmp_path, monkeypatch)
-    trial = scaleout.ask(study)
-    with scaleout.heartbeat(study, trial) as pulse:
+    trial = recovery.ask(study)
+    with recovery.heartbeat(study, trial) as pulse:
         pulse.check()  # still running: goes on
         load_study_named(url, "s").tell(trial.number, state=optuna.trial.TrialState.FAIL)  # another handle
         deadline = time.monotonic() + 30
         while not pulse.lost.is_set() and time.monotonic() < deadline:
             time.sleep(0.1)
-        with pytest.raises(scaleout.TrialLost, match="grace period"):
+        with pytest.raises(recovery.TrialLost, match="grace period"):
             pulse.check()
 
 
@@ -299,7 +301,7 @@ def test_a_live_worker_whose_trial_was_failed_behind_its_back_stops_it_and_goes_
     tracking.configure(home)
     run = mlflow.get_run(lost["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "FAIL"
-    assert run.data.tags["fail_reason"] == scaleout.LOST_REASON
+    assert run.data.tags["fail_reason"] == recovery.LOST_REASON
     assert not (home / "checkpoints" / run.info.run_id).exists(), "no checkpoint or model kept from it"
     versions = mlflow.MlflowClient().search_model_versions("name='small-sweep'")
     assert [v.run_id for v in versions] == [study.best_trial.user_attrs["mlflow_run_id"]]

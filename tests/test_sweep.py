@@ -111,6 +111,34 @@ def test_a_study_from_the_old_sqlite_storage_is_imported_once(tmp_path):
     assert open_study(small_spec(), tmp_path, new=True).trials == []  # --new still starts afresh
 
 
+def test_the_sweep_run_and_a_killed_trials_run_are_written_through_tracking(home):
+    """The sweep's own writes (its run; a trial run a killed process left RUNNING) go through blipexp.tracking,
+    whose WRITES the benchmark reads, with the same keys as before."""
+    from blipexp.sweep import loop, recovery
+
+    spec = small_spec()
+    tracking.configure(home)
+    experiment_id = tracking.use_experiment(spec.experiment_name, home)
+    study = open_study(spec, home)
+    before = tracking.WRITES.calls
+    parent = mlflow.get_run(loop._parent_run(study, spec))
+    assert tracking.WRITES.calls > before, "the sweep run's params and spec.json were written around tracking"
+    assert parent.data.tags["profile"] == "tiny" and parent.data.params["n_trials"] == str(spec.n_trials)
+
+    trial = study.ask()  # its process was killed before recording host and pid
+    orphan = mlflow.MlflowClient().create_run(experiment_id, tags={"optuna_study": study.study_name,
+                                                                   "optuna_trial": str(trial.number)})
+    (home / "checkpoints" / orphan.info.run_id).mkdir(parents=True)
+    assert recovery.fail_orphaned_trials(study) == 1
+    before = tracking.WRITES.calls
+    assert recovery.reconcile_runs(study, home) == 1
+    assert tracking.WRITES.calls > before, "the killed trial's run was ended around tracking"
+    run = mlflow.get_run(orphan.info.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "FAIL"
+    assert run.data.tags["fail_reason"] == "its process stopped (killed)"
+    assert not (home / "checkpoints" / orphan.info.run_id).exists()
+
+
 def test_workers_sharing_a_study_do_not_draw_the_same_parameters(tmp_path):
     from blipexp.sweep import sampler, suggest
 

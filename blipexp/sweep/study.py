@@ -1,17 +1,10 @@
-"""Sweeps across machines: an Optuna study in a database (PostgreSQL) that workers on any host join.
+"""The study: where it is stored, the lock around its once-only decisions, its sampler and pruner, `suggest`.
 
-What one machine gets from files in the blipexp home, this gets from the database:
-
-- the study lock: every decision taken once (create the sweep run, start a trial while the total is not
-  reached, keep the best model, register) runs under a PostgreSQL advisory lock named after the study. The
-  server drops it when its holder's connection closes, so a SIGKILLed worker never leaves it held.
-- dead workers: each running trial records a heartbeat; a trial silent for longer than the grace period,
-  GRACE_HEARTBEATS x the heartbeat interval (3 x 30 s = 90 s by default, $BLIPEXP_HEARTBEAT_SECONDS), is
-  failed by the next worker that looks (its worker was killed, or its machine died), and its params retried.
-  Host + pid (sweep.fail_orphaned_trials) only sees workers on its own machine.
-- a live worker whose heartbeats were late for longer than the grace period (e.g. the database was unreachable)
-  finds its trial failed behind its back: its heartbeat thread notices at the next beat, and the trial stops at
-  its next epoch end (TrialLost), its run KILLED, its model dropped; the worker goes on with the next trial.
+On one machine the study is a journal file in the blipexp home and the lock a file lock there. Across machines
+the study is in a database (PostgreSQL) that workers on any host join, and the lock is a PostgreSQL advisory
+lock named after the study: every decision taken once (create the sweep run, start a trial while the total is
+not reached, keep the best model, register) runs under it. The server drops it when its holder's connection
+closes, so a SIGKILLed worker never leaves it held. A database study records heartbeats (recovery.py).
 
 Optuna has no public accessor for a study's storage, which ask/tell heartbeats need: storage_of() is the one
 place that reads Optuna's internals (pyproject.toml pins the tested major versions).
@@ -23,18 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
-from . import locks
+from .. import locks
+from ..spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
+
+FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total
+JOURNAL = "optuna.journal"  # the study storage in the blipexp home
 
 STORAGE_ENV = "BLIPEXP_STORAGE"
 HEARTBEAT_ENV = "BLIPEXP_HEARTBEAT_SECONDS"
@@ -42,9 +39,80 @@ HEARTBEAT_SECONDS = 30  # a trial silent for GRACE_HEARTBEATS of these is taken 
 GRACE_HEARTBEATS = 3
 CONNECT_TIMEOUT_S = 10  # an unreachable database host fails in seconds, not after TCP's minutes
 
-STALE_REASON = "its worker stopped (no heartbeat)"
-LOST_REASON = "failed by another worker: its heartbeats came later than the grace period (database unreachable?)"
-Retry = Callable[[optuna.Study, dict], None]  # queue these params for a later trial
+
+def optuna_storage(home: Path, url: str | None = None) -> optuna.storages.BaseStorage:
+    """The study storage: `url` (an RDB such as PostgreSQL, for workers on several machines) if given, else a
+    journal file in home. A journal file under Optuna's lock takes parallel workers on one machine, which
+    SQLite does not (\"database is locked\")."""
+    if url:
+        return rdb_storage(url)
+    home.mkdir(parents=True, exist_ok=True)
+    path = str(home / JOURNAL)
+    storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    _import_sqlite_studies(home, storage)
+    return storage
+
+
+def _import_sqlite_studies(home: Path, storage: optuna.storages.BaseStorage) -> None:
+    """Studies from before the journal (home/optuna.db) are copied into it once, so they still resume."""
+    old = home / "optuna.db"
+    if not old.is_file():
+        return
+    with locks.hold(home, "optuna-import"):
+        if not old.is_file():  # another process imported it meanwhile
+            return
+        for summary in optuna.get_all_study_summaries(storage=f"sqlite:///{old}", include_best_trial=False):
+            optuna.copy_study(from_study_name=summary.study_name, from_storage=f"sqlite:///{old}",
+                              to_storage=storage)
+        old.rename(old.with_name("optuna.db.imported"))
+
+
+def study_name(spec: ExperimentSpec) -> str:
+    return f"{spec.name}-tiny" if spec.is_tiny else spec.name
+
+
+def suggest(trial: optuna.Trial, key: str, dim: SearchDim):
+    if isinstance(dim, FloatRange):
+        return trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+    if isinstance(dim, IntRange):
+        return trial.suggest_int(key, dim.low, dim.high, step=dim.step)
+    assert isinstance(dim, Choice), f"unknown search dimension {dim!r}"
+    return trial.suggest_categorical(key, list(dim.options))
+
+
+def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    name, storage = study_name(spec), storage or optuna_storage(home)
+    if new and name in optuna.get_all_study_names(storage=storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler(spec, 0),
+        pruner=(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)  # a median of 3 finished trials
+                if spec.prune else optuna.pruners.NopPruner()),
+        direction=spec.direction,
+        load_if_exists=True,  # a parallel worker may create it first
+    )
+
+
+def sampler(spec: ExperimentSpec, n_trials_so_far: int) -> optuna.samplers.BaseSampler:
+    """Seeded TPE, reseeded for each new trial by its position in the study: parallel workers (and a resumed run)
+    would otherwise draw the same parameters from the same seed. Still one fixed sequence per study."""
+    return optuna.samplers.TPESampler(seed=spec.seed + n_trials_so_far, n_startup_trials=4)
+
+
+def counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINAL_STATES))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    return study.best_trial
+
+
+# --- a database study, shared by workers on several machines
 
 
 def storage_url(url: str | None = None) -> str | None:
@@ -129,7 +197,7 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return storage
 
 
-def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+def rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     storage = storage_of(study)
     return storage if isinstance(storage, optuna.storages.RDBStorage) else None
 
@@ -142,12 +210,12 @@ def trial_id(study: optuna.Study, number: int) -> int:
 
 def heartbeat_interval(study: optuna.Study) -> int | None:
     """Seconds between a running trial's heartbeats, or None: the study's storage records none (a journal file)."""
-    storage = _rdb(study)
+    storage = rdb(study)
     return storage.get_heartbeat_interval() if storage is not None else None
 
 
 def _postgres_url(study: optuna.Study) -> str | None:
-    storage = _rdb(study)
+    storage = rdb(study)
     return storage.url if storage is not None and _is_postgres(storage.url) else None
 
 
@@ -169,84 +237,3 @@ def _redacted(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError as exc:
         raise ValueError(f"--storage {url!r} is not a database URL (e.g. postgresql://user:password@host/db)") from exc
-
-
-# --- heartbeats: a running trial says it is alive; a silent one is failed by whoever looks next
-
-
-class TrialLost(Exception):
-    """Another worker failed this running trial (its heartbeats came too late): stop it and keep nothing."""
-
-
-class Pulse:
-    """What the heartbeat thread learned about its trial: `check()` (at each safe point of training) raises
-    TrialLost once the trial is no longer RUNNING in the storage."""
-
-    def __init__(self) -> None:
-        self.lost = threading.Event()
-
-    def check(self) -> None:
-        if self.lost.is_set():
-            raise TrialLost(LOST_REASON)
-
-
-def ask(study: optuna.Study) -> optuna.Trial:
-    """study.ask(), with the trial's first heartbeat recorded at once (call under the study lock): a worker
-    killed before its heartbeat thread starts still leaves a trial that goes stale."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        trial = study.ask()  # ask/tell drives our heartbeats (heartbeat()), not Study.optimize
-    if heartbeat_interval(study):
-        _rdb(study).record_heartbeat(trial_id(study, trial.number))
-    return trial
-
-
-def is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """Whether the trial is still RUNNING in the storage (no other worker failed it)."""
-    return storage_of(study).get_trial(trial_id(study, trial.number)).state == TrialState.RUNNING
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[Pulse]:
-    """Record the trial's heartbeat every interval while the body runs (a daemon thread); the Pulse yielded
-    says when another worker failed the trial meanwhile (see the module docstring)."""
-    pulse, interval = Pulse(), heartbeat_interval(study)
-    if not interval:
-        yield pulse
-        return
-    storage, stop, trial_key = _rdb(study), threading.Event(), trial_id(study, trial.number)
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                if storage.get_trial(trial_key).state != TrialState.RUNNING:
-                    pulse.lost.set()  # failed behind our back (or just told by us: then nobody checks)
-                    return
-                storage.record_heartbeat(trial_key)
-            except Exception as exc:  # a database hiccup: keep training, try again next interval
-                warnings.warn(f"heartbeat of trial {trial.number} not recorded: {exc}", stacklevel=1)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield pulse
-    finally:
-        stop.set()
-        thread.join()
-
-
-def fail_stale_trials(study: optuna.Study, retry: Retry) -> int:
-    """Fail the running trials whose heartbeat stopped (Optuna's fail_stale_trials) and retry their params;
-    returns how many. Call under the study lock. Optuna fails them before a reason could be recorded on them:
-    a FAIL trial without a fail_reason is one of these (sweep.reconcile_runs tags its run with STALE_REASON)."""
-    if not heartbeat_interval(study):
-        return 0
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 2.9
-        optuna.storages.fail_stale_trials(study)
-    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-             if t.number in running and "fail_reason" not in t.user_attrs]  # our own failures always say why
-    for trial in stale:
-        retry(study, trial.params or trial.system_attrs.get("fixed_params", {}))
-    return len(stale)

@@ -1,0 +1,239 @@
+"""The trial loop: one nested MLflow run per trial under one parent run per sweep, a median pruner fed each
+epoch's objective, and resume by re-running the same command.
+
+Faults: several processes may run the same sweep at once (study.py: the lock around every decision that must be
+taken once: creating the sweep run, starting a trial while the total is not reached, keeping the best model,
+registering). Trials of dead workers are failed and retried by recovery.py. A NaN or inf objective fails the
+trial with the reason on the trial and its run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .. import tracking
+from ..data import CaptionData
+from ..spec import ExperimentSpec
+from ..train import train_trial, untrained_key
+from . import recovery
+from .report import format_param, log_parent_summary
+from .study import best_trial, counted, open_study, sampler, study_lock, suggest
+
+POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
+
+
+@dataclass
+class SweepResult:
+    study: optuna.Study
+    parent_run_id: str
+    best_trial: optuna.trial.FrozenTrial | None
+    best_model_dir: Path | None
+
+
+class _TrialStopped(Exception):
+    """The trial's objective is unusable (NaN, inf): the trial fails with this reason."""
+
+
+def run_sweep(spec: ExperimentSpec, data: CaptionData, home: Path, *, new: bool = False, echo: bool = True,
+              storage: optuna.storages.BaseStorage | None = None) -> SweepResult:
+    """Run trials until the study holds spec.n_trials finished (COMPLETE or PRUNED) ones, with any number of
+    workers running the same command (on this machine, or on several with a database `storage`); then wait for
+    the others' trials to finish."""
+    study = open_study(spec, home, new=new, storage=storage)
+    with study_lock(study, home):
+        retried = recovery.fail_orphaned_trials(study)
+        recovery.reconcile_runs(study, home)
+        parent_id = _parent_run(study, spec)
+    if echo and retried:
+        print(f"resume: {retried} trial(s) left running by a stopped process marked failed; their parameters are retried")
+    with tracking.reopen(parent_id) as parent:
+        try:
+            _run_trials(study, spec, data, home, echo)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli): the sweep run ends KILLED, not FAILED
+            tracking.end_active("KILLED")
+            raise
+        with study_lock(study, home):
+            best = best_trial(study)
+            log_parent_summary(parent, study, best)
+    return SweepResult(study, parent_id, best, Path(best.user_attrs["model_dir"]) if best else None)
+
+
+def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, home: Path, echo: bool) -> None:
+    """Start a trial only while finished plus running trials are short of the total (checked under the lock,
+    so parallel workers never overshoot). A failed trial is replaced, up to as many failures as trials were
+    left at the start: beyond that something is wrong with every trial, and the sweep stops."""
+    done = counted(study)
+    failures_left = max(1, spec.n_trials - done)
+    if echo:
+        print(f"study {study.study_name}: {done} of {spec.n_trials} trials done, "
+              f"{max(0, spec.n_trials - done)} to run", flush=True)
+    waiting_said = False
+    while True:
+        with study_lock(study, home):
+            if recovery.fail_orphaned_trials(study) + recovery.fail_stale_trials(study):  # a worker died: end its run now
+                recovery.reconcile_runs(study, home)
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            trial = None
+            if counted(study) + running < spec.n_trials and failures_left > 0:
+                study.sampler = sampler(spec, len(study.trials))
+                trial = recovery.ask(study)
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
+        if trial is not None:
+            with recovery.heartbeat(study, trial) as pulse:  # silence marks the trial dead to other machines' workers
+                # A lost trial counts as a failure too: a worker whose every trial is lost stops.
+                failures_left -= _run_trial(study, trial, spec, data, home, echo, pulse) == TrialState.FAIL
+            continue
+        if not running:
+            return
+        if echo and not waiting_said:
+            print(f"waiting for {running} trial(s) running in other worker(s) to finish", flush=True)
+            waiting_said = True
+        time.sleep(POLL_SECONDS)
+
+
+def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
+    """The sweep's MLflow run: created once per study (under the study lock), reopened on resume."""
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    if run_id:
+        return run_id
+    with tracking.new_run(f"sweep-{study.study_name}", tags={
+        "blipexp.role": "sweep", "optuna_study": study.study_name, "profile": spec.profile,
+        "mlflow.note.content": spec.hypothesis,
+    }) as run:
+        run.params({
+            "study_name": study.study_name,
+            "search_space": json.dumps({k: repr(v) for k, v in spec.search_space().items()}),
+            "sampler": type(study.sampler).__name__ + f"(seed={spec.seed} + trial position)",
+            "pruner": type(study.pruner).__name__,
+            "n_trials": spec.n_trials,
+            "objective": f"{spec.direction} val {spec.objective_metric}",
+        })
+        run.dict(spec.to_dict(), "spec.json")
+    study.set_user_attr("mlflow_parent_run_id", run.id)
+    return run.id
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, data: CaptionData, home: Path,
+               echo: bool, pulse: recovery.Pulse) -> TrialState:
+    """Train one trial and tell the study how it ended; the MLflow run ends with the same state.
+
+    Ctrl-C / SIGTERM: the trial is told FAIL (its params are retried on resume), its run ends KILLED, and
+    the interrupt goes on up. Failed by another worker meanwhile (`pulse`): see _lost."""
+    run: dict[str, str] = {}
+    known_untrained: dict[str, float] | None = None  # set below, before training starts
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        pulse.check()  # an epoch's end is a safe point to stop a trial another worker failed
+        if not run:
+            run["id"] = tracking.Run.active().id
+            trial.set_user_attr("mlflow_run_id", run["id"])
+        if epoch == 0:
+            if known_untrained is None:  # the first trial with this initial model: later ones reuse its scores
+                study.set_user_attr(untrained_attr, metrics)
+            return
+        trial.report(metrics[spec.objective_metric], epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    started = time.perf_counter()
+    try:
+        params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
+        if echo:
+            print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={format_param(v)}" for k, v in params.items()),
+                  flush=True)
+        trial_spec = spec.replace(**params)
+        untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint)}"
+        known_untrained = study.user_attrs.get(untrained_attr)
+        result = train_trial(trial_spec, data, home, run_name=f"trial-{trial.number}", listeners=[report],
+                             extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
+                             nested=True, echo=echo, untrained=known_untrained)
+        if not math.isfinite(result.objective):
+            raise _TrialStopped(f"objective {spec.objective_metric} is {result.objective}")
+    except optuna.TrialPruned:
+        with study_lock(study, home):  # stale trials are failed under this lock: no one fails it meanwhile
+            if not recovery.is_running(study, trial):
+                return _lost(study, trial, run, started, home, echo)
+            _end_trial_run(run, "PRUNED", "FINISHED", started, home)
+            study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    except (recovery.TrialLost, optuna.exceptions.UpdateFinishedTrialError):  # failed before the pulse noticed
+        return _lost(study, trial, run, started, home, echo)
+    except (Exception, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        reason = f"interrupted ({exc or 'SIGINT'})" if interrupted else f"{type(exc).__name__}: {exc}"
+        _fail(study, trial, run, reason, "KILLED" if interrupted else "FAILED", started, home)
+        if interrupted:
+            with study_lock(study, home):
+                recovery.retry(study, trial.params)  # not its fault: the same params run again on resume
+            raise
+        if echo:
+            print(f"trial {trial.number} failed: {reason[:300]}", flush=True)
+        return TrialState.FAIL
+    with study_lock(study, home):  # one worker at a time decides which model folder to keep
+        if not recovery.is_running(study, trial):  # failed by another worker during its last epoch
+            return _lost(study, trial, run, started, home, echo)
+        trial.set_user_attr("model_dir", str(result.model_dir))
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
+        study.tell(trial, result.objective)
+        _keep_only_best_model(study)
+    return TrialState.COMPLETE
+
+
+def _lost(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], started: float, home: Path,
+          echo: bool) -> TrialState:
+    """Another worker failed this trial behind its back (its heartbeats came later than the grace period) and
+    queued its params again: end its run KILLED and delete its checkpoints and model (never registered); the
+    trial is already FAIL, so the study is not told."""
+    _tag_fail_reason(study, trial, run, recovery.LOST_REASON)
+    _end_trial_run(run, "FAIL", "KILLED", started, home)
+    if echo:
+        print(f"trial {trial.number} stopped: {recovery.LOST_REASON}", flush=True)
+    return TrialState.FAIL
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str, status: str, started: float,
+          home: Path) -> None:
+    trial.set_user_attr("fail_reason", reason[:1000])
+    _tag_fail_reason(study, trial, run, reason)
+    _end_trial_run(run, "FAIL", status, started, home)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _tag_fail_reason(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str) -> None:
+    if "id" not in run:  # stopped before its first evaluation recorded the run: find it by its tags
+        found = tracking.find_runs(f"tags.optuna_study = '{study.study_name}' and tags.optuna_trial = '{trial.number}'")
+        run.update({"id": found[0].info.run_id} if found else {})
+    if "id" in run:
+        tracking.Run(run["id"]).tags({"fail_reason": reason[:5000]})
+
+
+def _end_trial_run(run: dict[str, str], state: str, status: str, started: float, home: Path) -> None:
+    if "id" not in run:
+        return  # no run was started
+    if state != "COMPLETE":  # an unfinished trial's checkpoints are never used
+        shutil.rmtree(home / "checkpoints" / run["id"], ignore_errors=True)
+    record = tracking.Run(run["id"])
+    record.tags({"trial_state": state})
+    record.metrics({"trial_seconds": time.perf_counter() - started})
+    record.end(status)
+
+
+def _keep_only_best_model(study: optuna.Study) -> None:
+    """Only the best trial's model will be logged: keep its folder, delete the other complete trials'."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if Path(t.user_attrs.get("model_dir", "")).is_dir()]
+    best = best_trial(study)
+    for trial in complete:
+        if best is None or trial.number != best.number:
+            shutil.rmtree(Path(trial.user_attrs["model_dir"]).parent, ignore_errors=True)  # its checkpoints/<run id>/

@@ -1,0 +1,70 @@
+"""What a sweep reports: the summary table on the console, and the summary and plots on its parent run."""
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from .. import tracking
+from .study import best_trial
+
+
+def format_param(value) -> str:
+    """A search-space value for people to read: floats to 3 significant digits, anything else (str, bool, int)
+    as itself."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def log_parent_summary(run: tracking.Run, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
+    """Trial counts, the best trial and its params, and the plots, on the sweep's run. Call under the study lock."""
+    counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    metrics = {f"trials_{k.lower()}": v for k, v in counts.items() if v}
+    logged = run.read().data.metrics
+    if all(logged.get(k) == v for k, v in metrics.items()) and logged.get("best_trial") == getattr(best, "number", None):
+        return  # a parallel worker or an earlier run already logged this very summary (and its plots)
+    run.metrics(metrics)
+    if best is None:
+        return
+    run.metrics({"best_objective": best.value, "best_trial": best.number})
+    run.tags({f"best_{k}": str(v) for k, v in best.params.items()})
+    _log_plots(run, study)
+
+
+def _log_plots(run: tracking.Run, study: optuna.Study) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to files
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = {"optimization_history.png": ovm.plot_optimization_history}
+    if len(complete) >= 2:
+        plots["param_importances.png"] = ovm.plot_param_importances
+        if len(study.best_trial.params) >= 2:
+            plots["contour.png"] = ovm.plot_contour
+    for name, plot in plots.items():
+        try:
+            axes = plot(study)
+        except (ValueError, RuntimeError) as exc:  # e.g. a parameter that never varied
+            run.tags({f"plot_skipped_{name}": str(exc)[:200]})
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        run.figure(figure, f"plots/{name}")
+        plt.close(figure)
+
+
+def summary_table(study: optuna.Study) -> str:
+    best = best_trial(study)
+    keys = sorted({k for t in study.trials for k in t.params})
+    header = ["trial", *keys, "state", "objective", "seconds"]
+    rows = []
+    for t in study.trials:
+        mark = "*" if best is not None and t.number == best.number else " "
+        rows.append([f"{mark}{t.number}", *(format_param(t.params[k]) if k in t.params else "-" for k in keys),
+                     t.state.name, "-" if t.value is None else f"{t.value:.4f}",
+                     f"{t.user_attrs['seconds']:.0f}" if "seconds" in t.user_attrs else "-"])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    return "\n".join(lines + ["(* best trial)"])

@@ -9,10 +9,11 @@ import dataclasses
 import difflib
 import sys
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from .fields import arg, field_types, first_paragraph, matches, parse, redeclare_plain_overrides, type_name
 from .metrics import METRIC_KEYS
 
 HUB_MODEL = "Salesforce/blip-image-captioning-base"
@@ -21,11 +22,6 @@ TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipCo
 PITCH_DATASET = "pitch"  # the embedded, generated football scenes
 OBJECTIVES = METRIC_KEYS + ("loss",)
 LOWER_IS_BETTER = frozenset({"loss"})  # objectives where smaller wins; every caption metric is higher-is-better
-
-
-def arg(default: Any, help: str) -> Any:
-    """A dataclass field with help text (shown by `blipexp show` and `--help`)."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -133,7 +129,7 @@ class ExperimentSpec:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._docstring = cls.__dict__.get("__doc__")  # before dataclass() invents one from the signature
-        _redeclare_plain_overrides(cls)
+        redeclare_plain_overrides(cls)
         dataclass(cls)
 
     def __post_init__(self) -> None:
@@ -196,7 +192,7 @@ class ExperimentSpec:
         """The class docstring's first paragraph, else the experiment file's (module) docstring's, without the
         "Hypothesis:" label the files start with (`show`, run descriptions and versions add their own)."""
         module = sys.modules.get(type(self).__module__)
-        text = _first_paragraph(type(self)._docstring or getattr(module, "__doc__", None) or "")
+        text = first_paragraph(type(self)._docstring or getattr(module, "__doc__", None) or "")
         label = "hypothesis:"
         return text[len(label):].lstrip() if text.lower().startswith(label) else text
 
@@ -259,15 +255,15 @@ class ExperimentSpec:
 
     @classmethod
     def parse_value(cls, key: str, raw: str) -> Any:
-        return _parse(key, raw, _field_types(cls)[cls.field_info(key).name])
+        return parse(key, raw, field_types(cls)[cls.field_info(key).name])
 
     # --- validation helpers
 
     def _check_types(self) -> None:
-        for key, hint in _field_types(type(self)).items():
+        for key, hint in field_types(type(self)).items():
             value = getattr(self, key)
-            if not _matches(value, hint):
-                raise ValueError(f"{key}={value!r} has the wrong type: expected {_type_name(hint)}")
+            if not matches(value, hint):
+                raise ValueError(f"{key}={value!r} has the wrong type: expected {type_name(hint)}")
 
     def _check_search_space(self) -> None:
         names = {f.name for f in fields(self)}
@@ -288,71 +284,3 @@ class ExperimentSpec:
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
         raise ValueError(f"{key}={value!r} {rule}")
-
-
-def _redeclare_plain_overrides(cls: type) -> None:
-    """Turn `learning_rate = 1e-4` in a subclass body into a field override, and reject typos."""
-    inherited = {f.name: f for f in fields(cls)} if dataclasses.is_dataclass(cls) else {}
-    resolved = _field_types(cls) if inherited else {}  # type objects: a string would be evaluated in cls's module
-    annotations = cls.__dict__.get("__annotations__", {})
-    if "__annotations__" not in cls.__dict__:
-        cls.__annotations__ = annotations
-    for key, value in list(vars(cls).items()):
-        if key.startswith("_") or key in annotations or key in ("name", "hypothesis"):
-            continue
-        if key in inherited:
-            parent = inherited[key]
-            annotations[key] = resolved[key]
-            setattr(cls, key, field(default=value, metadata=parent.metadata))
-        elif not callable(value) and not isinstance(value, (property, classmethod, staticmethod)):
-            close = difflib.get_close_matches(key, inherited, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}?" if close else "declare new fields with a type annotation"
-            raise ValueError(f"{cls.__name__}.{key} is not a spec field: {hint}")
-
-
-def _first_paragraph(doc: str) -> str:
-    import inspect
-
-    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(hint)))
-    return getattr(hint, "__name__", str(hint))
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    if typing.get_origin(hint) is Literal:
-        return value in typing.get_args(hint)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _parse(key: str, raw: str, hint: Any) -> Any:
-    try:
-        if typing.get_origin(hint) is Literal:
-            choices = typing.get_args(hint)
-            if raw not in choices:
-                raise ValueError("not a valid choice")
-            return raw
-        if hint is bool:
-            lowered = raw.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError("expected true or false")
-            return lowered in ("true", "1", "yes")
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            return float(raw)
-        return raw
-    except ValueError as exc:
-        raise ValueError(f"cannot set {key}={raw!r}: {exc} ({_type_name(hint)})") from None

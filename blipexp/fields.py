@@ -1,0 +1,83 @@
+"""How spec fields work: typed dataclass fields with help text, `key=value` text parsed to a field's type,
+type checks, and "parent + diff" subclasses whose plain assignments (`learning_rate = 1e-4`) become new field
+defaults (a typo in a field name is an error, with the closest names suggested)."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import field, fields
+from typing import Any, Literal
+
+
+def arg(default: Any, help: str) -> Any:
+    """A dataclass field with help text (shown by `blipexp show` and `--help`)."""
+    return field(default=default, metadata={"help": help})
+
+
+def redeclare_plain_overrides(cls: type) -> None:
+    """Turn `learning_rate = 1e-4` in a subclass body into a field override, and reject typos."""
+    inherited = {f.name: f for f in fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    resolved = field_types(cls) if inherited else {}  # type objects: a string would be evaluated in cls's module
+    annotations = cls.__dict__.get("__annotations__", {})
+    if "__annotations__" not in cls.__dict__:
+        cls.__annotations__ = annotations
+    for key, value in list(vars(cls).items()):
+        if key.startswith("_") or key in annotations or key in ("name", "hypothesis"):
+            continue
+        if key in inherited:
+            parent = inherited[key]
+            annotations[key] = resolved[key]
+            setattr(cls, key, field(default=value, metadata=parent.metadata))
+        elif not callable(value) and not isinstance(value, (property, classmethod, staticmethod)):
+            close = difflib.get_close_matches(key, inherited, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "declare new fields with a type annotation"
+            raise ValueError(f"{cls.__name__}.{key} is not a spec field: {hint}")
+
+
+def first_paragraph(doc: str) -> str:
+    import inspect
+
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
+
+
+def matches(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def parse(key: str, raw: str, hint: Any) -> Any:
+    try:
+        if typing.get_origin(hint) is Literal:
+            choices = typing.get_args(hint)
+            if raw not in choices:
+                raise ValueError("not a valid choice")
+            return raw
+        if hint is bool:
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return lowered in ("true", "1", "yes")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"cannot set {key}={raw!r}: {exc} ({type_name(hint)})") from None

@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 from . import locks
+
 # BlipCaptioner is imported here too: models logged before it moved to blipexp.serving were pickled as
 # blipexp.registry.BlipCaptioner, and must still load.
 from .serving import ARTIFACT_KEY, DEFAULT_GENERATION, GENERATION_KEY, BlipCaptioner, example_image_base64, signature

@@ -17,8 +17,16 @@ from .callbacks import CaptionMetricsCallback, EpochListener
 from .data.collator import CaptionCollator
 from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
 from .data.sources import CaptionData, Example
-from .evaluation import (RowsFor, best_epoch, cider_document_frequency, compute_metrics_for, decode, evaluate_split,
-                         log_samples, validation_subset)
+from .evaluation import (
+    RowsFor,
+    best_epoch,
+    cider_document_frequency,
+    compute_metrics_for,
+    decode,
+    evaluate_split,
+    log_samples,
+    validation_subset,
+)
 from .feature_cache import FeatureCache
 from .modeling import load_model_and_processor, prepare_for_training
 from .spec import ExperimentSpec

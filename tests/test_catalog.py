@@ -2,11 +2,10 @@ import sys
 import textwrap
 
 import pytest
+from conftest import EXPERIMENTS
 
 from blipexp import catalog
 from blipexp.spec import ExperimentSpec
-
-from conftest import EXPERIMENTS
 
 
 @pytest.mark.parametrize("name", catalog.names(EXPERIMENTS))

@@ -4,11 +4,10 @@ import sys
 
 import mlflow
 import pytest
-
-from blipexp import catalog, cli, tracking
-
 from conftest import EXPERIMENTS
 from processes import child_env
+
+from blipexp import catalog, cli, tracking
 
 
 def run_cli(*argv):

@@ -5,10 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_folder import coco, karpathy, problems, read, save_image, write_json
 
 from blipexp.data.sample import DataSourceError
-
-from test_folder import coco, karpathy, problems, read, save_image, write_json
 
 # --- COCO captions: one captions.json, or the COCO release layout
 

@@ -5,7 +5,6 @@ import os
 import sys
 
 import pytest
-
 from conftest import require_tool
 
 MISSING = "blipexp-no-such-tool"

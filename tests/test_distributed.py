@@ -12,9 +12,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from processes import child_env, free_port
 
 from blipexp import tracking
-from processes import child_env, free_port
 
 pytestmark = pytest.mark.scaleout
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlflow
 import torch
+from test_survey import photo_folder
 
 from blipexp import tracking
 from blipexp.data import load_data
@@ -15,8 +16,6 @@ from blipexp.data.sources import load_caption_data
 from blipexp.modeling import build_tiny_processor
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
-
-from test_survey import photo_folder
 
 
 class FlakyRows:

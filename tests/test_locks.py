@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from processes import child_env
 
 from blipexp import locks
-from processes import child_env
 
 HOLDER = """
 import sys

@@ -4,8 +4,13 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from blipexp.data.sources import CaptionData
 from blipexp.feature_cache import FeatureCache, PassThroughVision
-from blipexp.modeling import (ModelSourceError, build_tiny_model, build_tiny_processor, load_model_and_processor,
-                              prepare_for_training)
+from blipexp.modeling import (
+    ModelSourceError,
+    build_tiny_model,
+    build_tiny_processor,
+    load_model_and_processor,
+    prepare_for_training,
+)
 from blipexp.spec import ExperimentSpec
 
 CAPTIONS = ["A red player dribbles the ball.", "two blue players chase the ball"]

@@ -9,13 +9,13 @@ import base64
 import mlflow
 import pandas as pd
 import pytest
+from processes import free_port
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from blipexp import locks, registry, runner, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
-from processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from conftest import require_tool
+from processes import child_env, free_port
 
 from blipexp import catalog, cli, runner, sweep, tracking
 from blipexp.sweep import recovery
 from blipexp.sweep import study as sweep_study
-from conftest import require_tool
-from processes import child_env, free_port
 
 pytestmark = pytest.mark.scaleout
 

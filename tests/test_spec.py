@@ -1,6 +1,6 @@
 import pytest
 
-from blipexp.spec import Choice, ExperimentSpec, FloatRange, IntRange, PITCH_DATASET, TINY_MODEL
+from blipexp.spec import PITCH_DATASET, TINY_MODEL, Choice, ExperimentSpec, FloatRange, IntRange
 
 
 class Child(ExperimentSpec):

@@ -173,9 +173,9 @@ def six_photos(folder):
 
 @pytest.mark.slow
 def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, capsys):
-    from blipexp import cli
-
     from conftest import EXPERIMENTS
+
+    from blipexp import cli
 
     folder = six_photos(tmp_path / "six")
 

@@ -6,12 +6,11 @@ import time
 
 import mlflow
 import pytest
+from conftest import EXPERIMENTS
+from processes import free_port
 
 from blipexp import tracking
 from blipexp.spec import ExperimentSpec
-
-from conftest import EXPERIMENTS
-from processes import free_port
 
 
 def test_store_and_artifacts_live_in_the_home_folder(home):

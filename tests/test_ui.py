@@ -24,11 +24,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
-from blipexp import cli, tracking
-
 from conftest import REPO, require_tool
 from processes import child_env, free_port
+
+from blipexp import cli, tracking
 
 SWEEPS = REPO / "tests" / "experiments_sweep"
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from blipexp.data.sample import SPLIT_COLUMN, DataSourceError, Sample, add_split, canonical_split, relative_path, split_value
+from blipexp.data.sample import (
+    SPLIT_COLUMN,
+    DataSourceError,
+    Sample,
+    add_split,
+    canonical_split,
+    relative_path,
+    split_value,
+)
 
 COCO_JSON = "captions.json"
 COCO_ANNOTATIONS = "annotations"  # the COCO release's folder of caption files

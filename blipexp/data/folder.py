@@ -40,10 +40,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blipexp.data.coco import (COCO_ANNOTATIONS, COCO_FORMAT, COCO_JSON, KARPATHY_FORMAT, NOT_KARPATHY, read_coco,
-                               read_coco_release, read_karpathy)
-from blipexp.data.sample import (SPLIT_COLUMN, DataSourceError, Sample, add_split, canonical_split, has_undecodable,
-                                 missing_column, relative_path, split_value)
+from blipexp.data.coco import (
+    COCO_ANNOTATIONS,
+    COCO_FORMAT,
+    COCO_JSON,
+    KARPATHY_FORMAT,
+    NOT_KARPATHY,
+    read_coco,
+    read_coco_release,
+    read_karpathy,
+)
+from blipexp.data.sample import (
+    SPLIT_COLUMN,
+    DataSourceError,
+    Sample,
+    add_split,
+    canonical_split,
+    has_undecodable,
+    missing_column,
+    relative_path,
+    split_value,
+)
 
 METADATA_JSONL = "metadata.jsonl"
 CAPTIONS_CSV = "captions.csv"

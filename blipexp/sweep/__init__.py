@@ -3,8 +3,19 @@ the trial loop (loop.py) and what a sweep reports (report.py). What runner, the 
 from .loop import SweepResult, run_sweep
 from .recovery import retry
 from .report import format_param, summary_table
-from .study import (FINAL_STATES, STORAGE_ENV, counted, open_study, optuna_storage, password_masked, sampler,
-                    storage_url, study_lock, study_name, suggest)
+from .study import (
+                    FINAL_STATES,
+                    STORAGE_ENV,
+                    counted,
+                    open_study,
+                    optuna_storage,
+                    password_masked,
+                    sampler,
+                    storage_url,
+                    study_lock,
+                    study_name,
+                    suggest,
+)
 
 __all__ = ["FINAL_STATES", "STORAGE_ENV", "SweepResult", "counted", "format_param", "open_study", "optuna_storage",
            "password_masked", "retry", "run_sweep", "sampler", "storage_url", "study_lock", "study_name", "suggest",

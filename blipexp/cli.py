@@ -202,6 +202,13 @@ def _registry(args: argparse.Namespace):
     return registry
 
 
+def _serving(args: argparse.Namespace):
+    from . import serving, tracking
+
+    tracking.configure(_home(args))
+    return serving
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     registry = _registry(args)
     print(registry.format_models(registry.list_models(args.name)))
@@ -214,13 +221,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    for image, text in zip(args.images, _registry(args).caption(args.model_uri, args.images)):
+    for image, text in zip(args.images, _serving(args).caption(args.model_uri, args.images)):
         print(f"{image}\t{text}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out = _registry(args).export(args.model_uri, Path(args.out_dir), push_to_hub=args.push_to_hub)
+    out = _serving(args).export(args.model_uri, Path(args.out_dir), push_to_hub=args.push_to_hub)
     print(f"exported to {out}: BlipForConditionalGeneration.from_pretrained({str(out)!r}) loads it")
     return 0
 

@@ -1,4 +1,5 @@
-"""The registered model's pyfunc: what `mlflow models serve`, `caption`, `export` users and promote's check run.
+"""Using a registered model: its pyfunc (what `mlflow models serve` and promote's check run), `caption` and
+`export` (a folder `from_pretrained` loads).
 
 MLflow's transformers flavor cannot pyfunc-serve BLIP, hence this small `BlipCaptioner` wrapper: a DataFrame
 with an `image` column (image bytes, base64 strings or file paths) in, a DataFrame with a `caption` column out.
@@ -13,12 +14,16 @@ import base64
 import binascii
 import io
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import mlflow.pyfunc
 import pandas as pd
-from mlflow.models import ModelSignature
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
@@ -137,3 +142,58 @@ def example_image_base64(size: int = 32) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------- using a registered model
+
+def caption(model_uri: str, images: list[str]) -> list[str]:
+    """Captions for image files, from e.g. `models:/blip-captioner@champion` or `models:/blip-captioner/3`."""
+    missing = [path for path in images if not Path(path).expanduser().is_file()]
+    if missing:
+        raise ValueError(f"no such image file(s): {', '.join(map(str, missing))}")
+    model = _load(model_uri)
+    frame = pd.DataFrame({"image": [str(Path(p).expanduser()) for p in images]})
+    return [str(text) for text in model.predict(frame)["caption"]]
+
+
+def export(model_uri: str, out_dir: Path, push_to_hub: str | None = None) -> Path:
+    """Copy the logged model's HF folder (model + processor) to out_dir; optionally push it to the Hub repo."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} is not empty: choose a new folder or empty it first")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except MlflowException as exc:
+            raise ValueError(f"cannot download {model_uri} ({exc.message}): check the name, version or alias "
+                             "with list_models()") from exc
+        shutil.copytree(_hf_folder(local, model_uri), out_dir, dirs_exist_ok=True)
+    if push_to_hub:
+        _push(out_dir, push_to_hub)
+    return out_dir
+
+
+def _hf_folder(local: Path, model_uri: str) -> Path:
+    """The HF folder inside a downloaded pyfunc model, as its MLmodel file records it."""
+    flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+    entry = (flavor.get("artifacts") or {}).get(ARTIFACT_KEY)
+    if not entry:
+        raise ValueError(f"{model_uri} is not a BlipCaptioner model (no '{ARTIFACT_KEY}' artifact): "
+                         "register it with log_and_register")
+    return local / entry["path"]
+
+
+def _push(folder: Path, repo: str) -> None:
+    """Upload model and processor to the Hugging Face Hub repo (needs network and a token: `hf auth login`)."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    BlipForConditionalGeneration.from_pretrained(folder).push_to_hub(repo)
+    BlipProcessor.from_pretrained(folder).push_to_hub(repo)
+
+
+def _load(model_uri: str):
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ValueError(f"cannot load {model_uri} ({exc.message}): check the name, version or alias "
+                         "with list_models()") from exc

@@ -12,7 +12,7 @@ import pytest
 from processes import free_port
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from blipexp import locks, registry, runner, tracking
+from blipexp import locks, registry, runner, serving, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
@@ -164,14 +164,14 @@ def test_unknown_model_and_version_name_the_known_ones(versions):
 
 
 def test_caption_from_the_champion_alias(champion, image_files):
-    captions = registry.caption(f"models:/{CHAMPION}@champion", [str(p) for p in image_files])
+    captions = serving.caption(f"models:/{CHAMPION}@champion", [str(p) for p in image_files])
     assert len(captions) == len(image_files) and all(isinstance(c, str) for c in captions)
     with pytest.raises(ValueError, match="no such image file"):
-        registry.caption(f"models:/{CHAMPION}@champion", ["/no/such.png"])
+        serving.caption(f"models:/{CHAMPION}@champion", ["/no/such.png"])
 
 
 def test_export_gives_a_from_pretrained_folder(champion, image_files, tmp_path):
-    out = registry.export(f"models:/{CHAMPION}@champion", tmp_path / "export")
+    out = serving.export(f"models:/{CHAMPION}@champion", tmp_path / "export")
     model = BlipForConditionalGeneration.from_pretrained(out)
     processor = BlipProcessor.from_pretrained(out)
     from PIL import Image
@@ -179,7 +179,7 @@ def test_export_gives_a_from_pretrained_folder(champion, image_files, tmp_path):
     pixels = processor(images=[Image.open(image_files[0]).convert("RGB")], return_tensors="pt")["pixel_values"]
     assert model.generate(pixel_values=pixels, max_new_tokens=4).shape[0] == 1
     with pytest.raises(ValueError, match="not empty"):
-        registry.export(f"models:/{CHAMPION}@champion", out)
+        serving.export(f"models:/{CHAMPION}@champion", out)
 
 
 def test_list_models_shows_aliases_and_objectives(champion):
@@ -249,7 +249,7 @@ def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         captions = [row["caption"] for row in answer["predictions"]]
         assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
-        assert captions == registry.caption(f"models:/{champion.name}@champion", [str(p) for p in image_files[:2]])
+        assert captions == serving.caption(f"models:/{champion.name}@champion", [str(p) for p in image_files[:2]])
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SPLITS = ("train", "validation", "test")
 SPLIT_COLUMN = "split"  # the column (or JSON key) naming a sample's own split
 # Names datasets give their own splits, mapped to ours. Karpathy's "restval" images are training images.
 SPLIT_ALIASES = {"train": "train", "training": "train", "restval": "train",

@@ -1,7 +1,6 @@
 """The HF Trainer as blipexp runs it: CaptionTrainer, training arguments from a spec, precision, the progress bar."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from . import distributed
 from .data.collator import IGNORE_INDEX, SKIP_KEYS
 from .data.features import SkipTally, fits_in_memory
 from .data.sources import CaptionData
+from .data.survey import available_cores
 from .spec import ExperimentSpec
 
 
@@ -113,8 +113,7 @@ def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cache
         return spec.dataloader_workers
     if cached or fits_in_memory(len(data.train), processor.image_processor):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores - 1))
+    return max(1, min(4, available_cores() - 1))
 
 
 def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,

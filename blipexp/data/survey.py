@@ -92,21 +92,22 @@ def _check_all(todo: list[tuple[str, Any]], reader: ImageReader, progress: bool)
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     results: dict[str, ImageCheck] = {}
     with bar:
-        if len(todo) < IN_PROCESS_BELOW or _workers() == 1:
+        if len(todo) < IN_PROCESS_BELOW or available_cores() == 1:
             for chunk in chunks:
                 results.update(_check_chunk(reader, chunk))
                 bar.update(len(chunk))
             return results
         # fork: the reader (an open Arrow table, a folder) is inherited instead of re-imported per worker
         context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(_workers(), mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(available_cores(), mp_context=context) as pool:
             for done in pool.map(_check_chunk, [reader] * len(chunks), chunks):
                 results.update(done)
                 bar.update(len(done))
     return results
 
 
-def _workers() -> int:
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under a job scheduler), at least 1."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 

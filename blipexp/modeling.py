@@ -6,19 +6,21 @@ captions' words. Saved with `save_pretrained`, it loads exactly like a real chec
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
 from tokenizers import normalizers, pre_tokenizers
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
 from .data.sources import CaptionData
 from .feature_cache import FeatureCache, PassThroughVision
 from .hub import NotAHubId, hub_answers, looks_like_path
-from .spec import HUB_MODEL, TINY_MODEL, ExperimentSpec
+from .spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, ExperimentSpec
 
 TINY_IMAGE_SIZE = 64
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # BLIP's decoder starts from [DEC]
@@ -115,8 +117,38 @@ def build_tiny_model(processor: BlipProcessor, seed: int) -> BlipForConditionalG
 class PreparedModel:
     """The model as a trial trains it: which parts learn, and where the vision inputs come from."""
 
-    model: BlipForConditionalGeneration
+    model: BlipForConditionalGeneration | PeftModel  # what the Trainer trains (with LoRA: the PEFT wrapper)
     cache: FeatureCache | None  # the frozen encoder's outputs, computed once (None: batches carry pixels)
+    adaptation: str = "full fine-tuning"  # what learns, in words (the summary line)
+
+    @property
+    def blip(self) -> BlipForConditionalGeneration:
+        """The BLIP model itself (with LoRA: inside the wrapper, its attention layers carrying the adapters)."""
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    @property
+    def is_lora(self) -> bool:
+        return isinstance(self.model, PeftModel)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable and all parameters (logged as run params; LoRA's adapters count in both)."""
+        parameters = list(self.model.parameters())
+        return {"trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+                "total_parameters": sum(p.numel() for p in parameters)}
+
+    def summary(self) -> str:
+        counts = self.parameter_counts()
+        trainable, total = counts["trainable_parameters"], counts["total_parameters"]
+        return f"trainable: {_millions(trainable)} of {_millions(total)} parameters ({trainable / total:.1%}) — " \
+               f"{self.adaptation}"
+
+    def merge_lora(self, adapter_dir: Path) -> BlipForConditionalGeneration:
+        """Save the LoRA adapter alone to `adapter_dir`, then fold it into the weights: the plain BLIP model
+        returned saves as a checkpoint that from_pretrained loads without peft."""
+        assert self.is_lora, "merge_lora needs adapter=lora"
+        self.model.save_pretrained(str(adapter_dir))
+        self.model = self.model.merge_and_unload()
+        return self.model
 
     @contextmanager
     def vision_inputs(self) -> Iterator[None]:
@@ -125,26 +157,70 @@ class PreparedModel:
         if self.cache is None:
             yield
             return
-        vision = self.model.vision_model
-        self.model.vision_model = PassThroughVision()
+        blip = self.blip
+        vision = blip.vision_model
+        blip.vision_model = PassThroughVision()
         try:
             yield
         finally:
-            self.model.vision_model = vision
+            blip.vision_model = vision
 
 
 def prepare_for_training(model: BlipForConditionalGeneration, processor: BlipProcessor, spec: ExperimentSpec,
                          data: CaptionData, home: Path, echo: bool) -> PreparedModel:
     """Adapt the model as the spec says: freeze the vision encoder, and with `cache_vision_features` train on its
-    cached outputs (under `<home>/cache/vision`, shared by trials and runs) instead of running it every step."""
-    if not spec.freeze_vision_encoder:
-        return PreparedModel(model, cache=None)
-    model.vision_model.requires_grad_(False)
-    if not spec.cache_vision_features:
-        return PreparedModel(model, cache=None)
-    cache = FeatureCache(home / "cache" / "vision", model, processor.image_processor, data, model_name=spec.model,
-                         revision=spec.model_revision, workers=max(0, spec.dataloader_workers), progress=echo)
-    return PreparedModel(model, cache)
+    cached outputs (under `<home>/cache/vision`, shared by trials and runs) instead of running it every step;
+    with adapter=lora train LoRA adapters only. Prints the trainable parameters when echo."""
+    cache = None
+    adaptation = "full fine-tuning"
+    if spec.freeze_vision_encoder:
+        model.vision_model.requires_grad_(False)
+        adaptation = "text decoder only (vision encoder frozen)"
+        if spec.cache_vision_features:
+            cache = FeatureCache(home / "cache" / "vision", model, processor.image_processor, data,
+                                 model_name=spec.model, revision=spec.model_revision,
+                                 workers=max(0, spec.dataloader_workers), progress=echo)
+            adaptation = "text decoder only (vision encoder frozen, its features cached)"
+    prepared = PreparedModel(model, cache, adaptation)
+    if spec.adapter == "lora":
+        targets = LORA_PRESETS.get(spec.lora_targets, f"layers matching {spec.lora_targets!r}")
+        cached = ", vision features cached" if cache else ""
+        prepared = PreparedModel(add_lora(model, spec), cache, f"lora r={spec.lora_r} on {targets}{cached}")
+    if echo:
+        print(prepared.summary(), flush=True)
+    return prepared
+
+
+def add_lora(model: BlipForConditionalGeneration, spec: ExperimentSpec) -> PeftModel:
+    """The model wrapped with LoRA adapters on the Linear layers `spec.lora_targets` names; only they train."""
+    pattern = spec.lora_pattern
+    matched = {name: module for name, module in model.named_modules() if re.fullmatch(pattern, name)}
+    fix = (f"--set lora_targets= one of {', '.join(LORA_PRESETS)}, or a regular expression matching whole names of "
+           "Linear layers, e.g. text_decoder.bert.encoder.layer.0.attention.self.query")
+    if not matched:
+        raise ValueError(f"lora_targets={spec.lora_targets!r} matches no layer of the model: {fix}")
+    not_linear = [name for name, module in matched.items() if not isinstance(module, torch.nn.Linear)]
+    if not_linear:
+        raise ValueError(f"lora_targets={spec.lora_targets!r} matches {not_linear[0]}, not a Linear layer "
+                         f"(LoRA adapts Linear layers): {fix}")
+    if spec.freeze_vision_encoder and any(name.startswith("vision_model.") for name in matched):
+        raise ValueError(f"lora_targets={spec.lora_targets!r} adapts the vision encoder, which "
+                         "freeze_vision_encoder=true keeps fixed: --set lora_targets=decoder, or --set "
+                         "freeze_vision_encoder=false")
+    config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                        target_modules=pattern, bias="none")
+    with torch.random.fork_rng():  # seeded adapter init without disturbing the caller's RNG
+        torch.manual_seed(spec.seed)
+        return get_peft_model(model, config)
+
+
+def adapter_dir(model_dir: Path) -> Path:
+    """Where a LoRA trial keeps its adapter alone: beside the (merged) model folder."""
+    return Path(model_dir).parent / "adapter"
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.3g}M" if count >= 1e6 else f"{count / 1e3:.3g}K"
 
 
 def _first_line(exc: BaseException) -> str:

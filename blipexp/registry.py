@@ -31,6 +31,7 @@ from . import locks
 # blipexp.registry.BlipCaptioner, and must still load.
 from .serving import ARTIFACT_KEY, DEFAULT_GENERATION, GENERATION_KEY, BlipCaptioner, example_image_base64, signature
 
+ADAPTER_KEY = "adapter"  # a LoRA version's adapter alone, beside the merged model
 PROMOTE_LOCK_TIMEOUT_S = 300  # loading a real BLIP for the check takes seconds to a minute
 REQUIRED_PACKAGES = ("mlflow", "cloudpickle", "torch", "transformers", "pillow", "pandas")
 
@@ -47,13 +48,19 @@ def pip_requirements() -> list[str]:
 
 
 def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tags: dict[str, str],
-                     description: str, generation: dict) -> ModelVersion:
-    """Log model_dir as a BlipCaptioner pyfunc into run `run_id`, register it, tag and describe the version."""
+                     description: str, generation: dict, adapter_dir: Path | None = None) -> ModelVersion:
+    """Log model_dir as a BlipCaptioner pyfunc into run `run_id`, register it, tag and describe the version.
+
+    `adapter_dir`: a LoRA trial's adapter alone (saved with save_pretrained), logged beside the merged model as
+    artifact "adapter": small, to apply again to the base model with peft; serving does not read it."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} holds no model saved with save_pretrained (no config.json): "
                          "pass the trial's model_dir")
-    model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation))
+    if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ValueError(f"{adapter_dir} holds no LoRA adapter (no adapter_config.json): pass the trial's adapter "
+                         "folder (beside its model_dir), or none")
+    model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir))
     version = mlflow.register_model(model_info.model_uri, registered_model,
                                     tags={key: str(value) for key, value in tags.items()})
     client = MlflowClient()
@@ -62,7 +69,7 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
     return client.get_model_version(registered_model, version.version)
 
 
-def _log_pyfunc(model_dir: Path, generation: dict) -> Any:
+def _log_pyfunc(model_dir: Path, generation: dict, adapter_dir: Path | None) -> Any:
     unknown = set(generation or {}) - set(DEFAULT_GENERATION)
     if unknown:
         raise ValueError(f"unknown generation setting(s) {sorted(unknown)}: use {sorted(DEFAULT_GENERATION)}")
@@ -70,10 +77,13 @@ def _log_pyfunc(model_dir: Path, generation: dict) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         settings_file = Path(tmp) / "generation.json"
         settings_file.write_text(json.dumps(settings, indent=2))
+        artifacts = {ARTIFACT_KEY: str(model_dir), GENERATION_KEY: str(settings_file)}
+        if adapter_dir is not None:
+            artifacts[ADAPTER_KEY] = str(adapter_dir)
         return mlflow.pyfunc.log_model(
             name=ARTIFACT_KEY,
             python_model=BlipCaptioner(),
-            artifacts={ARTIFACT_KEY: str(model_dir), GENERATION_KEY: str(settings_file)},
+            artifacts=artifacts,
             signature=signature(settings),
             input_example=pd.DataFrame({"image": [example_image_base64()]}),
             pip_requirements=pip_requirements(),

@@ -47,6 +47,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
 # Spec fields that define a registered model; a version is tagged with these and with every field its sweep searched.
 MODEL_FIELDS = ("model", "model_revision", "freeze_vision_encoder", "precision", "dataset", "dataset_revision",
                 "dataset_split", "max_caption_tokens", "learning_rate", "epochs", "seed", "num_beams", "max_new_tokens")
+LORA_FIELDS = ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # tagged on a LoRA model's versions
 
 
 def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
@@ -55,6 +56,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     a new version of spec.registered_model.
 
     `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
+    from .modeling import adapter_dir
     from .registry import log_and_register
 
     tags = {
@@ -62,6 +64,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
         "objective_metric": spec.objective_metric,
         "objective_direction": spec.direction,
         **{key: _tag_value(getattr(spec, key)) for key in (*MODEL_FIELDS, *spec.search_space())},
+        **{key: _tag_value(getattr(spec, key)) for key in (LORA_FIELDS if spec.adapter == "lora" else ())},
         "data_fingerprint": data.fingerprint,
         "profile": spec.profile,
         "experiment": spec.name,
@@ -71,7 +74,8 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     description = (f"{spec.name}: val {spec.objective_metric} {objective:.4f}. {spec.hypothesis}")
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
-                            generation={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams})
+                            generation={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
+                            adapter_dir=adapter_dir(model_dir) if spec.adapter == "lora" else None)
 
 
 def _tag_value(value: object) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import typing
 from dataclasses import dataclass, fields
@@ -22,6 +23,15 @@ TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipCo
 PITCH_DATASET = "pitch"  # the embedded, generated football scenes
 OBJECTIVES = METRIC_KEYS + ("loss",)
 LOWER_IS_BETTER = frozenset({"loss"})  # objectives where smaller wins; every caption metric is higher-is-better
+# lora_targets presets: names of BlipForConditionalGeneration's Linear layers (the tiny preset and BLIP-base alike)
+_DECODER_ATTENTION = (r"text_decoder\.bert\.encoder\.layer\.\d+\.(attention|crossattention)\."
+                      r"(self\.(query|key|value)|output\.dense)")
+_VISION_ATTENTION = r"vision_model\.encoder\.layers\.\d+\.self_attn\.(qkv|projection)"
+LORA_PRESETS = {
+    "decoder": "text decoder attention (self and cross: query, key, value, output)",
+    "decoder+vision": "text decoder attention and vision encoder attention (qkv, projection)",
+}
+LORA_PATTERNS = {"decoder": _DECODER_ATTENTION, "decoder+vision": f"{_DECODER_ATTENTION}|{_VISION_ATTENTION}"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,16 @@ class ExperimentSpec:
     cache_vision_features: bool = arg(
         True, "With a frozen vision encoder, compute its outputs once and reuse them in every epoch, trial and run "
         "(stored under <home>/cache/vision, keyed by data, image-processor settings and model)")
+    adapter: Literal["none", "lora"] = arg(
+        "none", "'lora': train small low-rank adapters (PEFT LoRA) on the layers lora_targets names, every other "
+        "weight fixed; merged into the model when training ends. 'none': train the model's own weights")
+    lora_r: int = arg(8, "Rank of each LoRA adapter (adapter=lora): more rank, more trainable parameters")
+    lora_alpha: int = arg(16, "LoRA scaling: an adapter's update is multiplied by lora_alpha / lora_r")
+    lora_dropout: float = arg(0.05, "Dropout on the LoRA adapters' input while training")
+    lora_targets: str = arg(
+        "decoder", f"Layers LoRA adapts: {', '.join(f'{k!r} ({v})' for k, v in LORA_PRESETS.items())}, or a "
+        "regular expression matched against whole module names (e.g. "
+        r"'text_decoder\..*\.crossattention\.self\.(query|value)')")
 
     # --- data
     dataset: str = arg(HUB_DATASET, f"Hub dataset id, local folder (metadata.jsonl or captions.csv), or '{PITCH_DATASET}'")
@@ -158,6 +178,7 @@ class ExperimentSpec:
                  f"{self.objective_metric} is better): --set objective_direction=auto (or {natural})")
         _require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
         _require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
+        self._check_lora()
         self._check_search_space()
 
     # --- behaviour subclasses may extend
@@ -208,6 +229,11 @@ class ExperimentSpec:
     def profile(self) -> str:
         """"tiny" (the offline preset) or "full": tagged on runs and versions so the two never mix."""
         return "tiny" if self.is_tiny else "full"
+
+    @property
+    def lora_pattern(self) -> str:
+        """lora_targets as a regular expression over whole module names: a preset's, or the field itself."""
+        return LORA_PATTERNS.get(self.lora_targets, self.lora_targets)
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
@@ -264,6 +290,16 @@ class ExperimentSpec:
             value = getattr(self, key)
             if not matches(value, hint):
                 raise ValueError(f"{key}={value!r} has the wrong type: expected {type_name(hint)}")
+
+    def _check_lora(self) -> None:
+        _require(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1, e.g. 8")
+        _require(self.lora_alpha >= 1, "lora_alpha", self.lora_alpha, "must be >= 1, e.g. 2 * lora_r")
+        _require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        try:  # whether it matches any layer is checked against the model (modeling.add_lora)
+            re.compile(self.lora_pattern)
+        except re.error as exc:
+            raise ValueError(f"lora_targets={self.lora_targets!r} is neither a preset ({', '.join(LORA_PRESETS)}) "
+                             f"nor a valid regular expression ({exc}): --set lora_targets=decoder") from None
 
     def _check_search_space(self) -> None:
         names = {f.name for f in fields(self)}

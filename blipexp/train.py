@@ -28,7 +28,7 @@ from .evaluation import (
     validation_subset,
 )
 from .feature_cache import FeatureCache
-from .modeling import load_model_and_processor, prepare_for_training
+from .modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
 from .spec import ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
@@ -95,14 +95,15 @@ def train_trial(
         output_dir = home / "checkpoints" / run.id
         args = training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None,
                                   workers=workers)
-        trainer = build_trainer(spec, args, model=model, train_set=train_set, val_set=val_set, collator=collator,
-                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
+        trainer = build_trainer(spec, args, model=prepared.model, train_set=train_set, val_set=val_set,
+                                collator=collator, compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
                                 callbacks=[metrics_callback, *callbacks], echo=echo)
         if is_main_process:
             run.params({
                 "world_size": trainer.args.world_size,  # processes training this run together (DDP)
                 "untrained_scores": "evaluated" if untrained is None else "reused",
                 "cider_df_used": "corpus" if document_frequency else "split",
+                **prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
             })
         if untrained is not None:
             metrics_callback.record(0, dict(untrained))
@@ -120,7 +121,7 @@ def train_trial(
 
         # cleanup: keep the best model only, and log what the run found
         model_dir = output_dir / "model"
-        trainer.save_model(str(model_dir))  # written by the main process only
+        _save_model(trainer, prepared, model_dir, is_main_process)
         subset_best = {k: v for k, v in best.items() if k != "epoch"}
         val_metrics = full_val or subset_best
         objective = val_metrics[spec.objective_metric]
@@ -157,6 +158,8 @@ TRAINING_ONLY = frozenset({
     "learning_rate", "epochs", "train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_ratio",
     "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "dataloader_workers",
     "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
+    # LoRA starts with a zero update (lora_B = 0): the untrained model is the base model whatever these are
+    "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
 })
 
 
@@ -177,6 +180,16 @@ def _pixel_rows(data: CaptionData, processor, memo: bool) -> RowsFor:
 def cache_summary(cache: FeatureCache) -> str:
     parts = [f"{r.split} {'hit' if r.hit else 'computed'} {r.megabytes:.1f} MB ({r.seconds:.1f}s)" for r in cache.reports]
     return f"vision features (frozen encoder, cached in {cache.root}): " + ", ".join(parts)
+
+
+def _save_model(trainer: CaptionTrainer, prepared: PreparedModel, model_dir: Path, is_main_process: bool) -> None:
+    """The best model, as from_pretrained loads it. With LoRA the adapter is merged in first, so loading needs no
+    peft, and kept alone beside (modeling.adapter_dir); the Trainer then holds the merged model (sample captions)."""
+    if not prepared.is_lora:
+        trainer.save_model(str(model_dir))  # written by the main process only
+    elif is_main_process:
+        trainer.model = prepared.merge_lora(adapter_dir(model_dir))
+        trainer.model.save_pretrained(str(model_dir))
 
 
 def _drop_checkpoints(output_dir: Path) -> None:

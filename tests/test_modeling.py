@@ -6,6 +6,7 @@ from blipexp.data.sources import CaptionData
 from blipexp.feature_cache import FeatureCache, PassThroughVision
 from blipexp.modeling import (
     ModelSourceError,
+    adapter_dir,
     build_tiny_model,
     build_tiny_processor,
     load_model_and_processor,
@@ -62,13 +63,13 @@ def test_missing_local_folder_is_not_sent_to_the_hub(tmp_path):
         load_model_and_processor(ExperimentSpec(model=str(tmp_path / "nope")), [])
 
 
-def prepared(tmp_path, **changes):
+def prepared(tmp_path, echo=False, **changes):
     """A tiny model adapted for training as a tiny spec with `changes` says."""
     spec = ExperimentSpec().tiny().replace(**changes)
     processor = build_tiny_processor(CAPTIONS)
     model = build_tiny_model(processor, seed=0)
     data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
-    return model, prepare_for_training(model, processor, spec, data, tmp_path, echo=False)
+    return model, prepare_for_training(model, processor, spec, data, tmp_path, echo=echo)
 
 
 def test_without_a_frozen_encoder_the_whole_model_learns_from_pixels(tmp_path):
@@ -99,3 +100,67 @@ def test_cached_features_put_the_encoder_aside_only_while_batches_carry_them(tmp
         assert isinstance(model.vision_model, PassThroughVision)
         raise RuntimeError("interrupted")
     assert model.vision_model is vision, "back for saving and for sample captions, even after a failure"
+
+
+def test_lora_trains_the_adapters_only_and_says_how_many(tmp_path, capsys):
+    full = prepared(tmp_path)[1].parameter_counts()
+    model, ready = prepared(tmp_path, adapter="lora", lora_r=4, echo=True)
+    counts = ready.parameter_counts()
+    assert ready.is_lora and ready.blip is model
+    trainable = [name for name, p in ready.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name and ".text_decoder." in name for name in trainable)
+    # 2 layers x (self + cross attention) x (query, key, value, output): 16 Linear 128 -> 128, each r*(128+128)
+    assert counts["trainable_parameters"] == 16 * 4 * (128 + 128) < full["trainable_parameters"]
+    assert counts["total_parameters"] == full["total_parameters"] + counts["trainable_parameters"]
+    share = counts["trainable_parameters"] / counts["total_parameters"]
+    assert capsys.readouterr().out == (f"trainable: 16.4K of {counts['total_parameters'] / 1e3:.3g}K parameters "
+                                       f"({share:.1%}) — lora r=4 on text decoder attention (self and cross: query, "
+                                       "key, value, output)\n")
+
+
+def test_lora_on_the_vision_encoder_too(tmp_path):
+    _, ready = prepared(tmp_path, adapter="lora", lora_targets="decoder+vision")
+    adapted = {name.split(".lora_")[0] for name, p in ready.model.named_parameters() if p.requires_grad}
+    assert any(".vision_model." in name and name.endswith("self_attn.qkv") for name in adapted)
+    assert any(".text_decoder." in name and name.endswith("crossattention.self.value") for name in adapted)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lora_targets": "decoder_typo"}, "matches no layer of the model: --set lora_targets= one of decoder"),
+    ({"lora_targets": "text_decoder"}, "matches text_decoder, not a Linear layer"),
+    ({"lora_targets": "decoder+vision", "freeze_vision_encoder": True},
+     "adapts the vision encoder, which freeze_vision_encoder=true keeps fixed: --set lora_targets=decoder"),
+])
+def test_lora_targets_that_cannot_work_name_the_fix(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        prepared(tmp_path, adapter="lora", cache_vision_features=False, **changes)
+
+
+def test_lora_with_cached_features_sets_the_encoder_of_the_wrapped_model_aside(tmp_path):
+    model, ready = prepared(tmp_path, adapter="lora", freeze_vision_encoder=True, cache_vision_features=True)
+    vision = model.vision_model
+    assert ready.cache is not None and ready.cache.vision is vision
+    with ready.vision_inputs():
+        assert isinstance(model.vision_model, PassThroughVision)
+    assert model.vision_model is vision
+
+
+def test_merged_lora_model_loads_without_peft_and_keeps_the_adapters_effect(tmp_path):
+    model, ready = prepared(tmp_path, adapter="lora")
+    with torch.no_grad():
+        for name, p in ready.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained adapter: a non-zero update
+    ready.model.eval()
+    pixels = torch.rand(2, 3, 64, 64)
+    ids = torch.tensor([[5, 6, 7], [5, 8, 9]])
+    adapted = ready.model(pixel_values=pixels, input_ids=ids).logits
+    model_dir = tmp_path / "run" / "model"
+    merged = ready.merge_lora(adapter_dir(model_dir))
+    merged.save_pretrained(model_dir)
+    assert (adapter_dir(model_dir) / "adapter_config.json").is_file()
+    assert not any("lora_" in key or "base_layer" in key for key in merged.state_dict())
+    loaded, info = BlipForConditionalGeneration.from_pretrained(model_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    plain = loaded.eval()(pixel_values=pixels, input_ids=ids).logits
+    assert torch.allclose(plain, adapted, atol=1e-4), "the merged weights answer as base + adapter did"

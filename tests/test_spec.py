@@ -1,6 +1,6 @@
 import pytest
 
-from blipexp.spec import PITCH_DATASET, TINY_MODEL, Choice, ExperimentSpec, FloatRange, IntRange
+from blipexp.spec import LORA_PATTERNS, PITCH_DATASET, TINY_MODEL, Choice, ExperimentSpec, FloatRange, IntRange
 
 
 class Child(ExperimentSpec):
@@ -51,6 +51,10 @@ def test_bad_overrides_raise_helpful_errors(override, message):
     ({"val_fraction": 0.0}, "val_fraction=0.0 must be > 0"),
     ({"objective_metric": "meteor"}, "objective_metric='meteor' must be one of"),
     ({"epochs": "3"}, "wrong type"),
+    ({"lora_r": 0}, "lora_r=0 must be >= 1"),
+    ({"lora_alpha": 0}, "lora_alpha=0 must be >= 1"),
+    ({"lora_dropout": 1.0}, r"lora_dropout=1.0 must be in \[0, 1\)"),
+    ({"lora_targets": "decoder("}, "neither a preset .* nor a valid regular expression.*--set lora_targets=decoder"),
 ])
 def test_validation_names_the_field_and_the_rule(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -111,3 +115,12 @@ def test_a_direction_that_contradicts_the_metric_is_an_error(metric, direction, 
     with pytest.raises(ValueError, match=rf"objective_direction='{direction}' contradicts objective_metric='{metric}'"
                                          rf".*objective_direction=auto \(or {fix}\)"):
         ExperimentSpec().with_overrides([f"objective_metric={metric}", f"objective_direction={direction}"])
+
+
+def test_lora_fields_are_set_from_text_and_targets_resolve_to_a_pattern():
+    spec = ExperimentSpec().with_overrides(["adapter=lora", "lora_r=16", "lora_targets=decoder+vision"])
+    assert (spec.adapter, spec.lora_r) == ("lora", 16)
+    assert spec.lora_pattern.startswith(LORA_PATTERNS["decoder"]) and "vision_model" in spec.lora_pattern
+    assert spec.replace(lora_targets=r"text_decoder\..*\.query").lora_pattern == r"text_decoder\..*\.query"
+    with pytest.raises(ValueError, match="one of none, lora"):
+        ExperimentSpec().with_overrides(["adapter=qlora"])

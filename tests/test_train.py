@@ -1,12 +1,14 @@
 """The real path on the tiny model: Trainer, collator, generation-based evaluation, MLflow store in a temp dir."""
 import mlflow
 import pytest
-from transformers import BlipForConditionalGeneration, BlipProcessor
+import torch
+from transformers import BlipForConditionalGeneration, BlipProcessor, TrainerCallback
 
 from blipexp import tracking
 from blipexp.data import load_data
 from blipexp.evaluation import cider_document_frequency
 from blipexp.metrics import caption_scores
+from blipexp.modeling import adapter_dir
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
@@ -148,12 +150,51 @@ def test_known_untrained_scores_replace_the_epoch_0_evaluation(trained):
     assert {m.step: m.value for m in history}[0] == 123.0
 
 
+class SpoilTheLastEpoch(TrainerCallback):
+    """Drowns the LoRA weights in noise after the last epoch's training, before its evaluation: an earlier epoch
+    is the best one, and only loading it back (load_best_model_at_end) saves a model that scores as it did."""
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if state.epoch >= args.num_train_epochs:
+            with torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(0)
+                for name, p in model.named_parameters():
+                    if "lora_" in name:
+                        p.add_(torch.randn_like(p) * 100)
+
+
+def test_lora_trial_saves_its_best_epoch_merged_and_the_adapter_beside(home):
+    spec = tiny_spec(adapter="lora", learning_rate=1e-2, epochs=3, sample_captions=1, test_fraction=0.0)
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    data = load_data(spec, home)
+    result = train_trial(spec, data, home, echo=False, callbacks=[SpoilTheLastEpoch()])
+    assert result.best_epoch < spec.epochs, "the spoiled last epoch must not be the best"
+    params = mlflow.get_run(result.run_id).data.params
+    assert 0 < int(params["trainable_parameters"]) < int(params["total_parameters"]) / 10
+    assert params["adapter"] == "lora" and params["lora_r"] == "8"
+
+    model, info = BlipForConditionalGeneration.from_pretrained(result.model_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not any("lora_" in key for key in model.state_dict()), "the adapter is merged into the weights"
+    assert not (result.model_dir / "adapter_config.json").exists()
+    assert (adapter_dir(result.model_dir) / "adapter_model.safetensors").is_file()
+    processor = BlipProcessor.from_pretrained(result.model_dir)
+    pixels = processor(images=[data.image(e) for e in data.validation], return_tensors="pt")["pixel_values"]
+    captions = processor.batch_decode(model.generate(pixel_values=pixels, max_new_tokens=spec.max_new_tokens),
+                                      skip_special_tokens=True)
+    idf = cider_document_frequency(spec, data, len(data.validation), echo=False)
+    reloaded = caption_scores(captions, [list(e.captions) for e in data.validation], idf)["cider"]
+    assert reloaded == pytest.approx(result.objective, abs=1e-6), "the saved model is the best epoch's"
+
+
 def test_untrained_key_ignores_training_knobs_only():
     from blipexp.train import untrained_key
 
     spec = tiny_spec()
     key = untrained_key(spec, "data")
     assert untrained_key(spec.replace(learning_rate=1e-4, epochs=9, freeze_vision_encoder=True), "data") == key
+    assert untrained_key(spec.replace(adapter="lora", lora_r=16), "data") == key, "LoRA starts as the base model"
     for changed in (spec.replace(seed=1), spec.replace(max_new_tokens=5), spec.replace(val_subset=3)):
         assert untrained_key(changed, "data") != key
     assert untrained_key(spec, "other data") != key

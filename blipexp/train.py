@@ -96,7 +96,8 @@ def train_trial(
         args = training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None,
                                   workers=workers)
         trainer = build_trainer(spec, args, model=prepared.model, train_set=train_set, val_set=val_set,
-                                collator=collator, compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
+                                collator=collator,
+                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
                                 callbacks=[metrics_callback, *callbacks], echo=echo)
         if is_main_process:
             run.params({

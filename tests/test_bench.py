@@ -32,6 +32,9 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert all(report["generation"][k] > 0 for k in ("batched", "single", "cached_batched", "cached_single"))
     assert 0 < report["trial"]["evaluation_share"] < 1 and 0 < report["trial"]["tracking_share"] < 1
     assert len(report["sweep"]) == 3 and all(r["trials"] >= 1 and r["seconds"] > 0 for r in report["sweep"].values())
+    full, frozen, lora = report["adapters"]["ways"].values()
+    assert full["trainable"] == full["total"] > frozen["trainable"] > lora["trainable"] > 0
+    assert all(r["seconds_per_epoch"] > 0 and 0 <= r["best_cider"] for r in (full, frozen, lora))
 
 
 def test_the_markdown_report_lists_every_target_with_a_verdict(quick_report):

@@ -215,7 +215,13 @@ def test_requirements_are_pinned_not_inferred():
 
 def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files):
     """`mlflow models serve` on loopback answers /invocations with one caption per image (bounded polling)."""
-    import base64
+    captions = served_captions(f"models:/{champion.name}@champion", trained[3], image_files[:2])
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert captions == serving.caption(f"models:/{champion.name}@champion", [str(p) for p in image_files[:2]])
+
+
+def served_captions(model_uri: str, home, images) -> list[str]:
+    """Captions of `images` from `mlflow models serve -m model_uri`, started on a free loopback port, then stopped."""
     import json
     import os
     import subprocess
@@ -223,13 +229,12 @@ def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files
     import time
     import urllib.request
 
-    _, _, _, home = trained
     port = free_port()
     # the server execs uvicorn from PATH: the venv's bin, as when the venv is activated
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking.tracking_uri(home)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{champion.name}@champion",
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -242,17 +247,57 @@ def test_rest_scoring_through_mlflow_models_serve(trained, champion, image_files
             except OSError:
                 assert time.monotonic() < deadline, "the model server did not start within 120 s"
                 time.sleep(1)
-        images = [base64.b64encode(p.read_bytes()).decode() for p in image_files[:2]]
-        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}}).encode()
+        encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in encoded]}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        captions = [row["caption"] for row in answer["predictions"]]
-        assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
-        assert captions == serving.caption(f"models:/{champion.name}@champion", [str(p) for p in image_files[:2]])
+        return [row["caption"] for row in answer["predictions"]]
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_lora_sweep_registers_a_merged_model_that_promotes_captions_exports_and_serves(trained, image_files,
+                                                                                         tmp_path):
+    """football_lora (2 short trials over lora_r) -> register -> promote -> caption -> export -> serve."""
+    import optuna
+    from mlflow.models import Model
+
+    from blipexp import cli
+    from blipexp.sweep import optuna_storage
+
+    home = trained[3]  # the module's store: tracking is configured process-wide
+    name = "blip-football-lora-tiny"
+    argv = ["run", "football_lora", "--tiny", "--home", str(home), "--trials", "2", "--set", "epochs=1",
+            "--set", "pitch_scenes=40", "--set", "sample_captions=0", "--set", "test_fraction=0"]
+    assert cli.main(argv) == 0
+    study = optuna.load_study(study_name="football_lora-tiny", storage=optuna_storage(home))
+    assert [sorted(t.params) for t in study.trials] == [["learning_rate", "lora_r"]] * 2
+    tracking.configure(home)
+    [version] = registry.versions_of(mlflow.MlflowClient(), name)
+    assert version.tags["adapter"] == "lora" and version.tags["lora_r"] in ("4", "8", "16")
+    params = mlflow.get_run(version.run_id).data.params
+    assert int(params["trainable_parameters"]) < int(params["total_parameters"]) / 10
+
+    logged = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=str(tmp_path / "dl"))
+    entries = Model.load(f"{logged}/MLmodel").flavors["python_function"]["artifacts"]
+    adapter = tmp_path / "dl" / entries["adapter"]["path"]
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+
+    registry.promote(name, version.version)  # loads the pyfunc and captions the example image first
+    uri = f"models:/{name}@champion"
+    captions = serving.caption(uri, [str(p) for p in image_files[:2]])
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+    out = serving.export(uri, tmp_path / "export")
+    assert not list(out.glob("adapter*")), "the export is a plain checkpoint: no adapter files"
+    model, info = BlipForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not any("lora_" in key or "base_layer" in key for key in model.state_dict())
+    assert "peft" not in (out / "config.json").read_text()
+
+    assert served_captions(uri, home, image_files[:2]) == captions
 
 
 def _model_files(version):

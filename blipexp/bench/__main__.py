@@ -36,6 +36,10 @@ def run(size: Size, sections: list[str]) -> dict:
             report["trial"] = bench_trial(size, work / "trial")
         if "sweep" in sections:
             report["sweep"] = bench_sweeps(size, work)
+        if "adapters" in sections:
+            from .adapters import bench_adapters
+
+            report["adapters"] = bench_adapters(size, work / "adapters")
         if "data" in sections:
             from .data import bench_data
 
@@ -44,7 +48,7 @@ def run(size: Size, sections: list[str]) -> dict:
     return report
 
 
-SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data"]
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "adapters"]
 
 
 def main(argv: list[str] | None = None) -> int:

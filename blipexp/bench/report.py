@@ -66,7 +66,7 @@ def markdown(report: dict, command: str) -> str:
               f"{report['peak']['fp32_size']}), bf16 {report['peak']['bf16_gflops']:.1f} GFLOP/s; MFU below is against "
               "the fp32 figure."]
     for section, write in (("training", _training_md), ("generation", _generation_md), ("trial", _trial_md),
-                           ("sweep", _sweep_md), ("data", _data_md)):
+                           ("sweep", _sweep_md), ("data", _data_md), ("adapters", _adapters_md)):
         if section in report:
             lines += [""] + write(report)
     return "\n".join(lines) + "\n"
@@ -115,6 +115,12 @@ def _sweep_md(report: dict) -> list[str]:
         pruned = f" ({r['pruned']})" if "pruned" in r else ""
         lines.append(f"| {way} | {r['seconds']:.0f} s | {r['best']:.3f} | {r['trials']}{pruned} | {params} |")
     return lines
+
+
+def _adapters_md(report: dict) -> list[str]:
+    from .adapters import markdown as adapters_markdown
+
+    return adapters_markdown(report["adapters"])
 
 
 def _data_md(report: dict) -> list[str]:

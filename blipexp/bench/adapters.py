@@ -40,7 +40,7 @@ class EpochClock(TrainerCallback):
 def bench_adapters(size: Size, home: Path) -> dict:
     from .. import catalog, tracking
     from ..data import load_data
-    from ..train import train_trial
+    from ..train import train_trial, untrained_key
 
     base = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(
         pitch_scenes=size.sweep_scenes, sample_captions=0)
@@ -50,11 +50,14 @@ def bench_adapters(size: Size, home: Path) -> dict:
     tracking.use_experiment("bench-adapters", home)
     data = load_data(base, home)
     result: dict = {"epochs": base.epochs, "scenes": base.pitch_scenes, "ways": {}}
+    untrained = None  # the ways differ in training-only fields (train.TRAINING_ONLY): one epoch-0 evaluation
     for way, changes in WAYS.items():
         spec = base.replace(**changes)
+        assert untrained_key(spec, data.fingerprint) == untrained_key(base, data.fingerprint)
         clock = EpochClock()
         started = time.perf_counter()
-        trial = train_trial(spec, data, home, echo=False, callbacks=[clock])
+        trial = train_trial(spec, data, home, echo=False, callbacks=[clock], untrained=untrained)
+        untrained = trial.untrained
         params = tracking.Run(trial.run_id).read().data.params
         row = {"trainable": int(params["trainable_parameters"]), "total": int(params["total_parameters"]),
                "seconds_per_epoch": sum(clock.seconds) / len(clock.seconds), "best_cider": trial.val_metrics["cider"],

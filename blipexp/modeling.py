@@ -1,8 +1,10 @@
-"""Model and processor: from a Hub id, a local folder, or the tiny offline preset.
+"""Model and processor: from a Hub id, a local folder, or the tiny offline presets.
 
-The tiny preset is the real BLIP architecture (`BlipForConditionalGeneration`) built from a small
-`BlipConfig` with random weights, and a BERT word-piece tokenizer whose vocabulary is the training
-captions' words. Saved with `save_pretrained`, it loads exactly like a real checkpoint.
+The tiny presets are the real BLIP architecture (`BlipForConditionalGeneration`) built from a small
+`BlipConfig`, with a BERT word-piece tokenizer of whole words. "tiny" is that model pretrained offline on
+generated scenes (see pretrain.py; its vocabulary is fixed, and a user's captions may only add words to it);
+"tiny-random" has random weights and a vocabulary of exactly the training captions' words. Saved with
+`save_pretrained`, either loads like a real checkpoint.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 from .data.sources import CaptionData
 from .feature_cache import FeatureCache, PassThroughVision
 from .hub import NotAHubId, hub_answers, looks_like_path
-from .spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, ExperimentSpec
+from .spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
 
 TINY_IMAGE_SIZE = 64
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # BLIP's decoder starts from [DEC]
@@ -34,9 +36,16 @@ class ModelSourceError(ValueError):
     """The model named by the spec cannot be loaded; the message names the fix."""
 
 
-def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str]) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """Build or load the model the spec names. `captions` (training captions) size the tiny vocabulary."""
+def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str], home: Path,
+                              echo: bool = True) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
+    """Build or load the model the spec names. `captions` (training captions) give the tiny presets the words
+    they lack; the pretrained tiny model is built once and cached under `home` (see pretrain.py)."""
     if spec.model == TINY_MODEL:
+        from .pretrain import load_pretrained_tiny  # it builds on this module's tiny builders
+
+        model, processor = load_pretrained_tiny(home, echo=echo)
+        return model, extend_vocabulary(model, processor, captions, seed=spec.seed)
+    if spec.model == TINY_RANDOM_MODEL:
         processor = build_tiny_processor(captions)
         return build_tiny_model(processor, seed=spec.seed), processor
     if Path(spec.model).expanduser().is_dir():
@@ -80,11 +89,32 @@ def build_tiny_processor(captions: Iterable[str]) -> BlipProcessor:
     """A BLIP processor whose tokenizer knows exactly the words of `captions` (lower-cased, BERT-split)."""
     words = sorted(set(caption_words(captions)) - set(SPECIAL_TOKENS))
     assert words, "the tiny vocabulary needs at least one caption"
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + words)}
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=64)
     # The PIL backend: the default one needs torchvision, which is not a dependency.
     images = BlipImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
-    return BlipProcessor(image_processor=images, tokenizer=tokenizer)
+    return BlipProcessor(image_processor=images, tokenizer=_tiny_tokenizer(SPECIAL_TOKENS + words))
+
+
+def _tiny_tokenizer(tokens: list[str]) -> BertTokenizer:
+    """Whole-word vocabulary: token i has id i."""
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return BertTokenizer(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=64)
+
+
+def extend_vocabulary(model: BlipForConditionalGeneration, processor: BlipProcessor, captions: Iterable[str],
+                      seed: int) -> BlipProcessor:
+    """The processor with the captions' unknown words appended to its tokenizer, and the model's embeddings resized
+    to match, so those words are learned instead of read as [UNK]. Known words keep their ids (and embeddings)."""
+    known = processor.tokenizer.get_vocab()
+    new = sorted(set(caption_words(captions)) - set(known))
+    if not new:
+        return processor
+    tokens = sorted(known, key=known.get) + new
+    assert [known[t] for t in tokens[:len(known)]] == list(range(len(known))), "the vocabulary's ids are contiguous"
+    tokenizer = _tiny_tokenizer(tokens)
+    with torch.random.fork_rng():  # the new rows' seeded init without disturbing the caller's RNG
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(len(tokenizer))
+    return BlipProcessor(image_processor=processor.image_processor, tokenizer=tokenizer)
 
 
 def caption_words(captions: Iterable[str]) -> list[str]:

@@ -19,7 +19,8 @@ from .metrics import METRIC_KEYS
 
 HUB_MODEL = "Salesforce/blip-image-captioning-base"
 HUB_DATASET = "ybelkada/football-dataset"
-TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipConfig, random init
+TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipConfig, pretrained on generated scenes
+TINY_RANDOM_MODEL = "tiny-random"  # the same architecture from random weights (comparisons with the pretrained start)
 PITCH_DATASET = "pitch"  # the embedded, generated football scenes
 OBJECTIVES = METRIC_KEYS + ("loss",)
 LOWER_IS_BETTER = frozenset({"loss"})  # objectives where smaller wins; every caption metric is higher-is-better
@@ -70,7 +71,8 @@ class ExperimentSpec:
     _docstring: ClassVar[str | None] = None
 
     # --- model
-    model: str = arg(HUB_MODEL, f"Hub id, local folder saved with save_pretrained, or '{TINY_MODEL}' (offline preset)")
+    model: str = arg(HUB_MODEL, f"Hub id, local folder saved with save_pretrained, '{TINY_MODEL}' (offline preset, "
+                     f"pretrained on generated scenes) or '{TINY_RANDOM_MODEL}' (the same from random weights)")
     model_revision: str = arg("main", "Hub revision (branch, tag or commit) when `model` is a Hub id")
     freeze_vision_encoder: bool = arg(False, "Train the text decoder only; the vision encoder's weights stay fixed")
     cache_vision_features: bool = arg(
@@ -223,7 +225,7 @@ class ExperimentSpec:
 
     @property
     def is_tiny(self) -> bool:
-        return self.model == TINY_MODEL
+        return self.model in (TINY_MODEL, TINY_RANDOM_MODEL)
 
     @property
     def profile(self) -> str:

@@ -71,7 +71,7 @@ def train_trial(
     """
     # setup: the model as the spec adapts it, the data sets, CIDEr's idf, the per-epoch callback
     captions = [c for example in data.train for c in example.captions]
-    model, processor = load_model_and_processor(spec, captions)
+    model, processor = load_model_and_processor(spec, captions, home, echo=echo)
     prepared = prepare_for_training(model, processor, spec, data, home, echo)
     cache = prepared.cache
     workers = dataloader_workers(spec, data, processor, cached=cache is not None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,25 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pretrained_tiny_cache(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The pretrained tiny model ("tiny"), built once and shared by every test's home, child processes included
+    (through BLIPEXP_PRETRAINED_CACHE), so no test pays for pretraining. It is kept in pytest's cache folder, so
+    later sessions reuse it too until its recipe changes; tests of the cache itself unset the variable."""
+    from blipexp import pretrain
+
+    cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`
+    shared = cache.mkdir("blipexp-pretrained") if cache else request.getfixturevalue("tmp_path_factory").mktemp("pt")
+    before = os.environ.get(pretrain.CACHE_VARIABLE)
+    os.environ[pretrain.CACHE_VARIABLE] = str(shared)
+    pretrain.pretrained_tiny(shared)
+    yield shared
+    if before is None:
+        os.environ.pop(pretrain.CACHE_VARIABLE, None)
+    else:
+        os.environ[pretrain.CACHE_VARIABLE] = before
 
 
 @pytest.fixture

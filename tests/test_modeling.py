@@ -2,6 +2,7 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from blipexp.data import pitch
 from blipexp.data.sources import CaptionData
 from blipexp.feature_cache import FeatureCache, PassThroughVision
 from blipexp.modeling import (
@@ -12,7 +13,8 @@ from blipexp.modeling import (
     load_model_and_processor,
     prepare_for_training,
 )
-from blipexp.spec import ExperimentSpec
+from blipexp.pretrain import pretrained_tiny
+from blipexp.spec import TINY_RANDOM_MODEL, ExperimentSpec
 
 CAPTIONS = ["A red player dribbles the ball.", "two blue players chase the ball"]
 
@@ -48,19 +50,54 @@ def test_local_folder_model_loads(tmp_path):
     processor = build_tiny_processor(CAPTIONS)
     build_tiny_model(processor, seed=0).save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    model, loaded = load_model_and_processor(ExperimentSpec(model=str(tmp_path)), [])
+    model, loaded = load_model_and_processor(ExperimentSpec(model=str(tmp_path)), [], tmp_path)
     assert isinstance(model, BlipForConditionalGeneration) and len(loaded.tokenizer) == len(processor.tokenizer)
 
 
-def test_unreachable_hub_model_fails_fast_naming_the_fixes():
+def test_unreachable_hub_model_fails_fast_naming_the_fixes(tmp_path):
     spec = ExperimentSpec(model="Salesforce/no-such-blip-model-offline")
     with pytest.raises(ModelSourceError, match="--tiny.*--set model="):
-        load_model_and_processor(spec, [])
+        load_model_and_processor(spec, [], tmp_path)
 
 
 def test_missing_local_folder_is_not_sent_to_the_hub(tmp_path):
     with pytest.raises(ModelSourceError, match="does not exist"):
-        load_model_and_processor(ExperimentSpec(model=str(tmp_path / "nope")), [])
+        load_model_and_processor(ExperimentSpec(model=str(tmp_path / "nope")), [], tmp_path)
+
+
+def test_tiny_is_the_pretrained_model_and_knows_the_pitch_words(home):
+    model, processor = load_model_and_processor(ExperimentSpec().tiny(), pitch.all_captions(), home)
+    cached = BlipForConditionalGeneration.from_pretrained(pretrained_tiny(home))
+    assert all(torch.equal(v, cached.state_dict()[k]) for k, v in model.state_dict().items())
+    assert len(processor.tokenizer) == model.config.text_config.vocab_size, "no word was added"
+    ids = processor.tokenizer(pitch.all_captions())["input_ids"]
+    assert processor.tokenizer.unk_token_id not in {i for row in ids for i in row}
+
+
+def test_unknown_caption_words_are_added_to_the_tokenizer_and_the_embeddings(home):
+    spec = ExperimentSpec().tiny()
+    before, known = load_model_and_processor(spec, [], home)
+    captions = ["A goalkeeper saves the penalty", "two red players chase the ball"]
+    model, processor = load_model_and_processor(spec, captions, home)
+    tokenizer, new = processor.tokenizer, ["goalkeeper", "penalty", "saves"]
+    assert len(tokenizer) == len(known.tokenizer) + 3 == model.config.text_config.vocab_size
+    ids = tokenizer("A goalkeeper saves the penalty")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids[1:-1]) == ["a", "goalkeeper", "saves", "the", "penalty"]
+    assert all(tokenizer.get_vocab()[w] >= len(known.tokenizer) for w in new), "appended after the known words"
+    assert {w: tokenizer.get_vocab()[w] for w in known.tokenizer.get_vocab()} == known.tokenizer.get_vocab()
+    embeddings, old = model.get_input_embeddings().weight, before.get_input_embeddings().weight
+    assert embeddings.shape[0] == len(tokenizer) and torch.equal(embeddings[:len(old)], old)
+    pixels = torch.rand(1, 3, 64, 64)
+    logits = model(pixel_values=pixels, input_ids=torch.tensor([ids])).logits
+    assert logits.shape[-1] == len(tokenizer), "the decoder can also predict the new words"
+
+
+def test_tiny_random_is_the_random_init_preset_with_the_captions_vocabulary(tmp_path):
+    spec = ExperimentSpec().tiny().replace(model=TINY_RANDOM_MODEL)
+    model, processor = load_model_and_processor(spec, CAPTIONS, tmp_path)
+    assert spec.is_tiny and spec.profile == "tiny"
+    assert processor.tokenizer.get_vocab() == build_tiny_processor(CAPTIONS).tokenizer.get_vocab()
+    assert not (tmp_path / "cache").exists(), "no pretraining for the random preset"
 
 
 def prepared(tmp_path, echo=False, **changes):

@@ -1,6 +1,15 @@
 import pytest
 
-from blipexp.spec import LORA_PATTERNS, PITCH_DATASET, TINY_MODEL, Choice, ExperimentSpec, FloatRange, IntRange
+from blipexp.spec import (
+    LORA_PATTERNS,
+    PITCH_DATASET,
+    TINY_MODEL,
+    TINY_RANDOM_MODEL,
+    Choice,
+    ExperimentSpec,
+    FloatRange,
+    IntRange,
+)
 
 
 class Child(ExperimentSpec):
@@ -67,6 +76,12 @@ def test_tiny_profile_swaps_model_and_dataset_but_keeps_a_local_folder(tmp_path)
     assert tiny.registered_model.endswith("-tiny")
     local = ExperimentSpec(dataset=str(tmp_path)).tiny()
     assert local.dataset == str(tmp_path) and local.model == TINY_MODEL
+
+
+def test_both_tiny_presets_are_the_tiny_profile():
+    random_init = ExperimentSpec().tiny().replace(model=TINY_RANDOM_MODEL)
+    assert random_init.is_tiny and random_init.profile == "tiny"
+    assert not ExperimentSpec().is_tiny and ExperimentSpec().profile == "full"
 
 
 def test_search_space_must_name_fields_and_have_valid_ranges():

@@ -12,7 +12,7 @@ from blipexp.modeling import adapter_dir
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
-SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=16, sample_captions=3)
+SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=8, sample_captions=3)  # 12 steps: enough to move a pretrained start
 
 
 def tiny_spec(**changes) -> ExperimentSpec:

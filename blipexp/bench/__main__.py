@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __doc__ as PACKAGE_DOC
 from .generation import bench_generation
 from .peak import bench_peak
+from .pretrained import bench_pretrained
 from .report import machine, markdown
 from .sizes import DATA_SIZES, FULL, QUICK, Size, log
 from .sweeps import bench_sweeps
@@ -32,6 +33,8 @@ def run(size: Size, sections: list[str]) -> dict:
             report["training"] = bench_training(size, report["peak"]["fp32_gflops"], work / "training")
         if "generation" in sections:
             report["generation"] = bench_generation(size)
+        if "trial" in sections or "sweep" in sections:
+            report["pretrained"] = bench_pretrained(work / "pretrained")
         if "trial" in sections:
             report["trial"] = bench_trial(size, work / "trial")
         if "sweep" in sections:

@@ -108,7 +108,13 @@ def _trial_md(report: dict) -> list[str]:
 def _sweep_md(report: dict) -> list[str]:
     from ..sweep import format_param
 
-    lines = ["Tiny `football_lr_sweep`, the same search space, trial count and data:", "",
+    lines = []
+    if "pretrained" in report:
+        pt = report["pretrained"]
+        lines += [f"The pretrained tiny model all trials start from ({pt['steps']} steps on {pt['images']} generated "
+                  f"scenes): {'built in' if pt['built'] else 'found in the cache in'} {pt['seconds']:.0f} s, "
+                  "before anything was timed.", ""]
+    lines += ["Tiny `football_lr_sweep`, the same search space, trial count and data:", "",
               "| way | wall time | best val CIDEr | trials (pruned) | best params |", "|---|---|---|---|---|"]
     for way, r in report["sweep"].items():
         params = ", ".join(f"{k}={format_param(v)}" for k, v in r["best_params"].items())

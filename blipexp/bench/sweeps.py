@@ -77,11 +77,12 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
 
     from ..data import load_data
     from ..data.features import PixelRows, evaluation_dataset, training_dataset
-    from ..modeling import build_tiny_model, build_tiny_processor
+    from ..modeling import load_model_and_processor
     from ..train import CaptionTrainer, compute_metrics_for, training_arguments
 
     data = load_data(spec, home)
-    processor = build_tiny_processor(c for e in data.train for c in e.captions)
+    captions = [c for e in data.train for c in e.captions]
+    _, processor = load_model_and_processor(spec, captions, home, echo=False)  # the model blipexp's trials start from
     # decoded on demand and kept after first use, as blipexp's own trials do with splits this small
     train_set = training_dataset(PixelRows(data, data.train, processor.image_processor, memo=True), data.train)
     val_set, val_refs = evaluation_dataset(PixelRows(data, data.validation, processor.image_processor, memo=True),
@@ -90,9 +91,9 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
                                save_strategy="no", load_best_model_at_end=False, eval_on_start=False,
                                logging_strategy="no")
     trainer = CaptionTrainer(
-        model_init=lambda trial: build_tiny_model(processor, seed=spec.seed), args=args, train_dataset=train_set,
-        eval_dataset=val_set, data_collator=CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id,
-                                                            spec.max_caption_tokens),
+        model_init=lambda trial: load_model_and_processor(spec, captions, home, echo=False)[0], args=args,
+        train_dataset=train_set, eval_dataset=val_set,
+        data_collator=CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id, spec.max_caption_tokens),
         compute_metrics=compute_metrics_for(processor.tokenizer, val_refs),
         generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams})
     trainer.remove_callback(PrinterCallback)  # it prints every evaluation's dict

@@ -41,6 +41,12 @@ class Scene:
         return f"{subject} {verb} the ball {PLACES[self.zone]}" + (" at night" if self.night else "")
 
 
+def all_captions() -> list[str]:
+    """Every caption a pitch scene can have: the words the pretrained tiny tokenizer must know."""
+    return [Scene(team, players, zone, night).caption
+            for team in TEAMS for players in COUNT_WORDS for zone in ZONES for night in (False, True)]
+
+
 def random_scene(rng: random.Random) -> Scene:
     return Scene(
         team=rng.choice(sorted(TEAMS)),
@@ -57,7 +63,7 @@ def draw(scene: Scene, rng: random.Random) -> Image.Image:
     _draw_pitch(pen, LINES[scene.night])
     ball = _ball_position(scene.zone, rng)
     for _ in range(scene.players):
-        _draw_player(pen, _near(ball, rng), TEAMS[scene.team], rng)
+        draw_player(pen, _near(ball, rng), TEAMS[scene.team], rng)
     r = 3
     pen.ellipse([ball[0] - r, ball[1] - r, ball[0] + r, ball[1] + r], fill=(255, 255, 255), outline=(0, 0, 0))
     return image
@@ -87,7 +93,7 @@ def _near(ball: tuple[int, int], rng: random.Random) -> tuple[int, int]:
     return x, y
 
 
-def _draw_player(pen: ImageDraw.ImageDraw, at: tuple[int, int], shirt: tuple[int, int, int], rng: random.Random) -> None:
+def draw_player(pen: ImageDraw.ImageDraw, at: tuple[int, int], shirt: tuple[int, int, int], rng: random.Random) -> None:
     x, y = at
     w, h = rng.randint(4, 5), rng.randint(9, 11)
     pen.rectangle([x - w, y - h // 2, x + w, y + h // 2], fill=shirt, outline=(20, 20, 20))

@@ -88,7 +88,8 @@ def probe(shapes: list[Shape], precisions: tuple[str, ...] = ("fp32", "bf16")) -
     for _ in range(REPEATS):
         for p, seconds in best.items():
             best[p] = min(seconds, _seconds(full, p))
-    rates = {p: _flops(shapes) / s / 1e9 for p, s in best.items()} | {p: _flops(small) / s / 1e9 for p, s in slow.items()}
+    rates = {p: _flops(shapes) / s / 1e9 for p, s in best.items()}
+    rates |= {p: _flops(small) / s / 1e9 for p, s in slow.items()}
     return {p: rates[p] for p in precisions}
 
 
@@ -131,7 +132,8 @@ def cached_probe(home: Path, shapes: list[Shape], run_probe: Probe = probe) -> t
         if digest in entries:
             return entries[digest]["gflops"], True
         gflops = run_probe(shapes)
-        entries[digest] = {"key": key, "gflops": gflops, "measured": datetime.datetime.now().isoformat(timespec="seconds")}
+        measured = datetime.datetime.now().isoformat(timespec="seconds")
+        entries[digest] = {"key": key, "gflops": gflops, "measured": measured}
         _write(path, entries)
     return gflops, False
 

@@ -57,7 +57,8 @@ def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
 
 def test_bf16_without_a_gpu_builds_arguments_for_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    args = training_arguments(ExperimentSpec().tiny().replace(precision="bf16"), tmp_path, steps_per_epoch=4, echo=False)
+    spec = ExperimentSpec().tiny()
+    args = training_arguments(spec.replace(precision="bf16"), tmp_path, steps_per_epoch=4, echo=False)
     assert args.bf16 and args.use_cpu, "transformers refuses bf16 without a GPU unless use_cpu is set"
-    fp32 = training_arguments(ExperimentSpec().tiny().replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
+    fp32 = training_arguments(spec.replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
     assert not fp32.bf16 and not fp32.use_cpu

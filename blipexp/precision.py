@@ -28,7 +28,7 @@ from . import locks
 PROBE_VERSION = 1  # bump when the probe changes: cached results of another version are measured again
 MARGIN = 1.15  # bf16 must be this many times faster: the same probe has read 165 vs 165 and 381 vs 160 GFLOP/s here
 MAX_ROWS = 512  # tokens per probed block: keeps the probe to seconds for BLIP-base (batch 8: 4616 patches)
-MIN_SECONDS = 0.05  # a timed pass repeats the blocks until this long: single small products are all noise
+MIN_SECONDS = 0.2  # a timed pass repeats the blocks until this long: single small products are all noise
 WARMUP, REPEATS = 1, 4  # unmeasured passes, then the best of this many timed ones per precision
 SLOW = 10.0  # a precision whose warm-up pass is this many times fp32's is not timed further (no bf16 units)
 # Whether a tiny run in this precision reaches fp32's validation objective within the noise between seeds

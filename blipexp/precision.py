@@ -141,7 +141,7 @@ def cached_probe(home: Path, shapes: list[Shape], run_probe: Probe = probe) -> t
 def decide(gflops: dict[str, float], keeps_quality: dict[str, bool] = KEEPS_QUALITY, margin: float = MARGIN) -> Choice:
     """bf16 when the probe measured it at least `margin` times fp32's speed and it keeps quality; else fp32."""
     speedup = gflops["bf16"] / gflops["fp32"]
-    figures = f"fp32 in the probe ({gflops['bf16']:.0f} vs {gflops['fp32']:.0f} GFLOP/s)"
+    figures = f"fp32 in the probe ({gflops['bf16']:.3g} vs {gflops['fp32']:.3g} GFLOP/s)"
     if speedup < margin:
         return Choice("fp32", f"fp32: bf16 only {speedup:.2f}x {figures}, below the {margin:g}x needed", gflops)
     if not keeps_quality.get("bf16", False):

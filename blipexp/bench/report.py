@@ -115,7 +115,7 @@ def _training_md(report: dict) -> list[str]:
               f"{t['warmup_steps']} warm-up steps:", "",
               "| path | samples/s | GFLOP/sample | MFU |", "|---|---|---|---|"]
     if "precision" in t:
-        probe = ", ".join(f"{k} {v:.0f}" for k, v in t["probe_gflops"].items())
+        probe = ", ".join(f"{k} {v:.3g}" for k, v in t["probe_gflops"].items())
         lines[1:1] = ["", f"blipexp's paths trained in {t['precision']} (precision=auto: {t['precision_reason']}; "
                           f"probe GFLOP/s: {probe or 'not run'}); the notebook's loop in fp32."]
     rows = [("notebook loop (fp32, AdamW, padded to %d, labels=input_ids)" % t["notebook_pad_to"], "notebook",

@@ -120,7 +120,8 @@ class ExperimentSpec:
     )
     max_grad_norm: float = arg(1.0, "Gradient clipping norm (0 turns clipping off)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = arg(
-        "auto", "Numeric precision; auto picks bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU"
+        "auto", "Numeric precision; auto picks bf16 on GPUs that have it, fp16 on other GPUs; on CPU bf16 when a "
+        "probe of this machine (seconds, cached in <home>/cache/precision.json) measures it >= 1.15x fp32, else fp32"
     )
     seed: int = arg(42, "Seed for model init, data order and dropout")
     dataloader_workers: int = arg(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, tracking
+from . import distributed, precision, tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
 from .data.collator import CaptionCollator
 from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
@@ -88,13 +88,16 @@ def train_trial(
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
+    chosen = precision.choose(spec.precision, model, spec.train_batch_size, spec.max_caption_tokens, home)
+    if echo and is_main_process:
+        print(f"precision {chosen.reason}", flush=True)
 
     with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
         if is_main_process:
             _log_data_summary(run, data, len(train_set), len(epoch_val))
         output_dir = home / "checkpoints" / run.id
-        args = training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None,
-                                  workers=workers)
+        args = training_arguments(spec.replace(precision=chosen.precision), output_dir, steps_per_epoch, echo,
+                                  evaluate_untrained=untrained is None, workers=workers)
         trainer = build_trainer(spec, args, model=prepared.model, train_set=train_set, val_set=val_set,
                                 collator=collator,
                                 compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
@@ -106,6 +109,7 @@ def train_trial(
                 "cider_df_used": "corpus" if document_frequency else "split",
                 **prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
             })
+            _log_precision(run, chosen)
         if untrained is not None:
             metrics_callback.record(0, dict(untrained))
 
@@ -211,6 +215,13 @@ def _log_data_summary(run: tracking.Run, data: CaptionData, train_pairs: int, ep
                  **{f"data_skipped_{reason}": n for reason, n in sorted(data.skipped.items())}})
     if data.warnings:
         run.tags({"data_warnings": " | ".join(data.warnings)})
+
+
+def _log_precision(run: tracking.Run, chosen: precision.Choice) -> None:
+    """What the run trained in and why; the probe's figures when `auto` measured them."""
+    run.params({"precision_used": chosen.precision, "precision_reason": chosen.reason})
+    if chosen.gflops:
+        run.metrics({f"precision_probe_{name}_gflops": value for name, value in chosen.gflops.items()})
 
 
 def _log_skips(run: tracking.Run, skips: SkipTally, echo: bool) -> None:

@@ -97,8 +97,9 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto': bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU, where bf16 autocast is not faster on
-    every CPU (BENCHMARKS.md: `python -m blipexp.bench.precision` measures this machine)."""
+    """The static rule: 'auto' is bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU. A trial resolves
+    'auto' on CPU by measurement before it gets here (blipexp.precision: bf16 autocast trained 1.5-1.7x faster
+    on CPUs with bf16 instructions and ran matrix products over 100x slower on one without)."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available():
@@ -151,7 +152,8 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,  # not started anew for every epoch and evaluation
         dataloader_pin_memory=torch.cuda.is_available(),
-        # several processes without a GPU: DDP on CPU (gloo); without this the Trainer takes each for a world of one
-        use_cpu=distributed.world_size() > 1 and not torch.cuda.is_available(),
+        # several processes without a GPU: DDP on CPU (gloo); without this the Trainer takes each for a world of one.
+        # bf16 without a GPU: transformers refuses bf16 unless told the CPU is meant
+        use_cpu=(distributed.world_size() > 1 or precision == "bf16") and not torch.cuda.is_available(),
         disable_tqdm=not echo,
     )

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from blipexp.bench.report import met, targets
+from blipexp.bench.peak import summarize
+from blipexp.bench.report import markdown, met, mfu, targets
 from blipexp.bench.sizes import FULL
 from blipexp.bench.trial import EvaluationClock
 
@@ -23,6 +24,8 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     report, _, _ = quick_report
     assert report["size"] == "quick"
     assert report["peak"]["fp32_gflops"] > 0 and report["peak"]["bf16_gflops"] > 0
+    assert report["peak"]["fp32_after"] > 0, "the peak is probed again after the timed paths"
+    assert report["training"]["precision"] in ("fp32", "bf16") and report["training"]["precision_reason"]
     training = report["training"]
     for path in ("notebook", "plain", "full", "frozen", "cached", "full_b8", "cached_b8"):
         assert training[path] > 0, path
@@ -59,3 +62,39 @@ def test_the_evaluation_clock_sums_every_splits_runtime():
     clock.on_evaluate(None, None, None, metrics={"test_cider": 0.4, "test_runtime": 0.5})
     clock.on_evaluate(None, None, None)  # an evaluation without metrics adds nothing
     assert clock.seconds == 1.75, "runtime only: not the loss, the scores or the throughput"
+
+
+def constructed_report(full_samples_per_second: float) -> dict:
+    """A report as the training section writes it; bf16 paths, so MFU is against the bf16 peak."""
+    flops = 400e9
+    training = {"model": "BLIP-base (random init)", "parameters_m": 224, "batch": 2, "caption_tokens": [18, 24],
+                "notebook_pad_to": 512, "warmup_steps": 2, "measured_steps": 3, "precision": "bf16",
+                "precision_reason": "bf16: 1.60x fp32 in the probe (160 vs 100 GFLOP/s)",
+                "probe_gflops": {"fp32": 100.0, "bf16": 160.0}, "notebook": 0.1, "notebook_flops_per_sample": 800e9}
+    for key in ("plain", "full", "frozen", "cached", "full_b8", "cached_b8"):
+        training[key], training[f"{key}_flops_per_sample"] = 0.2, flops
+    training["full"] = full_samples_per_second
+    before = {"fp32": {1024: [90.0, 100.0, 95.0]}, "bf16": {1024: [180.0, 200.0, 150.0]}}
+    return {"size": "full", "seconds": 600.0, "training": training, "peak": summarize(before, before),
+            "machine": {"cpu": "Some CPU", "cores": 2, "torch_threads": 2, "torch": "2", "cuda": None,
+                        "date": "2026-11-23", "commit": "abc"}}
+
+
+def test_mfu_is_against_the_peak_of_the_precision_used():
+    report = constructed_report(0.25)
+    assert report["peak"]["bf16_gflops"] == 200.0 and report["peak"]["bf16_low"] == 150.0
+    assert mfu(report, "full") == 0.25 * 400 / 200, "a bf16 path against the bf16 peak"
+    assert mfu(report, "notebook") == 0.1 * 800 / 100, "the notebook's fp32 loop against the fp32 peak"
+
+
+def test_an_mfu_above_100_percent_is_reported_invalid_never_as_a_result():
+    report = constructed_report(0.56)  # 0.56 x 400 GFLOP / 200 GFLOP/s = 112%
+    text = markdown(report, "python -m blipexp.bench --only training")
+    row = next(line for line in text.splitlines() if line.startswith("| full fine-tuning MFU, batch 2 |"))
+    assert row.endswith("| invalid | 0.60 | invalid |")
+    assert "112%" not in row and "1.12" not in text
+    assert "invalid: 112% is above 100%, so the peak was measured too low" in text, "the report says why"
+    assert "| blipexp Trainer, full fine-tuning | 0.560 | 400.0 | invalid |" in text
+    assert not met("share of measured bf16 matmul peak", 1.12, 0.60)
+    valid = markdown(constructed_report(0.25), "python -m blipexp.bench --only training")
+    assert "| full fine-tuning MFU, batch 2 | share of measured bf16 matmul peak | 0.50 | 0.60 | NO |" in valid

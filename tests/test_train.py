@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor, TrainerCallback
 
-from blipexp import tracking
+from blipexp import precision, tracking
 from blipexp.data import load_data
 from blipexp.evaluation import cider_document_frequency
 from blipexp.metrics import caption_scores
-from blipexp.modeling import adapter_dir
+from blipexp.modeling import adapter_dir, build_tiny_model, build_tiny_processor
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
@@ -198,3 +198,30 @@ def test_untrained_key_ignores_training_knobs_only():
     for changed in (spec.replace(seed=1), spec.replace(max_new_tokens=5), spec.replace(val_subset=3)):
         assert untrained_key(changed, "data") != key
     assert untrained_key(spec, "other data") != key
+
+
+class _PrecisionSeen(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bf16, self.fp16 = args.bf16, args.fp16
+
+
+def test_auto_precision_trains_in_the_probes_choice_and_logs_it(home, monkeypatch):
+    """Probe figures seeded in the home's cache (bf16 twice as fast) decide the real run's precision."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = tiny_spec(epochs=1, sample_captions=0)
+    assert spec.precision == "auto"
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    model = build_tiny_model(build_tiny_processor(["a red player"]), seed=0)  # the shapes depend on the config only
+    seeded = {"fp32": 100.0, "bf16": 200.0}
+    shapes = precision.model_shapes(model, spec.train_batch_size, spec.max_caption_tokens)
+    precision.cached_probe(home, shapes, lambda shapes: seeded)
+    expected = precision.decide(seeded)
+    seen = _PrecisionSeen()
+    result = train_trial(spec, load_data(spec, home), home, echo=False, callbacks=[seen])
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["precision_used"] == expected.precision
+    assert run.data.params["precision_reason"] == expected.reason + " (cached)"
+    assert run.data.params["precision"] == "auto", "the spec's own value is kept beside what was used"
+    assert run.data.metrics["precision_probe_bf16_gflops"] == 200.0
+    assert (seen.bf16, seen.fp16) == (expected.precision == "bf16", False), "the Trainer trains in the chosen one"

@@ -53,3 +53,12 @@ def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
     assert not any(isinstance(c, PrinterCallback) for c in callbacks), "raw log dicts are never printed"
     bars = [c for c in callbacks if isinstance(c, ProgressCallback)]
     assert len(bars) == int(echo)
+
+
+def test_bf16_without_a_gpu_builds_arguments_for_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = ExperimentSpec().tiny()
+    args = training_arguments(spec.replace(precision="bf16"), tmp_path, steps_per_epoch=4, echo=False)
+    assert args.bf16 and args.use_cpu, "transformers refuses bf16 without a GPU unless use_cpu is set"
+    fp32 = training_arguments(spec.replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
+    assert not fp32.bf16 and not fp32.use_cpu

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
 from .generation import bench_generation
-from .peak import bench_peak
+from .peak import bench_peak, summarize
 from .pretrained import bench_pretrained
 from .report import machine, markdown
 from .sizes import DATA_SIZES, FULL, QUICK, Size, log
@@ -27,10 +27,9 @@ def run(size: Size, sections: list[str]) -> dict:
     report: dict = {"size": size.name, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="blipexp-bench-") as scratch:
         work = Path(scratch)
-        if "peak" in sections:
-            report["peak"] = bench_peak(size)
+        before = bench_peak(size, "before")  # and again after the timed sections: the machine's speed drifts
         if "training" in sections:
-            report["training"] = bench_training(size, report["peak"]["fp32_gflops"], work / "training")
+            report["training"] = bench_training(size, work / "training")
         if "generation" in sections:
             report["generation"] = bench_generation(size)
         if "trial" in sections or "sweep" in sections:
@@ -47,6 +46,7 @@ def run(size: Size, sections: list[str]) -> dict:
             from .data import bench_data
 
             report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
+        report["peak"] = summarize(before, bench_peak(size, "after"))
     report["seconds"] = time.perf_counter() - started
     return report
 

@@ -1,5 +1,8 @@
 """Training throughput: the notebook's loop, a plain loop and blipexp's Trainer path on the BLIP architecture
-(random init: no download), full fine-tuning / frozen encoder / cached features; FLOPs per sample and MFU."""
+(random init: no download), full fine-tuning / frozen encoder / cached features; FLOPs per sample (MFU: report.py).
+
+blipexp's paths train in the precision `precision=auto` picks on this machine (its probe is run and reported);
+the plain loop uses the same autocast, the notebook's loop fp32."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
 
+from .. import precision
 from ..data.collator import CaptionCollator
 from ..data.features import CaptionDataset
 from ..feature_cache import PassThroughVision, encode_vision
@@ -37,9 +41,10 @@ def timed_steps(step: Callable[[], None], warmup: int, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def loop_step(model, batches: Iterator[dict], optimizer) -> Callable[[], None]:
+def loop_step(model, batches: Iterator[dict], optimizer, bf16: bool = False) -> Callable[[], None]:
     def step() -> None:
-        loss = model(**next(batches)).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**next(batches)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -63,11 +68,13 @@ class _StepClock(TrainerCallback):
         self.ends.append(time.perf_counter())
 
 
-def trainer_samples_per_second(model, dataset, collator, size: Size, batch: int, out: Path) -> tuple[float, list[dict]]:
-    """blipexp's Trainer and arguments (fused AdamW, fp32 on CPU), only the step count and evaluation changed."""
+def trainer_samples_per_second(model, dataset, collator, size: Size, batch: int, out: Path,
+                               used: str) -> tuple[float, list[dict]]:
+    """blipexp's Trainer and arguments (fused AdamW, precision `used`), only the step count and evaluation changed."""
     from ..train import CaptionTrainer, training_arguments
 
-    spec = ExperimentSpec().replace(model="tiny", dataset="pitch", learning_rate=5e-5, train_batch_size=batch)
+    spec = ExperimentSpec().replace(model="tiny", dataset="pitch", learning_rate=5e-5, train_batch_size=batch,
+                                    precision=used)
     args = dataclasses.replace(
         training_arguments(spec, out, steps_per_epoch=1, echo=False),
         max_steps=size.warmup_steps + size.steps, eval_strategy="no", save_strategy="no", eval_on_start=False,
@@ -88,7 +95,7 @@ TRAINING_PATHS = (("full", 2, False, False), ("frozen", 2, True, False), ("cache
                   ("full_b8", 8, False, False), ("cached_b8", 8, True, True))
 
 
-def bench_training(size: Size, peak_fp32_gflops: float, out: Path) -> dict:
+def bench_training(size: Size, out: Path) -> dict:
     tokenizer = synthetic_tokenizer(30524 if size.model == "base" else 2000)
     model = build_model(size, tokenizer)
     image_size = model.config.vision_config.image_size
@@ -99,7 +106,11 @@ def bench_training(size: Size, peak_fp32_gflops: float, out: Path) -> dict:
                     "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6, "batch": size.batch,
                     "caption_tokens": list(CAPTION_TOKENS), "notebook_pad_to": pad_to,
                     "warmup_steps": size.warmup_steps, "measured_steps": size.steps}
-    peak = peak_fp32_gflops * 1e9
+    # what precision=auto picks for this model at the spec's default batch (a fresh probe: out is new each run)
+    chosen = precision.choose("auto", model, ExperimentSpec().train_batch_size, CAPTION_TOKENS[1], out)
+    used = chosen.precision
+    result.update(precision=used, precision_reason=chosen.reason, probe_gflops=chosen.gflops)
+    log(f"training: precision {chosen.reason}")
 
     # the notebook: torch's default AdamW, lr 5e-5, every caption padded to the tokenizer's max length
     nb = notebook_batch(tokenizer, pixels[: size.batch], captions[: size.batch], pad_to)
@@ -107,8 +118,8 @@ def bench_training(size: Size, peak_fp32_gflops: float, out: Path) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     seconds = timed_steps(loop_step(model, itertools.repeat(nb), optimizer), size.warmup_steps, size.steps)
     result["notebook"] = size.batch * size.steps / seconds
-    result["notebook_mfu"] = result["notebook"] * result["notebook_flops_per_sample"] / peak
-    log(f"training: notebook loop {result['notebook']:.3f} samples/s (padded to {pad_to} tokens)")
+    log(f"training: notebook loop {result['notebook']:.3f} samples/s (padded to {pad_to} tokens), "
+        f"{result['notebook'] * result['notebook_flops_per_sample'] / 1e9:.0f} GFLOP/s")
     del model, optimizer
 
     collator = CaptionCollator(tokenizer, tokenizer.bos_token_id, max_tokens=40)
@@ -122,18 +133,18 @@ def bench_training(size: Size, peak_fp32_gflops: float, out: Path) -> dict:
             model.vision_model = PassThroughVision()
         items = [(i % batch, captions[i % batch]) for i in range(batch * (size.warmup_steps + size.steps))]
         dataset = CaptionDataset(rows, items, training=True)
-        result[key], batches = trainer_samples_per_second(model, dataset, collator, size, batch, out / key)
+        result[key], batches = trainer_samples_per_second(model, dataset, collator, size, batch, out / key, used)
         result[f"{key}_flops_per_sample"] = flops_per_sample(model, batches[0])
-        result[f"{key}_mfu"] = result[key] * result[f"{key}_flops_per_sample"] / peak
-        log(f"training: blipexp {key} (batch {batch}) {result[key]:.3f} samples/s, "
-            f"{result[f'{key}_flops_per_sample'] / 1e9:.1f} GFLOP/sample, MFU {result[f'{key}_mfu']:.0%}")
+        log(f"training: blipexp {key} (batch {batch}, {used}) {result[key]:.3f} samples/s, "
+            f"{result[f'{key}_flops_per_sample'] / 1e9:.1f} GFLOP/sample, "
+            f"{result[key] * result[f'{key}_flops_per_sample'] / 1e9:.0f} GFLOP/s")
         if key == "full":  # the same padded batches in a plain loop with the same optimizer: the Trainer's cost
             del model
             model = build_model(size, tokenizer)
             optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
-            seconds = timed_steps(loop_step(model, itertools.cycle(batches), optimizer), size.warmup_steps, size.steps)
+            seconds = timed_steps(loop_step(model, itertools.cycle(batches), optimizer, bf16=used == "bf16"),
+                                  size.warmup_steps, size.steps)
             result["plain"] = batch * size.steps / seconds
-            result["plain_mfu"] = result["plain"] * result["full_flops_per_sample"] / peak
             log(f"training: plain loop, blipexp's padded batches {result['plain']:.3f} samples/s")
         del model
     return result

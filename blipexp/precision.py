@@ -27,7 +27,7 @@ from . import locks
 
 PROBE_VERSION = 1  # bump when the probe changes: cached results of another version are measured again
 MARGIN = 1.15  # bf16 must be this many times faster: the same probe has read 165 vs 165 and 381 vs 160 GFLOP/s here
-MAX_ROWS = 512  # tokens per probed block: keeps the probe to seconds for BLIP-base (batch 8: 4616 patches)
+MAX_ROWS = 512  # tokens per probed block: keeps the probe to seconds for BLIP-base (one image: 577 patches)
 MIN_SECONDS = 0.2  # a timed pass repeats the blocks until this long: single small products are all noise
 WARMUP, REPEATS = 1, 4  # unmeasured passes, then the best of this many timed ones per precision
 SLOW = 10.0  # a precision whose warm-up pass is this many times fp32's is not timed further (no bf16 units)
@@ -64,13 +64,13 @@ def machine() -> dict[str, str]:
             "torch": torch.__version__, "threads": str(torch.get_num_threads())}
 
 
-def model_shapes(model, batch: int, caption_tokens: int) -> list[Shape]:
-    """The MLP blocks a training step of `model` runs at `batch`: the vision encoder's over its patches, the text
-    decoder's over the caption tokens (rows capped at MAX_ROWS)."""
+def model_shapes(model) -> list[Shape]:
+    """The MLP blocks of `model`'s vision encoder and text decoder, at MAX_ROWS tokens each. The widths are the
+    model's own; the rows are fixed, so one probe serves every batch size and caption length (a training step's
+    products have hundreds of rows or more, where throughput no longer depends on the count)."""
     vision, text = model.config.vision_config, model.config.text_config
-    patches = (vision.image_size // vision.patch_size) ** 2 + 1  # + the class token
-    return [(min(MAX_ROWS, batch * patches), vision.hidden_size, vision.intermediate_size),
-            (min(MAX_ROWS, batch * caption_tokens), text.hidden_size, text.intermediate_size)]
+    return [(MAX_ROWS, vision.hidden_size, vision.intermediate_size),
+            (MAX_ROWS, text.hidden_size, text.intermediate_size)]
 
 
 def probe(shapes: list[Shape], precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, float]:
@@ -150,9 +150,9 @@ def decide(gflops: dict[str, float], keeps_quality: dict[str, bool] = KEEPS_QUAL
     return Choice("bf16", f"bf16: {speedup:.2f}x {figures}", gflops)
 
 
-def choose(requested: str, model, batch: int, caption_tokens: int, home: Path, run_probe: Probe = probe) -> Choice:
+def choose(requested: str, model, home: Path, run_probe: Probe = probe) -> Choice:
     """The precision a run trains in: the spec's when set; for "auto" the static rule on a GPU, else the
-    (cached) probe on `model`'s shapes at `batch` and `decide`."""
+    (cached) probe on `model`'s shapes and `decide`."""
     from .trainer import resolve_precision  # trainer imports the HF Trainer: only when a run is built
 
     if requested != "auto":
@@ -160,7 +160,7 @@ def choose(requested: str, model, batch: int, caption_tokens: int, home: Path, r
     if torch.cuda.is_available():
         chosen = resolve_precision("auto")
         return Choice(chosen, f"{chosen}: GPU {torch.cuda.get_device_name(0)} (bf16 where supported, else fp16)")
-    gflops, cached = cached_probe(home, model_shapes(model, batch, caption_tokens), run_probe)
+    gflops, cached = cached_probe(home, model_shapes(model), run_probe)
     choice = decide(gflops)
     return Choice(choice.precision, choice.reason + (" (cached)" if cached else ""), gflops)
 

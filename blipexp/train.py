@@ -88,7 +88,7 @@ def train_trial(
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
-    chosen = precision.choose(spec.precision, model, spec.train_batch_size, spec.max_caption_tokens, home)
+    chosen = precision.choose(spec.precision, model, home)
     if echo and is_main_process:
         print(f"precision {chosen.reason}", flush=True)
 

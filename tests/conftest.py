@@ -37,10 +37,23 @@ def pretrained_tiny_cache(request: pytest.FixtureRequest) -> Iterator[Path]:
         os.environ[pretrain.CACHE_VARIABLE] = before
 
 
+@pytest.fixture(scope="session")
+def precision_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """precision=auto's probe of the tiny model's shapes, run once per session (seconds) and copied into every
+    test's home, where each run would otherwise probe again."""
+    from blipexp import precision
+    from blipexp.modeling import build_tiny_model, build_tiny_processor
+
+    probed = tmp_path_factory.mktemp("precision")
+    precision.cached_probe(probed, precision.model_shapes(build_tiny_model(build_tiny_processor(["a"]), seed=0)))
+    return probed / "cache" / "precision.json"
+
+
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, precision_probe: Path) -> Path:
     path = tmp_path / "home"
-    path.mkdir()
+    (path / "cache").mkdir(parents=True)
+    shutil.copy(precision_probe, path / "cache" / "precision.json")
     return path
 
 

@@ -8,6 +8,14 @@ import torch
 from blipexp import precision
 from blipexp.modeling import build_tiny_model, build_tiny_processor
 
+
+@pytest.fixture
+def home(tmp_path):
+    """A home without the session's probe (conftest copies that into the shared `home`): these tests probe."""
+    path = tmp_path / "bare-home"
+    path.mkdir()
+    return path
+
 SHAPES = [(64, 32, 64), (16, 32, 64)]
 
 
@@ -74,11 +82,11 @@ def test_auto_probes_on_cpu_and_an_explicit_precision_is_kept(home, monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model = build_tiny_model(build_tiny_processor(["a red player"]), seed=0)
     probe = CountingProbe(100.0, 200.0)
-    explicit = precision.choose("fp32", model, 8, 24, home, probe)
+    explicit = precision.choose("fp32", model, home, probe)
     assert (explicit.precision, explicit.reason, probe.calls) == ("fp32", "fp32: set in the spec", 0)
-    auto = precision.choose("auto", model, 8, 24, home, probe)
+    auto = precision.choose("auto", model, home, probe)
     assert auto == precision.decide({"fp32": 100.0, "bf16": 200.0}) and probe.calls == 1
-    again = precision.choose("auto", model, 8, 24, home, probe)
+    again = precision.choose("auto", model, home, probe)
     assert again.reason == auto.reason + " (cached)" and probe.calls == 1
 
 
@@ -87,17 +95,15 @@ def test_a_gpu_keeps_the_static_rule_without_probing(home, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
     probe = CountingProbe(100.0, 200.0)
-    chosen = precision.choose("auto", None, 8, 24, home, probe)
+    chosen = precision.choose("auto", None, home, probe)
     assert chosen.precision == "bf16" and "GPU Some GPU" in chosen.reason and probe.calls == 0
 
 
 def test_the_shapes_are_the_models_own():
     model = build_tiny_model(build_tiny_processor(["a red player"]), seed=0)
     vision, text = model.config.vision_config, model.config.text_config
-    patches = (vision.image_size // vision.patch_size) ** 2 + 1
-    assert precision.model_shapes(model, 2, 24) == [(2 * patches, vision.hidden_size, vision.intermediate_size),
-                                                    (48, text.hidden_size, text.intermediate_size)]
-    assert max(rows for rows, _, _ in precision.model_shapes(model, 10_000, 24)) == precision.MAX_ROWS
+    assert precision.model_shapes(model) == [(precision.MAX_ROWS, vision.hidden_size, vision.intermediate_size),
+                                             (precision.MAX_ROWS, text.hidden_size, text.intermediate_size)]
 
 
 def test_the_real_probe_measures_both_precisions_and_leaves_the_random_stream_alone():

@@ -214,7 +214,7 @@ def test_auto_precision_trains_in_the_probes_choice_and_logs_it(home, monkeypatc
     tracking.use_experiment("test_experiment", home)
     model = build_tiny_model(build_tiny_processor(["a red player"]), seed=0)  # the shapes depend on the config only
     seeded = {"fp32": 100.0, "bf16": 200.0}
-    shapes = precision.model_shapes(model, spec.train_batch_size, spec.max_caption_tokens)
+    shapes = precision.model_shapes(model)
     precision.cached_probe(home, shapes, lambda shapes: seeded)
     expected = precision.decide(seeded)
     seen = _PrecisionSeen()

@@ -49,7 +49,7 @@ def speed() -> None:
     pixels = processor.image_processor(images=[image for _, image in drawn], return_tensors="pt")["pixel_values"]
     collator = CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id, 24)
     batch = collator([{"pixel_values": pixels[i], "caption": drawn[i][0].caption} for i in range(BATCH)])
-    shapes = precision.model_shapes(build_tiny_model(processor, seed=0), BATCH, 24)
+    shapes = precision.model_shapes(build_tiny_model(processor, seed=0))
     figures = precision.probe(shapes)
     print(f"probe (blipexp.precision) on the tiny BLIP's blocks {shapes}: "
           + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in figures.items()) + f" -> {precision.decide(figures).reason}")

@@ -106,8 +106,8 @@ def bench_training(size: Size, out: Path) -> dict:
                     "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6, "batch": size.batch,
                     "caption_tokens": list(CAPTION_TOKENS), "notebook_pad_to": pad_to,
                     "warmup_steps": size.warmup_steps, "measured_steps": size.steps}
-    # what precision=auto picks for this model at the spec's default batch (a fresh probe: out is new each run)
-    chosen = precision.choose("auto", model, ExperimentSpec().train_batch_size, CAPTION_TOKENS[1], out)
+    # what precision=auto picks for this model (a fresh probe: out is new each run)
+    chosen = precision.choose("auto", model, out)
     used = chosen.precision
     result.update(precision=used, precision_reason=chosen.reason, probe_gflops=chosen.gflops)
     log(f"training: precision {chosen.reason}")

@@ -33,9 +33,9 @@ class ModelSourceError(ValueError):
 
 
 def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str]) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """Build or load the model the spec names. `captions` (training captions) size the tiny vocabulary."""
+    """Build or load the model the spec names. `captions` (training captions) and the prompt size the tiny vocabulary."""
     if spec.model == TINY_MODEL:
-        processor = build_tiny_processor(captions)
+        processor = build_tiny_processor([*captions, spec.prompt])
         return build_tiny_model(processor, seed=spec.seed), processor
     if Path(spec.model).expanduser().is_dir():
         return _load_pretrained(str(Path(spec.model).expanduser()), revision=None)

@@ -133,7 +133,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         max_grad_norm=spec.max_grad_norm,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=spec.gradient_checkpointing,
+        activation_checkpointing=spec.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         torch_compile=spec.torch_compile,
         seed=spec.seed,
         data_seed=spec.seed,

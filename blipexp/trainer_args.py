@@ -27,7 +27,6 @@ SPEC_OWNED = {
     "gradient_accumulation_steps": "gradient_accumulation_steps",
     "weight_decay": "weight_decay",
     "warmup_steps": "warmup_ratio",
-    "warmup_ratio": "warmup_ratio",
     "lr_scheduler_type": "lr_scheduler",
     "max_grad_norm": "max_grad_norm",
     "bf16": "precision",
@@ -35,6 +34,7 @@ SPEC_OWNED = {
     "seed": "seed",
     "data_seed": "seed",
     "dataloader_num_workers": "dataloader_workers",
+    "activation_checkpointing": "gradient_checkpointing",  # transformers 5 name; gradient_checkpointing its old alias
     "gradient_checkpointing": "gradient_checkpointing",
     "torch_compile": "torch_compile",
     "metric_for_best_model": "objective_metric",

@@ -22,6 +22,12 @@ class CaptionTrainer(Seq2SeqTrainer):
     def __init__(self, *args, generation_kwargs: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs
+        if self.label_smoother is not None:
+            # trainer.label_smoothing_factor: the Trainer's LabelSmoother would score BLIP's logits against its labels
+            # unshifted (BLIP is not in its causal-LM list), training each position to repeat its input. BLIP's
+            # text decoder smooths its own, shifted loss: hand the factor to it.
+            self.accelerator.unwrap_model(self.model).text_decoder.label_smoothing = self.args.label_smoothing_factor
+            self.label_smoother = None
         self.skips = SkipTally()  # images found unusable by the DataLoader (see data.features)
         self.eval_split = "validation"  # which split an evaluation reads, for the tally
 

@@ -65,3 +65,24 @@ def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
     assert not any(isinstance(c, PrinterCallback) for c in callbacks), "raw log dicts are never printed"
     bars = [c for c in callbacks if isinstance(c, ProgressCallback)]
     assert len(bars) == int(echo)
+
+
+def test_label_smoothing_is_applied_to_blips_shifted_targets(tmp_path):
+    """The Trainer's own LabelSmoother compares BLIP's logits with unshifted labels: the loss must be the
+    next-token cross-entropy, smoothed."""
+    from blipexp.data.collator import CaptionCollator
+
+    processor = build_tiny_processor(["a red player dribbles the ball", "two blue players"])
+    model = build_tiny_model(processor, seed=0)
+    spec = ExperimentSpec().tiny().with_overrides(["trainer.label_smoothing_factor=0.1"])
+    collator = CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id, 24)
+    trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=False), model=model,
+                            train_set=None, val_set=["not read"], collator=collator, compute_metrics=None,
+                            callbacks=[], echo=False)
+    batch = collator([{"pixel_values": torch.rand(3, 64, 64), "caption": c}
+                      for c in ("a red player dribbles the ball", "two blue players")])
+    loss = trainer.compute_loss(model, batch)
+    logits = model(**{k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask")}).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 batch["labels"][:, 1:].reshape(-1), label_smoothing=0.1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -107,7 +107,9 @@ class ExperimentSpec:
         "small data or cached features, else one per core but one, up to 4)")
     gradient_checkpointing: bool = arg(
         False, "Recompute activations in the backward pass instead of keeping them: less memory, more time per step")
-    torch_compile: bool = arg(False, "Compile the model with torch.compile (inductor) for training and evaluation")
+    torch_compile: bool = arg(
+        False, "The Trainer compiles the model's forward with torch.compile (inductor): training steps; generate() "
+        "stays eager. The first step compiles (minutes on a CPU; needs a C++ compiler)")
     trainer: dict[str, Any] = arg_dict(
         "Any other Seq2SeqTrainingArguments field, e.g. {'label_smoothing_factor': 0.1}; "
         "--set trainer.label_smoothing_factor=0.1")

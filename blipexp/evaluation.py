@@ -6,9 +6,8 @@ import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
-from . import tracking
+from . import generation, tracking
 from .data.collator import IGNORE_INDEX
 from .data.features import Rows, evaluation_dataset
 from .data.images import BadImage
@@ -95,14 +94,12 @@ def log_samples(run: tracking.Run, model, processor, data: CaptionData, spec: Ex
         return
     pixels = processor.image_processor(images=[image for _, image in shown], return_tensors="pt")["pixel_values"]
     model.eval()
-    with torch.no_grad():
-        ids = model.generate(pixel_values=pixels.to(model.device), max_new_tokens=spec.max_new_tokens,
-                             num_beams=spec.num_beams)
+    predictions = generation.captions(model, processor.tokenizer, pixels.to(model.device), generation.settings(spec))
     run.table(
         data={
             "image": [image for _, image in shown],
             "key": [e.key for e, _ in shown],
-            "prediction": decode(processor.tokenizer, ids.cpu()),
+            "prediction": predictions,
             "references": [" | ".join(e.captions) for e, _ in shown],
         },
         artifact_file="val_samples.json",

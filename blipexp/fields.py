@@ -3,8 +3,10 @@ type checks, and "parent + diff" subclasses whose plain assignments (`learning_r
 defaults (a typo in a field name is an error, with the closest names suggested)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import json
 import typing
 from dataclasses import field, fields
 from typing import Any, Literal
@@ -13,6 +15,11 @@ from typing import Any, Literal
 def arg(default: Any, help: str) -> Any:
     """A dataclass field with help text (shown by `blipexp show` and `--help`)."""
     return field(default=default, metadata={"help": help})
+
+
+def arg_dict(help: str) -> Any:
+    """A dict field, empty by default, with help text (each spec gets its own dict)."""
+    return field(default_factory=dict, metadata={"help": help})
 
 
 def redeclare_plain_overrides(cls: type) -> None:
@@ -28,11 +35,19 @@ def redeclare_plain_overrides(cls: type) -> None:
         if key in inherited:
             parent = inherited[key]
             annotations[key] = resolved[key]
-            setattr(cls, key, field(default=value, metadata=parent.metadata))
+            setattr(cls, key, _default(value, parent.metadata))
         elif not callable(value) and not isinstance(value, (property, classmethod, staticmethod)):
             close = difflib.get_close_matches(key, inherited, n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(close)}?" if close else "declare new fields with a type annotation"
             raise ValueError(f"{cls.__name__}.{key} is not a spec field: {hint}")
+
+
+def _default(value: Any, metadata: Any) -> Any:
+    """A field defaulting to `value`; a mutable one (a dict, a list) is copied for each instance, since dataclasses
+    refuse a shared mutable default."""
+    if type(value).__hash__ is None:
+        return field(default_factory=lambda: copy.deepcopy(value), metadata=metadata)
+    return field(default=value, metadata=metadata)
 
 
 def first_paragraph(doc: str) -> str:
@@ -59,7 +74,7 @@ def matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    return isinstance(value, typing.get_origin(hint) or hint)  # dict[str, Any]: a dict
 
 
 def parse(key: str, raw: str, hint: Any) -> Any:
@@ -78,6 +93,11 @@ def parse(key: str, raw: str, hint: Any) -> Any:
             return int(raw)
         if hint is float:
             return float(raw)
+        if typing.get_origin(hint) is dict:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object, e.g. {\"key\": 1}")
+            return value
         return raw
     except ValueError as exc:
         raise ValueError(f"cannot set {key}={raw!r}: {exc} ({type_name(hint)})") from None

@@ -38,15 +38,15 @@ class ModelSourceError(ValueError):
 
 def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str], home: Path,
                               echo: bool = True) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """Build or load the model the spec names. `captions` (training captions) give the tiny presets the words
-    they lack; the pretrained tiny model is built once and cached under `home` (see pretrain.py)."""
+    """Build or load the model the spec names. `captions` (training captions) and the prompt give the tiny presets
+    the words they lack; the pretrained tiny model is built once and cached under `home` (see pretrain.py)."""
     if spec.model == TINY_MODEL:
         from .pretrain import load_pretrained_tiny  # it builds on this module's tiny builders
 
         model, processor = load_pretrained_tiny(home, echo=echo)
-        return model, extend_vocabulary(model, processor, captions, seed=spec.seed)
+        return model, extend_vocabulary(model, processor, [*captions, spec.prompt], seed=spec.seed)
     if spec.model == TINY_RANDOM_MODEL:
-        processor = build_tiny_processor(captions)
+        processor = build_tiny_processor([*captions, spec.prompt])
         return build_tiny_model(processor, seed=spec.seed), processor
     if Path(spec.model).expanduser().is_dir():
         return _load_pretrained(str(Path(spec.model).expanduser()), revision=None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from . import distributed, locks, tracking
+from . import distributed, generation, locks, tracking
 from .data import CaptionData, load_data
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
@@ -46,7 +46,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
 
 # Spec fields that define a registered model; a version is tagged with these and with every field its sweep searched.
 MODEL_FIELDS = ("model", "model_revision", "freeze_vision_encoder", "precision", "dataset", "dataset_revision",
-                "dataset_split", "max_caption_tokens", "learning_rate", "epochs", "seed", "num_beams", "max_new_tokens")
+                "dataset_split", "max_caption_tokens", "learning_rate", "epochs", "seed", *generation.FIELDS)
 LORA_FIELDS = ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # tagged on a LoRA model's versions
 
 
@@ -63,7 +63,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
         "objective": repr(objective),
         "objective_metric": spec.objective_metric,
         "objective_direction": spec.direction,
-        **{key: _tag_value(getattr(spec, key)) for key in (*MODEL_FIELDS, *spec.search_space())},
+        **{key: _tag_value(spec.value(key)) for key in (*MODEL_FIELDS, *spec.search_space())},
         **{key: _tag_value(getattr(spec, key)) for key in (LORA_FIELDS if spec.adapter == "lora" else ())},
         "data_fingerprint": data.fingerprint,
         "profile": spec.profile,
@@ -74,7 +74,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     description = (f"{spec.name}: val {spec.objective_metric} {objective:.4f}. {spec.hypothesis}")
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
-                            generation={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
+                            generation=generation.settings(spec),
                             adapter_dir=adapter_dir(model_dir) if spec.adapter == "lora" else None)
 
 

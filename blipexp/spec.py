@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from .fields import arg, field_types, first_paragraph, matches, parse, redeclare_plain_overrides, type_name
+from . import trainer_args
+from .fields import arg, arg_dict, field_types, first_paragraph, matches, parse, redeclare_plain_overrides, type_name
 from .metrics import METRIC_KEYS
 
 HUB_MODEL = "Salesforce/blip-image-captioning-base"
@@ -127,10 +128,29 @@ class ExperimentSpec:
     dataloader_workers: int = arg(
         -1, "DataLoader processes decoding images while the model trains (0: in the main process; -1: auto, none for "
         "small data or cached features, else one per core but one, up to 4)")
+    gradient_checkpointing: bool = arg(
+        False, "Recompute activations in the backward pass instead of keeping them: less memory, more time per step")
+    torch_compile: bool = arg(
+        False, "The Trainer compiles the model's forward with torch.compile (inductor): training steps; generate() "
+        "stays eager. The first step compiles (minutes on a CPU; needs a C++ compiler)")
+    trainer: dict[str, Any] = arg_dict(
+        "Any other Seq2SeqTrainingArguments field, e.g. {'label_smoothing_factor': 0.1}; "
+        "--set trainer.label_smoothing_factor=0.1")
 
     # --- generation and objective
     max_new_tokens: int = arg(30, "Longest generated caption, in tokens")
     num_beams: int = arg(1, "Beam width for generation (1: greedy)")
+    min_new_tokens: int = arg(0, "Shortest generated caption, in tokens (0: no minimum; the end token waits until then)")
+    length_penalty: float = arg(
+        1.0, "Beam search only: a beam's score is its log-likelihood / length**length_penalty (> 1 favours longer "
+        "captions, < 1 shorter)")
+    repetition_penalty: float = arg(1.0, "Divides the score of tokens already generated (1: none; 1.2-1.5 curbs "
+                                    "repeated words)")
+    no_repeat_ngram_size: int = arg(0, "No n-gram of this many tokens appears twice in a caption (0: off)")
+    prompt: str = arg(
+        "", "Text every caption starts with, e.g. 'a photograph of' (BLIP's conditional captioning): trained on with "
+        "its tokens out of the loss, generated from, and cut from the caption before scoring and serving. "
+        "Empty: unconditional")
     sample_captions: int = arg(8, "Validation images whose predicted captions are logged as a table")
     val_subset: int = arg(
         256, "Per-epoch validation scores a fixed subset of this many images when the validation split is larger "
@@ -173,6 +193,8 @@ class ExperimentSpec:
         _require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
         for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset"):
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        self._check_generation()
+        self.trainer = trainer_args.check(self.trainer)  # text values parsed to the field's type
         _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")
         natural = self._natural_direction
@@ -254,6 +276,17 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def params(self) -> dict[str, Any]:
+        """to_dict with each `trainer` entry as its own key, `trainer.<name>`: the run's MLflow params."""
+        flat = {k: v for k, v in self.to_dict().items() if k != "trainer"}
+        return {**flat, **{trainer_args.PREFIX + k: v for k, v in self.trainer.items()}}
+
+    def value(self, key: str) -> Any:
+        """A field's value, or a `trainer.<name>` entry's (None when unset)."""
+        if key.startswith(trainer_args.PREFIX):
+            return self.trainer.get(key[len(trainer_args.PREFIX):])
+        return getattr(self, key)
+
     def with_overrides(self, assignments: typing.Iterable[str]) -> "ExperimentSpec":
         """Apply `key=value` strings; values are parsed to the field's type. Raises ValueError."""
         changes = {}
@@ -262,10 +295,18 @@ class ExperimentSpec:
             key = key.strip()
             if not sep or not key:
                 raise ValueError(f"override {text!r} is not key=value, e.g. --set learning_rate=1e-5")
-            changes[key] = self.parse_value(key, raw.strip())
+            if key.startswith(trainer_args.PREFIX):
+                changes[key] = trainer_args.parse(key[len(trainer_args.PREFIX):], raw.strip())
+            else:
+                changes[key] = self.parse_value(key, raw.strip())
         return self.replace(**changes)
 
     def replace(self, **changes: Any) -> "ExperimentSpec":
+        """A copy with `changes`; a `trainer.<name>` key sets that entry of `trainer` (a sweep's parameter)."""
+        passed = {k[len(trainer_args.PREFIX):]: changes.pop(k) for k in list(changes)
+                  if k.startswith(trainer_args.PREFIX)}
+        if passed:
+            changes["trainer"] = {**changes.get("trainer", self.trainer), **passed}
         for key in changes:
             self.field_info(key)  # unknown keys raise with suggestions
         return dataclasses.replace(self, **changes)
@@ -307,7 +348,9 @@ class ExperimentSpec:
     def _check_search_space(self) -> None:
         names = {f.name for f in fields(self)}
         for key, dim in self.search_space().items():
-            if key not in names:
+            if key.startswith(trainer_args.PREFIX):
+                trainer_args.check_name(key[len(trainer_args.PREFIX):])
+            elif key not in names:
                 close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
                 raise ValueError(f"search space names unknown field {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
             if isinstance(dim, (FloatRange, IntRange)):
@@ -318,6 +361,17 @@ class ExperimentSpec:
                 _require(len(dim.options) >= 1, f"search_space[{key!r}]", dim.options, "needs at least one option")
             else:
                 raise ValueError(f"search_space[{key!r}] is {dim!r}: use FloatRange, IntRange or Choice")
+
+
+    def _check_generation(self) -> None:
+        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", self.min_new_tokens,
+                 f"must be in [0, max_new_tokens={self.max_new_tokens}]")
+        _require(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty,
+                 "must be > 0 (1: no penalty, e.g. 1.2 to curb repeats)")
+        _require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", self.no_repeat_ngram_size,
+                 "must be >= 0 (0: off)")
+        _require(self.prompt == self.prompt.strip(), "prompt", self.prompt,
+                 f"has spaces at an end: --set prompt={self.prompt.strip()!r}")
 
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:

@@ -159,7 +159,7 @@ def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nest
         try:
             distributed.from_main(run.id)
             resolved = spec.to_dict()
-            run.params(resolved)
+            run.params(spec.params())  # a `trainer` entry as its own param, e.g. trainer.label_smoothing_factor
             run.dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
             yield run
         except KeyboardInterrupt as exc:

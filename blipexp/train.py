@@ -83,7 +83,8 @@ def train_trial(
     if cache and echo:
         print(cache_summary(cache), flush=True)
     document_frequency = cider_document_frequency(spec, data, len(epoch_val), echo)
-    collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
+    collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens,
+                               prompt=spec.prompt)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}

@@ -7,7 +7,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import distributed
+from . import distributed, generation
 from .data.collator import IGNORE_INDEX, SKIP_KEYS
 from .data.features import SkipTally, fits_in_memory
 from .data.sources import CaptionData
@@ -16,11 +16,18 @@ from .spec import ExperimentSpec
 
 
 class CaptionTrainer(Seq2SeqTrainer):
-    """Evaluation loss is teacher-forced on the first reference; captions are generated from the image alone."""
+    """Evaluation loss is teacher-forced on the first reference; captions are generated from the image alone (and
+    the spec's prompt), by generation.generate with `generation_kwargs` (generation.settings)."""
 
     def __init__(self, *args, generation_kwargs: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = generation_kwargs
+        if self.label_smoother is not None:
+            # trainer.label_smoothing_factor: the Trainer's LabelSmoother would score BLIP's logits against its labels
+            # unshifted (BLIP is not in its causal-LM list), training each position to repeat its input. BLIP's
+            # text decoder smooths its own, shifted loss: hand the factor to it.
+            self.accelerator.unwrap_model(self.model).text_decoder.label_smoothing = self.args.label_smoothing_factor
+            self.label_smoother = None
         self.skips = SkipTally()  # images found unusable by the DataLoader (see data.features)
         self.eval_split = "validation"  # which split an evaluation reads, for the tally
 
@@ -61,10 +68,9 @@ class CaptionTrainer(Seq2SeqTrainer):
             if prediction_loss_only:
                 return loss, None, None
             # Seq2SeqTrainer would pass every input to generate(); for BLIP that feeds the reference caption
-            # in as a prompt. Only the pixels go in.
-            generated = self.accelerator.unwrap_model(model).generate(
-                pixel_values=inputs["pixel_values"], **self.generation_kwargs
-            )
+            # in as a prompt. Only the pixels (and the spec's prompt) go in; the collator holds the tokenizer.
+            generated = generation.generate(self.accelerator.unwrap_model(model), self.data_collator.tokenizer,
+                                            inputs["pixel_values"], self.generation_kwargs)
         return loss, generated, inputs["labels"]
 
 
@@ -87,7 +93,7 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
         data_collator=collator,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
-        generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams},
+        generation_kwargs=generation.settings(spec),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)  # added instead of the bar when echo is off: it prints raw log dicts
@@ -120,7 +126,7 @@ def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cache
 def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,
                        evaluate_untrained: bool = True, workers: int = 0) -> Seq2SeqTrainingArguments:
     precision = resolve_precision(spec.precision)
-    return Seq2SeqTrainingArguments(
+    arguments = dict(
         output_dir=str(output_dir),
         learning_rate=spec.learning_rate,
         num_train_epochs=spec.epochs,
@@ -134,6 +140,8 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         max_grad_norm=spec.max_grad_norm,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        activation_checkpointing=spec.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        torch_compile=spec.torch_compile,
         seed=spec.seed,
         data_seed=spec.seed,
         eval_strategy="epoch",
@@ -157,3 +165,5 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         use_cpu=(distributed.world_size() > 1 or precision == "bf16") and not torch.cuda.is_available(),
         disable_tqdm=not echo,
     )
+    # the spec's pass-through: fields it does not set itself (trainer_args refuses those it or blipexp sets)
+    return Seq2SeqTrainingArguments(**{**arguments, **spec.trainer})

@@ -45,3 +45,15 @@ def test_truncates_to_max_tokens_and_stacks_pixels():
     assert batch["input_ids"].shape[1] == 5
     assert batch["pixel_values"].shape == (2, 3, 64, 64)
     assert batch["pixel_values"][1].eq(1.0).all()
+
+
+def test_a_prompt_leads_every_caption_and_is_masked_out_of_the_loss():
+    processor = build_tiny_processor([*CAPTIONS, "a photograph of"])
+    dec = processor.tokenizer.convert_tokens_to_ids("[DEC]")
+    collator = CaptionCollator(processor.tokenizer, dec, max_tokens=5, prompt="a photograph of")
+    batch = collator(features(CAPTIONS))
+    tokens = [processor.tokenizer.convert_ids_to_tokens(row) for row in batch["input_ids"]]
+    assert all(row[:4] == ["[DEC]", "a", "photograph", "of"] for row in tokens)
+    assert (batch["labels"][:, :4] == IGNORE_INDEX).all(), "the prompt is given, never a target"
+    assert (batch["labels"][:, 4:] != IGNORE_INDEX).all(), "the caption's tokens are targets"
+    assert batch["input_ids"].shape[1] == 5 + 3, "max_tokens bounds the caption, not prompt + caption"

@@ -32,3 +32,21 @@ def test_types_are_checked_strictly():
 def test_a_subclass_typo_is_an_error_with_the_close_names():
     with pytest.raises(ValueError, match="learnig_rate is not a spec field: did you mean learning_rate"):
         type("Typo", (ExperimentSpec,), {"learnig_rate": 1e-4, "__module__": __name__})
+
+
+def test_a_dict_default_in_a_subclass_is_copied_for_each_spec():
+    """A plain `trainer = {...}` in an experiment file: dataclasses refuse a shared mutable default."""
+    cls = type("WithTrainer", (ExperimentSpec,), {"trainer": {"label_smoothing_factor": 0.1}, "__module__": __name__})
+    first, second = cls(), cls()
+    assert first.trainer == {"label_smoothing_factor": 0.1}
+    first.trainer["label_smoothing_factor"] = 0.3
+    assert second.trainer == {"label_smoothing_factor": 0.1} and cls().trainer == {"label_smoothing_factor": 0.1}
+
+
+def test_dict_fields_parse_json_objects_and_check_as_dicts():
+    from typing import Any
+
+    assert parse("trainer", '{"a": 1}', dict[str, Any]) == {"a": 1}
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        parse("trainer", "[1]", dict[str, Any])
+    assert matches({}, dict[str, Any]) and not matches([], dict[str, Any])

@@ -121,6 +121,31 @@ def test_predict_batches_and_takes_params(trained, versions, image_files):
     assert all(len(text.split()) <= 2 for text in out["caption"]), "two new tokens make at most two words"
 
 
+def test_the_served_model_generates_with_its_registered_settings(trained, image_files):
+    """generation.json carries the spec's generation fields to the pyfunc; per-call params override them."""
+    from blipexp import generation
+
+    spec, _, result, _ = trained
+    words = trained[1].validation[0].captions[0].split()[:2]  # a prompt in the tiny model's vocabulary
+    settings = {**generation.settings(spec), "prompt": " ".join(words), "min_new_tokens": 6, "max_new_tokens": 6}
+    tags = {"objective": "0.1", "data_fingerprint": trained[1].fingerprint}
+    version = registry.log_and_register(result.model_dir, registered_model="blip-generation", run_id=result.run_id,
+                                        tags=tags, description="", generation=settings)
+    model = mlflow.pyfunc.load_model(f"models:/blip-generation/{version.version}")
+    assert {p.name: p.default for p in model.metadata.get_params_schema().params}["prompt"] == settings["prompt"]
+    frame = pd.DataFrame({"image": [str(p) for p in image_files]})
+    served = list(model.predict(frame)["caption"])
+    hf = BlipForConditionalGeneration.from_pretrained(result.model_dir).eval()
+    processor = BlipProcessor.from_pretrained(result.model_dir)
+    pixels = processor(images=[trained[1].image(e) for e in trained[1].validation[:3]], return_tensors="pt")
+    assert served == generation.captions(hf, processor.tokenizer, pixels["pixel_values"], settings), \
+        "the served captions are the prompt-conditioned ones, the prompt cut off"
+    lengths = [len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in served]
+    assert all(n >= 5 for n in lengths), f"min_new_tokens=6 forces long captions, got {lengths}"
+    short = model.predict(frame, params={"min_new_tokens": 0, "max_new_tokens": 2, "prompt": ""})
+    assert all(len(text.split()) <= 2 for text in short["caption"]), "per-call params override the registered ones"
+
+
 def test_promotion_rules(versions):
     assert "version 1 (was nothing)" in registry.promote(NAME, "1")
     promoted_at = mlflow.MlflowClient().get_model_version(NAME, "1").tags["promoted_at"]

@@ -52,6 +52,24 @@ def test_a_version_is_tagged_with_every_searched_field_and_the_model_defining_on
     assert listed["tags"]["lr_scheduler"] == "cosine"  # what `models` and the UI read
 
 
+class SmoothingSweep(ExperimentSpec):
+    """Hypothesis: label smoothing helps."""
+
+    def search_space(self):
+        return {"trainer.label_smoothing_factor": FloatRange(0.0, 0.2)}
+
+
+def test_a_version_carries_its_generation_settings_and_searched_trainer_entries(trained):
+    spec = SmoothingSweep().tiny().replace(min_new_tokens=3, length_penalty=0.5, repetition_penalty=1.2,
+                                           no_repeat_ngram_size=2, prompt="a photograph of",
+                                           registered_model="smoothing", **{"trainer.label_smoothing_factor": 0.1})
+    version = mlflow.MlflowClient().get_model_version("smoothing", register(trained, spec).version)
+    assert {key: version.tags[key] for key in ("min_new_tokens", "length_penalty", "repetition_penalty",
+                                               "no_repeat_ngram_size", "prompt", "trainer.label_smoothing_factor")} == {
+        "min_new_tokens": "3", "length_penalty": "0.5", "repetition_penalty": "1.2", "no_repeat_ngram_size": "2",
+        "prompt": "a photograph of", "trainer.label_smoothing_factor": "0.1"}
+
+
 def test_a_loss_objective_is_registered_as_minimized(trained):
     spec = trained[0].replace(objective_metric="loss", registered_model="warmup-loss")
     version = register(trained, spec)

@@ -64,6 +64,11 @@ def test_bad_overrides_raise_helpful_errors(override, message):
     ({"lora_alpha": 0}, "lora_alpha=0 must be >= 1"),
     ({"lora_dropout": 1.0}, r"lora_dropout=1.0 must be in \[0, 1\)"),
     ({"lora_targets": "decoder("}, "neither a preset .* nor a valid regular expression.*--set lora_targets=decoder"),
+    ({"min_new_tokens": 31}, r"min_new_tokens=31 must be in \[0, max_new_tokens=30\]"),
+    ({"repetition_penalty": 0.0}, "repetition_penalty=0.0 must be > 0"),
+    ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size=-1 must be >= 0"),
+    ({"prompt": "a photograph of "}, "prompt='a photograph of ' has spaces at an end: --set prompt='a photograph of'"),
+    ({"trainer": {"learning_rate": 1e-3}}, "trainer.learning_rate is set by the spec: use the spec field learning_rate"),
 ])
 def test_validation_names_the_field_and_the_rule(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -139,3 +144,39 @@ def test_lora_fields_are_set_from_text_and_targets_resolve_to_a_pattern():
     assert spec.replace(lora_targets=r"text_decoder\..*\.query").lora_pattern == r"text_decoder\..*\.query"
     with pytest.raises(ValueError, match="one of none, lora"):
         ExperimentSpec().with_overrides(["adapter=qlora"])
+
+
+def test_generation_and_memory_fields_take_overrides():
+    spec = ExperimentSpec().with_overrides(["min_new_tokens=5", "length_penalty=0.8", "repetition_penalty=1.3",
+                                            "no_repeat_ngram_size=3", "prompt=a photograph of",
+                                            "gradient_checkpointing=true", "torch_compile=yes"])
+    assert (spec.min_new_tokens, spec.length_penalty, spec.repetition_penalty) == (5, 0.8, 1.3)
+    assert (spec.no_repeat_ngram_size, spec.prompt) == (3, "a photograph of")
+    assert spec.gradient_checkpointing is True and spec.torch_compile is True
+
+
+def test_trainer_entries_are_set_with_dotted_keys_and_logged_as_their_own_params():
+    spec = ExperimentSpec().with_overrides(["trainer.label_smoothing_factor=0.1", "trainer.optim=adafactor"])
+    assert spec.trainer == {"label_smoothing_factor": 0.1, "optim": "adafactor"}
+    assert spec.value("trainer.label_smoothing_factor") == 0.1 and spec.value("trainer.eval_steps") is None
+    params = spec.params()
+    assert params["trainer.label_smoothing_factor"] == 0.1 and "trainer" not in params
+    assert spec.replace(**{"trainer.label_smoothing_factor": 0.2}).trainer == {"label_smoothing_factor": 0.2,
+                                                                              "optim": "adafactor"}
+    assert ExperimentSpec().trainer == {}, "the override did not leak into the defaults"
+    with pytest.raises(ValueError, match="did you mean label_smoothing_factor"):
+        ExperimentSpec().with_overrides(["trainer.label_smoothing=0.1"])
+
+
+def test_a_search_space_may_search_a_trainer_entry():
+    class Smoothing(ExperimentSpec):
+        def search_space(self):
+            return {"trainer.label_smoothing_factor": FloatRange(0.0, 0.2)}
+
+    class Owned(ExperimentSpec):
+        def search_space(self):
+            return {"trainer.num_train_epochs": IntRange(1, 3)}
+
+    assert set(Smoothing().search_space()) == {"trainer.label_smoothing_factor"}
+    with pytest.raises(ValueError, match="use the spec field epochs"):
+        Owned()

@@ -49,7 +49,8 @@ def test_generate_gets_the_pixels_and_nothing_of_the_caption(trained):
     assert calls, "evaluation must generate captions"
     for args, kwargs in calls:
         assert not args
-        assert set(kwargs) == {"pixel_values", "max_new_tokens", "num_beams"}
+        assert set(kwargs) == {"pixel_values", "max_new_tokens", "num_beams", "min_new_tokens", "length_penalty",
+                               "repetition_penalty", "no_repeat_ngram_size"}, "no input_ids: there is no prompt"
 
 
 def test_run_holds_spec_tags_and_per_epoch_metrics(trained):
@@ -215,6 +216,7 @@ def test_auto_precision_trains_in_the_probes_choice_and_logs_it(home, monkeypatc
     model = build_tiny_model(build_tiny_processor(["a red player"]), seed=0)  # the shapes depend on the config only
     seeded = {"fp32": 100.0, "bf16": 200.0}
     shapes = precision.model_shapes(model)
+    (home / "cache" / "precision.json").unlink(missing_ok=True)  # the session's real probe, copied by conftest
     precision.cached_probe(home, shapes, lambda shapes: seeded)
     expected = precision.decide(seeded)
     seen = _PrecisionSeen()
@@ -225,3 +227,43 @@ def test_auto_precision_trains_in_the_probes_choice_and_logs_it(home, monkeypatc
     assert run.data.params["precision"] == "auto", "the spec's own value is kept beside what was used"
     assert run.data.metrics["precision_probe_bf16_gflops"] == 200.0
     assert (seen.bf16, seen.fp16) == (expected.precision == "bf16", False), "the Trainer trains in the chosen one"
+
+
+def test_a_prompt_and_a_trainer_pass_through_reach_training(home, monkeypatch):
+    """prompt: every training batch starts with it, masked out of the loss, and evaluation generates from it;
+    trainer.label_smoothing_factor: the Trainer's own arguments carry it, and the run logs it as a param."""
+    from transformers import TrainerCallback
+
+    spec = tiny_spec(epochs=1, sample_captions=0, test_fraction=0.0, prompt="a photograph of").with_overrides(
+        ["trainer.label_smoothing_factor=0.1"])
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    batches, prompts, trainer_args = [], [], []
+    forward, generate = BlipForConditionalGeneration.forward, BlipForConditionalGeneration.generate
+
+    def recording_forward(self, *args, **kwargs):
+        batches.append((kwargs["input_ids"], kwargs["labels"]))
+        return forward(self, *args, **kwargs)
+
+    def recording_generate(self, *args, **kwargs):
+        prompts.append(kwargs["input_ids"].clone())  # generate() overwrites the first id in place
+        return generate(self, *args, **kwargs)
+
+    class ArgsSeen(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            trainer_args.append(args)
+
+    monkeypatch.setattr(BlipForConditionalGeneration, "forward", recording_forward)
+    monkeypatch.setattr(BlipForConditionalGeneration, "generate", recording_generate)
+    result = train_trial(spec, load_data(spec, home), home, echo=False, callbacks=[ArgsSeen()])
+
+    assert trainer_args[0].label_smoothing_factor == 0.1
+    assert mlflow.get_run(result.run_id).data.params["trainer.label_smoothing_factor"] == "0.1"
+    tokenizer = BlipProcessor.from_pretrained(result.model_dir).tokenizer
+    prompt = tokenizer.convert_tokens_to_ids(["a", "photograph", "of"])
+    assert tokenizer.unk_token_id not in prompt, "the tiny vocabulary knows the prompt's words"
+    assert batches and prompts
+    for input_ids, labels in batches:
+        assert (input_ids[:, 1:4] == torch.tensor(prompt)).all()
+        assert (labels[:, :4] == -100).all() and (labels[:, 4] != -100).any()
+    assert all(ids[0, 1:4].tolist() == prompt for ids in prompts), "captions are generated from the prompt"

@@ -3,6 +3,7 @@ import pytest
 import torch
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from blipexp import generation
 from blipexp.callbacks import CaptionMetricsCallback
 from blipexp.data.sources import CaptionData
 from blipexp.modeling import build_tiny_model, build_tiny_processor
@@ -29,6 +30,16 @@ def test_training_arguments_follow_the_spec(tmp_path):
     assert args.report_to == [] and args.disable_tqdm, "MLflow logging is ours; no bar without echo"
 
 
+def test_memory_switches_and_the_pass_through_reach_the_training_arguments(tmp_path):
+    spec = ExperimentSpec().tiny().with_overrides(["gradient_checkpointing=true", "torch_compile=true",
+                                                   "trainer.label_smoothing_factor=0.1", "trainer.optim=adamw_torch"])
+    args = training_arguments(spec, tmp_path, steps_per_epoch=10, echo=False)
+    assert args.activation_checkpointing and args.gradient_checkpointing and args.torch_compile
+    assert args.label_smoothing_factor == 0.1 and args.optim == "adamw_torch", "the pass-through replaces a default"
+    plain = training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=10, echo=False)
+    assert not plain.activation_checkpointing and not plain.torch_compile and plain.label_smoothing_factor == 0.0
+
+
 def test_auto_workers_are_none_when_decoding_is_not_the_work():
     processor = build_tiny_processor(["a red player"])
     data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
@@ -47,7 +58,8 @@ def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
                             model=build_tiny_model(processor, seed=0), train_set=None, val_set=["not read"], collator=None,
                             compute_metrics=None, callbacks=[callback], echo=echo)
     assert isinstance(trainer, CaptionTrainer)
-    assert trainer.generation_kwargs == {"max_new_tokens": 7, "num_beams": 2}
+    assert trainer.generation_kwargs == generation.settings(spec), "evaluation generates as the served model does"
+    assert (trainer.generation_kwargs["max_new_tokens"], trainer.generation_kwargs["num_beams"]) == (7, 2)
     callbacks = trainer.callback_handler.callbacks
     assert callback in callbacks
     assert not any(isinstance(c, PrinterCallback) for c in callbacks), "raw log dicts are never printed"
@@ -62,3 +74,24 @@ def test_bf16_without_a_gpu_builds_arguments_for_the_cpu(tmp_path, monkeypatch):
     assert args.bf16 and args.use_cpu, "transformers refuses bf16 without a GPU unless use_cpu is set"
     fp32 = training_arguments(spec.replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
     assert not fp32.bf16 and not fp32.use_cpu
+
+
+def test_label_smoothing_is_applied_to_blips_shifted_targets(tmp_path):
+    """The Trainer's own LabelSmoother compares BLIP's logits with unshifted labels: the loss must be the
+    next-token cross-entropy, smoothed."""
+    from blipexp.data.collator import CaptionCollator
+
+    processor = build_tiny_processor(["a red player dribbles the ball", "two blue players"])
+    model = build_tiny_model(processor, seed=0)
+    spec = ExperimentSpec().tiny().with_overrides(["trainer.label_smoothing_factor=0.1"])
+    collator = CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id, 24)
+    trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=False), model=model,
+                            train_set=None, val_set=["not read"], collator=collator, compute_metrics=None,
+                            callbacks=[], echo=False)
+    batch = collator([{"pixel_values": torch.rand(3, 64, 64), "caption": c}
+                      for c in ("a red player dribbles the ball", "two blue players")])
+    loss = trainer.compute_loss(model, batch)
+    logits = model(**{k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask")}).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 batch["labels"][:, 1:].reshape(-1), label_smoothing=0.1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers.trainer_callback import PrinterCallback
 
+from .. import generation
 from ..data.collator import CaptionCollator
 from ..spec import ExperimentSpec
 from .sizes import Size, log
@@ -95,7 +96,7 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
         train_dataset=train_set, eval_dataset=val_set,
         data_collator=CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id, spec.max_caption_tokens),
         compute_metrics=compute_metrics_for(processor.tokenizer, val_refs),
-        generation_kwargs={"max_new_tokens": spec.max_new_tokens, "num_beams": spec.num_beams})
+        generation_kwargs=generation.settings(spec))
     trainer.remove_callback(PrinterCallback)  # it prints every evaluation's dict
     space = spec.search_space()
     names = {"learning_rate": "learning_rate", "epochs": "num_train_epochs"}

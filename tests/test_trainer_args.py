@@ -1,0 +1,53 @@
+"""The `trainer` pass-through, checked against the installed transformers' Seq2SeqTrainingArguments."""
+import pytest
+
+from blipexp import trainer_args
+from blipexp.spec import ExperimentSpec
+from blipexp.trainer import training_arguments
+
+
+@pytest.mark.parametrize("name, raw, value", [
+    ("label_smoothing_factor", "0.1", 0.1),  # float
+    ("eval_steps", "none", None), ("eval_steps", "0.5", 0.5),  # float | None
+    ("optim", "adafactor", "adafactor"),  # OptimizerNames | str: the plain name
+    ("lr_scheduler_kwargs", '{"power": 2}', {"power": 2}),  # dict | str | None
+    ("skip_memory_metrics", "false", False),  # bool
+    ("torch_compile_mode", "max-autotune", "max-autotune"),  # str | None
+])
+def test_text_is_parsed_to_the_installed_fields_type(name, raw, value):
+    assert trainer_args.parse(name, raw) == value
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("label_smothing_factor", "0.1", "not a Seq2SeqTrainingArguments field: did you mean label_smoothing_factor"),
+    ("label_smoothing_factor", "lots", "cannot set trainer.label_smoothing_factor='lots': expected float"),
+    ("optim", "adamw_typo", "expected one of adamw_torch, .*adafactor"),
+    ("learning_rate", "1e-3", "set by the spec: use the spec field learning_rate"),
+    ("num_train_epochs", "3", "use the spec field epochs"),
+    ("bf16", "true", "use the spec field precision"),
+    ("per_device_train_batch_size", "4", "use the spec field train_batch_size"),
+    ("activation_checkpointing", "true", "use the spec field gradient_checkpointing"),
+    ("eval_strategy", "steps", "set by blipexp and cannot be passed through: evaluation runs once per epoch"),
+])
+def test_bad_names_and_values_say_what_to_do(name, raw, message):
+    with pytest.raises(ValueError, match=message):
+        trainer_args.parse(name, raw)
+
+
+def test_typed_values_from_an_experiment_file_are_checked():
+    assert trainer_args.check({"label_smoothing_factor": 0.1, "eval_steps": None}) == {
+        "label_smoothing_factor": 0.1, "eval_steps": None}
+    assert trainer_args.check({"label_smoothing_factor": "0.2"}) == {"label_smoothing_factor": 0.2}
+    with pytest.raises(ValueError, match=r"trainer.label_smoothing_factor=True has the wrong type: expected float"):
+        trainer_args.check({"label_smoothing_factor": True})
+
+
+def test_every_argument_blipexp_sets_is_refused_as_a_pass_through(tmp_path, monkeypatch):
+    """A name training_arguments sets would be silently replaced by the pass-through: each must be refused
+    (optim, blipexp's default optimizer, is the one meant to be overridable)."""
+    seen = {}
+    monkeypatch.setattr("blipexp.trainer.Seq2SeqTrainingArguments", lambda **kwargs: seen.update(kwargs))
+    training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=4, echo=False)
+    unguarded = set(seen) - set(trainer_args.SPEC_OWNED) - set(trainer_args.MANAGED) - {"optim"}
+    assert not unguarded
+    assert set(trainer_args.SPEC_OWNED) | set(trainer_args.MANAGED) <= set(trainer_args._hints()), "real names"

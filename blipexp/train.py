@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, precision, tracking
+from . import distributed, precision, pretrain, tracking
 from .callbacks import CaptionMetricsCallback, EpochListener
 from .data.collator import CaptionCollator
 from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
@@ -29,7 +29,7 @@ from .evaluation import (
 )
 from .feature_cache import FeatureCache
 from .modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
-from .spec import ExperimentSpec
+from .spec import TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 # Other modules import these from here; CaptionTrainer and training_arguments live in trainer.py, compute_metrics_for,
@@ -172,6 +172,8 @@ TRAINING_ONLY = frozenset({
 def untrained_key(spec: ExperimentSpec, fingerprint: str) -> str:
     """Identifies the untrained model's validation scores: equal keys, equal scores (same weights, data, decoding)."""
     relevant = {k: v for k, v in spec.to_dict().items() if k not in TRAINING_ONLY}
+    if spec.model == TINY_MODEL:  # "tiny" names weights built by a recipe: a changed recipe, other weights
+        relevant["pretrained_recipe"] = pretrain.RECIPE.digest()
     return hashlib.sha256(json.dumps([relevant, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -201,6 +201,19 @@ def test_untrained_key_ignores_training_knobs_only():
     assert untrained_key(spec, "other data") != key
 
 
+def test_untrained_key_follows_the_pretrained_recipe(monkeypatch):
+    """A sweep resumed after the tiny model's recipe changed must not reuse the old weights' untrained scores."""
+    import dataclasses
+
+    from blipexp import pretrain
+    from blipexp.train import untrained_key
+
+    spec = tiny_spec()
+    key = untrained_key(spec, "data")
+    monkeypatch.setattr(pretrain, "RECIPE", dataclasses.replace(pretrain.RECIPE, seed=pretrain.RECIPE.seed + 1))
+    assert untrained_key(spec, "data") != key
+
+
 class _PrecisionSeen(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.bf16, self.fp16 = args.bf16, args.fp16

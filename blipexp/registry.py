@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -104,13 +105,30 @@ def _log_in_run(run_id: str, log):
     if active is not None and active.info.run_id == run_id:
         return log()
     status, end_time = run.info.status, run.info.end_time
-    with mlflow.start_run(run_id=run_id, nested=active is not None):
+    with _in_experiment(run.info.experiment_id), mlflow.start_run(run_id=run_id, nested=active is not None):
         result = log()
     if status == "RUNNING":  # active in another process: leave it running
         client.update_run(run_id, status="RUNNING")
     else:
         client.set_terminated(run_id, status=status, end_time=end_time)
     return result
+
+
+@contextmanager
+def _in_experiment(experiment_id: str):
+    """MLflow re-opens a run only while its experiment is the active one (a run of another experiment than the
+    last one set, e.g. by an earlier `blipexp run` in the same process, is refused): set it, then restore."""
+    from mlflow.tracking import fluent
+
+    previous = fluent._active_experiment_id  # MLflow has no public getter for the experiment set_experiment chose
+    if previous in (None, experiment_id):
+        yield
+        return
+    mlflow.set_experiment(experiment_id=experiment_id)
+    try:
+        yield
+    finally:
+        mlflow.set_experiment(experiment_id=previous)
 
 
 # --------------------------------------------------------------------------- listing

@@ -1,6 +1,7 @@
 """The registered model's pyfunc pieces that need no registered model: its input example, image decoding."""
 import base64
 import io
+import json
 
 import pytest
 
@@ -12,6 +13,12 @@ def test_input_example_is_a_base64_png():
 
     image = Image.open(io.BytesIO(base64.b64decode(serving.example_image_base64())))
     assert image.format == "PNG"
+
+
+def test_the_signature_declares_a_caption_and_an_error_per_row():
+    outputs = serving.signature().outputs
+    assert outputs.input_names() == ["caption", "error"]
+    assert not any(column.required for column in outputs.inputs), "either may be null"
 
 
 def test_served_images_are_prepared_like_training_images():
@@ -99,3 +106,117 @@ def test_images_are_bounded_in_bytes_and_pixels():
     with pytest.raises(ValueError, match="more than 16,777,216 pixels .*downscale"):
         serving.load_image(bomb)
     assert serving.load_image(png_bytes((4096, 10), mode="1")).size == (4096, 10)
+
+
+# --------------------------------------------------------------------------- a registered model, in-process and served
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A tiny model trained for one epoch and registered: (home, model URI, encoded validation images)."""
+    from blipexp.bench.serving import register_tiny_model
+
+    home = tmp_path_factory.mktemp("home")
+    uri, images = register_tiny_model(home, scenes=30, name="blip-serving-test")
+    return home, uri, images
+
+
+@pytest.fixture(scope="module")
+def image_files(registered, tmp_path_factory):
+    """Same-length names in `allowed/` and `elsewhere/`: an image, a system-like text file, a missing file."""
+    base = tmp_path_factory.mktemp("server-disk")
+    for folder in ("allowed", "elsewhere"):
+        (base / folder).mkdir()
+        (base / folder / "a.png").write_bytes(registered[2][0])
+        (base / folder / "t.png").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    return base
+
+
+@pytest.mark.slow
+def test_in_process_predict_answers_per_row_and_caption_reads_its_own_files(registered, image_files):
+    import mlflow
+    import pandas as pd
+
+    _, uri, images = registered
+    model = mlflow.pyfunc.load_model(uri)
+    out = model.predict(pd.DataFrame({"image": [images[0], b"not an image", image_files / "elsewhere" / "a.png",
+                                                str(image_files / "elsewhere" / "a.png")]}))
+    assert list(out.columns) == ["caption", "error"]
+    assert [c is None for c in out["caption"]] == [False, True, False, True]
+    assert [e is None for e in out["error"]] == [True, False, True, False]
+    assert out["caption"][0] == out["caption"][2], "the same image as bytes and as a pathlib.Path"
+    assert "row 1: the data is not a readable image" in out["error"][1]
+    assert serving.caption(uri, [str(image_files / "elsewhere" / "a.png")]) == [out["caption"][0]]
+    with pytest.raises(ValueError, match="t.png: row 0: the data is not a readable image"):
+        serving.caption(uri, [str(image_files / "elsewhere" / "t.png")])
+
+
+@pytest.fixture(scope="module")
+def server(registered):
+    """`mlflow models serve` on 127.0.0.1, as documented: no image folder allowed."""
+    from blipexp.bench.serving import free_port, serve
+
+    home, uri, _ = registered
+    with serve(uri, home, free_port(), env={serving.IMAGE_ROOT_VARIABLE: ""}) as running:
+        yield running
+
+
+def ask(server, values):
+    from blipexp.bench.serving import json_body, post
+
+    answer = post(server, *json_body(values))
+    assert "Traceback" not in json.dumps(answer.body) and "stack_trace" not in answer.body
+    return answer
+
+
+@pytest.mark.serving
+def test_a_served_model_refuses_server_side_paths_with_one_answer_whether_they_exist_or_not(server, image_files):
+    """Before: the PNG came back captioned, the text file and the missing file got different errors."""
+    answers = [ask(server, [str(image_files / "elsewhere" / name)]) for name in ("a.png", "t.png", "m.png")]
+    assert all(a.status == 200 for a in answers)
+    assert answers[0].body == answers[1].body == answers[2].body
+    (row,) = answers[0].body["predictions"]
+    assert row["caption"] is None and "file paths are not read" in row["error"] and "a.png" not in row["error"]
+
+
+@pytest.mark.serving
+def test_a_served_batch_answers_each_row_and_no_stack_trace_leaves_the_server(server, registered):
+    from blipexp.bench.serving import huge_png
+
+    images = registered[2]
+    answer = ask(server, [images[0], b"not an image", huge_png(), images[1]])
+    assert answer.status == 200
+    rows = answer.body["predictions"]
+    assert [r["caption"] is None for r in rows] == [False, True, True, False]
+    assert "row 1: the data is not a readable image" in rows[1]["error"]
+    assert "row 2: the image has more than" in rows[2]["error"]
+    assert rows[0]["error"] is None and rows[3]["error"] is None
+
+
+@pytest.mark.serving
+def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_missing(registered, image_files):
+    from blipexp.bench.serving import free_port, serve
+
+    home, uri, images = registered
+    root = image_files / "allowed"
+    with serve(uri, home, free_port(), env={serving.IMAGE_ROOT_VARIABLE: str(root)}) as rooted:
+        inside = ask(rooted, ["a.png"]).body["predictions"][0]
+        from_bytes = ask(rooted, [images[0]]).body["predictions"][0]
+        assert inside == from_bytes and isinstance(inside["caption"], str)
+        outside = [ask(rooted, [str(image_files / "elsewhere" / n)]).body for n in ("a.png", "t.png", "m.png")]
+        escapes = [ask(rooted, [p]).body for p in ("../elsewhere/a.png", "m.png")]
+        assert all(body == escapes[1] for body in outside + escapes)
+        assert escapes[1]["predictions"][0]["caption"] is None
+
+
+@pytest.mark.serving
+def test_a_short_load_test_with_malformed_requests_leaves_the_server_answering(server, registered):
+    """The bench's serving section, short: good requests all succeed; bad ones get per-row errors or a 4xx."""
+    from blipexp.bench.serving import good, json_body, load, malformed, post
+
+    images = registered[2]
+    steady = load(server, images, clients=2, requests=2, per_request=None)
+    assert steady["errors"] == 0 and steady["requests"] == 4, steady["first_error"]
+    bad = malformed(server, images, clients=2, requests=2)
+    assert bad["good_errors"] == 0, bad["first_good_error"]
+    assert {name: case["ok"] for name, case in bad["cases"].items()} == dict.fromkeys(bad["cases"], True), bad
+    assert server.alive() and good(post(server, *json_body(images[:2])), 2)

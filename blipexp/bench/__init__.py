@@ -9,6 +9,7 @@ Sections (each a module here, each returns plain numbers):
   trial      one tiny trial: the share of its time spent in evaluation, and in writes to MLflow
   sweep      the tiny football_lr_sweep: blipexp with cache and pruning, without them, full fine-tuning, and
              HF `Trainer.hyperparameter_search(backend="optuna")` on the same space, trial count and data
+  serving    `mlflow models serve` under concurrent clients: images/s, latency, malformed requests, memory
 
 It prints each figure as it is measured, then writes report.json and report.md to --out. `--quick` swaps
 BLIP-base for the tiny architecture and shrinks every section: a smoke check (CI runs it), not a measurement.

@@ -40,11 +40,15 @@ def run(size: Size, sections: list[str]) -> dict:
             from .data import bench_data
 
             report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
+        if "serving" in sections:
+            from .serving import bench_serving
+
+            report["serving"] = bench_serving(size.name, work / "serving")
     report["seconds"] = time.perf_counter() - started
     return report
 
 
-SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data"]
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "serving"]
 
 
 def main(argv: list[str] | None = None) -> int:

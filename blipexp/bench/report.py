@@ -66,7 +66,7 @@ def markdown(report: dict, command: str) -> str:
               f"{report['peak']['fp32_size']}), bf16 {report['peak']['bf16_gflops']:.1f} GFLOP/s; MFU below is against "
               "the fp32 figure."]
     for section, write in (("training", _training_md), ("generation", _generation_md), ("trial", _trial_md),
-                           ("sweep", _sweep_md), ("data", _data_md)):
+                           ("sweep", _sweep_md), ("data", _data_md), ("serving", _serving_md)):
         if section in report:
             lines += [""] + write(report)
     return "\n".join(lines) + "\n"
@@ -121,3 +121,9 @@ def _data_md(report: dict) -> list[str]:
     from .data import markdown as data_markdown
 
     return data_markdown(report["data"])
+
+
+def _serving_md(report: dict) -> list[str]:
+    from .serving import markdown as serving_markdown
+
+    return serving_markdown(report["serving"])

@@ -32,6 +32,10 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert all(report["generation"][k] > 0 for k in ("batched", "single", "cached_batched", "cached_single"))
     assert 0 < report["trial"]["evaluation_share"] < 1 and 0 < report["trial"]["tracking_share"] < 1
     assert len(report["sweep"]) == 3 and all(r["trials"] >= 1 and r["seconds"] > 0 for r in report["sweep"].values())
+    serving = report["serving"]
+    assert [(r["clients"], r["images_per_request"]) for r in serving["load"]] == [(1, 1), (2, 1), (1, 8), (2, 8)]
+    assert all(r["images_per_s"] > 0 and r["errors"] == 0 for r in serving["load"])
+    assert all(case["ok"] for case in serving["malformed"]["cases"].values()) and serving["alive_after"]
 
 
 def test_the_markdown_report_lists_every_target_with_a_verdict(quick_report):

@@ -309,7 +309,8 @@ def bench_serving(size_name: str, home: Path) -> dict:
     model_uri, images = register_tiny_model(home, sizes["scenes"])
     mb = 2**20
     with serve(model_uri, home, free_port()) as server:
-        post(server, *json_body(images[:1]))  # warm-up: the first request pays for lazy imports
+        for body in (json_body(images[:1]), parquet_body(images[:1])):  # warm-up: first requests pay for imports
+            post(server, *body)
         result: dict = {"workers": 1, "idle_rss_mb": server.rss_bytes() / mb, "load": []}
         with PeakRss(server) as rss:
             for per_request in (1, 8):

@@ -327,9 +327,9 @@ def bench_serving(size_name: str, home: Path) -> dict:
         result["malformed_peak_rss_mb"] = rss.peak / mb
         result["after_rss_mb"] = server.rss_bytes() / mb
         result["alive_after"] = server.alive() and good(post(server, *json_body(images[:2])), 2)
-    log(f"serving: server tree RSS idle {result['idle_rss_mb']:.0f} MB, peak under load {result['load_peak_rss_mb']:.0f} "
-        f"MB, with malformed requests {result['malformed_peak_rss_mb']:.0f} MB, after {result['after_rss_mb']:.0f} MB; "
-        f"answering after: {result['alive_after']}")
+    log(f"serving: server tree RSS idle {result['idle_rss_mb']:.0f} MB, peak under load "
+        f"{result['load_peak_rss_mb']:.0f} MB, with malformed requests {result['malformed_peak_rss_mb']:.0f} MB, "
+        f"after {result['after_rss_mb']:.0f} MB; answering after: {result['alive_after']}")
     return result
 
 
@@ -345,7 +345,9 @@ def markdown(result: dict) -> list[str]:
     lines += ["", f"Malformed requests, sent while {m['good_requests']} good requests of 1-8 images ran "
               f"({m['good_errors']} of them failed):", "", "| request | status | right answer |", "|---|---|---|"]
     lines += [f"| {name} | {c['status']} | {'yes' if c['ok'] else 'NO'} |" for name, c in m["cases"].items()]
+    alive = "yes" if result["alive_after"] else "NO"
     lines += ["", f"Server process tree RSS: idle {result['idle_rss_mb']:.0f} MB, peak under load "
-              f"{result['load_peak_rss_mb']:.0f} MB, peak with malformed requests {result['malformed_peak_rss_mb']:.0f} "
-              f"MB, after {result['after_rss_mb']:.0f} MB; answering after: {'yes' if result['alive_after'] else 'NO'}."]
+              f"{result['load_peak_rss_mb']:.0f} MB, peak with malformed requests "
+              f"{result['malformed_peak_rss_mb']:.0f} MB, after {result['after_rss_mb']:.0f} MB; "
+              f"answering after: {alive}."]
     return lines

@@ -10,6 +10,7 @@ read nor probe the server's disk. Only an operator can allow a folder (BLIPEXP_S
 it is refused with the same answer as a missing file. In-process code reads local files by passing
 `pathlib.Path` objects, which no request can carry (JSON, CSV and Parquet bodies hold text and bytes);
 `caption` reads its files itself and sends bytes. Images are bounded in bytes and pixels (decompression bombs).
+
 Generation settings (max_new_tokens, num_beams, batch_size) travel as a small `generation.json` artifact
 (not as pyfunc `model_config`, which MLflow would also log as run params, clashing with the trial's own
 `max_new_tokens` param); per-call `params` override them, e.g. `predict(df, params={"num_beams": 3})`.
@@ -159,6 +160,8 @@ def _text_bytes(text: str, row: int, root: Path | None) -> bytes:
     holds: the message depends on nothing but the text, so it cannot tell which server files exist."""
     file = _file_under(root, text) if root is not None and len(text) < 4096 else None
     if file is not None:
+        if file.stat().st_size > MAX_IMAGE_BYTES:  # checked before reading: the folder may hold anything
+            raise _too_big(row)
         return file.read_bytes()
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]

@@ -95,12 +95,15 @@ def test_in_process_code_reads_local_files_as_pathlib_paths(files):
         serving.load_image(files / "outside" / "m.png")
 
 
-def test_images_are_bounded_in_bytes_and_pixels():
+def test_images_are_bounded_in_bytes_and_pixels(tmp_path):
     too_many_bytes = png_bytes() + b"\0" * serving.MAX_IMAGE_BYTES
     with pytest.raises(ValueError, match="row 2: the image is larger than 20 MiB"):
         serving.load_image(too_many_bytes, row=2)
     with pytest.raises(ValueError, match="larger than 20 MiB"):
         serving.load_image(base64.b64encode(too_many_bytes).decode())
+    (tmp_path / "big.png").write_bytes(too_many_bytes)
+    with pytest.raises(ValueError, match="larger than 20 MiB"):
+        serving.load_image("big.png", root=tmp_path.resolve())
     bomb = png_bytes((5000, 5000), mode="1")  # 25 M pixels in a few KB
     assert len(bomb) < 100_000
     with pytest.raises(ValueError, match="more than 16,777,216 pixels .*downscale"):

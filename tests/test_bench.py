@@ -14,7 +14,7 @@ from blipexp.bench.trial import EvaluationClock
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run([sys.executable, "-m", "blipexp.bench", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)  # with the serving section: a server start
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "report.json").read_text()), (out / "report.md").read_text(), done.stdout
 

@@ -111,7 +111,7 @@ def serve(model_uri: str, home: Path, port: int, workers: int = 1, env: dict[str
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        env=child_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        env=child_env, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -129,14 +129,20 @@ def serve(model_uri: str, home: Path, port: int, workers: int = 1, env: dict[str
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the server and the uvicorn processes it started (its own session: nothing else is touched)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 15)
+    """Stop the server and the uvicorn processes it started, by their ids (nothing else is touched)."""
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        process.wait(timeout=30)
+        root = psutil.Process(process.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------- requests

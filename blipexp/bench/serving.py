@@ -350,7 +350,8 @@ def markdown(result: dict) -> list[str]:
     m = result["malformed"]
     lines += ["", f"Malformed requests, sent while {m['good_requests']} good requests of 1-8 images ran "
               f"({m['good_errors']} of them failed):", "", "| request | status | right answer |", "|---|---|---|"]
-    lines += [f"| {name} | {c['status']} | {'yes' if c['ok'] else 'NO'} |" for name, c in m["cases"].items()]
+    # "ok"/"WRONG", not "yes"/"NO": those mark the report's targets
+    lines += [f"| {name} | {c['status']} | {'ok' if c['ok'] else 'WRONG'} |" for name, c in m["cases"].items()]
     alive = "yes" if result["alive_after"] else "NO"
     lines += ["", f"Server process tree RSS: idle {result['idle_rss_mb']:.0f} MB, peak under load "
               f"{result['load_peak_rss_mb']:.0f} MB, peak with malformed requests "

@@ -15,7 +15,7 @@ from blipexp.bench.trial import EvaluationClock
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run([sys.executable, "-m", "blipexp.bench", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)  # with the serving section: a server start
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "report.json").read_text()), (out / "report.md").read_text(), done.stdout
 
@@ -38,6 +38,10 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     full, frozen, lora = report["adapters"]["ways"].values()
     assert full["trainable"] == full["total"] > frozen["trainable"] > lora["trainable"] > 0
     assert all(r["seconds_per_epoch"] > 0 and 0 <= r["best_cider"] for r in (full, frozen, lora))
+    serving = report["serving"]
+    assert [(r["clients"], r["images_per_request"]) for r in serving["load"]] == [(1, 1), (2, 1), (1, 8), (2, 8)]
+    assert all(r["images_per_s"] > 0 and r["errors"] == 0 for r in serving["load"])
+    assert all(case["ok"] for case in serving["malformed"]["cases"].values()) and serving["alive_after"]
 
 
 def test_the_markdown_report_lists_every_target_with_a_verdict(quick_report):

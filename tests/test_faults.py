@@ -113,7 +113,7 @@ def check_one_loadable_version(home: Path, study: optuna.Study, tmp_path: Path) 
     image = tmp_path / "scene.png"
     Image.new("RGB", (64, 64), (58, 150, 62)).save(image)
     model = mlflow.pyfunc.load_model(f"models:/small-sweep/{versions[0].version}")
-    captions = model.predict(pd.DataFrame({"image": [str(image)]}))["caption"]
+    captions = model.predict(pd.DataFrame({"image": [image]}))["caption"]
     assert len(captions) == 1 and isinstance(captions[0], str)
 
 

@@ -90,32 +90,36 @@ def test_logging_keeps_the_run_end_time(trained):
 
 
 def test_predict_takes_bytes_base64_and_paths(versions, image_files):
+    """In-process, local files are pathlib.Path objects (text is never read as a path: see test_serving)."""
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     raw = [path.read_bytes() for path in image_files]
     inputs = {
         "bytes": pd.DataFrame({"image": raw}),
         "base64": pd.DataFrame({"image": [base64.b64encode(b).decode() for b in raw]}),
-        "paths": pd.DataFrame({"image": [str(p) for p in image_files]}),
+        "paths": pd.DataFrame({"image": list(image_files)}),
     }
     outputs = {kind: model.predict(frame) for kind, frame in inputs.items()}
     for kind, out in outputs.items():
-        assert list(out.columns) == ["caption"], kind
+        assert list(out.columns) == ["caption", "error"], kind
         assert len(out) == len(image_files), kind
         assert all(isinstance(text, str) for text in out["caption"]), kind
+        assert all(error is None for error in out["error"]), kind
     assert list(outputs["bytes"]["caption"]) == list(outputs["paths"]["caption"]) == list(outputs["base64"]["caption"])
 
 
 def test_predict_names_the_bad_row(versions, image_files):
+    """A bad row gets its error and a null caption; the others are captioned."""
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
-    with pytest.raises(ValueError, match="row 1.*neither an existing file nor base64"):
-        model.predict(pd.DataFrame({"image": [str(image_files[0]), "/no/such/image.png"]}))
-    with pytest.raises(ValueError, match="row 0.*not a readable image"):
-        model.predict(pd.DataFrame({"image": [base64.b64encode(b"not an image").decode()]}))
+    out = model.predict(pd.DataFrame({"image": [image_files[0], "/no/such/image.png",
+                                                base64.b64encode(b"not an image").decode()]}))
+    assert isinstance(out["caption"][0], str) and out["error"][0] is None
+    assert out["caption"][1] is None and out["error"][1].startswith("row 1: not base64 image data")
+    assert out["caption"][2] is None and out["error"][2].startswith("row 2: the data is not a readable image")
 
 
 def test_predict_batches_and_takes_params(trained, versions, image_files):
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
-    frame = pd.DataFrame({"image": [str(p) for p in image_files]})
+    frame = pd.DataFrame({"image": list(image_files)})
     out = model.predict(frame, params={"batch_size": 2, "max_new_tokens": 2})
     assert len(out) == len(image_files)
     assert all(len(text.split()) <= 2 for text in out["caption"]), "two new tokens make at most two words"
@@ -133,7 +137,7 @@ def test_the_served_model_generates_with_its_registered_settings(trained, image_
                                         tags=tags, description="", generation=settings)
     model = mlflow.pyfunc.load_model(f"models:/blip-generation/{version.version}")
     assert {p.name: p.default for p in model.metadata.get_params_schema().params}["prompt"] == settings["prompt"]
-    frame = pd.DataFrame({"image": [str(p) for p in image_files]})
+    frame = pd.DataFrame({"image": list(image_files)})  # in-process: pathlib paths are read, text never
     served = list(model.predict(frame)["caption"])
     hf = BlipForConditionalGeneration.from_pretrained(result.model_dir).eval()
     processor = BlipProcessor.from_pretrained(result.model_dir)

@@ -11,6 +11,7 @@ Sections (each a module here, each returns plain numbers):
              HF `Trainer.hyperparameter_search(backend="optuna")` on the same space, trial count and data
   adapters   the tiny football_baseline trained with full fine-tuning, a frozen encoder (cached) and LoRA:
              trainable parameters, s/epoch, best validation CIDEr
+  serving    `mlflow models serve` under concurrent clients: images/s, latency, malformed requests, memory
 
 It prints each figure as it is measured, then writes report.json and report.md to --out. `--quick` swaps
 BLIP-base for the tiny architecture and shrinks every section: a smoke check (CI runs it), not a measurement.

@@ -47,11 +47,15 @@ def run(size: Size, sections: list[str]) -> dict:
 
             report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
         report["peak"] = summarize(before, bench_peak(size, "after"))
+        if "serving" in sections:
+            from .serving import bench_serving
+
+            report["serving"] = bench_serving(size.name, work / "serving")
     report["seconds"] = time.perf_counter() - started
     return report
 
 
-SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "adapters"]
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "adapters", "serving"]
 
 
 def main(argv: list[str] | None = None) -> int:

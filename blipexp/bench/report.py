@@ -89,7 +89,8 @@ def markdown(report: dict, command: str) -> str:
         lines.append(f"| {name} | {measure} | {shown} | {required:.2f} | {verdict} |")
     lines += ["", _peak_md(report)]
     for section, write in (("training", _training_md), ("generation", _generation_md), ("trial", _trial_md),
-                           ("sweep", _sweep_md), ("data", _data_md), ("adapters", _adapters_md)):
+                           ("sweep", _sweep_md), ("data", _data_md), ("adapters", _adapters_md),
+                           ("serving", _serving_md)):
         if section in report:
             lines += [""] + write(report)
     return "\n".join(lines) + "\n"
@@ -176,3 +177,9 @@ def _data_md(report: dict) -> list[str]:
     from .data import markdown as data_markdown
 
     return data_markdown(report["data"])
+
+
+def _serving_md(report: dict) -> list[str]:
+    from .serving import markdown as serving_markdown
+
+    return serving_markdown(report["serving"])

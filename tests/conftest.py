@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -18,23 +19,26 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def pretrained_tiny_cache(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """The pretrained tiny model ("tiny"), built once and shared by every test's home, child processes included
-    (through BLIPEXP_PRETRAINED_CACHE), so no test pays for pretraining. It is kept in pytest's cache folder, so
-    later sessions reuse it too until its recipe changes; tests of the cache itself unset the variable."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Name the shared folder of the pretrained tiny model before test modules are imported: some build their
+    child processes' environment at import time, and a child without it would pretrain on its own (minutes).
+    The folder is in pytest's cache, so later sessions reuse the build until its recipe changes."""
     from blipexp import pretrain
 
-    cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`
-    shared = cache.mkdir("blipexp-pretrained") if cache else request.getfixturevalue("tmp_path_factory").mktemp("pt")
-    before = os.environ.get(pretrain.CACHE_VARIABLE)
+    cache = getattr(config, "cache", None)  # None under `-p no:cacheprovider`
+    shared = cache.mkdir("blipexp-pretrained") if cache else Path(tempfile.mkdtemp(prefix="blipexp-pretrained-"))
     os.environ[pretrain.CACHE_VARIABLE] = str(shared)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pretrained_tiny_cache() -> Path:
+    """The pretrained tiny model ("tiny"), built once and shared by every test's home, child processes included
+    (through BLIPEXP_PRETRAINED_CACHE), so no test pays for pretraining; tests of the cache itself unset it."""
+    from blipexp import pretrain
+
+    shared = Path(os.environ[pretrain.CACHE_VARIABLE])
     pretrain.pretrained_tiny(shared)
-    yield shared
-    if before is None:
-        os.environ.pop(pretrain.CACHE_VARIABLE, None)
-    else:
-        os.environ[pretrain.CACHE_VARIABLE] = before
+    return shared
 
 
 @pytest.fixture(scope="session")

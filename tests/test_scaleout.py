@@ -57,7 +57,10 @@ def postgres():
     steps = [
         [postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"],
         [postgres_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "start", "-o",
-         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"],
+         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+         # the MLflow server's workers and every sweep worker each keep a connection pool: 100, the default, was
+         # reached ("too many clients") when a slow machine kept killed workers' connections open
+         "-c max_connections=300"],
     ]
     for step in steps:
         done = subprocess.run(as_postgres_user(step), capture_output=True, text=True, timeout=120)

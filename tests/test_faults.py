@@ -120,8 +120,7 @@ def check_one_loadable_version(home: Path, study: optuna.Study, tmp_path: Path) 
 # --- (1) SIGKILL at a random point of a trial
 
 
-def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, capsys):
-    home = tmp_path / "home"
+def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, home, capsys):
     args = sweep_args(home, "--trials", "2", "--set", "epochs=2")
     process = start(blipexp(*args))
     wait_for(lambda: (s := load_study(home)) is not None and len(s.trials) >= 2
@@ -162,8 +161,7 @@ def kill_inside(point: str, args: list[str], tmp_path: Path) -> Path:
     return Path(marker.read_text())
 
 
-def test_a_kill_inside_a_model_save_or_model_logging_is_never_used(tmp_path, capsys):
-    home = tmp_path / "home"
+def test_a_kill_inside_a_model_save_or_model_logging_is_never_used(tmp_path, home, capsys):
     args = sweep_args(home, "--trials", "2", "--set", "epochs=1")
     half_saved = kill_inside("save:2", args, tmp_path)  # trial 0's checkpoint-1, then its model folder: killed there
     killed_run = half_saved.parent.parent.name  # checkpoints/<run id>/model/model.safetensors
@@ -212,8 +210,7 @@ def check_interrupted(home: Path, trial: optuna.trial.FrozenTrial, signame: str)
     assert mlflow.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
-def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_path, capsys):
-    home = tmp_path / "home"
+def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_path, home, capsys):
     args = sweep_args(home, "--trials", "2", "--set", "epochs=3", "--new")
     process = start(blipexp(*args))
     wait_for(lambda: running_trial(home, with_run=True) is not None, process, "a trial with its MLflow run")
@@ -250,8 +247,7 @@ def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_pa
 # --- (4) parallel workers on one study
 
 
-def test_parallel_workers_share_one_sweep_exactly(tmp_path):
-    home = tmp_path / "home"
+def test_parallel_workers_share_one_sweep_exactly(tmp_path, home):
     args = sweep_args(home, "--trials", "3", "--set", "epochs=1")
     workers = [start(blipexp(*args)) for _ in range(2)]  # at once: they race to create the store, study and sweep run
     outputs = [worker.communicate(timeout=TIMEOUT) for worker in workers]
@@ -275,8 +271,7 @@ def test_parallel_workers_share_one_sweep_exactly(tmp_path):
 # --- (5) a NaN loss or objective
 
 
-def test_a_nan_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path, capsys):
-    home = tmp_path / "home"
+def test_a_nan_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path, home, capsys):
     spec = catalog.load("nan_sweep", SWEEP_EXPERIMENTS).replace(**FAST)  # learning rate 1e30, no clipping: NaN
     tracking.configure(home)
     study = open_study(spec, home)

@@ -104,6 +104,11 @@ class ExperimentSpec:
     dataloader_workers: int = arg(
         -1, "DataLoader processes decoding images while the model trains (0: in the main process; -1: auto, none for "
         "small data or cached features, else one per core but one, up to 4)")
+    early_stopping_patience: int = arg(
+        0, "Stop training after this many epochs without an improvement of the objective (0: train every epoch); "
+        "the best epoch's model is kept")
+    early_stopping_threshold: float = arg(
+        0.0, "Smallest change of the objective that counts as an improvement for early_stopping_patience")
 
     # --- generation and objective
     max_new_tokens: int = arg(30, "Longest generated caption, in tokens")
@@ -150,6 +155,10 @@ class ExperimentSpec:
         _require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
         for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset"):
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        _require(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
+                 "must be >= 0 (0 turns early stopping off), e.g. 2")
+        _require(self.early_stopping_threshold >= 0, "early_stopping_threshold", self.early_stopping_threshold,
+                 "must be >= 0: the objective's smallest change that counts as an improvement, e.g. 0.01")
         _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")
         natural = self._natural_direction

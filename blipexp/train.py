@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from . import distributed, tracking
-from .callbacks import CaptionMetricsCallback, EpochListener
+from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .data.collator import CaptionCollator
 from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
 from .data.sources import CaptionData, Example
@@ -86,6 +86,9 @@ def train_trial(
     collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
+    stopping = [EarlyStopping(metrics_callback, spec.objective_metric, spec.greater_is_better,
+                              spec.early_stopping_patience, spec.early_stopping_threshold, echo)
+                ] if spec.early_stopping_patience else []
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
 
@@ -97,7 +100,7 @@ def train_trial(
                                   workers=workers)
         trainer = build_trainer(spec, args, model=model, train_set=train_set, val_set=val_set, collator=collator,
                                 compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
-                                callbacks=[metrics_callback, *callbacks], echo=echo)
+                                callbacks=[metrics_callback, *stopping, *callbacks], echo=echo)
         if is_main_process:
             run.params({
                 "world_size": trainer.args.world_size,  # processes training this run together (DDP)
@@ -157,6 +160,7 @@ TRAINING_ONLY = frozenset({
     "learning_rate", "epochs", "train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_ratio",
     "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "dataloader_workers",
     "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
+    "early_stopping_patience", "early_stopping_threshold",
 })
 
 

@@ -111,3 +111,13 @@ def test_a_direction_that_contradicts_the_metric_is_an_error(metric, direction, 
     with pytest.raises(ValueError, match=rf"objective_direction='{direction}' contradicts objective_metric='{metric}'"
                                          rf".*objective_direction=auto \(or {fix}\)"):
         ExperimentSpec().with_overrides([f"objective_metric={metric}", f"objective_direction={direction}"])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"early_stopping_patience": -1}, "early_stopping_patience=-1 must be >= 0"),
+    ({"early_stopping_threshold": -0.1}, "early_stopping_threshold=-0.1 must be >= 0"),
+])
+def test_early_stopping_fields_are_validated(changes, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentSpec().replace(**changes)
+    assert ExperimentSpec().with_overrides(["early_stopping_patience=2"]).early_stopping_patience == 2

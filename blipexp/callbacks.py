@@ -42,6 +42,13 @@ class CaptionMetricsCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
         self._epoch_started = time.perf_counter()
         self._pending: list[tuple[str, float, int]] = []  # training-loss points not yet written (one write per epoch)
+        self._logged_step, self._logged_epoch = -1, -1  # a resumed run's points up to these are in the run already
+
+    def continue_from(self, history: list[dict[str, float]], logged_step: int, logged_epoch: int) -> None:
+        """Resuming an interrupted run: its epochs so far (for the best epoch), and the last step and epoch it has
+        logged, which the epochs trained again after its checkpoint do not write a second time."""
+        self.history = list(history)
+        self._logged_step, self._logged_epoch = logged_step, logged_epoch
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == 0 and self.is_main_process and tracking.Run.active():
@@ -60,7 +67,7 @@ class CaptionMetricsCallback(TrainerCallback):
             metrics = {"train_loss": logs["loss"]}
             if "learning_rate" in logs:
                 metrics["learning_rate"] = logs["learning_rate"]
-            if self.is_main_process:
+            if self.is_main_process and state.global_step > self._logged_step:
                 self._pending += [(k, float(v), state.global_step) for k, v in metrics.items()]
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -97,7 +104,7 @@ class CaptionMetricsCallback(TrainerCallback):
         if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
         run = tracking.Run.active()
-        if self.is_main_process and run:
+        if self.is_main_process and run and epoch > self._logged_epoch:
             run.metrics(logged, step=epoch)
         self.history.append({"epoch": epoch, **values})
         if self.echo and self.is_main_process:

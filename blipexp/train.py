@@ -29,6 +29,7 @@ from .evaluation import (
 )
 from .feature_cache import FeatureCache
 from .modeling import load_model_and_processor, prepare_for_training
+from .resume import Resumable
 from .spec import ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
@@ -62,12 +63,14 @@ def train_trial(
     echo: bool = True,
     untrained: dict[str, float] | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    resumable: Resumable | None = None,
 ) -> TrialResult:
     """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
     logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
-    clock of evaluation time).
+    clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
+    from `resumable.point` (an interrupted run of the same spec and data) when set.
     """
     # setup: the model as the spec adapts it, the data sets, CIDEr's idf, the per-epoch callback
     captions = [c for example in data.train for c in example.captions]
@@ -89,19 +92,22 @@ def train_trial(
     stopping = [EarlyStopping(metrics_callback, spec.objective_metric, spec.greater_is_better,
                               spec.early_stopping_patience, spec.early_stopping_threshold, echo)
                 ] if spec.early_stopping_patience else []
-    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
+    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
+    point = resumable.point if resumable else None
 
-    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
-        if is_main_process:
+    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested,
+                            resume_run_id=point.run_id if point else None) as run:
+        if is_main_process and not point:  # a resumed run logged these when it started
             _log_data_summary(run, data, len(train_set), len(epoch_val))
         output_dir = home / "checkpoints" / run.id
-        args = training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None,
-                                  workers=workers)
+        args = training_arguments(spec, output_dir, steps_per_epoch, echo,
+                                  evaluate_untrained=untrained is None and not point, workers=workers,
+                                  resumable=resumable is not None)
         trainer = build_trainer(spec, args, model=model, train_set=train_set, val_set=val_set, collator=collator,
                                 compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
                                 callbacks=[metrics_callback, *stopping, *callbacks], echo=echo)
-        if is_main_process:
+        if is_main_process and not point:
             run.params({
                 "world_size": trainer.args.world_size,  # processes training this run together (DDP)
                 "untrained_scores": "evaluated" if untrained is None else "reused",
@@ -109,10 +115,13 @@ def train_trial(
             })
         if untrained is not None:
             metrics_callback.record(0, dict(untrained))
+        if point:
+            metrics_callback.continue_from(point.history, point.logged_step, point.logged_epoch)
 
         # train, then score the best epoch's model on the whole validation split (if epochs saw a subset) and test
         with prepared.vision_inputs():
-            trainer.train()  # ends with the best epoch's weights loaded
+            # ends with the best epoch's weights loaded
+            trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
             history = metrics_callback.history
             untrained = next((h for h in history if h["epoch"] == 0), {})
             best = best_epoch(history, spec)

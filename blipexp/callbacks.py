@@ -42,6 +42,13 @@ class CaptionMetricsCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
         self._epoch_started = time.perf_counter()
         self._pending: list[tuple[str, float, int]] = []  # training-loss points not yet written (one write per epoch)
+        self._logged_step, self._logged_epoch = -1, -1  # a resumed run's points up to these are in the run already
+
+    def continue_from(self, history: list[dict[str, float]], logged_step: int, logged_epoch: int) -> None:
+        """Resuming an interrupted run: its epochs so far (for the best epoch), and the last step and epoch it has
+        logged, which the epochs trained again after its checkpoint do not write a second time."""
+        self.history = list(history)
+        self._logged_step, self._logged_epoch = logged_step, logged_epoch
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == 0 and self.is_main_process and tracking.Run.active():
@@ -60,7 +67,7 @@ class CaptionMetricsCallback(TrainerCallback):
             metrics = {"train_loss": logs["loss"]}
             if "learning_rate" in logs:
                 metrics["learning_rate"] = logs["learning_rate"]
-            if self.is_main_process:
+            if self.is_main_process and state.global_step > self._logged_step:
                 self._pending += [(k, float(v), state.global_step) for k, v in metrics.items()]
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -97,7 +104,7 @@ class CaptionMetricsCallback(TrainerCallback):
         if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
         run = tracking.Run.active()
-        if self.is_main_process and run:
+        if self.is_main_process and run and epoch > self._logged_epoch:
             run.metrics(logged, step=epoch)
         self.history.append({"epoch": epoch, **values})
         if self.echo and self.is_main_process:
@@ -115,3 +122,52 @@ def _epoch_line(epoch: int, total: int, values: dict[str, float], seconds: float
     parts = [f"{k} {values[k]:.4f}" for k in CONSOLE_KEYS if k in values]
     timing = f"  ({seconds:.1f}s)" if seconds is not None else ""
     return f"  {label:<16} val " + "  ".join(parts) + timing
+
+
+class EarlyStopping(TrainerCallback):
+    """Stops training once the objective has not improved by more than `threshold` for `patience` epochs, and logs
+    when and why (metric stopped_epoch, tag stop_reason). Unlike transformers' EarlyStoppingCallback it decides
+    from the metrics callback's history, epochs 1 on as best-epoch selection does: a trial whose untrained scores
+    are reused and a resumed run (its history rebuilt) stop where an uninterrupted run would. Add it after that
+    callback: it reads the epoch that callback has just recorded."""
+
+    def __init__(self, metrics: CaptionMetricsCallback, metric: str, greater_is_better: bool, patience: int,
+                 threshold: float, echo: bool = True):
+        assert patience >= 1, "patience 0 means no early stopping: do not add the callback"
+        self.metrics, self.metric, self.greater_is_better = metrics, metric, greater_is_better
+        self.patience, self.threshold, self.echo = patience, threshold, echo
+        self.stopped_epoch: int | None = None
+        self._seen = 0  # history entries already judged: other evaluations (the final test) add none
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        history = self.metrics.history
+        if len(history) == self._seen or self.stopped_epoch is not None:
+            return
+        self._seen = len(history)
+        reason = self.reason(history)
+        if reason is None:
+            return
+        control.should_training_stop = True
+        self.stopped_epoch = int(history[-1]["epoch"])
+        run = tracking.Run.active()
+        if self.metrics.is_main_process and run:
+            run.metrics({"stopped_epoch": self.stopped_epoch}, step=self.stopped_epoch)
+            run.tags({"stop_reason": reason})
+        if self.echo and self.metrics.is_main_process:
+            print(f"  early stop after epoch {self.stopped_epoch}: {reason}", flush=True)
+
+    def reason(self, history: list[dict[str, float]]) -> str | None:
+        """Why training should stop now, or None: the last `patience` trained epochs improved on the best before
+        them by no more than the threshold."""
+        best, stale = None, 0
+        for entry in sorted((h for h in history if h["epoch"] >= 1), key=lambda h: h["epoch"]):
+            value = entry[self.metric]
+            gain = None if best is None else (value - best[self.metric]) * (1 if self.greater_is_better else -1)
+            if gain is None or gain > self.threshold:
+                best, stale = entry, 0
+            else:
+                stale += 1
+        if best is None or stale < self.patience:
+            return None
+        return (f"no improvement of {self.metric} > {self.threshold:g} for {stale} epoch(s) "
+                f"(best {best[self.metric]:.4g} at epoch {int(best['epoch'])})")

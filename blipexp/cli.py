@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common, resolving], help="train an experiment (a sweep if it has a search space)")
     p.add_argument("name")
     p.add_argument("--trials", type=int, help="total trials of a sweep (sets n_trials; resuming counts finished ones)")
-    p.add_argument("--new", action="store_true", help="start the sweep's study afresh instead of resuming it")
+    p.add_argument("--new", action="store_true",
+                   help="start afresh instead of resuming an interrupted run or the sweep's study")
     p.add_argument("--storage", metavar="URL",
                    help="database for the sweep's study, shared by workers on several machines, e.g. "
                         "postgresql://user:password@host/optuna (default: $BLIPEXP_STORAGE, else a file in --home)")
@@ -164,7 +165,8 @@ def interrupted_message(spec: ExperimentSpec, signame: str, run_id: str | None, 
                 "(a sweep keeps its finished trials and runs the interrupted one again)")
     if run_id is None:
         return f"interrupted ({signame}) while no MLflow run was training: re-run `{again}` to train"
-    return f"interrupted ({signame}): MLflow run {run_id} ended KILLED; re-run `{again}` to train again from the start"
+    return (f"interrupted ({signame}): MLflow run {run_id} ended KILLED; re-run `{again}` to resume it from its last "
+            "epoch checkpoint (--new starts afresh)")
 
 
 def _raise_interrupted(signum: int, frame) -> None:
@@ -174,7 +176,7 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 
 def resume_command(argv: list[str]) -> str:
-    """The same command without --new, which would start the sweep afresh instead of resuming it.
+    """The same command without --new, which would start afresh instead of resuming.
 
     A --storage URL with a password is not repeated (on screen, in the shell history): the command reads it from
     $BLIPEXP_STORAGE instead, and a comment says to export it (shown with the password masked)."""

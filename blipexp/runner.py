@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from . import distributed, generation, locks, tracking
+from . import distributed, generation, locks, resume, tracking
 from .data import CaptionData, load_data
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
@@ -14,7 +14,8 @@ from .train import TrialResult, train_trial
 
 def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *, storage: str | None = None,
                    tracking_uri: str | None = None) -> int:
-    """Train once, or sweep when the spec declares a search space.
+    """Train once, or sweep when the spec declares a search space. `new_study`: a sweep's study, or a single
+    run, starts afresh instead of resuming an interrupted one.
 
     `storage` (else $BLIPEXP_STORAGE) is a database URL for the sweep's study, shared by workers on several
     machines; `tracking_uri` (else $MLFLOW_TRACKING_URI) an MLflow tracking server they all log to."""
@@ -34,7 +35,9 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
         print(describe_data(data), flush=True)
     if spec.search_space():
         return _sweep(spec, data, home, new_study, study_storage)
-    result = train_trial(spec, data, home)
+    # an interrupted run of this spec and data is continued (`--new`: a new run); every rank resumes the same one
+    resumable = distributed.from_main(resume.plan(spec, data.fingerprint, home, new_study) if is_main_process else None)
+    result = train_trial(spec, data, home, resumable=resumable)
     if not is_main_process:
         return 0  # this rank trained; the main process registers and reports
     version = register_trial_model(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics,

@@ -136,6 +136,11 @@ class ExperimentSpec:
     trainer: dict[str, Any] = arg_dict(
         "Any other Seq2SeqTrainingArguments field, e.g. {'label_smoothing_factor': 0.1}; "
         "--set trainer.label_smoothing_factor=0.1")
+    early_stopping_patience: int = arg(
+        0, "Stop training after this many epochs without an improvement of the objective (0: train every epoch); "
+        "the best epoch's model is kept")
+    early_stopping_threshold: float = arg(
+        0.0, "Smallest change of the objective that counts as an improvement for early_stopping_patience")
 
     # --- generation and objective
     max_new_tokens: int = arg(30, "Longest generated caption, in tokens")
@@ -195,6 +200,10 @@ class ExperimentSpec:
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         self._check_generation()
         self.trainer = trainer_args.check(self.trainer)  # text values parsed to the field's type
+        _require(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
+                 "must be >= 0 (0 turns early stopping off), e.g. 2")
+        _require(self.early_stopping_threshold >= 0, "early_stopping_threshold", self.early_stopping_threshold,
+                 "must be >= 0: the objective's smallest change that counts as an improvement, e.g. 0.01")
         _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")
         natural = self._natural_direction

@@ -144,23 +144,31 @@ def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
 
 
 @contextmanager
-def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator[Run]:
+def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False,
+              resume_run_id: str | None = None) -> Iterator[Run]:
     """A new active run holding the resolved spec as params and as spec.json; ends FAILED if the body raises, KILLED
     if it is interrupted (Ctrl-C, or SIGTERM: the cli raises a KeyboardInterrupt for both). The interrupt goes on
     up carrying `killed_run_id`, so the command can name the run.
 
     Under `accelerate launch` only the main process creates the run; the other ranks get the same run id (they
-    write nothing to it, but name their checkpoint folder after it)."""
+    write nothing to it, but name their checkpoint folder after it).
+
+    `resume_run_id`: continue that (interrupted) run instead, RUNNING again; its spec is logged already, the
+    tags are updated."""
     if not distributed.is_main_process():
         yield Run(distributed.from_main(None))
         return
-    with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as active:
+    resuming = {"run_id": resume_run_id} if resume_run_id else {"run_name": run_name, "tags": tags}
+    with mlflow.start_run(nested=nested, **resuming) as active:
         run = Run(active.info.run_id)
         try:
             distributed.from_main(run.id)
             resolved = spec.to_dict()
-            run.params(spec.params())  # a `trainer` entry as its own param, e.g. trainer.label_smoothing_factor
-            run.dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
+            if resume_run_id:
+                run.tags(tags)  # e.g. the process id that now trains it
+            else:
+                run.params(spec.params())  # a `trainer` entry as its own param, e.g. trainer.label_smoothing_factor
+                run.dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
             yield run
         except KeyboardInterrupt as exc:
             mlflow.end_run("KILLED")  # stopped, not broken; mlflow's own exit would mark it FAILED

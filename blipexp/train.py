@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from . import distributed, precision, pretrain, tracking
-from .callbacks import CaptionMetricsCallback, EpochListener
+from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .data.collator import CaptionCollator
 from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
 from .data.sources import CaptionData, Example
@@ -29,6 +29,7 @@ from .evaluation import (
 )
 from .feature_cache import FeatureCache
 from .modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
+from .resume import Resumable
 from .spec import TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
@@ -62,12 +63,14 @@ def train_trial(
     echo: bool = True,
     untrained: dict[str, float] | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    resumable: Resumable | None = None,
 ) -> TrialResult:
     """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
     logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
-    clock of evaluation time).
+    clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
+    from `resumable.point` (an interrupted run of the same spec and data) when set.
     """
     # setup: the model as the spec adapts it, the data sets, CIDEr's idf, the per-epoch callback
     captions = [c for example in data.train for c in example.captions]
@@ -87,23 +90,29 @@ def train_trial(
                                prompt=spec.prompt)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
-    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
+    stopping = [EarlyStopping(metrics_callback, spec.objective_metric, spec.greater_is_better,
+                              spec.early_stopping_patience, spec.early_stopping_threshold, echo)
+                ] if spec.early_stopping_patience else []
+    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
     chosen = precision.choose(spec.precision, model, home)
     if echo and is_main_process:
         print(f"precision {chosen.reason}", flush=True)
+    point = resumable.point if resumable else None
 
-    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
-        if is_main_process:
+    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested,
+                            resume_run_id=point.run_id if point else None) as run:
+        if is_main_process and not point:  # a resumed run logged these when it started
             _log_data_summary(run, data, len(train_set), len(epoch_val))
         output_dir = home / "checkpoints" / run.id
         args = training_arguments(spec.replace(precision=chosen.precision), output_dir, steps_per_epoch, echo,
-                                  evaluate_untrained=untrained is None, workers=workers)
+                                  evaluate_untrained=untrained is None and not point, workers=workers,
+                                  resumable=resumable is not None)
         trainer = build_trainer(spec, args, model=prepared.model, train_set=train_set, val_set=val_set,
                                 collator=collator,
                                 compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
-                                callbacks=[metrics_callback, *callbacks], echo=echo)
-        if is_main_process:
+                                callbacks=[metrics_callback, *stopping, *callbacks], echo=echo)
+        if is_main_process and not point:
             run.params({
                 "world_size": trainer.args.world_size,  # processes training this run together (DDP)
                 "untrained_scores": "evaluated" if untrained is None else "reused",
@@ -113,10 +122,13 @@ def train_trial(
             _log_precision(run, chosen)
         if untrained is not None:
             metrics_callback.record(0, dict(untrained))
+        if point:
+            metrics_callback.continue_from(point.history, point.logged_step, point.logged_epoch)
 
         # train, then score the best epoch's model on the whole validation split (if epochs saw a subset) and test
         with prepared.vision_inputs():
-            trainer.train()  # ends with the best epoch's weights loaded
+            # ends with the best epoch's weights loaded
+            trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
             history = metrics_callback.history
             untrained = next((h for h in history if h["epoch"] == 0), {})
             best = best_epoch(history, spec)
@@ -166,6 +178,7 @@ TRAINING_ONLY = frozenset({
     "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
     # LoRA starts with a zero update (lora_B = 0): the untrained model is the base model whatever these are
     "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
+    "early_stopping_patience", "early_stopping_threshold",
 })
 
 

@@ -124,7 +124,10 @@ def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cache
 
 
 def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,
-                       evaluate_untrained: bool = True, workers: int = 0) -> Seq2SeqTrainingArguments:
+                       evaluate_untrained: bool = True, workers: int = 0,
+                       resumable: bool = False) -> Seq2SeqTrainingArguments:
+    """`resumable`: checkpoints also hold the optimizer, scheduler and RNG states a resumed run needs (about
+    three times the model's size each; the best and the last epoch's are kept while training)."""
     precision = resolve_precision(spec.precision)
     arguments = dict(
         output_dir=str(output_dir),
@@ -148,7 +151,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         eval_on_start=evaluate_untrained,  # the untrained model's scores: the baseline every epoch is compared with
         save_strategy="epoch",
         save_total_limit=1,
-        save_only_model=True,
+        save_only_model=not resumable,
         load_best_model_at_end=True,
         metric_for_best_model=f"eval_{spec.objective_metric}",
         greater_is_better=spec.greater_is_better,

@@ -5,8 +5,9 @@
 POINT says which write stalls half-done: `save:N` (the Nth `Trainer._save`: checkpoint-* folders, then the
 trial's model folder) or `log_model` (the artifacts of the model being logged for registration). At that
 point the hook truncates the biggest file just written to half its size (a half-written file), creates the
-file MARKER and sleeps: the test waits for MARKER and kills the process. The product code has no test hooks;
-only this wrapper patches it.
+file MARKER and sleeps: the test waits for MARKER and kills the process. `train:E` stalls training itself,
+mid-epoch: at a training step once more than E epochs are done (E epoch checkpoints written). The product
+code has no test hooks; only this wrapper patches it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,20 @@ def hook_save(n: int, marker: Path) -> None:
     Trainer._save = _save
 
 
+def hook_train(epochs: float, marker: Path) -> None:
+    from transformers import Trainer
+
+    original = Trainer.training_step
+
+    def training_step(self, *args, **kwargs):
+        if self.state.epoch > epochs:
+            marker.write_text(str(self.state.global_step))
+            time.sleep(3600)
+        return original(self, *args, **kwargs)
+
+    Trainer.training_step = training_step
+
+
 def hook_log_model(marker: Path) -> None:
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
@@ -55,6 +70,8 @@ def main() -> int:
     point, marker, argv = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     if point.startswith("save:"):
         hook_save(int(point.split(":")[1]), marker)
+    elif point.startswith("train:"):
+        hook_train(float(point.split(":")[1]), marker)
     elif point == "log_model":
         hook_log_model(marker)
     else:

@@ -6,7 +6,7 @@ import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from blipexp import tracking
-from blipexp.callbacks import CaptionMetricsCallback, NonFiniteMetric
+from blipexp.callbacks import CaptionMetricsCallback, EarlyStopping, NonFiniteMetric
 
 
 @pytest.fixture
@@ -97,3 +97,45 @@ def test_other_ranks_of_a_multi_process_run_neither_log_nor_print(run, capsys, m
     callback.on_train_end(*hooks(2))
     assert run.read().data.metrics == {} and capsys.readouterr().out == ""
     assert heard == [1] and callback.history == [{"epoch": 1, "loss": 2.0, "cider": 0.5}], "every rank keeps score"
+
+
+def stopper(patience: int, threshold: float, metric: str = "cider", greater_is_better: bool = True,
+            echo: bool = False):
+    metrics = CaptionMetricsCallback(total_epochs=9, echo=False)
+    return metrics, EarlyStopping(metrics, metric, greater_is_better, patience, threshold, echo=echo)
+
+
+def evaluate_epochs(metrics, stop, values):
+    """Record each epoch's objective and let the stopper judge it; whether training stops after each epoch."""
+    controls = []
+    for epoch, value in enumerate(values, start=1):
+        args, state, control = hooks(epoch * 10, epoch=float(epoch))
+        metrics.record(epoch, {stop.metric: value})
+        stop.on_evaluate(args, state, control)
+        controls.append(control.should_training_stop)
+    return controls
+
+
+def test_early_stopping_waits_patience_epochs_without_an_improvement_above_the_threshold(run, capsys):
+    metrics, stop = stopper(patience=2, threshold=0.01, echo=True)
+    metrics.record(0, {"cider": 5.0})  # the untrained model is no epoch to beat: 1 on only, as best_epoch
+    controls = evaluate_epochs(metrics, stop, [0.5, 0.9, 0.905, 0.95, 0.955, 0.958])
+    assert controls == [False, False, False, False, False, True]
+    reason = "no improvement of cider > 0.01 for 2 epoch(s) (best 0.95 at epoch 4)"
+    assert stop.stopped_epoch == 6
+    assert run.read().data.tags["stop_reason"] == reason
+    assert history(run, "stopped_epoch") == [(6, 6.0)]
+    assert f"  early stop after epoch 6: {reason}" in capsys.readouterr().out.splitlines()
+
+
+def test_early_stopping_follows_a_lower_is_better_objective(run):
+    metrics, stop = stopper(patience=1, threshold=0.0, metric="loss", greater_is_better=False)
+    assert evaluate_epochs(metrics, stop, [3.0, 2.0, 2.5]) == [False, False, True]
+    assert run.read().data.tags["stop_reason"] == "no improvement of loss > 0 for 1 epoch(s) (best 2 at epoch 2)"
+
+
+def test_another_evaluation_after_the_stop_is_not_judged_again(run):
+    metrics, stop = stopper(patience=1, threshold=0.0)
+    assert evaluate_epochs(metrics, stop, [1.0, 1.0]) == [False, True]
+    stop.on_evaluate(*hooks(30, epoch=2.0))  # the final test split's evaluation: no new epoch
+    assert history(run, "stopped_epoch") == [(2, 2.0)]

@@ -78,7 +78,8 @@ def test_an_interrupted_single_run_ends_killed_and_says_so_in_one_line(home, tmp
     assert [r.info.status for r in runs] == ["KILLED"]
     lines = [line for line in err.splitlines() if line.startswith("interrupted")]
     assert lines == [f"interrupted ({signum.name}): MLflow run {runs[0].info.run_id} ended KILLED; re-run "
-                     f"`{cli.resume_command(command[3:])}` to train again from the start"]
+                     f"`{cli.resume_command(command[3:])}` to resume it from its last epoch checkpoint (--new starts "
+                     "afresh)"]
 
 
 def test_run_without_the_hub_fails_fast_and_names_tiny(capsys, home):

@@ -180,3 +180,13 @@ def test_a_search_space_may_search_a_trainer_entry():
     assert set(Smoothing().search_space()) == {"trainer.label_smoothing_factor"}
     with pytest.raises(ValueError, match="use the spec field epochs"):
         Owned()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"early_stopping_patience": -1}, "early_stopping_patience=-1 must be >= 0"),
+    ({"early_stopping_threshold": -0.1}, "early_stopping_threshold=-0.1 must be >= 0"),
+])
+def test_early_stopping_fields_are_validated(changes, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentSpec().replace(**changes)
+    assert ExperimentSpec().with_overrides(["early_stopping_patience=2"]).early_stopping_patience == 2

@@ -225,3 +225,15 @@ def test_a_sweep_over_strings_and_booleans_prints_tags_and_summarises_them(tmp_p
     tags = mlflow.get_run(result.parent_run_id).data.tags
     assert tags["best_lr_scheduler"] == result.best_trial.params["lr_scheduler"]
     assert tags["best_freeze_vision_encoder"] == str(result.best_trial.params["freeze_vision_encoder"])
+
+
+def test_early_stopping_ends_a_sweep_trial_which_still_completes(home):
+    spec = small_spec(n_trials=1, pitch_scenes=30, early_stopping_patience=1, early_stopping_threshold=1e9)
+    tracking.configure(home)
+    tracking.use_experiment(spec.experiment_name, home)
+    result = run_sweep(spec, load_data(spec, home), home, echo=False)
+    trial = result.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2], "stopped after epoch 2 of 3"
+    run = mlflow.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.data.metrics["stopped_epoch"] == 2 and run.data.tags["stop_reason"].endswith("at epoch 1)")

@@ -280,3 +280,19 @@ def test_a_prompt_and_a_trainer_pass_through_reach_training(home, monkeypatch):
         assert (input_ids[:, 1:4] == torch.tensor(prompt)).all()
         assert (labels[:, :4] == -100).all() and (labels[:, 4] != -100).any()
     assert all(ids[0, 1:4].tolist() == prompt for ids in prompts), "captions are generated from the prompt"
+
+
+def test_early_stopping_ends_a_run_that_stops_improving_and_logs_when_and_why(home, capsys):
+    spec = tiny_spec(epochs=4, sample_captions=0, early_stopping_patience=1, early_stopping_threshold=1e9)
+    tracking.configure(home)
+    tracking.use_experiment("test_experiment", home)
+    result = train_trial(spec, load_data(spec, home), home)  # no epoch can improve by more than 1e9
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.best_epoch == 1
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["stopped_epoch"] == 2
+    reason = run.data.tags["stop_reason"]
+    assert reason.startswith("no improvement of cider > 1e+09 for 1 epoch(s) (best ") and reason.endswith("at epoch 1)")
+    assert run.data.params["early_stopping_patience"] == "1"
+    assert f"  early stop after epoch 2: {reason}" in capsys.readouterr().out.splitlines()
+    assert sorted(m.step for m in mlflow.MlflowClient().get_metric_history(result.run_id, "val_cider")) == [0, 1, 2]

@@ -1,0 +1,166 @@
+"""Resuming an interrupted single run: which run (same spec and data, stopped before it finished, with a whole
+epoch checkpoint), where it stopped, and what it had already logged.
+
+A single run is tagged with a hash of its spec and data (RESUME_KEY_TAG) and with its host and process id. A run
+that a SIGKILL left RUNNING, or that Ctrl-C / SIGTERM ended KILLED, is resumed by the next `run` of the same
+spec: the Trainer continues from its last checkpoint (weights, optimizer, scheduler, RNG state) inside the same
+MLflow run. Sweep trials are never resumed (a sweep retries an interrupted trial's parameters from the start).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import psutil
+
+from . import tracking
+from .spec import ExperimentSpec
+
+RESUME_KEY_TAG = "blipexp.resume_key"
+HOST_TAG = "blipexp.host"
+PID_TAG = "blipexp.pid"
+INTERRUPTED = ("RUNNING", "KILLED")  # RUNNING: its process was killed (or still trains: see _stopped)
+# Fields that change nothing a run trains or logs per epoch: a run differing only in these is the same run.
+NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "dataloader_workers", "sample_captions"})
+FULL_CHECKPOINT = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run stopped: its last whole checkpoint and what the run had logged by then."""
+
+    run_id: str
+    checkpoint: Path
+    epoch: int  # epochs done at the checkpoint
+    history: list[dict[str, float]]  # validation metrics of epochs 0..epoch, as CaptionMetricsCallback keeps them
+    logged_step: int  # the last optimizer step whose training loss the run holds (it may be past the checkpoint)
+    logged_epoch: int  # the last epoch whose validation metrics the run holds
+
+
+@dataclass
+class Resumable:
+    """A single run that can be resumed if interrupted: its key, and where to continue (None: a new run)."""
+
+    key: str
+    point: ResumePoint | None = None
+    tags: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tags = {RESUME_KEY_TAG: self.key, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def resume_key(spec: ExperimentSpec, data_fingerprint: str) -> str:
+    """Equal keys: the same training on the same data (every field but NOT_TRAINING, the data's fingerprint)."""
+    relevant = {k: v for k, v in spec.to_dict().items() if k not in NOT_TRAINING}
+    payload = [type(spec).__name__, spec.experiment_name, relevant, data_fingerprint]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(spec: ExperimentSpec, data_fingerprint: str, home: Path, new: bool, echo: bool = True) -> Resumable:
+    """The run to train: the newest interrupted run of this spec and data that has a whole checkpoint, else a new
+    one (with `new`, whose interrupted runs' checkpoints are deleted: they would be resumed later otherwise).
+    Prints one line when it resumes, and one when an interrupted run of the experiment is left aside."""
+    key = resume_key(spec, data_fingerprint)
+    runs = _interrupted_runs(spec)
+    mine = [r for r in runs if r.data.tags.get(RESUME_KEY_TAG) == key]
+    if new:
+        for run in mine:
+            _abandon(run, home)
+        if mine and echo:
+            print(f"--new: interrupted run(s) {', '.join(r.info.run_id for r in mine)} left as they are, their "
+                  "checkpoints deleted; starting a new run", flush=True)
+        return Resumable(key)
+    for run in mine:
+        point = _resume_point(run, home)
+        if point is not None:
+            if echo:
+                print(f"resuming run {point.run_id} from epoch {point.epoch} (its last checkpoint; --new starts "
+                      "afresh)", flush=True)
+            return Resumable(key, point)
+    if runs and echo:
+        other = runs[0]
+        print(f"interrupted run {other.info.run_id} of {spec.experiment_name!r} is not resumed: "
+              f"{_why_not(other, spec, data_fingerprint, key, home)}; starting a new run", flush=True)
+    return Resumable(key)
+
+
+def _interrupted_runs(spec: ExperimentSpec) -> list:
+    """Interrupted single runs of this experiment, newest first, whose process is gone."""
+    experiment = mlflow.get_experiment_by_name(spec.experiment_name)
+    if experiment is None:
+        return []
+    runs = mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list",
+                              filter_string="attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"])
+    return [r for r in runs if RESUME_KEY_TAG in r.data.tags and r.info.status in INTERRUPTED and _stopped(r)]
+
+
+def _stopped(run) -> bool:
+    """Whether the run's process has ended: KILLED, or RUNNING with its process gone from this machine. A RUNNING
+    run of another machine may still be training there: left alone."""
+    if run.info.status != "RUNNING":
+        return True
+    tags = run.data.tags
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return False
+    pid = int(tags.get(PID_TAG, "0") or 0)
+    return pid != os.getpid() and not psutil.pid_exists(pid)
+
+
+def _resume_point(run, home: Path) -> ResumePoint | None:
+    checkpoint = last_checkpoint(home / "checkpoints" / run.info.run_id)
+    if checkpoint is None:
+        return None
+    epoch = round(json.loads((checkpoint / "trainer_state.json").read_text())["epoch"])
+    logged = _logged_history(run)
+    history = [{"epoch": e, **values} for e, values in sorted(logged.items()) if e <= epoch]
+    client = mlflow.MlflowClient()
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    return ResumePoint(run.info.run_id, checkpoint, epoch, history, logged_step=max(steps, default=-1),
+                       logged_epoch=max(logged, default=-1))
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint-N folder written whole with the optimizer's state (a kill may have cut the newest
+    one short: its trainer_state.json, written last, is then missing or cut)."""
+    by_step = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2]), reverse=True)
+    for checkpoint in by_step:
+        if all((checkpoint / name).is_file() for name in FULL_CHECKPOINT):
+            try:
+                json.loads((checkpoint / "trainer_state.json").read_text())
+            except ValueError:
+                continue
+            return checkpoint
+    return None
+
+
+def _logged_history(run) -> dict[int, dict[str, float]]:
+    """The run's validation metrics by epoch (the `val_*` points CaptionMetricsCallback wrote, step = epoch)."""
+    client, by_epoch = mlflow.MlflowClient(), {}
+    for key in run.data.metrics:
+        if key.startswith("val_"):
+            for point in client.get_metric_history(run.info.run_id, key):
+                by_epoch.setdefault(point.step, {})[key[len("val_"):]] = point.value
+    return by_epoch
+
+
+def _why_not(run, spec: ExperimentSpec, data_fingerprint: str, key: str, home: Path) -> str:
+    if run.data.tags.get(RESUME_KEY_TAG) == key:
+        return "it has no whole epoch checkpoint"
+    if run.data.tags.get("data_fingerprint") != data_fingerprint:
+        return "its data differ"
+    params = run.data.params
+    differ = [k for k, v in spec.to_dict().items() if k not in NOT_TRAINING and k in params
+              and params[k] != (v if isinstance(v, str) else json.dumps(v))]  # as tracking logs params
+    return f"its spec differs in {', '.join(differ)}" if differ else "its spec differs"
+
+
+def _abandon(run, home: Path) -> None:
+    shutil.rmtree(home / "checkpoints" / run.info.run_id, ignore_errors=True)
+    if run.info.status == "RUNNING":
+        tracking.Run(run.info.run_id).end("KILLED")

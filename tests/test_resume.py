@@ -1,0 +1,113 @@
+"""Resuming an interrupted single run for real: `python -m blipexp run` on the tiny model, SIGKILLed mid-epoch
+after its first epoch checkpoint, then the same command again continues the same MLflow run and ends where an
+uninterrupted run ends. Real subprocesses, a real MLflow store in temp dirs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import EXPERIMENTS
+from processes import child_env
+
+from blipexp import cli, resume, tracking
+from blipexp.data import load_data
+
+HOOKS = Path(__file__).parent / "fault_hooks.py"
+TIMEOUT = 300
+# few images, epochs and tokens, no test split: three short epochs
+SMALL = {"pitch_scenes": 60, "epochs": 3, "test_fraction": 0, "max_new_tokens": 6, "sample_captions": 0,
+         "train_batch_size": 16}
+
+
+def run_args(home: Path, *extra: str) -> list[str]:
+    small = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    return ["run", "football_baseline", "--tiny", "--home", str(home), "--experiments", str(EXPERIMENTS), *small,
+            *extra]
+
+
+def kill_mid_epoch_2(args: list[str], tmp_path: Path) -> None:
+    """Start the run with the fault hook stalling it in epoch 2 (epoch 1's checkpoint written), then SIGKILL it."""
+    marker = tmp_path / "stalled"
+    marker.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, str(HOOKS), "train:1", str(marker), *args], env=child_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not marker.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before epoch 2:\n{process.communicate()[1][-3000:]}")
+        assert time.monotonic() < deadline, "timed out waiting for epoch 2"
+        time.sleep(0.3)
+    process.kill()
+    process.communicate()
+
+
+def runs(home: Path) -> list:
+    tracking.configure(home)
+    return mlflow.search_runs(experiment_names=["football_baseline"], output_format="list",
+                              order_by=["attributes.start_time ASC"])
+
+
+def history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, key))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The same spec trained without interruption in another home: the metrics a resumed run must end with."""
+    home = tmp_path_factory.mktemp("uninterrupted")
+    assert cli.main(run_args(home)) == 0
+    (run,) = runs(home)
+    return {"metrics": run.data.metrics, "val_cider": history(run.info.run_id, "val_cider"),
+            "train_loss": history(run.info.run_id, "train_loss")}
+
+
+def test_a_killed_run_resumes_in_the_same_mlflow_run_and_ends_as_an_uninterrupted_one(home, tmp_path, capsys,
+                                                                                      uninterrupted):
+    args = run_args(home)
+    kill_mid_epoch_2(args, tmp_path)
+    (killed,) = runs(home)
+    run_id = killed.info.run_id
+    assert killed.info.status == "RUNNING", "SIGKILL leaves the run RUNNING"
+    assert [step for step, _ in history(run_id, "val_cider")] == [0, 1]
+
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"resuming run {run_id} from epoch 1 (its last checkpoint; --new starts afresh)" in out.splitlines()
+    (resumed,) = runs(home)
+    assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
+    for key in ("val_cider", "train_loss"):  # every epoch and step logged once, with the uninterrupted values
+        steps, values = zip(*history(run_id, key))
+        expected_steps, expected_values = zip(*uninterrupted[key])
+        assert steps == expected_steps and values == pytest.approx(expected_values, abs=1e-6), key
+    final = {k: v for k, v in uninterrupted["metrics"].items()
+             if k.startswith(("best_val_", "untrained_val_")) or k in ("objective", "best_epoch", "train_steps")}
+    assert {k: resumed.data.metrics[k] for k in final} == pytest.approx(final, abs=1e-6)
+    versions = mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
+    assert [v.run_id for v in versions] == [run_id], "registered once, from the resumed run"
+    assert not list((home / "checkpoints" / run_id).glob("checkpoint-*")), "its checkpoints are dropped at the end"
+
+
+def test_new_starts_afresh_and_a_differing_spec_is_not_resumed(home, tmp_path, capsys):
+    args = run_args(home)
+    kill_mid_epoch_2(args, tmp_path)
+    (killed,) = runs(home)
+    spec = cli.resolve_spec(cli.build_parser().parse_args(args))  # as the command resolves it
+    fingerprint = load_data(spec, home).fingerprint
+    assert resume.plan(spec, fingerprint, home, new=False, echo=False).point.run_id == killed.info.run_id
+
+    differing = resume.plan(spec.replace(learning_rate=1e-3), fingerprint, home, new=False)
+    assert differing.point is None
+    assert capsys.readouterr().out.splitlines() == [
+        f"interrupted run {killed.info.run_id} of 'football_baseline' is not resumed: its spec differs in "
+        "learning_rate; starting a new run"]
+
+    assert cli.main([*args, "--new"]) == 0
+    first, second = runs(home)
+    assert first.info.run_id == killed.info.run_id and first.info.status == "KILLED"
+    assert second.info.status == "FINISHED"
+    assert not (home / "checkpoints" / killed.info.run_id).exists(), "--new deletes the checkpoints it abandons"
+    assert resume.plan(spec, fingerprint, home, new=False, echo=False).point is None, "nothing left to resume"

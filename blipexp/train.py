@@ -19,6 +19,7 @@ from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_
 from .data.sources import CaptionData, Example
 from .evaluation import (
     RowsFor,
+    SampleCaptions,
     best_epoch,
     cider_document_frequency,
     compute_metrics_for,
@@ -29,7 +30,7 @@ from .evaluation import (
 )
 from .feature_cache import FeatureCache
 from .modeling import load_model_and_processor, prepare_for_training
-from .spec import ExperimentSpec
+from .spec import PITCH_DATASET, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 # Other modules import these from here; CaptionTrainer and training_arguments live in trainer.py, compute_metrics_for,
@@ -85,18 +86,20 @@ def train_trial(
     document_frequency = cider_document_frequency(spec, data, len(epoch_val), echo)
     collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
-    metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
+    samples = SampleCaptions(data, epoch_val, spec, model, processor)  # first: a pruned epoch's captions are kept too
+    metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=[samples.log_epoch, *listeners], echo=echo)
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
 
     with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested) as run:
         if is_main_process:
             _log_data_summary(run, data, len(train_set), len(epoch_val))
+            _log_dataset(run, data, spec)
         output_dir = home / "checkpoints" / run.id
         args = training_arguments(spec, output_dir, steps_per_epoch, echo, evaluate_untrained=untrained is None,
                                   workers=workers)
         trainer = build_trainer(spec, args, model=model, train_set=train_set, val_set=val_set, collator=collator,
-                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
+                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency, samples),
                                 callbacks=[metrics_callback, *callbacks], echo=echo)
         if is_main_process:
             run.params({
@@ -157,6 +160,7 @@ TRAINING_ONLY = frozenset({
     "learning_rate", "epochs", "train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_ratio",
     "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "dataloader_workers",
     "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
+    "system_metrics",
 })
 
 
@@ -197,6 +201,24 @@ def _log_data_summary(run: tracking.Run, data: CaptionData, train_pairs: int, ep
                  **{f"data_skipped_{reason}": n for reason, n in sorted(data.skipped.items())}})
     if data.warnings:
         run.tags({"data_warnings": " | ".join(data.warnings)})
+
+
+def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> None:
+    """The data as an MLflow dataset entity (the UI's "Datasets used"): source and revision, the fingerprint as its
+    digest, split sizes and skip counts as its profile."""
+    if spec.dataset == PITCH_DATASET:
+        kind, source = "generated", {"generator": "blipexp pitch scenes", "scenes": spec.pitch_scenes,
+                                     "folder": data.source}
+    elif Path(data.source).is_dir():
+        kind, source = "local", {"uri": Path(data.source).as_uri()}
+    else:
+        kind, source = "hugging_face", {"path": data.source, "revision": spec.dataset_revision,
+                                        "split": spec.dataset_split}
+    profile = {"train_images": len(data.train), "validation_images": len(data.validation),
+               "test_images": len(data.test), "total_samples": data.total, "splits": data.splits,
+               "skipped": dict(sorted(data.skipped.items()))}
+    run.dataset(name=spec.dataset if kind != "local" else Path(data.source).name, digest=data.fingerprint,
+                source_type=kind, source=source, profile=profile, context="train")
 
 
 def _log_skips(run: tracking.Run, skips: SkipTally, echo: bool) -> None:

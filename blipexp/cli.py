@@ -1,4 +1,4 @@
-"""Command line: list, show, run, ui. `python -m blipexp --help` or `blipexp --help`."""
+"""Command line: list, show, run, ui, dashboard. `python -m blipexp --help` or `blipexp --help`."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(handler=cmd_ui)
+
+    p = sub.add_parser("dashboard", parents=[common, resolving],
+                       help="start optuna-dashboard on a sweep's study (each trial's objective per epoch: why pruned)")
+    p.add_argument("name", help="the sweep experiment (with --tiny: its tiny study)")
+    p.add_argument("--storage", metavar="URL", help="the study's database, as given to `run` (default: "
+                                                    "$BLIPEXP_STORAGE, else the journal file in --home)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(handler=cmd_dashboard)
     return parser
 
 
@@ -257,6 +266,39 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard in this process, on the storage object `run` uses (for a journal file: its lock too)."""
+    import optuna
+    import optuna_dashboard
+
+    from .sweep import optuna_storage, password_masked, storage_url, study_name
+    from .sweep.study import JOURNAL
+
+    spec = resolve_spec(args)
+    if not spec.search_space():
+        raise ValueError(f"{spec.name} is a single run, not a sweep: it has no study to show (MLflow has its run: "
+                         "python -m blipexp ui)")
+    url = storage_url(args.storage)
+    home = _home(args)
+    storage = optuna_storage(home, url)
+    name = study_name(spec)
+    if name not in optuna.get_all_study_names(storage=storage):
+        where = password_masked(url or "") or url or str(home / JOURNAL)
+        raise ValueError(f"no study {name!r} in {where}: run the sweep first (python -m blipexp run {spec.name}"
+                         f"{' --tiny' if spec.is_tiny else ''}), or pass the --home / --storage it used")
+    if args.host not in LOOPBACK_HOSTS:
+        print(f"warning: optuna-dashboard has no authentication; binding {args.host} exposes the study to anyone "
+              "who can reach this machine", file=sys.stderr, flush=True)
+    study_id = storage.get_study_id_from_name(name)
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/dashboard/studies/{study_id}  (study {name}; "
+          "Ctrl-C stops it)", flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _home(args: argparse.Namespace) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import generation, tracking
+from . import distributed, generation, tracking
 from .data.collator import IGNORE_INDEX
 from .data.features import Rows, evaluation_dataset
 from .data.images import BadImage
@@ -19,11 +19,15 @@ from .trainer import CaptionTrainer
 RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> one input row per example
 
 
-def compute_metrics_for(tokenizer, references: list[list[str]], document_frequency: DocumentFrequency | None = None):
+def compute_metrics_for(tokenizer, references: list[list[str]], document_frequency: DocumentFrequency | None = None,
+                        samples: SampleCaptions | None = None):
+    """`samples`: handed each evaluation's captions (the per-epoch sample table reuses them: no extra generation)."""
     def compute_metrics(eval_pred) -> dict[str, float]:
         predictions = decode(tokenizer, eval_pred.predictions)
         assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
                                                      "references: evaluation order must match them")
+        if samples is not None:
+            samples.remember(predictions)
         # an image found unusable while evaluating has every label masked: it is left out of the scores
         usable = (np.asarray(eval_pred.label_ids) != IGNORE_INDEX).any(axis=1)
         kept = [i for i, ok in enumerate(usable) if ok]
@@ -82,25 +86,74 @@ def cider_document_frequency(spec: ExperimentSpec, data: CaptionData, n_scored: 
 
 def log_samples(run: tracking.Run, model, processor, data: CaptionData, spec: ExperimentSpec) -> None:
     """A table of validation images with the best model's caption next to the references."""
-    shown = []
-    for example in data.validation:
-        if len(shown) == spec.sample_captions:
-            break
-        try:
-            shown.append((example, data.image(example)))
-        except BadImage:  # unusable since the first look: counted by the evaluation, not shown
-            continue
+    shown = _usable_images(data, data.validation, spec.sample_captions)
     if not shown:
         return
-    pixels = processor.image_processor(images=[image for _, image in shown], return_tensors="pt")["pixel_values"]
-    model.eval()
-    predictions = generation.captions(model, processor.tokenizer, pixels.to(model.device), generation.settings(spec))
     run.table(
         data={
-            "image": [image for _, image in shown],
-            "key": [e.key for e, _ in shown],
-            "prediction": predictions,
-            "references": [" | ".join(e.captions) for e, _ in shown],
+            "image": [image for _, _, image in shown],
+            "key": [e.key for _, e, _ in shown],
+            "prediction": caption_images(model, processor, [image for _, _, image in shown], spec),
+            "references": [" | ".join(e.captions) for _, e, _ in shown],
         },
         artifact_file="val_samples.json",
     )
+
+
+def caption_images(model, processor, images: list, spec: ExperimentSpec) -> list[str]:
+    """The model's captions for a few images, decoded as the spec says."""
+    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    model.eval()
+    return generation.captions(model, processor.tokenizer, pixels.to(model.device), generation.settings(spec))
+
+
+def _usable_images(data: CaptionData, examples: Sequence[Example], count: int) -> list[tuple[int, Example, object]]:
+    """(position in examples, example, decoded image) of the first `count` examples whose image still decodes."""
+    shown = []
+    for position, example in enumerate(examples):
+        if len(shown) == count:
+            break
+        try:
+            shown.append((position, example, data.image(example)))
+        except BadImage:  # unusable since the first look: counted by the evaluation, not shown
+            continue
+    return shown
+
+
+class SampleCaptions:
+    """The per-epoch table of sample captions (`val_samples_by_epoch.json`): the same first `sample_captions`
+    images of the per-epoch validation set at every epoch, 0 (untrained) included, one row per image and epoch
+    (image, key, epoch, prediction, references), appended each epoch so the UI shows the captions evolve.
+
+    The captions are the epoch's own evaluation's (handed over by compute_metrics): no extra generation, except
+    for epoch 0 when its scores were reused from an earlier trial (then only these few images are captioned)."""
+
+    ARTIFACT = "val_samples_by_epoch.json"
+
+    def __init__(self, data: CaptionData, examples: Sequence[Example], spec: ExperimentSpec, model, processor):
+        self.shown = _usable_images(data, examples, spec.sample_captions)
+        self.spec, self.model, self.processor = spec, model, processor
+        self._captions: list[str] | None = None  # the latest evaluation's, for the shown images
+
+    def remember(self, predictions: list[str]) -> None:
+        """An evaluation's captions of every per-epoch validation image, in evaluation order."""
+        self._captions = [predictions[position] for position, _, _ in self.shown]
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """An EpochListener: append this epoch's rows to the table of the active run (main process only)."""
+        captions, self._captions = self._captions, None
+        run = tracking.Run.active()
+        if not self.shown or run is None or not distributed.is_main_process():
+            return
+        if captions is None:  # epoch 0's scores were reused, so nothing was generated for it here
+            captions = caption_images(self.model, self.processor, [image for _, _, image in self.shown], self.spec)
+        run.table(
+            data={
+                "image": [image for _, _, image in self.shown],
+                "key": [e.key for _, e, _ in self.shown],
+                "epoch": [epoch] * len(self.shown),
+                "prediction": captions,
+                "references": [" | ".join(e.captions) for _, e, _ in self.shown],
+            },
+            artifact_file=self.ARTIFACT,
+        )

@@ -173,6 +173,9 @@ class ExperimentSpec:
     registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
     prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
+    system_metrics: bool = arg(
+        True, "Log MLflow system metrics on each training run (CPU, memory, disk, network; GPU where present), sampled "
+        "every 10 s ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) in a background thread")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

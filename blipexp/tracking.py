@@ -7,6 +7,7 @@ in ./mlartifacts of whatever directory the process started in).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
 from . import distributed
 from .spec import ExperimentSpec
@@ -27,6 +28,14 @@ DEFAULT_HOME = "mlruns"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
 STORE_PROBE_TIMEOUT_S = 5
+# MLflow's UI opens an experiment in the view its kind names: without this tag MLflow 3 guesses, and shows a
+# training project its GenAI view (traces, judges, prompts) instead of runs, charts and models.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+
+# The system-metrics monitor says "Started/Stopping monitoring system metrics" (INFO) at every run's start and
+# end: noise in a sweep's console. Its warnings (a failed sample) still show.
+logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(logging.WARNING)
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
@@ -120,6 +129,8 @@ def use_experiment(name: str, home: Path) -> str:
             experiment_id = mlflow.get_experiment_by_name(name).experiment_id
     else:
         experiment_id = experiment.experiment_id
+    if experiment is None or EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user chose in the UI stays
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -158,8 +169,9 @@ def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nest
     if not distributed.is_main_process():
         yield Run(distributed.from_main(None))
         return
+    # system metrics (system/cpu_utilization_percentage, memory, GPU where present) sampled by MLflow's own thread
     resuming = {"run_id": resume_run_id} if resume_run_id else {"run_name": run_name, "tags": tags}
-    with mlflow.start_run(nested=nested, **resuming) as active:
+    with mlflow.start_run(nested=nested, log_system_metrics=spec.system_metrics, **resuming) as active:
         run = Run(active.info.run_id)
         try:
             distributed.from_main(run.id)
@@ -210,6 +222,23 @@ def _timed() -> Iterator[None]:
         WRITES.calls += 1
 
 
+@contextmanager
+def _no_artifact_progress_bar() -> Iterator[None]:
+    """Appending rows to a table downloads the table first, and MLflow draws a "Downloading artifacts" bar for it:
+    one per epoch in the console, for a file of a few kB. Off around that call only (MLflow reads the variable
+    at each download)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 class Run:
     """One MLflow run as blipexp writes it: params, metrics (with a step), tags, tables, figures and dicts, then an
     end status. Addressed by id, so it works on the active run and on any other (a sweep ends its trials' runs
@@ -243,12 +272,23 @@ class Run:
             mlflow.MlflowClient().log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def table(self, data: dict[str, list], artifact_file: str) -> None:
-        with _timed():
+        """Rows appended to the run's table `artifact_file` (created by the first call)."""
+        with _timed(), _no_artifact_progress_bar():
             mlflow.MlflowClient().log_table(self.id, data=data, artifact_file=artifact_file)
 
     def figure(self, figure, artifact_file: str) -> None:
         with _timed():
             mlflow.MlflowClient().log_figure(self.id, figure, artifact_file)
+
+    def dataset(self, name: str, digest: str, source_type: str, source: dict, profile: dict, context: str) -> None:
+        """A dataset entity among the run's inputs (the UI's "Datasets used"): where the data came from
+        (`source`, JSON), its fingerprint (`digest`) and a summary (`profile`, JSON), used as `context`
+        (e.g. "train")."""
+        entity = Dataset(name=name, digest=digest, source_type=source_type, source=json.dumps(source),
+                         profile=json.dumps(profile))
+        with _timed():
+            mlflow.MlflowClient().log_inputs(self.id, datasets=[
+                DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def dict(self, value: dict, artifact_file: str) -> None:
         with _timed():

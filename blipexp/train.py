@@ -19,6 +19,7 @@ from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_
 from .data.sources import CaptionData, Example
 from .evaluation import (
     RowsFor,
+    SampleCaptions,
     best_epoch,
     cider_document_frequency,
     compute_metrics_for,
@@ -30,7 +31,7 @@ from .evaluation import (
 from .feature_cache import FeatureCache
 from .modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
 from .resume import Resumable
-from .spec import TINY_MODEL, ExperimentSpec
+from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 # Other modules import these from here; CaptionTrainer and training_arguments live in trainer.py, compute_metrics_for,
@@ -89,7 +90,8 @@ def train_trial(
     collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens,
                                prompt=spec.prompt)
     steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
-    metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=list(listeners), echo=echo)
+    samples = SampleCaptions(data, epoch_val, spec, model, processor)  # first: a pruned epoch's captions are kept too
+    metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=[samples.log_epoch, *listeners], echo=echo)
     stopping = [EarlyStopping(metrics_callback, spec.objective_metric, spec.greater_is_better,
                               spec.early_stopping_patience, spec.early_stopping_threshold, echo)
                 ] if spec.early_stopping_patience else []
@@ -104,13 +106,15 @@ def train_trial(
                             resume_run_id=point.run_id if point else None) as run:
         if is_main_process and not point:  # a resumed run logged these when it started
             _log_data_summary(run, data, len(train_set), len(epoch_val))
+            _log_dataset(run, data, spec)
         output_dir = home / "checkpoints" / run.id
         args = training_arguments(spec.replace(precision=chosen.precision), output_dir, steps_per_epoch, echo,
                                   evaluate_untrained=untrained is None and not point, workers=workers,
                                   resumable=resumable is not None)
         trainer = build_trainer(spec, args, model=prepared.model, train_set=train_set, val_set=val_set,
                                 collator=collator,
-                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency),
+                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency,
+                                                                    samples),
                                 callbacks=[metrics_callback, *stopping, *callbacks], echo=echo)
         if is_main_process and not point:
             run.params({
@@ -179,6 +183,7 @@ TRAINING_ONLY = frozenset({
     # LoRA starts with a zero update (lora_B = 0): the untrained model is the base model whatever these are
     "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
     "early_stopping_patience", "early_stopping_threshold",
+    "system_metrics",
 })
 
 
@@ -238,6 +243,24 @@ def _log_precision(run: tracking.Run, chosen: precision.Choice) -> None:
     run.params({"precision_used": chosen.precision, "precision_reason": chosen.reason})
     if chosen.gflops:
         run.metrics({f"precision_probe_{name}_gflops": value for name, value in chosen.gflops.items()})
+
+
+def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> None:
+    """The data as an MLflow dataset entity (the UI's "Datasets used"): source and revision, the fingerprint as its
+    digest, split sizes and skip counts as its profile."""
+    if spec.dataset == PITCH_DATASET:
+        kind, source = "generated", {"generator": "blipexp pitch scenes", "scenes": spec.pitch_scenes,
+                                     "folder": data.source}
+    elif Path(data.source).is_dir():
+        kind, source = "local", {"uri": Path(data.source).as_uri()}
+    else:
+        kind, source = "hugging_face", {"path": data.source, "revision": spec.dataset_revision,
+                                        "split": spec.dataset_split}
+    profile = {"train_images": len(data.train), "validation_images": len(data.validation),
+               "test_images": len(data.test), "total_samples": data.total, "splits": data.splits,
+               "skipped": dict(sorted(data.skipped.items()))}
+    run.dataset(name=spec.dataset if kind != "local" else Path(data.source).name, digest=data.fingerprint,
+                source_type=kind, source=source, profile=profile, context="train")
 
 
 def _log_skips(run: tracking.Run, skips: SkipTally, echo: bool) -> None:

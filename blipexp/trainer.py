@@ -46,6 +46,16 @@ class CaptionTrainer(Seq2SeqTrainer):
         # generation settings are ours (prediction_step).
         return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # Loading the best checkpoint at the end of training: BLIP's decoder weights are tied to its word
+        # embeddings, so a checkpoint stores them once and transformers reports them "missing" though they are
+        # loaded through the tensor they share. Only other missing keys are worth the warning.
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(type(load_result)(missing, load_result.unexpected_keys))
+
     def get_eval_dataloader(self, eval_dataset=None):
         if eval_dataset is None or eval_dataset is self.eval_dataset:
             return super().get_eval_dataloader(eval_dataset)

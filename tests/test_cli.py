@@ -1,13 +1,20 @@
+import json
+import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 
 import mlflow
+import optuna
 import pytest
-from conftest import EXPERIMENTS
-from processes import child_env
+from conftest import EXPERIMENTS, REPO
+from processes import child_env, free_port
 
 from blipexp import catalog, cli, tracking
+
+SWEEPS = REPO / "tests" / "experiments_sweep"
 
 
 def run_cli(*argv):
@@ -147,3 +154,52 @@ def test_a_sweep_logs_no_storage_url_to_mlflow(home):
     assert len(runs) == 2  # the sweep and its trial
     logged = [str(v) for r in runs for v in (*r.data.params.values(), *r.data.tags.values())]
     assert not [v for v in logged if "study.db" in v]
+
+
+def test_dashboard_serves_the_sweeps_study_on_loopback(tmp_path):
+    """A real optuna-dashboard process on the study `run` wrote (its journal file): the study and each trial's
+    per-epoch objective come back over HTTP on 127.0.0.1."""
+    from blipexp.sweep import optuna_storage
+
+    home = tmp_path / "home"
+    study = optuna.create_study(study_name="small_sweep-tiny", storage=optuna_storage(home), direction="maximize")
+    for pruned_after in (3, 1):
+        trial = study.ask()
+        for epoch in range(1, pruned_after + 1):
+            trial.report(0.5 * epoch, epoch)
+        study.tell(trial, 0.5 * pruned_after)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "blipexp", "dashboard", "small_sweep", "--tiny", "--home",
+                               str(home), "--experiments", str(SWEEPS), "--port", str(port)],
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        first = server.stdout.readline()
+        assert first.startswith(f"optuna-dashboard on http://127.0.0.1:{port}/dashboard/studies/"), first
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as answer:
+                    studies = json.load(answer)["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not answer in 60 s"
+                time.sleep(0.3)
+        [summary] = studies
+        assert summary["study_name"] == "small_sweep-tiny"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10) as answer:
+            trials = json.load(answer)["trials"]
+        assert [len(t["intermediate_values"]) for t in trials] == [3, 1]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
+        server.stdout.close()
+
+
+def test_dashboard_names_the_fix_when_the_sweep_never_ran(tmp_path, capsys):
+    assert cli.main(["dashboard", "small_sweep", "--home", str(tmp_path), "--experiments", str(SWEEPS)]) == 2
+    assert "no study 'small_sweep-tiny'" in capsys.readouterr().err
+    assert cli.main(["dashboard", "football_baseline", "--home", str(tmp_path),
+                     "--experiments", str(EXPERIMENTS)]) == 2
+    assert "is a single run, not a sweep" in capsys.readouterr().err

@@ -1,4 +1,7 @@
 """Sweeps on the tiny model: real Optuna storage and a real MLflow store in a temp dir."""
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -90,7 +93,7 @@ def test_the_sweep_run_holds_the_search_and_its_plots(swept):
     assert run.data.metrics["best_objective"] == pytest.approx(result.best_trial.value)
     assert "learning_rate" in run.data.params["search_space"]
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.parent_run_id, "plots")}
-    assert "plots/optimization_history.png" in plots
+    assert {"plots/optimization_history.png", "plots/intermediate_values.png"} <= plots, "why a trial was pruned"
 
 
 def test_rerunning_a_finished_sweep_runs_nothing_more(swept):
@@ -237,3 +240,77 @@ def test_early_stopping_ends_a_sweep_trial_which_still_completes(home):
     assert sorted(trial.intermediate_values) == [1, 2], "stopped after epoch 2 of 3"
     run = mlflow.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.data.metrics["stopped_epoch"] == 2 and run.data.tags["stop_reason"].endswith("at epoch 1)")
+
+
+def _study_with_equal_trials() -> optuna.Study:
+    """Two complete trials, equal objectives, one pruned: the parameter-importance plot warns that importances are
+    equal (a genuine warning), every plot call raises Optuna's ExperimentalWarning (noise)."""
+    study = optuna.create_study(direction="maximize")
+    for lr, epochs in ((1e-3, 2), (2e-3, 2), (3e-3, 1)):
+        trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2),
+                           "epochs": optuna.distributions.IntDistribution(1, 3)})
+        for epoch in range(1, epochs + 1):
+            trial.report(0.5, epoch)
+        study.tell(trial, 0.5) if epochs == 2 else study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return study
+
+
+def test_the_sweep_plots_raise_no_experimental_warning_but_keep_real_ones(home):
+    from blipexp.sweep.report import log_parent_summary
+    from blipexp.sweep.study import best_trial
+
+    tracking.configure(home)
+    tracking.use_experiment("plots", home)
+    study = _study_with_equal_trials()
+    with tracking.new_run("sweep", tags={}) as run, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log_parent_summary(run, study, best_trial(study))
+    kinds = {type(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)}
+    assert optuna.exceptions.ExperimentalWarning not in kinds
+    assert any("importances will be equal" in str(w.message) for w in caught), "a real warning still shows"
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.id, "plots")}
+    assert "plots/intermediate_values.png" in plots
+
+
+def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_left():
+    from datetime import timedelta
+
+    from blipexp.sweep.report import sweep_status, trial_ended
+
+    spec = small_spec(n_trials=6)
+    study = _study_with_equal_trials()
+    status = sweep_status(study, spec)
+    assert status.startswith("sweep 3/6 done, 1 pruned, 0 failed; best cider 0.5000 (trial 0); ETA "), status
+    durations = [t.duration for t in study.trials]
+    eta = sum(durations, timedelta()).total_seconds() / 3 * 3  # mean duration x 3 trials left, one worker
+    assert status.endswith(f"ETA {eta:.0f} s"), status
+    ended = trial_ended(study, spec, 2)
+    assert ended.startswith("trial 2 PRUNED cider 0.5000 in ") and ended.endswith(f"[{status}]"), \
+        "a pruned trial shows its last epoch's objective"
+    assert sweep_status(study, small_spec(n_trials=3)).endswith("(trial 0)"), "nothing left: no ETA"
+    assert sweep_status(optuna.create_study(), spec).endswith("no best yet; ETA after the first trial")
+
+
+NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system metrics")
+
+
+@pytest.mark.slow
+def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tmp_path):
+    """A real `blipexp run` of a tiny sweep, its console as a user sees it (stdout and stderr)."""
+    import re
+
+    from processes import child_env
+
+    done = subprocess.run([sys.executable, "-m", "blipexp", "run", "small_sweep", "--home", str(tmp_path),
+                           "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "2", "--set", "epochs=2"],
+                          env=child_env(), capture_output=True, text=True, timeout=600)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-3000:]
+    assert not [noise for noise in NOISE if noise in console], console
+    assert re.search(r"^trial 0: learning_rate=\S+   \[sweep 0/2 done, 0 pruned, 0 failed; no best yet; "
+                     r"ETA after the first trial\]$", done.stdout, re.M), done.stdout
+    assert re.search(r"^trial 0 COMPLETE cider \d+\.\d{4} in \d+ s   \[sweep 1/2 done, 0 pruned, 0 failed; "
+                     r"best cider \d+\.\d{4} \(trial 0\); ETA \d+ s\]$", done.stdout, re.M), done.stdout
+    assert re.search(r"^trial 1: .*\[sweep 1/2 done.*ETA \d+ s\]$", done.stdout, re.M), done.stdout
+    assert re.search(r"^trial 1 COMPLETE .*\[sweep 2/2 done, 0 pruned, 0 failed; best cider .*\(trial \d\)\]$",
+                     done.stdout, re.M), done.stdout

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -124,3 +125,64 @@ def test_cli_run_stops_before_training_when_the_store_is_unusable(tmp_path, case
     if case != "home under a file":
         assert not (home / "data").exists() and not (home / "checkpoints").exists()
     assert seconds < 60, "fails fast, before training"
+
+
+def test_experiments_open_in_the_uis_model_training_view(home):
+    tracking.configure(home)
+    experiment_id = tracking.use_experiment("exp", home)
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    mlflow.MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", "genai_development")
+    tracking.use_experiment("exp", home)
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "genai_development", \
+        "a kind the user chose in the UI is kept"
+
+
+def test_a_legacy_experiment_without_a_kind_gets_one(home):
+    tracking.configure(home)
+    mlflow.create_experiment("old", artifact_location=(home / "artifacts").as_uri())
+    experiment_id = tracking.use_experiment("old", home)
+    assert mlflow.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_system_metrics_are_logged_unless_the_spec_turns_them_off(home, monkeypatch, enabled):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    tracking.configure(home)
+    tracking.use_experiment("exp", home)
+    spec = ExperimentSpec().tiny().replace(system_metrics=enabled)
+    with tracking.start_run(spec, run_name="one", tags={}) as run:
+        deadline = time.monotonic() + 30
+        while enabled and not any(k.startswith("system/") for k in run.read().data.metrics):
+            assert time.monotonic() < deadline, "no system metric logged in 30 s"
+            time.sleep(0.2)
+        time.sleep(0.6)  # several sampling intervals: a monitor would have logged by now
+    logged = set(run.read().data.metrics)
+    assert run.read().data.params["system_metrics"] == json.dumps(enabled), "the switch is on the run"
+    if enabled:
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= logged
+    else:
+        assert not any(k.startswith("system/") for k in logged)
+
+
+def test_a_dataset_entity_is_logged_as_a_run_input(home):
+    tracking.configure(home)
+    tracking.use_experiment("exp", home)
+    with tracking.start_run(ExperimentSpec().tiny(), run_name="one", tags={}) as run:
+        run.dataset(name="pitch", digest="0123abcd", source_type="generated", source={"scenes": 60},
+                    profile={"train_images": 42, "skipped": {"empty_caption": 1}}, context="train")
+    [entry] = run.read().inputs.dataset_inputs
+    assert (entry.dataset.name, entry.dataset.digest, entry.dataset.source_type) == ("pitch", "0123abcd", "generated")
+    assert json.loads(entry.dataset.profile) == {"train_images": 42, "skipped": {"empty_caption": 1}}
+    assert json.loads(entry.dataset.source) == {"scenes": 60}
+    assert [(t.key, t.value) for t in entry.tags] == [("mlflow.data.context", "train")]
+
+
+def test_appending_to_a_table_draws_no_download_bar(home, capfd):
+    tracking.configure(home)
+    tracking.use_experiment("exp", home)
+    with tracking.start_run(ExperimentSpec().tiny().replace(system_metrics=False), run_name="one", tags={}) as run:
+        for epoch in (0, 1):
+            run.table({"epoch": [epoch], "prediction": ["a red player"]}, "samples.json")
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ, "switched off around the call only"
+    assert list(mlflow.load_table("samples.json", run_ids=[run.id])["epoch"]) == [0, 1]

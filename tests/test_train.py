@@ -1,4 +1,6 @@
 """The real path on the tiny model: Trainer, collator, generation-based evaluation, MLflow store in a temp dir."""
+import json
+
 import mlflow
 import pytest
 import torch
@@ -149,6 +151,36 @@ def test_known_untrained_scores_replace_the_epoch_0_evaluation(trained):
     assert seen == [0, 1], "listeners still hear of epoch 0 (a sweep learns its trial's run id there)"
     history = mlflow.MlflowClient().get_metric_history(again.run_id, "val_cider")
     assert {m.step: m.value for m in history}[0] == 123.0
+    table = mlflow.load_table("val_samples_by_epoch.json", run_ids=[again.run_id])
+    assert sorted(set(table["epoch"])) == [0, 1], "epoch 0's sample captions are there though its scores were reused"
+
+
+def test_every_epochs_sample_captions_come_from_its_own_evaluation(trained):
+    spec, data, result, calls, home = trained
+    tracking.configure(home)  # earlier tests point MLflow at their own stores
+    table = mlflow.load_table("val_samples_by_epoch.json", run_ids=[result.run_id])
+    assert sorted(set(table["epoch"])) == [0, 1, 2], "before training, then every epoch"
+    keys = [list(table[table["epoch"] == epoch]["key"]) for epoch in (0, 1, 2)]
+    assert keys[0] == keys[1] == keys[2] and len(keys[0]) == spec.sample_captions, "the same images every epoch"
+    assert all(image["type"] == "image" for image in table["image"]), "the UI shows the pictures"
+    references = dict(zip(table["key"], table["references"]))
+    assert references[data.validation[0].key] == " | ".join(data.validation[0].captions)
+    assert set(table[table["epoch"] == 0]["prediction"]) != set(table[table["epoch"] == 2]["prediction"])
+    sized_like_the_samples = [c for c in calls if len(c[1]["pixel_values"]) == spec.sample_captions]
+    assert len(sized_like_the_samples) == 1, "no generation for the table but the final model's val_samples.json"
+
+
+def test_the_run_lists_its_dataset_with_fingerprint_sizes_and_skips(trained):
+    spec, data, result, _, home = trained
+    tracking.configure(home)
+    [entry] = mlflow.get_run(result.run_id).inputs.dataset_inputs
+    assert (entry.dataset.name, entry.dataset.digest, entry.dataset.source_type) == ("pitch", data.fingerprint,
+                                                                                     "generated")
+    profile = json.loads(entry.dataset.profile)
+    assert (profile["train_images"], profile["validation_images"], profile["test_images"]) == (
+        len(data.train), len(data.validation), len(data.test))
+    assert profile["total_samples"] == data.total and profile["skipped"] == dict(data.skipped)
+    assert json.loads(entry.dataset.source)["scenes"] == spec.pitch_scenes
 
 
 class SpoilTheLastEpoch(TrainerCallback):

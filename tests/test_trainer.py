@@ -1,5 +1,8 @@
 """The HF Trainer as blipexp builds it: arguments from a spec, precision, workers, and the console callbacks."""
+import logging
+
 import pytest
+import safetensors.torch
 import torch
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -95,3 +98,38 @@ def test_label_smoothing_is_applied_to_blips_shifted_targets(tmp_path):
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                  batch["labels"][:, 1:].reshape(-1), label_smoothing=0.1)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_loading_the_best_checkpoint_warns_of_really_missing_keys_only(tmp_path):
+    """BLIP's tied decoder weights are not stored in a checkpoint: loading it must not call them missing (noise);
+    a key that is really missing still warns."""
+    spec = ExperimentSpec().tiny()
+    processor = build_tiny_processor(["a red player"])
+    trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=False),
+                            model=build_tiny_model(processor, seed=0), train_set=None, val_set=["not read"],
+                            collator=None, compute_metrics=None, callbacks=[], echo=False)
+    trainer.model.save_pretrained(tmp_path / "checkpoint")  # as the Trainer saves one: tied weights once
+    state = safetensors.torch.load_file(tmp_path / "checkpoint" / "model.safetensors")
+    records = _Records()
+    logger = logging.getLogger("transformers.trainer")
+    logger.addHandler(records)
+    try:
+        loaded = trainer.model.load_state_dict(state, strict=False)  # what Trainer._load_best_model does
+        assert loaded.missing_keys, "the tied decoder weights are reported missing by torch"
+        trainer._issue_warnings_after_load(loaded)
+        assert records.messages == []
+        del state["text_decoder.bert.embeddings.word_embeddings.weight"]  # a real gap in the checkpoint
+        trainer._issue_warnings_after_load(trainer.model.load_state_dict(state, strict=False))
+    finally:
+        logger.removeHandler(records)
+    assert len(records.messages) == 1 and "word_embeddings.weight" in records.messages[0]
+    assert "decoder.weight" not in records.messages[0]

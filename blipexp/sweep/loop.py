@@ -25,7 +25,7 @@ from ..data import CaptionData
 from ..spec import ExperimentSpec
 from ..train import train_trial, untrained_key
 from . import recovery
-from .report import format_param, log_parent_summary
+from .report import log_parent_summary, trial_ended, trial_started
 from .study import best_trial, counted, open_study, sampler, study_lock, suggest
 
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
@@ -92,6 +92,8 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
             with recovery.heartbeat(study, trial) as pulse:  # silence marks the trial dead to other machines' workers
                 # A lost trial counts as a failure too: a worker whose every trial is lost stops.
                 failures_left -= _run_trial(study, trial, spec, data, home, echo, pulse) == TrialState.FAIL
+            if echo:
+                print(trial_ended(study, spec, trial.number), flush=True)
             continue
         if not running:
             return
@@ -149,8 +151,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
     try:
         params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
         if echo:
-            print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={format_param(v)}" for k, v in params.items()),
-                  flush=True)
+            print(trial_started(study, spec, trial.number, params), flush=True)
         trial_spec = spec.replace(**params)
         untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint)}"
         known_untrained = study.user_attrs.get(untrained_attr)

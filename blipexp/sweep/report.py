@@ -1,11 +1,15 @@
 """What a sweep reports: the summary table on the console, and the summary and plots on its parent run."""
 from __future__ import annotations
 
+import statistics
+import warnings
+
 import optuna
 from optuna.trial import TrialState
 
 from .. import tracking
-from .study import best_trial
+from ..spec import ExperimentSpec
+from .study import FINAL_STATES, best_trial
 
 
 def format_param(value) -> str:
@@ -39,14 +43,20 @@ def _log_plots(run: tracking.Run, study: optuna.Study) -> None:
     from optuna.visualization import matplotlib as ovm
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots = {"optimization_history.png": ovm.plot_optimization_history}
+    # the objective after each epoch of every trial, pruned ones included: why a trial was stopped when it was
+    plots = {"optimization_history.png": ovm.plot_optimization_history,
+             "intermediate_values.png": ovm.plot_intermediate_values}
     if len(complete) >= 2:
         plots["param_importances.png"] = ovm.plot_param_importances
         if len(study.best_trial.params) >= 2:
             plots["contour.png"] = ovm.plot_contour
     for name, plot in plots.items():
         try:
-            axes = plot(study)
+            with warnings.catch_warnings():
+                # Optuna marks its matplotlib plots "experimental" (an interface that may change) at every call:
+                # nothing a user can act on. Its other warnings (e.g. equal importances) still show.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = plot(study)
         except (ValueError, RuntimeError) as exc:  # e.g. a parameter that never varied
             run.tags({f"plot_skipped_{name}": str(exc)[:200]})
             continue
@@ -68,3 +78,46 @@ def summary_table(study: optuna.Study) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
     return "\n".join(lines + ["(* best trial)"])
+
+
+# --- the console's overall line at each trial's start and end
+
+
+def trial_started(study: optuna.Study, spec: ExperimentSpec, number: int, params: dict) -> str:
+    shown = "  ".join(f"{k}={format_param(v)}" for k, v in params.items())
+    return f"\ntrial {number}: {shown}   [{sweep_status(study, spec)}]"
+
+
+def trial_ended(study: optuna.Study, spec: ExperimentSpec, number: int) -> str:
+    trial = study.get_trials(deepcopy=False)[number]
+    value = f" {spec.objective_metric} {trial.value:.4f}" if trial.value is not None else ""
+    took = f" in {_duration(trial.duration.total_seconds())}" if trial.duration else ""
+    return f"trial {number} {trial.state.name}{value}{took}   [{sweep_status(study, spec)}]"
+
+
+def sweep_status(study: optuna.Study, spec: ExperimentSpec) -> str:
+    """Trials done of the total (pruned, failed), the best so far, and the time left: the mean duration of the
+    finished trials times the trials left, shared by the workers running trials now."""
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in FINAL_STATES]
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    best = best_trial(study)
+    text = f"sweep {len(done)}/{spec.n_trials} done, {pruned} pruned, {failed} failed"
+    text += f"; best {spec.objective_metric} {best.value:.4f} (trial {best.number})" if best else "; no best yet"
+    left = max(0, spec.n_trials - len(done))
+    durations = [t.duration.total_seconds() for t in done if t.duration]
+    if not left:
+        return text
+    if not durations:
+        return text + "; ETA after the first trial"
+    return text + f"; ETA {_duration(statistics.mean(durations) * left / max(1, running))}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min"

@@ -5,8 +5,10 @@ A version can only be registered from a LOGGED model, so `log_and_register` firs
 model folder, as a `BlipCaptioner` pyfunc (blipexp.serving), into the trial's own run (re-opened for the
 purpose; its status and end time are restored afterwards), then registers it.
 
-Loading a logged model needs `blipexp` importable (the wrapper class is pickled by reference), besides
-the pinned requirements: mlflow, cloudpickle, torch, transformers, pillow, pandas.
+The pyfunc is logged as models-from-code (blipexp/pyfunc_model.py, the file MLflow runs to load it), so loading
+executes no pickled code; versions logged before, as a pickled BlipCaptioner, still load. Either way loading needs
+`blipexp` importable, besides the pinned requirements: mlflow, cloudpickle, torch, transformers, pillow, pandas.
+Each version carries its model card (blipexp.model_card) as artifact README.md, which `export` copies.
 """
 from __future__ import annotations
 
@@ -26,12 +28,14 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import locks
+from . import locks, serving
+from .serving import ARTIFACT_KEY, CARD_KEY, DEFAULT_GENERATION, GENERATION_KEY, example_image_base64, signature
 
-# BlipCaptioner is imported here too: models logged before it moved to blipexp.serving were pickled as
-# blipexp.registry.BlipCaptioner, and must still load.
-from .serving import ARTIFACT_KEY, DEFAULT_GENERATION, GENERATION_KEY, BlipCaptioner, example_image_base64, signature
+# Models logged before models-from-code were pickled as blipexp.registry.BlipCaptioner or blipexp.serving's:
+# unpickling them looks the class up here, so the name stays importable from this module
+BlipCaptioner = serving.BlipCaptioner
 
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
 ADAPTER_KEY = "adapter"  # a LoRA version's adapter alone, beside the merged model
 PROMOTE_LOCK_TIMEOUT_S = 300  # loading a real BLIP for the check takes seconds to a minute
 REQUIRED_PACKAGES = ("mlflow", "cloudpickle", "torch", "transformers", "pillow", "pandas")
@@ -49,9 +53,11 @@ def pip_requirements() -> list[str]:
 
 
 def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tags: dict[str, str],
-                     description: str, generation: dict, adapter_dir: Path | None = None) -> ModelVersion:
+                     description: str, generation: dict, adapter_dir: Path | None = None,
+                     card: str | None = None) -> ModelVersion:
     """Log model_dir as a BlipCaptioner pyfunc into run `run_id`, register it, tag and describe the version.
 
+    `card`: the model card's Markdown (blipexp.model_card.render), logged as artifact README.md.
     `adapter_dir`: a LoRA trial's adapter alone (saved with save_pretrained), logged beside the merged model as
     artifact "adapter": small, to apply again to the base model with peft; serving does not read it."""
     model_dir = Path(model_dir)
@@ -61,7 +67,7 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ValueError(f"{adapter_dir} holds no LoRA adapter (no adapter_config.json): pass the trial's adapter "
                          "folder (beside its model_dir), or none")
-    model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir))
+    model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir, card))
     version = mlflow.register_model(model_info.model_uri, registered_model,
                                     tags={key: str(value) for key, value in tags.items()})
     client = MlflowClient()
@@ -70,7 +76,7 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
     return client.get_model_version(registered_model, version.version)
 
 
-def _log_pyfunc(model_dir: Path, generation: dict, adapter_dir: Path | None) -> Any:
+def _log_pyfunc(model_dir: Path, generation: dict, adapter_dir: Path | None, card: str | None) -> Any:
     unknown = set(generation or {}) - set(DEFAULT_GENERATION)
     if unknown:
         raise ValueError(f"unknown generation setting(s) {sorted(unknown)}: use {sorted(DEFAULT_GENERATION)}")
@@ -81,9 +87,13 @@ def _log_pyfunc(model_dir: Path, generation: dict, adapter_dir: Path | None) -> 
         artifacts = {ARTIFACT_KEY: str(model_dir), GENERATION_KEY: str(settings_file)}
         if adapter_dir is not None:
             artifacts[ADAPTER_KEY] = str(adapter_dir)
+        if card is not None:
+            card_file = Path(tmp) / "README.md"
+            card_file.write_text(card)
+            artifacts[CARD_KEY] = str(card_file)
         return mlflow.pyfunc.log_model(
             name=ARTIFACT_KEY,
-            python_model=BlipCaptioner(),
+            python_model=str(MODEL_CODE),
             artifacts=artifacts,
             signature=signature(settings),
             input_example=pd.DataFrame({"image": [example_image_base64()]}),

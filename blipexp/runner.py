@@ -59,6 +59,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     a new version of spec.registered_model.
 
     `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
+    from . import model_card
     from .modeling import adapter_dir
     from .registry import log_and_register
 
@@ -75,10 +76,14 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
         **extra_tags,
     }
     description = (f"{spec.name}: val {spec.objective_metric} {objective:.4f}. {spec.hypothesis}")
+    metrics = tracking.Run(run_id).read().data.metrics
+    test_metrics = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+    card = model_card.render(spec, data, val_metrics, test_metrics, generation.settings(spec), tracking.git_commit())
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
                             generation=generation.settings(spec),
-                            adapter_dir=adapter_dir(model_dir) if spec.adapter == "lora" else None)
+                            adapter_dir=adapter_dir(model_dir) if spec.adapter == "lora" else None,
+                            card=card)
 
 
 def _tag_value(value: object) -> str:

@@ -42,6 +42,7 @@ from . import generation
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
 GENERATION_KEY = "generation"  # the generation.json artifact
+CARD_KEY = "model_card"  # the model card (README.md) artifact; `export` puts it in the HF folder
 DEFAULT_GENERATION = {**generation.DEFAULTS, "batch_size": 16}
 IMAGE_ROOT_VARIABLE = "BLIPEXP_SERVE_IMAGE_ROOT"  # a folder whose image files requests may name; unset: none
 MAX_IMAGE_BYTES = 20 * 2**20  # per image, encoded; base64 text may be 4/3 of it
@@ -75,7 +76,8 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
         self.generation = {**DEFAULT_GENERATION, **stored}
         self.image_root = image_root()
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # Type hints: MLflow reads them (pd.DataFrame: no schema inferred from the hint, the logged signature applies)
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per image: `caption` (null if the image is bad) and `error` (null if it is fine)."""
         settings = {**self.generation, **{k: v for k, v in (params or {}).items() if v is not None}}
         values = _image_values(model_input)
@@ -272,6 +274,9 @@ def export(model_uri: str, out_dir: Path, push_to_hub: str | None = None) -> Pat
             raise ValueError(f"cannot download {model_uri} ({exc.message}): check the name, version or alias "
                              "with list_models()") from exc
         shutil.copytree(_hf_folder(local, model_uri), out_dir, dirs_exist_ok=True)
+        card = _artifact(local, CARD_KEY)
+        if card is not None:  # versions registered before model cards have none
+            shutil.copyfile(card, out_dir / "README.md")
     if push_to_hub:
         _push(out_dir, push_to_hub)
     return out_dir
@@ -279,20 +284,28 @@ def export(model_uri: str, out_dir: Path, push_to_hub: str | None = None) -> Pat
 
 def _hf_folder(local: Path, model_uri: str) -> Path:
     """The HF folder inside a downloaded pyfunc model, as its MLmodel file records it."""
-    flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
-    entry = (flavor.get("artifacts") or {}).get(ARTIFACT_KEY)
-    if not entry:
+    folder = _artifact(local, ARTIFACT_KEY)
+    if folder is None:
         raise ValueError(f"{model_uri} is not a BlipCaptioner model (no '{ARTIFACT_KEY}' artifact): "
                          "register it with log_and_register")
-    return local / entry["path"]
+    return folder
+
+
+def _artifact(local: Path, key: str) -> Path | None:
+    """The path of artifact `key` inside a downloaded pyfunc model (from its MLmodel file), None if it has none."""
+    flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+    entry = (flavor.get("artifacts") or {}).get(key)
+    return local / entry["path"] if entry else None
 
 
 def _push(folder: Path, repo: str) -> None:
-    """Upload model and processor to the Hugging Face Hub repo (needs network and a token: `hf auth login`)."""
-    from transformers import BlipForConditionalGeneration, BlipProcessor
+    """Upload the folder (model, processor, model card) to the Hugging Face Hub repo (needs network and a token:
+    `hf auth login`)."""
+    from huggingface_hub import HfApi
 
-    BlipForConditionalGeneration.from_pretrained(folder).push_to_hub(repo)
-    BlipProcessor.from_pretrained(folder).push_to_hub(repo)
+    api = HfApi()
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="Upload from blipexp export")
 
 
 def _load(model_uri: str):

@@ -12,7 +12,7 @@ import pytest
 from processes import free_port
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from blipexp import locks, registry, runner, serving, tracking
+from blipexp import locks, model_card, registry, runner, serving, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
@@ -40,8 +40,9 @@ def register(trained, name: str, objective: float, **extra_tags: str):
     spec, data, result, _ = trained
     tags = {"objective": str(objective), "objective_direction": "maximize", "learning_rate": str(spec.learning_rate),
             "epochs": str(spec.epochs), "data_fingerprint": data.fingerprint, **extra_tags}
+    card = model_card.render(spec, data, result.val_metrics, result.test_metrics, {"max_new_tokens": 8})
     return registry.log_and_register(result.model_dir, registered_model=name, run_id=result.run_id, tags=tags,
-                                     description="tiny test model", generation={"max_new_tokens": 8})
+                                     description="tiny test model", generation={"max_new_tokens": 8}, card=card)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,38 @@ def test_register_creates_a_version_from_the_trial_run(trained, versions):
     run = mlflow.get_run(result.run_id)
     assert run.info.status == "FINISHED", "the re-opened run is closed again with its old status"
     assert "max_new_tokens" in run.data.params  # the trial's own params survive untouched
+
+
+def test_the_model_is_logged_as_code_with_its_card_and_without_mlflows_warnings(trained, caplog, recwarn):
+    """Models-from-code: the MLmodel names blipexp's model file, no pickled object is stored, and MLflow neither warns
+    about CloudPickle nor asks for type hints."""
+    import logging
+
+    from mlflow.models import Model
+
+    with caplog.at_level(logging.WARNING):
+        version = register(trained, "blip-from-code", 0.1)
+    assert not [r for r in caplog.records if "CloudPickle" in r.getMessage()]
+    assert not [w for w in recwarn if "type hints" in str(w.message)]
+    local = mlflow.artifacts.download_artifacts(f"models:/blip-from-code/{version.version}")
+    flavor = Model.load(f"{local}/MLmodel").flavors["python_function"]
+    from pathlib import Path
+
+    files = {p.name for p in Path(local).rglob("*")}
+    assert "pyfunc_model.py" in files and "python_model.pkl" not in files
+    assert flavor["artifacts"]["model_card"]["path"].endswith("README.md")
+    card = (Path(local) / flavor["artifacts"]["model_card"]["path"]).read_text()
+    assert card.startswith("---\n") and trained[1].fingerprint in card
+
+
+def test_a_model_logged_as_a_pickled_object_before_models_from_code_still_loads(trained, image_files):
+    _, _, result, _ = trained
+    with mlflow.start_run(run_name="pickled"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=registry.BlipCaptioner(),
+                                       artifacts={serving.ARTIFACT_KEY: str(result.model_dir)},
+                                       pip_requirements=registry.pip_requirements())
+    out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"image": [image_files[0].read_bytes()]}))
+    assert isinstance(out["caption"][0], str) and out["error"][0] is None
 
 
 def test_logging_keeps_the_run_end_time(trained):
@@ -199,7 +232,11 @@ def test_caption_from_the_champion_alias(champion, image_files):
         serving.caption(f"models:/{CHAMPION}@champion", ["/no/such.png"])
 
 
-def test_export_gives_a_from_pretrained_folder(champion, image_files, tmp_path):
+def trained_fingerprint(version) -> str:
+    return version.tags["data_fingerprint"]
+
+
+def test_export_gives_a_from_pretrained_folder_with_the_model_card(champion, image_files, tmp_path):
     out = serving.export(f"models:/{CHAMPION}@champion", tmp_path / "export")
     model = BlipForConditionalGeneration.from_pretrained(out)
     processor = BlipProcessor.from_pretrained(out)
@@ -207,6 +244,12 @@ def test_export_gives_a_from_pretrained_folder(champion, image_files, tmp_path):
 
     pixels = processor(images=[Image.open(image_files[0]).convert("RGB")], return_tensors="pt")["pixel_values"]
     assert model.generate(pixel_values=pixels, max_new_tokens=4).shape[0] == 1
+    card = (out / "README.md").read_text()  # the version's model card, as a Hub model card
+    import yaml
+
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["pipeline_tag"] == "image-to-text" and meta["library_name"] == "transformers"
+    assert trained_fingerprint(champion) in card
     with pytest.raises(ValueError, match="not empty"):
         serving.export(f"models:/{CHAMPION}@champion", out)
 

@@ -291,7 +291,8 @@ def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_le
     assert sweep_status(optuna.create_study(), spec).endswith("no best yet; ETA after the first trial")
 
 
-NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system metrics")
+NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system metrics",
+         "CloudPickle", "Add type hints to the `predict` method")  # the last two: MLflow's pyfunc hints
 
 
 @pytest.mark.slow

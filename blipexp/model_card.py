@@ -1,0 +1,148 @@
+"""The model card: a README.md that travels with every registered version and every export.
+
+Written as a Hugging Face Hub model card (YAML front matter, then Markdown), so an exported folder pushed to the Hub
+documents itself: base model, data (source, revision, fingerprint, split sizes, skips), the settings that differ
+from blipexp's defaults, validation and test metrics, the generation config, and how to load and reproduce it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from typing import Any
+
+import yaml
+
+from .data import CaptionData
+from .spec import PITCH_DATASET, ExperimentSpec
+
+FILENAME = "README.md"
+SHOWN_METRICS = ("cider", "bleu4", "rougeL", "loss")  # the results table's rows, in this order, where measured
+
+
+def render(spec: ExperimentSpec, data: CaptionData, validation: dict[str, float], test: dict[str, float],
+           generation: dict[str, Any], git_commit: str = "unknown") -> str:
+    """The card for a model trained with `spec` on `data`: `validation` holds its metrics at the best epoch, `test`
+    the same model's on the test split (empty without one), `generation` the settings the served model uses."""
+    sections = [
+        _front_matter(spec, test or validation, "test" if test else "validation"),
+        f"# {spec.registered_model}\n\nBLIP image captioning, fine-tuned with blipexp (experiment "
+        f"`{spec.name}`).\n\n**Hypothesis:** {spec.hypothesis or 'not stated'}",
+        _model_section(spec),
+        _data_section(spec, data),
+        _results_section(spec, validation, test),
+        _settings_section(spec),
+        "## Generation\n\nThe served model (pyfunc, `caption`, `mlflow models serve`) generates with these settings; "
+        "a request's `params` override them.\n\n```json\n" + json.dumps(generation, indent=2, sort_keys=True) + "\n```",
+        _usage_section(spec, git_commit),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def spec_diff(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec's fields whose values differ from blipexp's defaults (the base ExperimentSpec)."""
+    defaults = ExperimentSpec()
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+            if getattr(spec, f.name) != getattr(defaults, f.name)}
+
+
+def _front_matter(spec: ExperimentSpec, scores: dict[str, float], split: str) -> str:
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "image-to-text",
+                            "tags": ["blip", "image-captioning", "blipexp"]}
+    if not spec.is_tiny and "/" in spec.model:  # a Hub id (a local folder is no Hub base model)
+        meta["base_model"] = spec.model
+    if "/" in spec.dataset and spec.dataset != PITCH_DATASET:
+        meta["datasets"] = [spec.dataset]
+    results = [{"type": name.lower(), "name": f"{split} {name}", "value": round(float(scores[name]), 4)}
+               for name in SHOWN_METRICS if name in scores]
+    if results:
+        meta["model-index"] = [{"name": spec.registered_model, "results": [{
+            "task": {"type": "image-to-text", "name": "Image captioning"},
+            "dataset": {"name": spec.dataset, "type": spec.dataset, "split": split},
+            "metrics": results}]}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---"
+
+
+def _model_section(spec: ExperimentSpec) -> str:
+    if spec.is_tiny:
+        base = (f"`{spec.model}`: blipexp's offline preset, a small BLIP built from a config and "
+                f"{'pretrained on generated outdoor scenes' if spec.model == 'tiny' else 'randomly initialised'}")
+    else:
+        base = f"`{spec.model}`" + (f" at revision `{spec.model_revision}`" if spec.model_revision else "")
+    if spec.adapter == "lora":
+        how = (f"LoRA (r={spec.lora_r}, alpha={spec.lora_alpha}, targets `{spec.lora_targets}`), merged into the "
+               "weights for serving; the adapter alone is the version's `adapter` artifact")
+    elif spec.freeze_vision_encoder:
+        how = "text decoder fine-tuned, vision encoder frozen"
+    else:
+        how = "full fine-tuning"
+    return f"## Model\n\n- Base model: {base}\n- Adaptation: {how}\n- Precision asked: `{spec.precision}`"
+
+
+def _data_section(spec: ExperimentSpec, data: CaptionData) -> str:
+    if spec.dataset == PITCH_DATASET:
+        source = f"blipexp's generated football pitch scenes ({spec.pitch_scenes} scenes)"
+    else:
+        source = f"`{data.source}`" + (f" at revision `{spec.dataset_revision}`" if spec.dataset_revision else "")
+    skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(data.skipped.items())) or "none"
+    return (f"## Data\n\n- Source: {source}\n- Fingerprint: `{data.fingerprint}` (content of every image and "
+            f"caption used, and the split)\n- Splits ({data.splits}): {len(data.train)} train, "
+            f"{len(data.validation)} validation, {len(data.test)} test images\n- Skipped: {skipped}")
+
+
+def _results_section(spec: ExperimentSpec, validation: dict[str, float], test: dict[str, float]) -> str:
+    rows = [f"| {name} | {_fmt(validation.get(name))} | {_fmt(test.get(name))} |"
+            for name in sorted(set(validation) | set(test), key=_metric_order)]
+    head = (f"## Results\n\nObjective: validation `{spec.objective_metric}` ({spec.direction}); the best epoch's "
+            "model, scored on the test split, which no choice was made on.\n\n| metric | validation | test |\n|---|---|---|")
+    return "\n".join([head, *rows]) if rows else head + "\n| (none logged) | | |"
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    return (SHOWN_METRICS.index(name) if name in SHOWN_METRICS else len(SHOWN_METRICS), name)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _settings_section(spec: ExperimentSpec) -> str:
+    rows = [f"| `{key}` | `{json.dumps(value, default=str)}` |" for key, value in spec_diff(spec).items()]
+    return ("## Training settings\n\nEvery setting that differs from blipexp's defaults (`python -m blipexp show "
+            f"{spec.name}` lists them all):\n\n| field | value |\n|---|---|\n" + "\n".join(rows))
+
+
+def _usage_section(spec: ExperimentSpec, git_commit: str) -> str:
+    name = spec.registered_model
+    command = " ".join(["python -m blipexp run", spec.name, *(["--tiny"] if spec.is_tiny else []),
+                        *(f"--set {shlex.quote(f'{key}={value}')}" for key, value in _overrides(spec).items())])
+    prompt = (f"\n\nIt was trained to continue the prompt {spec.prompt!r}: pass it as `text=` to the processor, and "
+              "drop it from the front of the generated caption." if spec.prompt else "")
+    return f"""## How to use
+
+From the MLflow Model Registry (needs `blipexp` installed):
+
+```python
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("models:/{name}@champion")
+model.predict(pd.DataFrame({{"image": [open("photo.jpg", "rb").read()]}}))  # columns: caption, error
+```
+
+From an exported folder (`python -m blipexp export models:/{name}@champion OUT`), with transformers alone:
+
+```python
+from transformers import BlipForConditionalGeneration, BlipProcessor
+model = BlipForConditionalGeneration.from_pretrained("OUT")
+processor = BlipProcessor.from_pretrained("OUT")
+```{prompt}
+
+Reproduce: `{command}` at blipexp commit `{git_commit}`."""
+
+
+def _overrides(spec: ExperimentSpec) -> dict[str, Any]:
+    """The `--set` values that turn the experiment's own spec into this one (a sweep's searched fields excluded:
+    running the sweep again searches them)."""
+    base = type(spec)()
+    base = base.tiny() if spec.is_tiny else base
+    searched, defaults = set(spec.search_space()), base.params()
+    return {key: value for key, value in spec.params().items() if key not in searched and value != defaults.get(key)}

@@ -1,0 +1,81 @@
+"""The model card: Hub front matter that parses, and the facts a reader needs, taken from the spec and the data."""
+import collections
+
+import yaml
+
+from blipexp import model_card
+from blipexp.data import CaptionData
+from blipexp.spec import ExperimentSpec, FloatRange
+
+VALIDATION = {"cider": 1.25, "bleu4": 0.31, "loss": 0.8}
+TEST = {"cider": 1.1, "bleu4": 0.29, "loss": 0.85}
+GENERATION = {"num_beams": 3, "max_new_tokens": 20}
+
+
+def data(**changes) -> CaptionData:
+    fields = dict(train=[object()] * 30, validation=[object()] * 8, test=[object()] * 4,
+                  skipped=collections.Counter({"corrupt image": 2}), total=44, fingerprint="0123456789abcdef",
+                  source="/photos/football", splits="random")
+    return CaptionData(**{**fields, **changes})
+
+
+class CardExperiment(ExperimentSpec):
+    """Hypothesis: beams help."""
+
+    num_beams = 3
+    learning_rate = 1e-5
+
+
+class CardSweep(CardExperiment):
+    def search_space(self):
+        return {"learning_rate": FloatRange(1e-6, 1e-4, log=True)}
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_the_front_matter_is_a_hub_model_card_with_the_test_scores():
+    spec = CardExperiment().replace(dataset="someone/photos")
+    meta = front_matter(model_card.render(spec, data(), VALIDATION, TEST, GENERATION))
+    assert meta["base_model"] == spec.model and meta["datasets"] == ["someone/photos"]
+    assert meta["pipeline_tag"] == "image-to-text" and meta["library_name"] == "transformers"
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["split"] == "test"
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {"cider": 1.1, "bleu4": 0.29, "loss": 0.85}
+
+
+def test_without_a_test_split_the_scores_are_the_validation_ones():
+    meta = front_matter(model_card.render(CardExperiment(), data(test=[]), VALIDATION, {}, GENERATION))
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["split"] == "validation" and result["metrics"][0] == {
+        "type": "cider", "name": "validation cider", "value": 1.25}
+
+
+def test_the_body_names_data_settings_metrics_generation_and_how_to_load():
+    spec = CardExperiment()
+    card = model_card.render(spec, data(), VALIDATION, TEST, GENERATION, git_commit="abc1234")
+    assert "beams help" in card  # the hypothesis
+    assert "0123456789abcdef" in card and "30 train, 8 validation, 4 test" in card and "corrupt image: 2" in card
+    assert "| cider | 1.2500 | 1.1000 |" in card
+    assert '"num_beams": 3' in card  # the generation config
+    assert "| `learning_rate` | `1e-05` |" in card and "| `num_beams` | `3` |" in card  # the diff from defaults
+    assert "| `epochs` |" not in card  # a default is not part of the diff
+    assert 'mlflow.pyfunc.load_model("models:/blip-football@champion")' in card.replace(spec.registered_model,
+                                                                                         "blip-football")
+    assert "BlipForConditionalGeneration.from_pretrained" in card and "abc1234" in card
+
+
+def test_the_reproduce_command_sets_what_differs_from_the_experiment_but_not_what_the_sweep_searched():
+    spec = CardSweep().tiny().replace(learning_rate=3e-4, seed=7, prompt="a photo of")
+    card = model_card.render(spec, data(), VALIDATION, TEST, GENERATION)
+    line = next(line for line in card.splitlines() if line.startswith("Reproduce:"))
+    assert "--tiny" in line and "--set seed=7" in line and "--set 'prompt=a photo of'" in line
+    assert "learning_rate" not in line
+    assert "a photo of" in card.split("## How to use")[1]  # the prompt is explained for transformers users
+
+
+def test_a_tiny_model_names_no_hub_base_model():
+    meta = front_matter(model_card.render(CardExperiment().tiny(), data(), VALIDATION, TEST, GENERATION))
+    assert "base_model" not in meta

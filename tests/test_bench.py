@@ -8,7 +8,7 @@ import pytest
 from blipexp.bench.peak import summarize
 from blipexp.bench.report import markdown, met, mfu, targets
 from blipexp.bench.sizes import FULL
-from blipexp.bench.trial import EvaluationClock
+from blipexp.bench.trial import EvaluationClock, ThreadCpu
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert training["full_flops_per_sample"] > training["frozen_flops_per_sample"] > training["cached_flops_per_sample"]
     assert all(report["generation"][k] > 0 for k in ("batched", "single", "cached_batched", "cached_single"))
     assert 0 < report["trial"]["evaluation_share"] < 1 and 0 < report["trial"]["tracking_share"] < 1
+    assert report["trial"]["system_metrics_seen"] and 0 <= report["trial"]["system_metrics_share"] < 1
     assert len(report["sweep"]) == 3 and all(r["trials"] >= 1 and r["seconds"] > 0 for r in report["sweep"].values())
     full, frozen, lora = report["adapters"]["ways"].values()
     assert full["trainable"] == full["total"] > frozen["trainable"] > lora["trainable"] > 0
@@ -102,3 +103,23 @@ def test_an_mfu_above_100_percent_is_reported_invalid_never_as_a_result():
     assert not met("share of measured bf16 matmul peak", 1.12, 0.60)
     valid = markdown(constructed_report(0.25), "python -m blipexp.bench --only training")
     assert "| full fine-tuning MFU, batch 2 | share of measured bf16 matmul peak | 0.50 | 0.60 | NO |" in valid
+
+
+def test_thread_cpu_counts_the_named_threads_cpu_time_only():
+    import threading
+    import time
+
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    with ThreadCpu("busy", every_s=0.05) as busy, ThreadCpu("idle", every_s=0.05) as idle:
+        threads = [threading.Thread(target=spin, args=(0.3,), name="busy"),
+                   threading.Thread(target=time.sleep, args=(0.3,), name="idle")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert busy.seen and 0.1 < busy.seconds < 1.0, busy.by_thread
+    assert idle.seen and idle.seconds < 0.1, idle.by_thread

@@ -67,6 +67,9 @@ def targets(report: dict) -> list[tuple[str, str, float, float]]:
     if "trial" in report:
         rows.append(("MLflow tracking overhead", "share of trial time in tracking writes (at most)",
                      report["trial"]["tracking_share"], 0.03))
+        if report["trial"].get("system_metrics_seen"):
+            rows.append(("MLflow system metrics overhead", "sampling thread CPU / trial time (at most)",
+                         report["trial"]["system_metrics_share"], 0.03))
     return rows
 
 
@@ -146,7 +149,10 @@ def _generation_md(report: dict) -> list[str]:
 def _trial_md(report: dict) -> list[str]:
     tr = report["trial"]
     return [f"One tiny `football_baseline` trial ({tr['epochs']} epochs): {tr['seconds']:.1f}s; evaluation "
-              f"{tr['evaluation_share']:.0%} of it, writes to MLflow (through tracking.Run) {tr['tracking_share']:.1%}."]
+              f"{tr['evaluation_share']:.0%} of it, writes to MLflow (through tracking.Run) {tr['tracking_share']:.1%}; "
+              + (f"MLflow's system-metrics thread used {tr['system_metrics_cpu_seconds']:.2f} s of CPU "
+                 f"({tr['system_metrics_share']:.2%} of the trial's time)."
+                 if tr.get("system_metrics_seen") else "MLflow's system-metrics thread was not seen.")]
 
 
 def _sweep_md(report: dict) -> list[str]:

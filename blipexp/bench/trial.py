@@ -4,9 +4,15 @@ Both shares come from seams the code offers, nothing is patched: evaluation from
 `<split>_runtime` metrics (every evaluation: each epoch's validation and the final test), read by a
 TrainerCallback given to `train_trial`; tracking from `tracking.WRITES`, the time every write through
 `tracking.Run` adds to (params, metrics, tags, tables, figures, dicts and the end status of a run).
+
+System metrics (on by default) cost the CPU time of MLflow's sampling thread, "SystemMetricsMonitor": read from
+/proc per thread while the trial runs. Its share of the trial's wall time bounds the time it can add (it could at
+most take that much from training), with none of the noise of comparing two timed trials.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -39,12 +45,58 @@ def bench_trial(size: Size, home: Path) -> dict:
     clock = EvaluationClock()
     writes_before = tracking.WRITES.seconds
     started = time.perf_counter()
-    train_trial(spec, data, home, echo=False, callbacks=[clock])
+    with ThreadCpu("SystemMetricsMonitor") as monitor:
+        train_trial(spec.replace(system_metrics=True), data, home, echo=False, callbacks=[clock])
     total = time.perf_counter() - started
     result = {"seconds": total, "epochs": spec.epochs, "evaluation_seconds": clock.seconds,
-              "tracking_seconds": tracking.WRITES.seconds - writes_before}
+              "tracking_seconds": tracking.WRITES.seconds - writes_before,
+              "system_metrics_cpu_seconds": monitor.seconds, "system_metrics_seen": monitor.seen}
     result["evaluation_share"] = result["evaluation_seconds"] / total
     result["tracking_share"] = result["tracking_seconds"] / total
+    result["system_metrics_share"] = monitor.seconds / total
     log(f"trial: {total:.1f}s, evaluation {result['evaluation_share']:.0%}, "
-        f"tracking writes {result['tracking_share']:.1%}")
+        f"tracking writes {result['tracking_share']:.1%}, system metrics thread {monitor.seconds:.2f}s CPU "
+        f"({result['system_metrics_share']:.2%})")
     return result
+
+
+class ThreadCpu:
+    """CPU seconds (user + system) used by this process's threads named `name`, polled from /proc until exit."""
+
+    def __init__(self, name: str, every_s: float = 0.2) -> None:
+        self.name, self.every_s = name, every_s
+        self.by_thread: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="ThreadCpu", daemon=True)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.by_thread.values())
+
+    @property
+    def seen(self) -> bool:
+        return bool(self.by_thread)
+
+    def __enter__(self) -> "ThreadCpu":
+        self._poller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._poller.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every_s):
+            for thread in threading.enumerate():
+                if thread.name == self.name and thread.native_id is not None:
+                    used = _cpu_seconds(thread.native_id)
+                    if used is not None:  # the last reading before the thread ends is the one kept
+                        self.by_thread[thread.native_id] = used
+
+
+def _cpu_seconds(tid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended, or no /proc (not Linux)
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -207,19 +207,22 @@ class WriteStats:
 
     seconds: float = 0.0
     calls: int = 0
+    by_kind: dict[str, float] = field(default_factory=dict)  # seconds per Run method: where the time goes
 
 
 WRITES = WriteStats()
 
 
 @contextmanager
-def _timed() -> Iterator[None]:
+def _timed(kind: str) -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield
     finally:
-        WRITES.seconds += time.perf_counter() - started
+        spent = time.perf_counter() - started
+        WRITES.seconds += spent
         WRITES.calls += 1
+        WRITES.by_kind[kind] = WRITES.by_kind.get(kind, 0.0) + spent
 
 
 @contextmanager
@@ -253,7 +256,7 @@ class Run:
         return cls(run.info.run_id) if run else None
 
     def params(self, values: dict[str, Any]) -> None:
-        with _timed():
+        with _timed("params"):
             mlflow.MlflowClient().log_batch(self.id, params=[Param(k, _param(v)) for k, v in values.items()])
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
@@ -264,20 +267,30 @@ class Run:
         if not points:
             return
         now = int(time.time() * 1000)
-        with _timed():
+        with _timed("metrics"):
             mlflow.MlflowClient().log_batch(self.id, metrics=[Metric(k, float(v), now, s) for k, v, s in points])
 
     def tags(self, values: dict[str, Any]) -> None:
-        with _timed():
+        with _timed("tags"):
             mlflow.MlflowClient().log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def table(self, data: dict[str, list], artifact_file: str) -> None:
-        """Rows appended to the run's table `artifact_file` (created by the first call)."""
-        with _timed(), _no_artifact_progress_bar():
+        """Rows appended to the run's table `artifact_file` (created by the first call).
+
+        A column of PIL images is stored as image files, two per cell (PNG and WebP) at every call; the cells that
+        call wrote (`table_cells`) can be passed again instead, to show the same images without storing them again."""
+        with _timed("table"), _no_artifact_progress_bar():
             mlflow.MlflowClient().log_table(self.id, data=data, artifact_file=artifact_file)
 
+    def table_cells(self, artifact_file: str, column: str) -> list:
+        """The stored cells of one column of a table, in row order (an image cell names its stored files)."""
+        with _timed("table"), _no_artifact_progress_bar():
+            table = mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
+        position = table["columns"].index(column)
+        return [row[position] for row in table["data"]]
+
     def figure(self, figure, artifact_file: str) -> None:
-        with _timed():
+        with _timed("figure"):
             mlflow.MlflowClient().log_figure(self.id, figure, artifact_file)
 
     def dataset(self, name: str, digest: str, source_type: str, source: dict, profile: dict, context: str) -> None:
@@ -286,17 +299,17 @@ class Run:
         (e.g. "train")."""
         entity = Dataset(name=name, digest=digest, source_type=source_type, source=json.dumps(source),
                          profile=json.dumps(profile))
-        with _timed():
+        with _timed("dataset"):
             mlflow.MlflowClient().log_inputs(self.id, datasets=[
                 DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def dict(self, value: dict, artifact_file: str) -> None:
-        with _timed():
+        with _timed("dict"):
             mlflow.MlflowClient().log_dict(self.id, value, artifact_file)
 
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED."""
-        with _timed():
+        with _timed("end"):
             mlflow.MlflowClient().set_terminated(self.id, status)
 
     def read(self):
@@ -325,5 +338,5 @@ def new_run(run_name: str, tags: dict[str, str], nested: bool = False) -> Iterat
 
 def end_active(status: str) -> None:
     """End the active run with `status` now (e.g. KILLED on an interrupt: leaving its `with` would mark it FAILED)."""
-    with _timed():
+    with _timed("read"):
         mlflow.end_run(status)

@@ -1,5 +1,6 @@
 """The real path on the tiny model: Trainer, collator, generation-based evaluation, MLflow store in a temp dir."""
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -163,6 +164,11 @@ def test_every_epochs_sample_captions_come_from_its_own_evaluation(trained):
     keys = [list(table[table["epoch"] == epoch]["key"]) for epoch in (0, 1, 2)]
     assert keys[0] == keys[1] == keys[2] and len(keys[0]) == spec.sample_captions, "the same images every epoch"
     assert all(image["type"] == "image" for image in table["image"]), "the UI shows the pictures"
+    files = [[image["filepath"] for image in table[table["epoch"] == epoch]["image"]] for epoch in (0, 1, 2)]
+    assert files[0] == files[1] == files[2] and len(set(files[0])) == spec.sample_captions, \
+        "each picture is stored once, every epoch's rows point at it"
+    stored = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/table_images")
+    assert len(list(Path(stored).rglob("*.png"))) == 2 * spec.sample_captions, "val_samples.json stores its own"
     references = dict(zip(table["key"], table["references"]))
     assert references[data.validation[0].key] == " | ".join(data.validation[0].captions)
     assert set(table[table["epoch"] == 0]["prediction"]) != set(table[table["epoch"] == 2]["prediction"])

@@ -165,7 +165,10 @@ def swept(tmp_path_factory):
     """A two-trial, one-epoch sweep in a temp home, its version promoted to champion: (home, experiment id, runs)."""
     home = tmp_path_factory.mktemp("home")
     common = ["--home", str(home), "--experiments", str(SWEEPS)]
-    assert cli.main(["run", "small_sweep", *common, "--trials", "2", "--set", "epochs=1"]) == 0
+    # system metrics every 0.5 s (default 10): a one-epoch tiny trial lasts seconds, and its run must hold some
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+        assert cli.main(["run", "small_sweep", *common, "--trials", "2", "--set", "epochs=1"]) == 0
     assert cli.main(["promote", MODEL, "--version", "1", *common]) == 0
     tracking.configure(home)
     experiment_id = mlflow.get_experiment_by_name("small_sweep").experiment_id
@@ -245,6 +248,67 @@ def test_run_pages_show_the_sweep_and_trial_metrics(browser, swept, ui, tmp_path
     browser.evaluate("""[...document.querySelectorAll('h1,h2,h3,h4,span,div')]
         .find(e => e.children.length === 0 && e.textContent.startsWith('Metrics ('))?.scrollIntoView()""")
     save_screenshot(browser, tmp_path, "ui-trial-run", capsys)
+
+
+def test_trials_compare_in_the_chart_view(browser, swept, ui, tmp_path, capsys):
+    """The README's compare screenshot: the sweep expanded, then the chart view, one chart per metric over trials."""
+    _, experiment_id, runs = swept
+    parent, _ = best_trial_run(swept)
+    browser.open(f"{ui[0]}/#/experiments/{experiment_id}/runs", parent.info.run_name)
+    browser.evaluate("document.querySelector('.ag-row button[data-component-id*=\"runnamecellrenderer\"]')?.click()")
+    browser.wait_for("trial-0", "trial-1")
+    assert browser.evaluate("""(() => {
+        const chart = [...document.querySelectorAll('label, button, span')]
+            .find(e => e.children.length === 0 && e.textContent.trim() === 'Chart');
+        if (chart) chart.click();
+        return Boolean(chart);
+    })()"""), "the runs page has a Chart view switch"
+    browser.wait_for("val_cider", "best_objective")
+    time.sleep(2)  # the charts draw after their titles show
+    save_screenshot(browser, tmp_path, "ui-compare-trials", capsys)
+
+
+def best_trial_run(swept):
+    _, _, runs = swept
+    parent = next(r for r in runs if r.data.tags.get("blipexp.role") == "sweep")
+    return parent, next(r for r in runs if r.info.run_name == f"trial-{int(parent.data.metrics['best_trial'])}")
+
+
+def test_a_trial_shows_its_dataset_and_system_metrics(browser, swept, ui, tmp_path, capsys):
+    _, experiment_id, _ = swept
+    _, trial = best_trial_run(swept)
+    (dataset,) = trial.inputs.dataset_inputs
+    page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{trial.info.run_id}"
+    browser.open(page, trial.info.run_name, dataset.dataset.name, dataset.dataset.digest)  # "Datasets used"
+    save_screenshot(browser, tmp_path, "ui-trial-dataset", capsys)
+    assert any(key.startswith("system/cpu_utilization") for key in trial.data.metrics), "the run holds system metrics"
+    browser.open(f"{page}/system-metrics", "cpu_utilization_percentage")
+    save_screenshot(browser, tmp_path, "ui-trial-system-metrics", capsys)
+
+
+def test_a_trial_shows_its_sample_captions_for_every_epoch(browser, swept, ui, tmp_path, capsys):
+    _, experiment_id, _ = swept
+    _, trial = best_trial_run(swept)
+    table = json.loads(mlflow.artifacts.load_text(f"runs:/{trial.info.run_id}/val_samples_by_epoch.json"))
+    epoch_column = table["columns"].index("epoch")
+    assert sorted({row[epoch_column] for row in table["data"]}) == [0, 1], "epoch 0 (untrained) and each epoch"
+    prediction = table["data"][-1][table["columns"].index("prediction")]
+    page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{trial.info.run_id}/artifacts/val_samples_by_epoch.json"
+    browser.open(page, "val_samples_by_epoch.json", "prediction", prediction)
+    save_screenshot(browser, tmp_path, "ui-trial-sample-captions", capsys)
+
+
+def test_the_sweep_run_shows_the_intermediate_values_plot(browser, swept, ui, tmp_path, capsys):
+    _, experiment_id, _ = swept
+    parent, _ = best_trial_run(swept)
+    page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/plots/intermediate_values.png"
+    browser.open(page, "intermediate_values.png")
+    deadline = time.monotonic() + WAIT_S
+    while not browser.evaluate("[...document.images].some(i => i.src.includes('intermediate_values') "
+                               "&& i.complete && i.naturalWidth > 100)"):
+        assert time.monotonic() < deadline, "the intermediate-values plot did not render"
+        time.sleep(0.5)
+    save_screenshot(browser, tmp_path, "ui-sweep-intermediate-values", capsys)
 
 
 def test_registered_model_page_shows_the_version_with_its_alias(browser, swept, ui, tmp_path, capsys):

@@ -148,11 +148,14 @@ def _generation_md(report: dict) -> list[str]:
 
 def _trial_md(report: dict) -> list[str]:
     tr = report["trial"]
+    by_kind = sorted(tr.get("tracking_by_kind", {}).items(), key=lambda item: -item[1])
+    kinds = f" ({', '.join(f'{kind} {spent:.2f} s' for kind, spent in by_kind)})" if by_kind else ""
+    monitor = (f"MLflow's system-metrics thread used {tr['system_metrics_cpu_seconds']:.2f} s of CPU "
+               f"({tr['system_metrics_share']:.2%} of the trial's time)." if tr.get("system_metrics_seen")
+               else "MLflow's system-metrics thread was not seen.")
     return [f"One tiny `football_baseline` trial ({tr['epochs']} epochs): {tr['seconds']:.1f}s; evaluation "
-              f"{tr['evaluation_share']:.0%} of it, writes to MLflow (through tracking.Run) {tr['tracking_share']:.1%}; "
-              + (f"MLflow's system-metrics thread used {tr['system_metrics_cpu_seconds']:.2f} s of CPU "
-                 f"({tr['system_metrics_share']:.2%} of the trial's time)."
-                 if tr.get("system_metrics_seen") else "MLflow's system-metrics thread was not seen.")]
+            f"{tr['evaluation_share']:.0%} of it, writes to MLflow (through tracking.Run) {tr['tracking_share']:.1%}"
+            f"{kinds}; {monitor}"]
 
 
 def _sweep_md(report: dict) -> list[str]:

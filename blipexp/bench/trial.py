@@ -43,20 +43,23 @@ def bench_trial(size: Size, home: Path) -> dict:
     tracking.use_experiment("bench-trial", home)
     data = load_data(spec, home)
     clock = EvaluationClock()
-    writes_before = tracking.WRITES.seconds
+    writes_before, kinds_before = tracking.WRITES.seconds, dict(tracking.WRITES.by_kind)
     started = time.perf_counter()
     with ThreadCpu("SystemMetricsMonitor") as monitor:
         train_trial(spec.replace(system_metrics=True), data, home, echo=False, callbacks=[clock])
     total = time.perf_counter() - started
     result = {"seconds": total, "epochs": spec.epochs, "evaluation_seconds": clock.seconds,
               "tracking_seconds": tracking.WRITES.seconds - writes_before,
+              "tracking_by_kind": {kind: spent - kinds_before.get(kind, 0.0)
+                                   for kind, spent in tracking.WRITES.by_kind.items()},
               "system_metrics_cpu_seconds": monitor.seconds, "system_metrics_seen": monitor.seen}
     result["evaluation_share"] = result["evaluation_seconds"] / total
     result["tracking_share"] = result["tracking_seconds"] / total
     result["system_metrics_share"] = monitor.seconds / total
-    log(f"trial: {total:.1f}s, evaluation {result['evaluation_share']:.0%}, "
-        f"tracking writes {result['tracking_share']:.1%}, system metrics thread {monitor.seconds:.2f}s CPU "
-        f"({result['system_metrics_share']:.2%})")
+    by_kind = sorted(result["tracking_by_kind"].items(), key=lambda item: -item[1])
+    log(f"trial: {total:.1f}s, evaluation {result['evaluation_share']:.0%}, tracking writes "
+        f"{result['tracking_share']:.1%} ({', '.join(f'{kind} {spent:.2f}s' for kind, spent in by_kind)}), "
+        f"system metrics thread {monitor.seconds:.2f}s CPU ({result['system_metrics_share']:.2%})")
     return result
 
 

@@ -255,15 +255,17 @@ def test_trials_compare_in_the_chart_view(browser, swept, ui, tmp_path, capsys):
     _, experiment_id, runs = swept
     parent, _ = best_trial_run(swept)
     browser.open(f"{ui[0]}/#/experiments/{experiment_id}/runs", parent.info.run_name)
-    browser.evaluate("document.querySelector('.ag-row button[data-component-id*=\"runnamecellrenderer\"]')?.click()")
+    time.sleep(1)  # the table draws its rows after the run names show
+    if "trial-0" not in browser.wait_for(parent.info.run_name):  # the UI remembers an expanded row: a click closes it
+        browser.evaluate("document.querySelector('.ag-row button[data-component-id*=\"runnamecellrenderer\"]')"
+                         "?.click()")
     browser.wait_for("trial-0", "trial-1")
     assert browser.evaluate("""(() => {
-        const chart = [...document.querySelectorAll('label, button, span')]
-            .find(e => e.children.length === 0 && e.textContent.trim() === 'Chart');
+        const chart = document.querySelector('input[value="CHART"]');  // the table/chart switch: icons, no text
         if (chart) chart.click();
         return Boolean(chart);
-    })()"""), "the runs page has a Chart view switch"
-    browser.wait_for("val_cider", "best_objective")
+    })()"""), "the runs page has a chart view switch"
+    browser.wait_for("Model metrics", "best_objective", "trial-0", "trial-1")  # a chart per metric, each trial a colour
     time.sleep(2)  # the charts draw after their titles show
     save_screenshot(browser, tmp_path, "ui-compare-trials", capsys)
 
@@ -302,11 +304,13 @@ def test_the_sweep_run_shows_the_intermediate_values_plot(browser, swept, ui, tm
     _, experiment_id, _ = swept
     parent, _ = best_trial_run(swept)
     page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/plots/intermediate_values.png"
+    browser.open("about:blank")  # a full load: the artifact view keeps an earlier run's selection across hash changes
     browser.open(page, "intermediate_values.png")
     deadline = time.monotonic() + WAIT_S
-    while not browser.evaluate("[...document.images].some(i => i.src.includes('intermediate_values') "
-                               "&& i.complete && i.naturalWidth > 100)"):
-        assert time.monotonic() < deadline, "the intermediate-values plot did not render"
+    # the viewer shows the PNG (fetched, then drawn from a blob: URL) at its size: 640 px wide, unlike any icon
+    while not browser.evaluate("[...document.images].some(i => i.complete && i.naturalWidth >= 400)"):
+        assert time.monotonic() < deadline, "the intermediate-values plot did not render: " + browser.evaluate(
+            "[...document.images].map(i => i.src.slice(0, 60) + ' ' + i.naturalWidth).join('; ')")
         time.sleep(0.5)
     save_screenshot(browser, tmp_path, "ui-sweep-intermediate-values", capsys)
 

@@ -12,7 +12,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -210,11 +209,15 @@ def check_interrupted(home: Path, trial: optuna.trial.FrozenTrial, signame: str)
     assert mlflow.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
-def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_path, home, capsys):
+def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_path, home, capsys, monkeypatch):
+    """Each signal arrives mid-epoch, at a point the test holds still: a trial of the small sweep lasts about a second
+    on a fast CPU, so a signal timed by polling the study could land after the sweep has finished."""
     args = sweep_args(home, "--trials", "2", "--set", "epochs=3", "--new")
-    process = start(blipexp(*args))
-    wait_for(lambda: running_trial(home, with_run=True) is not None, process, "a trial with its MLflow run")
-    trial = running_trial(home)
+    marker = tmp_path / "training"
+    process = start([sys.executable, str(HOOKS), "train:0", str(marker), *args])  # holds at epoch 1's second step
+    wait_for(marker.exists, process, "a trial in its first epoch")
+    trial = running_trial(home, with_run=True)
+    assert trial is not None
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
@@ -222,16 +225,19 @@ def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_pa
     resume = resume_command_in(stderr, "SIGTERM")
     assert "--new" not in resume and resume == [a for a in args if a != "--new"]
 
-    def press_ctrl_c() -> None:  # in this process, as a terminal would: SIGINT to the main thread
-        deadline = time.monotonic() + TIMEOUT
-        while running_trial(home, with_run=True) is None and time.monotonic() < deadline:
-            time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
+    from transformers import Trainer
 
-    presser = threading.Thread(target=press_ctrl_c)
-    presser.start()
+    original, pressed = Trainer.training_step, []
+
+    def training_step(self, *step_args, **kwargs):  # Ctrl-C in this process, as a terminal sends it, mid-epoch
+        if not pressed:
+            pressed.append(self.state.global_step)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *step_args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", training_step)
     assert cli.main(resume) == 128 + signal.SIGINT
-    presser.join()
+    monkeypatch.undo()
     check_interrupted(home, load_study(home).get_trials(states=(optuna.trial.TrialState.FAIL,))[-1], "SIGINT")
     assert resume_command_in(capsys.readouterr().err, "SIGINT") == resume
 

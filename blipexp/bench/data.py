@@ -16,12 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
+
+from .sampling import Sampler
 
 PHOTO_SIZE = (640, 480)
 BASE_IMAGE_SIZE = 384  # BLIP-base's image processor
@@ -67,32 +68,22 @@ def _write_chunk(folder: Path, indices: range, seed: int) -> list[tuple[str, str
     return rows
 
 
-class PeakRss:
+class PeakRss(Sampler):
     """Samples the memory of a process and all its descendants every 0.1 s; `peak` in bytes. Summed as PSS (each
     shared page divided among the processes sharing it): forked workers share most of their parent's pages,
     which a sum of RSS would count once per worker."""
 
     def __init__(self, pid: int):
+        super().__init__(every_s=0.1)
         self.process = psutil.Process(pid)
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
-            except psutil.Error:
-                continue
+    def sample(self) -> None:
+        try:
+            tree = [self.process, *self.process.children(recursive=True)]
+            self.peak = max(self.peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
+        except psutil.Error:  # the process ended between listing and reading
+            pass
 
 
 def _in_fresh_process(*args: str) -> dict:

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from .sampling import Sampler
 from .sizes import SERVING_SIZES, log
 
 MODEL_NAME = "bench-serving"
@@ -287,25 +288,15 @@ def malformed(server: Server, images: list[bytes], clients: int, requests: int) 
             "first_good_error": good_load["first_error"]}
 
 
-class PeakRss:
+class PeakRss(Sampler):
     """The server tree's peak RSS, sampled every 0.2 s in a thread while the block runs."""
 
     def __init__(self, server: Server) -> None:
-        self.server, self.peak, self._stop = server, 0, threading.Event()
+        super().__init__(every_s=0.2)
+        self.server, self.peak = server, 0
 
-    def __enter__(self) -> PeakRss:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss_bytes())
-            self._stop.wait(0.2)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.server.rss_bytes())
 
 
 # --------------------------------------------------------------------------- the section

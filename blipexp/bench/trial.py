@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .sampling import Sampler
 from .sizes import Size, log
 
 
@@ -63,14 +64,13 @@ def bench_trial(size: Size, home: Path) -> dict:
     return result
 
 
-class ThreadCpu:
+class ThreadCpu(Sampler):
     """CPU seconds (user + system) used by this process's threads named `name`, polled from /proc until exit."""
 
     def __init__(self, name: str, every_s: float = 0.2) -> None:
-        self.name, self.every_s = name, every_s
+        super().__init__(every_s)
+        self.name = name
         self.by_thread: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="ThreadCpu", daemon=True)
 
     @property
     def seconds(self) -> float:
@@ -80,21 +80,12 @@ class ThreadCpu:
     def seen(self) -> bool:
         return bool(self.by_thread)
 
-    def __enter__(self) -> "ThreadCpu":
-        self._poller.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._poller.join()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.every_s):
-            for thread in threading.enumerate():
-                if thread.name == self.name and thread.native_id is not None:
-                    used = _cpu_seconds(thread.native_id)
-                    if used is not None:  # the last reading before the thread ends is the one kept
-                        self.by_thread[thread.native_id] = used
+    def sample(self) -> None:
+        for thread in threading.enumerate():
+            if thread.name == self.name and thread.native_id is not None:
+                used = _cpu_seconds(thread.native_id)
+                if used is not None:  # the last reading before the thread ends is the one kept
+                    self.by_thread[thread.native_id] = used
 
 
 def _cpu_seconds(tid: int) -> float | None:

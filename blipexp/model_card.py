@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -16,7 +18,6 @@ import yaml
 from .data import CaptionData
 from .spec import PITCH_DATASET, ExperimentSpec
 
-FILENAME = "README.md"
 SHOWN_METRICS = ("cider", "bleu4", "rougeL", "loss")  # the results table's rows, in this order, where measured
 
 
@@ -49,9 +50,9 @@ def spec_diff(spec: ExperimentSpec) -> dict[str, Any]:
 def _front_matter(spec: ExperimentSpec, scores: dict[str, float], split: str) -> str:
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "image-to-text",
                             "tags": ["blip", "image-captioning", "blipexp"]}
-    if not spec.is_tiny and "/" in spec.model:  # a Hub id (a local folder is no Hub base model)
+    if _is_hub_id(spec.model):  # a local folder is no Hub base model
         meta["base_model"] = spec.model
-    if "/" in spec.dataset and spec.dataset != PITCH_DATASET:
+    if _is_hub_id(spec.dataset):
         meta["datasets"] = [spec.dataset]
     results = [{"type": name.lower(), "name": f"{split} {name}", "value": round(float(scores[name]), 4)}
                for name in SHOWN_METRICS if name in scores]
@@ -61,6 +62,11 @@ def _front_matter(spec: ExperimentSpec, scores: dict[str, float], split: str) ->
             "dataset": {"name": spec.dataset, "type": spec.dataset, "split": split},
             "metrics": results}]}]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---"
+
+
+def _is_hub_id(name: str) -> bool:
+    """"owner/name" as the Hub spells it, and not a local path of that shape."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", name) is not None and not Path(name).exists()
 
 
 def _model_section(spec: ExperimentSpec) -> str:

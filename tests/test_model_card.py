@@ -79,3 +79,16 @@ def test_the_reproduce_command_sets_what_differs_from_the_experiment_but_not_wha
 def test_a_tiny_model_names_no_hub_base_model():
     meta = front_matter(model_card.render(CardExperiment().tiny(), data(), VALIDATION, TEST, GENERATION))
     assert "base_model" not in meta
+
+
+def test_local_folders_are_not_named_as_hub_models_or_datasets(tmp_path, monkeypatch):
+    def meta(model: str, dataset: str = "pitch") -> dict:
+        spec = CardExperiment().replace(model=model, dataset=dataset)
+        return front_matter(model_card.render(spec, data(), VALIDATION, TEST, GENERATION))
+
+    for model, dataset in ((str(tmp_path / "model"), str(tmp_path / "photos")), ("./blip", "../photos")):
+        assert not {"base_model", "datasets"} & set(meta(model, dataset)), (model, dataset)
+    (tmp_path / "owner" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # "owner/model" is a folder here: a local model, though it reads like a Hub id
+    assert "base_model" not in meta("owner/model")
+    assert meta("someone/else")["base_model"] == "someone/else"

@@ -338,5 +338,5 @@ def new_run(run_name: str, tags: dict[str, str], nested: bool = False) -> Iterat
 
 def end_active(status: str) -> None:
     """End the active run with `status` now (e.g. KILLED on an interrupt: leaving its `with` would mark it FAILED)."""
-    with _timed("read"):
+    with _timed("end"):
         mlflow.end_run(status)

@@ -6,7 +6,6 @@ from blipexp's defaults, validation and test metrics, the generation config, and
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shlex
@@ -42,9 +41,12 @@ def render(spec: ExperimentSpec, data: CaptionData, validation: dict[str, float]
 
 def spec_diff(spec: ExperimentSpec) -> dict[str, Any]:
     """The spec's fields whose values differ from blipexp's defaults (the base ExperimentSpec)."""
-    defaults = ExperimentSpec()
-    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
-            if getattr(spec, f.name) != getattr(defaults, f.name)}
+    return _differing(spec.to_dict(), ExperimentSpec().to_dict())
+
+
+def _differing(values: dict[str, Any], base: dict[str, Any], skip: set[str] = frozenset()) -> dict[str, Any]:
+    """The entries of `values` that `base` lacks or holds otherwise, but those in `skip`."""
+    return {key: value for key, value in values.items() if key not in skip and value != base.get(key)}
 
 
 def _front_matter(spec: ExperimentSpec, scores: dict[str, float], split: str) -> str:
@@ -150,5 +152,4 @@ def _overrides(spec: ExperimentSpec) -> dict[str, Any]:
     running the sweep again searches them)."""
     base = type(spec)()
     base = base.tiny() if spec.is_tiny else base
-    searched, defaults = set(spec.search_space()), base.params()
-    return {key: value for key, value in spec.params().items() if key not in searched and value != defaults.get(key)}
+    return _differing(spec.params(), base.params(), skip=set(spec.search_space()))

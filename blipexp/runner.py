@@ -41,7 +41,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
     if not is_main_process:
         return 0  # this rank trained; the main process registers and reports
     version = register_trial_model(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics,
-                                   {})
+                                   result.test_metrics, {})
     print(summary(spec, result, home))
     print(next_steps(spec, version))
     return 0
@@ -54,7 +54,7 @@ LORA_FIELDS = ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets"
 
 
 def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
-                         val_metrics: dict[str, float], extra_tags: dict[str, str]):
+                         val_metrics: dict[str, float], test_metrics: dict[str, float], extra_tags: dict[str, str]):
     """Tag a trained trial's model with how it was made, then log and register it (registry.log_and_register) as
     a new version of spec.registered_model.
 
@@ -76,12 +76,11 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
         **extra_tags,
     }
     description = (f"{spec.name}: val {spec.objective_metric} {objective:.4f}. {spec.hypothesis}")
-    metrics = tracking.Run(run_id).read().data.metrics
-    test_metrics = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
-    card = model_card.render(spec, data, val_metrics, test_metrics, generation.settings(spec), tracking.git_commit())
+    settings = generation.settings(spec)
+    card = model_card.render(spec, data, val_metrics, test_metrics, settings, tracking.git_commit())
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
-                            generation=generation.settings(spec),
+                            generation=settings,
                             adapter_dir=adapter_dir(model_dir) if spec.adapter == "lora" else None,
                             card=card)
 
@@ -147,8 +146,10 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
     best_run_id = best.user_attrs["mlflow_run_id"]
     metrics = tracking.Run(best_run_id).read().data.metrics
     val_metrics = {k[len("best_val_"):]: v for k, v in metrics.items() if k.startswith("best_val_")}
+    test_metrics = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
     return register_trial_model(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
-                                val_metrics, {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
+                                val_metrics, test_metrics,
+                                {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):

@@ -273,29 +273,27 @@ def export(model_uri: str, out_dir: Path, push_to_hub: str | None = None) -> Pat
         except MlflowException as exc:
             raise ValueError(f"cannot download {model_uri} ({exc.message}): check the name, version or alias "
                              "with list_models()") from exc
-        shutil.copytree(_hf_folder(local, model_uri), out_dir, dirs_exist_ok=True)
-        card = _artifact(local, CARD_KEY)
-        if card is not None:  # versions registered before model cards have none
-            shutil.copyfile(card, out_dir / "README.md")
+        artifacts = _artifacts(local)
+        shutil.copytree(_hf_folder(artifacts, model_uri), out_dir, dirs_exist_ok=True)
+        if CARD_KEY in artifacts:  # versions registered before model cards have none
+            shutil.copyfile(artifacts[CARD_KEY], out_dir / "README.md")
     if push_to_hub:
         _push(out_dir, push_to_hub)
     return out_dir
 
 
-def _hf_folder(local: Path, model_uri: str) -> Path:
-    """The HF folder inside a downloaded pyfunc model, as its MLmodel file records it."""
-    folder = _artifact(local, ARTIFACT_KEY)
-    if folder is None:
+def _hf_folder(artifacts: dict[str, Path], model_uri: str) -> Path:
+    """The HF folder among a downloaded pyfunc model's artifacts."""
+    if ARTIFACT_KEY not in artifacts:
         raise ValueError(f"{model_uri} is not a BlipCaptioner model (no '{ARTIFACT_KEY}' artifact): "
                          "register it with log_and_register")
-    return folder
+    return artifacts[ARTIFACT_KEY]
 
 
-def _artifact(local: Path, key: str) -> Path | None:
-    """The path of artifact `key` inside a downloaded pyfunc model (from its MLmodel file), None if it has none."""
+def _artifacts(local: Path) -> dict[str, Path]:
+    """Each artifact of a downloaded pyfunc model by key, as its MLmodel file records it."""
     flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
-    entry = (flavor.get("artifacts") or {}).get(key)
-    return local / entry["path"] if entry else None
+    return {key: local / entry["path"] for key, entry in (flavor.get("artifacts") or {}).items()}
 
 
 def _push(folder: Path, repo: str) -> None:

@@ -35,7 +35,8 @@ def trained(tmp_path_factory):
 def register(trained, spec: ExperimentSpec):
     _, data, result = trained
     objective = result.val_metrics[spec.objective_metric]
-    return runner.register_trial_model(spec, data, result.model_dir, result.run_id, objective, result.val_metrics, {})
+    return runner.register_trial_model(spec, data, result.model_dir, result.run_id, objective, result.val_metrics,
+                                       result.test_metrics, {})
 
 
 def test_a_version_is_tagged_with_every_searched_field_and_the_model_defining_ones(trained):

@@ -123,16 +123,25 @@ def use_experiment(name: str, home: Path) -> str:
     if experiment is None:
         # a tracking server keeps artifacts itself (--serve-artifacts): a folder here would be this machine's only
         artifacts = None if is_server(mlflow.get_tracking_uri()) else (home / "artifacts").as_uri()
-        try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=artifacts)
+        try:  # the kind tag is created with the experiment: parallel workers then have no tag write to race on
+            experiment_id = mlflow.create_experiment(name, artifact_location=artifacts,
+                                                     tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel worker
-            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
-    else:
+            experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
         experiment_id = experiment.experiment_id
-    if experiment is None or EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user chose in the UI stays
-        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before blipexp tagged; a kind chosen in the UI stays
+            _tag_kind(experiment_id)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _tag_kind(experiment_id: str) -> None:
+    try:
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    except mlflow.exceptions.MlflowException:  # a parallel worker's identical insert won (a database's unique key)
+        if EXPERIMENT_KIND_TAG not in mlflow.get_experiment(experiment_id).tags:
+            raise
 
 
 def git_commit() -> str:

@@ -1,4 +1,4 @@
-"""Optuna sweeps: a study (study.py: storage, lock, sampler, pruner), recovery from dead workers (recovery.py),
+"""Optuna sweeps: a study (study.py: storage, lock, sampler; pruner.py: its pruner), recovery from dead workers (recovery.py),
 the trial loop (loop.py) and what a sweep reports (report.py). What runner, the cli and the benchmark use:"""
 from .loop import SweepResult, run_sweep
 from .recovery import retry

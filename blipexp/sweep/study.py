@@ -1,4 +1,5 @@
-"""The study: where it is stored, the lock around its once-only decisions, its sampler and pruner, `suggest`.
+"""The study: where it is stored, the lock around its once-only decisions, its sampler and pruner (pruner.py),
+`suggest`.
 
 On one machine the study is a journal file in the blipexp home and the lock a file lock there. Across machines
 the study is in a database (PostgreSQL) that workers on any host join, and the lock is a PostgreSQL advisory
@@ -29,6 +30,7 @@ from sqlalchemy.pool import NullPool
 
 from .. import locks
 from ..spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
+from .pruner import ScheduleMedianPruner
 
 FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total
 JOURNAL = "optuna.journal"  # the study storage in the blipexp home
@@ -89,8 +91,7 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
         study_name=name,
         storage=storage,
         sampler=sampler(spec, 0),
-        pruner=(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)  # a median of 3 finished trials
-                if spec.prune else optuna.pruners.NopPruner()),
+        pruner=ScheduleMedianPruner(spec.epochs) if spec.prune else optuna.pruners.NopPruner(),
         direction=spec.direction,
         load_if_exists=True,  # a parallel worker may create it first
     )

@@ -123,3 +123,22 @@ def test_thread_cpu_counts_the_named_threads_cpu_time_only():
             thread.join()
     assert busy.seen and 0.1 < busy.seconds < 1.0, busy.by_thread
     assert idle.seen and idle.seconds < 0.1, idle.by_thread
+
+
+def test_the_sweep_comparison_is_between_means_over_seeds_and_shows_each_seed():
+    from blipexp.bench.sweeps import FAST, HF, over_seeds
+
+    def sweep(seed, seconds, best):
+        return {"seed": seed, "seconds": seconds, "best": best, "best_params": {"learning_rate": 1e-3, "epochs": 4},
+                "trials": 8, "pruned": 2}
+
+    report = {**constructed_report(0.25), "sweep": {
+        FAST: over_seeds([sweep(42, 20.0, 5.0), sweep(1, 30.0, 5.4)]),
+        HF: over_seeds([sweep(42, 60.0, 5.1), sweep(1, 90.0, 5.3)])}}
+    rows = {name: measured for name, _, measured, _ in targets(report)}
+    assert rows["cached + pruned sweep vs HF hyperparameter_search"] == pytest.approx(75 / 25)
+    assert rows["... with an equal or better best objective"] == pytest.approx(5.2 / 5.2)
+    text = markdown(report, "python -m blipexp.bench --only sweep")
+    assert f"| {FAST} | mean of 2 | 25 s | 5.200 | | |" in text
+    assert "|  | 1 | 30 s | 5.400 | 8 (2) | learning_rate=0.001, epochs=4 |" in text, "each seed's sweep is shown"
+    assert "| wall-time speed-up, mean of 2 seeds | 3.00 | 3.00 | yes |" in text

@@ -1,5 +1,5 @@
-"""Optuna sweeps: a study (study.py: storage, lock, sampler; pruner.py: its pruner), recovery from dead workers (recovery.py),
-the trial loop (loop.py) and what a sweep reports (report.py). What runner, the cli and the benchmark use:"""
+"""Optuna sweeps: a study (study.py: storage, lock, sampler; pruner.py: its pruner), recovery from dead workers
+(recovery.py), the trial loop (loop.py) and what a sweep reports (report.py). What runner, the cli and the benchmark use:"""
 from .loop import SweepResult, run_sweep
 from .recovery import retry
 from .report import format_param, summary_table

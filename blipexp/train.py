@@ -131,8 +131,10 @@ def train_trial(
 
         # train, then score the best epoch's model on the whole validation split (if epochs saw a subset) and test
         with prepared.vision_inputs():
-            # ends with the best epoch's weights loaded
-            trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
+            try:  # ends with the best epoch's weights loaded
+                trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
+            finally:  # the sample rows not written yet, also when a sweep prunes the trial
+                samples.flush()
             history = metrics_callback.history
             untrained = next((h for h in history if h["epoch"] == 0), {})
             best = best_epoch(history, spec)

@@ -63,6 +63,9 @@ def test_a_hopeless_trial_is_pruned_after_its_first_epoch(swept):
     assert hopeless.state == optuna.trial.TrialState.PRUNED
     assert list(hopeless.intermediate_values) == [1]
     assert not (home / "checkpoints" / hopeless.user_attrs["mlflow_run_id"]).exists()
+    tracking.configure(home)
+    table = mlflow.load_table("val_samples_by_epoch.json", run_ids=[hopeless.user_attrs["mlflow_run_id"]])
+    assert sorted(set(table["epoch"])) == [0, 1], "the pruned epoch's sample captions are written too"
 
 
 def test_the_untrained_model_is_evaluated_once_per_sweep(swept):

@@ -176,6 +176,30 @@ def test_every_epochs_sample_captions_come_from_its_own_evaluation(trained):
     assert len(sized_like_the_samples) == 1, "no generation for the table but the final model's val_samples.json"
 
 
+@pytest.mark.parametrize("flush_seconds, writes", [(30.0, 2), (0.0, 4)])
+def test_sample_rows_are_written_at_most_every_flush_seconds_and_all_when_training_ends(
+        trained, monkeypatch, flush_seconds, writes):
+    from blipexp.evaluation import SampleCaptions
+
+    spec, data, _, _, home = trained
+    tracking.configure(home)
+    monkeypatch.setattr(SampleCaptions, "FLUSH_SECONDS", flush_seconds)
+    tables = []
+    write = tracking.Run.table
+
+    def counted(self, data, artifact_file):
+        if artifact_file == SampleCaptions.ARTIFACT:
+            tables.append(sorted(set(data["epoch"])))
+        write(self, data, artifact_file)
+
+    monkeypatch.setattr(tracking.Run, "table", counted)
+    result = train_trial(spec.replace(epochs=3), data, home, echo=False)
+    assert len(tables) == writes, tables  # the first (epoch 0: stores the pictures), then as often as allowed
+    assert tables[0] == [0]
+    table = mlflow.load_table("val_samples_by_epoch.json", run_ids=[result.run_id])
+    assert sorted(set(table["epoch"])) == [0, 1, 2, 3] and len(table) == 4 * spec.sample_captions
+
+
 def test_the_run_lists_its_dataset_with_fingerprint_sizes_and_skips(trained):
     spec, data, result, _, home = trained
     tracking.configure(home)

@@ -4,7 +4,7 @@ Keys it logs to the active MLflow run:
 
 | key                        | step          | when                                   |
 |----------------------------|---------------|----------------------------------------|
-| train_loss, learning_rate  | optimizer step| every `logging_steps` (written once per epoch) |
+| train_loss, learning_rate  | optimizer step| every `logging_steps` (written with the epoch's val_*, or at its end if it took 30 s) |
 | val_loss                   | epoch         | after each epoch's evaluation (0: before training) |
 | val_bleu1..4, val_rougeL, val_cider, val_cider_coco | epoch | after each epoch's evaluation |
 | epoch_seconds              | epoch         | after each epoch's evaluation          |
@@ -27,6 +27,7 @@ from . import distributed, tracking
 from .metrics import CONSOLE_KEYS
 
 EpochListener = Callable[[int, dict[str, float]], None]
+FLUSH_SECONDS = 30.0  # a longer epoch writes its loss points as it ends; a shorter one's go with its val_* metrics
 
 
 class NonFiniteMetric(RuntimeError):
@@ -41,7 +42,8 @@ class CaptionMetricsCallback(TrainerCallback):
         self.is_main_process = distributed.is_main_process()  # other ranks of a multi-process run log nothing
         self.history: list[dict[str, float]] = []  # one entry per evaluation, with "epoch"
         self._epoch_started = time.perf_counter()
-        self._pending: list[tuple[str, float, int]] = []  # training-loss points not yet written (one write per epoch)
+        self._pending: list[tuple[str, float, int]] = []  # training-loss points not yet written
+        self._written = time.perf_counter()  # when points were last written
         self._logged_step, self._logged_epoch = -1, -1  # a resumed run's points up to these are in the run already
 
     def continue_from(self, history: list[dict[str, float]], logged_step: int, logged_epoch: int) -> None:
@@ -71,17 +73,20 @@ class CaptionMetricsCallback(TrainerCallback):
                 self._pending += [(k, float(v), state.global_step) for k, v in metrics.items()]
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.flush()
+        if time.perf_counter() - self._written >= FLUSH_SECONDS:
+            self.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.flush()
 
-    def flush(self) -> None:
-        """Write the pending training-loss points in one batch: a store write costs ~10 ms, a log every few steps."""
+    def flush(self, points: list[tuple[str, float, int]] = ()) -> None:
+        """Write the pending training-loss points, and `points`, in one batch: a store write costs 5-20 ms, and a
+        tiny epoch 0.4 s (BENCHMARKS.md)."""
         run = tracking.Run.active()
-        if self._pending and run:
-            run.metric_points(self._pending)
-        self._pending = []
+        pending, self._pending = [*self._pending, *points], []
+        if pending and run:
+            run.metric_points(pending)
+            self._written = time.perf_counter()
 
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs):
         metrics = metrics or {}
@@ -103,9 +108,8 @@ class CaptionMetricsCallback(TrainerCallback):
         logged = {f"val_{k}": v for k, v in values.items()}
         if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
-        run = tracking.Run.active()
-        if self.is_main_process and run and epoch > self._logged_epoch:
-            run.metrics(logged, step=epoch)
+        if self.is_main_process and epoch > self._logged_epoch:
+            self.flush([(k, v, epoch) for k, v in logged.items()])  # with the epoch's training-loss points
         self.history.append({"epoch": epoch, **values})
         if self.echo and self.is_main_process:
             print(_epoch_line(epoch, self.total_epochs, values, seconds if epoch else None), flush=True)

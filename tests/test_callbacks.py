@@ -27,19 +27,34 @@ def history(run, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run.id, key))
 
 
-def test_training_loss_points_are_written_once_per_epoch(run):
+def test_training_loss_points_are_written_with_the_epochs_validation_metrics_in_one_write(run):
     callback = CaptionMetricsCallback(total_epochs=2, echo=False)
     writes = tracking.WRITES.calls
     for step, loss in ((2, 3.0), (4, 2.5), (6, 2.0)):
         callback.on_log(*hooks(step), logs={"loss": loss, "learning_rate": 1e-4})
-    assert tracking.WRITES.calls == writes, "nothing is written per log"
-    assert history(run, "train_loss") == []
     callback.on_epoch_end(*hooks(6))
-    assert tracking.WRITES.calls == writes + 1, "the epoch's points in one write, through tracking"
+    assert tracking.WRITES.calls == writes, "nothing is written per log, nor at the end of a short epoch"
+    assert history(run, "train_loss") == []
+    callback.record(1, {"loss": 2.1, "cider": 0.5}, seconds=1.0)
+    assert tracking.WRITES.calls == writes + 1, "the epoch's points and its val_* in one write, through tracking"
     assert history(run, "train_loss") == [(2, 3.0), (4, 2.5), (6, 2.0)]
     assert [step for step, _ in history(run, "learning_rate")] == [2, 4, 6]
+    assert history(run, "val_cider") == [(1, 0.5)]
     callback.on_train_end(*hooks(6))
     assert tracking.WRITES.calls == writes + 1, "nothing pending: no empty write"
+
+
+def test_a_long_epoch_writes_its_loss_points_as_it_ends(run, monkeypatch):
+    import blipexp.callbacks
+
+    monkeypatch.setattr(blipexp.callbacks, "FLUSH_SECONDS", 0.0)  # as if the epoch took longer than 30 s
+    callback = CaptionMetricsCallback(total_epochs=2, echo=False)
+    callback.on_log(*hooks(2), logs={"loss": 3.0})
+    callback.on_epoch_end(*hooks(2))
+    assert history(run, "train_loss") == [(2, 3.0)]
+    callback.on_log(*hooks(4), logs={"loss": 2.0})
+    callback.on_train_end(*hooks(4))
+    assert history(run, "train_loss") == [(2, 3.0), (4, 2.0)], "what is left is written when training ends"
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_curve_so_far(run):

@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import locks, serving
+from . import locks, serving, tracking
 from .serving import ARTIFACT_KEY, CARD_KEY, DEFAULT_GENERATION, GENERATION_KEY, example_image_base64, signature
 
 # Models logged before models-from-code were pickled as blipexp.registry.BlipCaptioner or blipexp.serving's:
@@ -67,7 +67,8 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ValueError(f"{adapter_dir} holds no LoRA adapter (no adapter_config.json): pass the trial's adapter "
                          "folder (beside its model_dir), or none")
-    model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir, card))
+    with tracking.no_artifact_progress_bar():
+        model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir, card))
     version = mlflow.register_model(model_info.model_uri, registered_model,
                                     tags={key: str(value) for key, value in tags.items()})
     client = MlflowClient()

@@ -235,10 +235,10 @@ def _timed(kind: str) -> Iterator[None]:
 
 
 @contextmanager
-def _no_artifact_progress_bar() -> Iterator[None]:
-    """Appending rows to a table downloads the table first, and MLflow draws a "Downloading artifacts" bar for it:
-    one per epoch in the console, for a file of a few kB. Off around that call only (MLflow reads the variable
-    at each download)."""
+def no_artifact_progress_bar() -> Iterator[None]:
+    """Appending rows to a table downloads the table first, and logging a model with an input example loads it
+    back: MLflow draws a "Downloading artifacts" bar for each, console noise for local files. Off around such
+    calls only (MLflow reads the variable at each download)."""
     name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     before = os.environ.get(name)
     os.environ[name] = "false"
@@ -288,12 +288,12 @@ class Run:
 
         A column of PIL images is stored as image files, two per cell (PNG and WebP) at every call; the cells that
         call wrote (`table_cells`) can be passed again instead, to show the same images without storing them again."""
-        with _timed("table"), _no_artifact_progress_bar():
+        with _timed("table"), no_artifact_progress_bar():
             mlflow.MlflowClient().log_table(self.id, data=data, artifact_file=artifact_file)
 
     def table_cells(self, artifact_file: str, column: str) -> list:
         """The stored cells of one column of a table, in row order (an image cell names its stored files)."""
-        with _timed("table"), _no_artifact_progress_bar():
+        with _timed("table"), no_artifact_progress_bar():
             table = mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
         position = table["columns"].index(column)
         return [row[position] for row in table["data"]]

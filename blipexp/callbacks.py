@@ -27,7 +27,6 @@ from . import distributed, tracking
 from .metrics import CONSOLE_KEYS
 
 EpochListener = Callable[[int, dict[str, float]], None]
-FLUSH_SECONDS = 30.0  # a longer epoch writes its loss points as it ends; a shorter one's go with its val_* metrics
 
 
 class NonFiniteMetric(RuntimeError):
@@ -73,7 +72,7 @@ class CaptionMetricsCallback(TrainerCallback):
                 self._pending += [(k, float(v), state.global_step) for k, v in metrics.items()]
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if time.perf_counter() - self._written >= FLUSH_SECONDS:
+        if time.perf_counter() - self._written >= tracking.WRITE_EVERY_SECONDS:  # else with the epoch's val_*
             self.flush()
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -129,12 +129,12 @@ class SampleCaptions:
     The captions are the epoch's own evaluation's (handed over by compute_metrics): no extra generation, except
     for epoch 0 when its scores were reused from an earlier trial (then only these few images are captioned).
 
-    The first epoch's rows are written at once (they store the pictures); later rows at most every FLUSH_SECONDS
-    and by `flush` when training ends, pruned or not. A write costs about 0.05 s against a tiny epoch's 0.4 s
-    (BENCHMARKS.md); on BLIP-base, where an epoch takes minutes, every epoch is still written as it ends."""
+    The first epoch's rows are written at once (they store the pictures); later rows at most every
+    tracking.WRITE_EVERY_SECONDS, and by `flush` when training ends, pruned or not. A write costs about 0.05 s
+    against a tiny epoch's 0.4 s (BENCHMARKS.md); on BLIP-base, where an epoch takes minutes, every epoch is still
+    written as it ends."""
 
     ARTIFACT = "val_samples_by_epoch.json"
-    FLUSH_SECONDS = 30.0
 
     def __init__(self, data: CaptionData, examples: Sequence[Example], spec: ExperimentSpec, model, processor):
         self.shown = _usable_images(data, examples, spec.sample_captions)
@@ -158,7 +158,7 @@ class SampleCaptions:
         if captions is None:  # epoch 0's scores were reused, so nothing was generated for it here
             captions = caption_images(self.model, self.processor, [image for _, _, image in self.shown], self.spec)
         self._pending.append((epoch, captions))
-        if self._image_cells is None or time.perf_counter() - self._written >= self.FLUSH_SECONDS:
+        if self._image_cells is None or time.perf_counter() - self._written >= tracking.WRITE_EVERY_SECONDS:
             self.flush()
 
     def flush(self) -> None:

@@ -220,6 +220,9 @@ class WriteStats:
 
 
 WRITES = WriteStats()
+# how often what is logged as training goes (loss points, sample captions) is written, at most: a store write costs
+# 5-20 ms and a tiny epoch 0.4 s; an epoch that takes longer is still written as it ends
+WRITE_EVERY_SECONDS = 30.0
 
 
 @contextmanager

@@ -45,9 +45,7 @@ def test_training_loss_points_are_written_with_the_epochs_validation_metrics_in_
 
 
 def test_a_long_epoch_writes_its_loss_points_as_it_ends(run, monkeypatch):
-    import blipexp.callbacks
-
-    monkeypatch.setattr(blipexp.callbacks, "FLUSH_SECONDS", 0.0)  # as if the epoch took longer than 30 s
+    monkeypatch.setattr(tracking, "WRITE_EVERY_SECONDS", 0.0)  # as if the epoch took longer than 30 s
     callback = CaptionMetricsCallback(total_epochs=2, echo=False)
     callback.on_log(*hooks(2), logs={"loss": 3.0})
     callback.on_epoch_end(*hooks(2))

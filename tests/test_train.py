@@ -183,7 +183,7 @@ def test_sample_rows_are_written_at_most_every_flush_seconds_and_all_when_traini
 
     spec, data, _, _, home = trained
     tracking.configure(home)
-    monkeypatch.setattr(SampleCaptions, "FLUSH_SECONDS", flush_seconds)
+    monkeypatch.setattr(tracking, "WRITE_EVERY_SECONDS", flush_seconds)
     tables = []
     write = tracking.Run.table
 

@@ -165,7 +165,6 @@ def _trial_md(report: dict) -> list[str]:
 
 
 def _sweep_md(report: dict) -> list[str]:
-
     lines = []
     if "pretrained" in report:
         pt = report["pretrained"]

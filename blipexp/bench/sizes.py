@@ -19,7 +19,7 @@ class Size:
     matmul_seconds: float
     sweep_trials: int
     sweep_scenes: int
-    sweep_seeds: tuple[int, ...]  # the headline comparison runs once per seed: one sweep's best is one sample
+    sweep_seeds: tuple[int, ...]  # the compared sweeps run once per seed: one sweep's best is one sample
 
 
 FULL = Size("full", "base", batch=2, warmup_steps=2, steps=3, captions=8, new_tokens=20, matmul_n=4096,

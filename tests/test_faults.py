@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -120,18 +121,21 @@ def check_one_loadable_version(home: Path, study: optuna.Study, tmp_path: Path) 
 
 
 def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, home, capsys):
-    args = sweep_args(home, "--trials", "2", "--set", "epochs=2")
+    args = sweep_args(home, "--trials", "3", "--set", "epochs=4")
     process = start(blipexp(*args))
-    wait_for(lambda: (s := load_study(home)) is not None and len(s.trials) >= 2
-             and s.trials[0].state in FINAL_STATES, process, "the second trial")
-    # Anywhere in the trial (building the model, training, evaluating, saving): trial 0 took as long.
-    delay = random.uniform(0.02, 0.8) * load_study(home).trials[0].user_attrs["seconds"]
-    time.sleep(delay)
+    wait_for(lambda: (s := load_study(home)) is not None and len(s.trials) >= 3
+             and s.trials[1].state in FINAL_STATES, process, "the third trial")
+    # Anywhere in the trial (building the model, training, evaluating, saving): a random share of trial 1's time,
+    # which it repeats with another learning rate (trial 0 also evaluated the untrained model: it took longer),
+    # counted from the trial's start, not from when this test noticed it
+    study = load_study(home)
+    point = random.uniform(0.02, 0.8) * study.trials[1].user_attrs["seconds"]
+    time.sleep(max(0.0, point - (datetime.now() - study.trials[2].datetime_start).total_seconds()))
     process.kill()
     process.communicate()
     before = load_study(home).trials
     killed = [t for t in before if t.state.name == "RUNNING"]
-    assert len(killed) == 1, f"killed {delay:.1f}s into trial 1: {[t.state.name for t in before]}"
+    assert len(killed) == 1, f"killed {point:.1f}s into trial 2: {[t.state.name for t in before]}"
 
     assert cli.main(args) == 0  # the same command again, in this process: resumes
     assert "resume: 1 trial(s) left running by a stopped process marked failed" in capsys.readouterr().out
@@ -139,8 +143,8 @@ def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, home, capsys
     for old in before:  # finished trials are kept as they were
         if old.state in FINAL_STATES:
             assert (study.trials[old.number].state, study.trials[old.number].value) == (old.state, old.value)
-    assert study.trials[killed[0].number].state.name == "FAIL", f"killed {delay:.1f}s into the trial"
-    assert len(study.get_trials(states=FINAL_STATES)) == 2  # the total, not "2 more"
+    assert study.trials[killed[0].number].state.name == "FAIL", f"killed {point:.1f}s into the trial"
+    assert len(study.get_trials(states=FINAL_STATES)) == 3  # the total, not "3 more"
     check_retried(study, study.trials[killed[0].number])
     check_agreement(home, study)
     versions = mlflow.MlflowClient().search_model_versions("name='small-sweep'")

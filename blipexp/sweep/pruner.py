@@ -2,12 +2,13 @@
 
 A sweep that searches `epochs` runs learning-rate schedules of different lengths. With a decaying schedule a
 3-epoch trial's third epoch is its annealed end, while a 12-epoch trial is a quarter through its own; compared
-epoch by epoch (Optuna's MedianPruner), long trials look worse than they will end, and the trials that would win
-are cut after most of their cost is spent (BENCHMARKS.md: the tiny sweep's 12-epoch trials pruned at epochs 7-8).
+epoch by epoch (Optuna's MedianPruner), long trials look worse than they will end, and are cut after most of
+their cost is spent (BENCHMARKS.md: tiny sweeps' 12-epoch trials pruned at epochs 7 and 11).
 
 So a trial at epoch e of E is compared with every complete trial at epoch floor(e/E * E') of its own E epochs:
 the same fraction of the schedule, rounded towards the start (a trial is never held to a later point than its
-own). Both sides are "best so far", as in Optuna's rule; epochs are the steps trials report.
+own). The trial's best so far (as in Optuna's rule) is held to the median of the others' best by that point;
+epochs are the steps trials report.
 """
 from __future__ import annotations
 

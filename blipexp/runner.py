@@ -118,6 +118,8 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
         print("\nno trial completed: nothing to register. Re-run the same command to resume.")
         return 1
     best = result.best_trial
+    for line in sweep.range_edge_advice(best):
+        print(line)
     if sweep.counted(result.study) < spec.n_trials:
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")

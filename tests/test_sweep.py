@@ -194,6 +194,7 @@ def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, cap
 
     literal = sweep(tmp_path / "split-df", "cider_df=split")  # pycocoevalcap's idf, from the one scored image
     assert {t.value for t in literal.trials} == {0.0}, "the problem: every trial scores 0"
+    capsys.readouterr()  # only the second sweep's console is read below
 
     study = sweep(tmp_path / "auto")
     out = capsys.readouterr().out
@@ -206,6 +207,61 @@ def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, cap
     assert float(versions[0].tags["objective"]) == best.value
     run = mlflow.get_run(best.user_attrs["mlflow_run_id"])
     assert run.data.params["cider_df_used"] == "corpus" and run.data.metrics["best_val_cider_coco"] == 0.0
+    from blipexp.sweep.report import range_edge_advice, range_edges
+
+    edges = range_edges(best)  # printed under the summary and tagged on the sweep run, whichever trial won
+    assert all(line in out for line in range_edge_advice(best)) and out.count("note: the best ") == len(edges)
+    parent = mlflow.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.tags.get("best_at_range_edge", "") == ", ".join(f"{k} ({s})" for k, s in edges.items())
+
+
+def _best_of(params: dict, distributions: dict) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(params=params, distributions=distributions, value=1.0)
+
+
+LR = optuna.distributions.FloatDistribution(1e-5, 3e-3, log=True)
+EPOCHS = optuna.distributions.IntDistribution(2, 12)
+
+
+@pytest.mark.parametrize("params, edges", [
+    ({"learning_rate": 2.8e-3, "epochs": 7}, {"learning_rate": "top"}),  # within 5% of the log range from its top
+    ({"learning_rate": 1e-4, "epochs": 12}, {"epochs": "top"}),
+    ({"learning_rate": 1.2e-5, "epochs": 2}, {"learning_rate": "bottom", "epochs": "bottom"}),
+    ({"learning_rate": 2e-3, "epochs": 11}, {}),  # 2e-3 is 7% below the top on a log scale; 11 is not 12
+])
+def test_a_best_value_at_the_edge_of_its_range_is_named(params, edges):
+    from blipexp.sweep.report import range_edges
+
+    assert range_edges(_best_of(params, {"learning_rate": LR, "epochs": EPOCHS})) == edges
+
+
+def test_choices_and_two_value_ranges_have_no_edge_to_report():
+    from blipexp.sweep.report import range_edges
+
+    distributions = {"lr_scheduler": optuna.distributions.CategoricalDistribution(["linear", "cosine"]),
+                     "epochs": optuna.distributions.IntDistribution(1, 2),
+                     "lora_r": optuna.distributions.IntDistribution(4, 16, step=4)}
+    assert range_edges(_best_of({"lr_scheduler": "cosine", "epochs": 2, "lora_r": 16}, distributions)) == \
+        {"lora_r": "top"}, "4..16 by 4 has four values: 16 is its top"
+
+
+def test_the_edge_is_on_the_sweep_run_and_the_console_says_which_way_to_widen(home):
+    from blipexp.sweep.report import log_parent_summary, range_edge_advice
+
+    tracking.configure(home)
+    tracking.use_experiment("edges", home)
+    study = optuna.create_study(direction="maximize")
+    for lr, value in ((1e-4, 0.5), (2.9e-3, 0.9)):
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": lr, "epochs": 12}, value=value,
+                                                  distributions={"learning_rate": LR, "epochs": EPOCHS}))
+    with tracking.new_run("sweep", tags={}) as run:
+        log_parent_summary(run, study, study.best_trial)
+    assert mlflow.get_run(run.id).data.tags["best_at_range_edge"] == "learning_rate (top), epochs (top)"
+    assert range_edge_advice(study.best_trial) == [
+        "note: the best learning_rate (0.0029) is at the top of its range 1e-05..0.003: a better value may lie above "
+        "it; widen the range in search_space() and run a new sweep (--new) to find out",
+        "note: the best epochs (12) is at the top of its range 2..12: a better value may lie above it; widen the "
+        "range in search_space() and run a new sweep (--new) to find out"]
 
 
 @pytest.mark.parametrize("value, shown", [(0.0012345, "0.00123"), (3e-3, "0.003"), (12345, "12345"),

@@ -2,7 +2,7 @@
 (recovery.py), the trial loop (loop.py) and what a sweep reports (report.py). What runner, the cli and the benchmark use:"""
 from .loop import SweepResult, run_sweep
 from .recovery import retry
-from .report import format_param, summary_table
+from .report import format_param, range_edge_advice, summary_table
 from .study import (
                     FINAL_STATES,
                     STORAGE_ENV,
@@ -18,5 +18,5 @@ from .study import (
 )
 
 __all__ = ["FINAL_STATES", "STORAGE_ENV", "SweepResult", "counted", "format_param", "open_study", "optuna_storage",
-           "password_masked", "retry", "run_sweep", "sampler", "storage_url", "study_lock", "study_name", "suggest",
+           "password_masked", "range_edge_advice", "retry", "run_sweep", "sampler", "storage_url", "study_lock", "study_name", "suggest",
            "summary_table"]

@@ -1,10 +1,12 @@
 """What a sweep reports: the summary table on the console, and the summary and plots on its parent run."""
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 
 import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from .. import tracking
@@ -32,7 +34,46 @@ def log_parent_summary(run: tracking.Run, study: optuna.Study, best: optuna.tria
         return
     run.metrics({"best_objective": best.value, "best_trial": best.number})
     run.tags({f"best_{k}": str(v) for k, v in best.params.items()})
+    edges = range_edges(best)
+    if edges:
+        run.tags({"best_at_range_edge": ", ".join(f"{k} ({side})" for k, side in edges.items())})
     _log_plots(run, study)
+
+
+EDGE_SHARE = 0.05  # a best value within this share of its range from a bound (on the range's own scale) is at its edge
+
+
+def range_edges(best: optuna.trial.FrozenTrial) -> dict[str, str]:
+    """The searched ranges whose best value sits at their "top" or "bottom": the optimum may lie beyond, and the
+    range is worth widening there (the tiny sweep's best trials sat at its 12-epoch top; 20 epochs scored higher,
+    BENCHMARKS.md). Read from the trial's own distributions, so it holds for any study. Choices, and integer ranges
+    of fewer than three values (all edge), are skipped."""
+    edges = {}
+    for key, dist in best.distributions.items():
+        if isinstance(dist, IntDistribution) and (dist.high - dist.low) // dist.step < 2:
+            continue
+        if not isinstance(dist, (FloatDistribution, IntDistribution)):
+            continue
+        scale = math.log if dist.log else float
+        span = scale(dist.high) - scale(dist.low)
+        position = (scale(best.params[key]) - scale(dist.low)) / span
+        if position >= 1 - EDGE_SHARE:
+            edges[key] = "top"
+        elif position <= EDGE_SHARE:
+            edges[key] = "bottom"
+    return edges
+
+
+def range_edge_advice(best: optuna.trial.FrozenTrial) -> list[str]:
+    """One console line per range whose best value sits at an edge, saying which way to widen it."""
+    lines = []
+    for key, side in range_edges(best).items():
+        dist = best.distributions[key]
+        beyond = "above" if side == "top" else "below"
+        lines.append(f"note: the best {key} ({format_param(best.params[key])}) is at the {side} of its range "
+                     f"{format_param(dist.low)}..{format_param(dist.high)}: a better value may lie {beyond} it; "
+                     f"widen the range in search_space() and run a new sweep (--new) to find out")
+    return lines
 
 
 def _log_plots(run: tracking.Run, study: optuna.Study) -> None:

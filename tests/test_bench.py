@@ -139,6 +139,6 @@ def test_the_sweep_comparison_is_between_means_over_seeds_and_shows_each_seed():
     assert rows["cached + pruned sweep vs HF hyperparameter_search"] == pytest.approx(75 / 25)
     assert rows["... with an equal or better best objective"] == pytest.approx(5.2 / 5.2)
     text = markdown(report, "python -m blipexp.bench --only sweep")
-    assert f"| {FAST} | mean of 2 | 25 s | 5.200 | | |" in text
+    assert f"| {FAST} | mean of 2 | 25 s | 5.200 ± 0.200 | | |" in text, "the mean, ± its standard error"
     assert "|  | 1 | 30 s | 5.400 | 8 (2) | learning_rate=0.001, epochs=4 |" in text, "each seed's sweep is shown"
     assert "| wall-time speed-up, mean of 2 seeds | 3.00 | 3.00 | yes |" in text

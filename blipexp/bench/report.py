@@ -172,12 +172,13 @@ def _sweep_md(report: dict) -> list[str]:
                   f"scenes): {'built in' if pt['built'] else 'found in the cache in'} {pt['seconds']:.0f} s, "
                   "before anything was timed.", ""]
     lines += ["Tiny `football_lr_sweep`, the same search space, trial count and data (a way run over several seeds shows "
-              "their means, and each seed below):", "",
+              "their means, the best's ± its standard error, and each seed below):", "",
               "| way | seeds | wall time | best val CIDEr | trials (pruned) | best params |", "|---|---|---|---|---|---|"]
     for way, r in report["sweep"].items():
         seeds = r.get("seeds", [r])
         if len(seeds) > 1:
-            lines.append(f"| {way} | mean of {len(seeds)} | {r['seconds']:.0f} s | {r['best']:.3f} | | |")
+            lines.append(f"| {way} | mean of {len(seeds)} | {r['seconds']:.0f} s | {r['best']:.3f} ± {r['best_se']:.3f} "
+                         "| | |")
         lines += [_sweep_row(way if len(seeds) == 1 else "", run) for run in seeds]
     return lines
 

@@ -18,5 +18,5 @@ from .study import (
 )
 
 __all__ = ["FINAL_STATES", "STORAGE_ENV", "SweepResult", "counted", "format_param", "open_study", "optuna_storage",
-           "password_masked", "range_edge_advice", "retry", "run_sweep", "sampler", "storage_url", "study_lock", "study_name", "suggest",
-           "summary_table"]
+           "password_masked", "range_edge_advice", "retry", "run_sweep", "sampler", "storage_url", "study_lock",
+           "study_name", "suggest", "summary_table"]

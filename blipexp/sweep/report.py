@@ -50,13 +50,12 @@ def range_edges(best: optuna.trial.FrozenTrial) -> dict[str, str]:
     of fewer than three values (all edge), are skipped."""
     edges = {}
     for key, dist in best.distributions.items():
+        if not isinstance(dist, (FloatDistribution, IntDistribution)) or dist.high <= dist.low:
+            continue
         if isinstance(dist, IntDistribution) and (dist.high - dist.low) // dist.step < 2:
             continue
-        if not isinstance(dist, (FloatDistribution, IntDistribution)):
-            continue
         scale = math.log if dist.log else float
-        span = scale(dist.high) - scale(dist.low)
-        position = (scale(best.params[key]) - scale(dist.low)) / span
+        position = (scale(best.params[key]) - scale(dist.low)) / (scale(dist.high) - scale(dist.low))
         if position >= 1 - EDGE_SHARE:
             edges[key] = "top"
         elif position <= EDGE_SHARE:

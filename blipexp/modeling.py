@@ -43,7 +43,8 @@ def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str], home
     if spec.model == TINY_MODEL:
         from .pretrain import load_pretrained_tiny  # it builds on this module's tiny builders
 
-        model, processor = load_pretrained_tiny(home, echo=echo)
+        with no_weight_progress_bars():
+            model, processor = load_pretrained_tiny(home, echo=echo)
         return model, extend_vocabulary(model, processor, [*captions, spec.prompt], seed=spec.seed)
     if spec.model == TINY_RANDOM_MODEL:
         processor = build_tiny_processor([*captions, spec.prompt])
@@ -56,13 +57,30 @@ def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str], home
     return _load_pretrained(spec.model, revision=spec.model_revision)
 
 
+@contextmanager
+def no_weight_progress_bars() -> Iterator[None]:
+    """transformers draws a bar each time it reads or writes weights ("Loading weights", "Writing model shards"):
+    a line on the console per trial, per epoch's checkpoint and per registration, for local files read or written
+    in a fraction of a second. Off around local reads and writes only; downloads keep their bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _load_pretrained(source: str, revision: str | None) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
     """A local folder or the HF cache first (no network); the Hub only if it answers within seconds.
 
     Without network, from_pretrained retries for minutes before failing; the probe makes that seconds.
     """
     try:
-        return _from_pretrained(source, revision, local_files_only=True)
+        with no_weight_progress_bars():  # local files: a download (below) keeps its bars
+            return _from_pretrained(source, revision, local_files_only=True)
     except (OSError, ValueError):
         pass
     try:

@@ -29,7 +29,13 @@ from .evaluation import (
     validation_subset,
 )
 from .feature_cache import FeatureCache
-from .modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
+from .modeling import (
+    PreparedModel,
+    adapter_dir,
+    load_model_and_processor,
+    no_weight_progress_bars,
+    prepare_for_training,
+)
 from .resume import Resumable
 from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
@@ -130,7 +136,7 @@ def train_trial(
             metrics_callback.continue_from(point.history, point.logged_step, point.logged_epoch)
 
         # train, then score the best epoch's model on the whole validation split (if epochs saw a subset) and test
-        with prepared.vision_inputs():
+        with prepared.vision_inputs(), no_weight_progress_bars():  # checkpoints are written each epoch
             try:  # ends with the best epoch's weights loaded
                 trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
             finally:  # the sample rows not written yet, also when a sweep prunes the trial
@@ -145,7 +151,8 @@ def train_trial(
 
         # cleanup: keep the best model only, and log what the run found
         model_dir = output_dir / "model"
-        _save_model(trainer, prepared, model_dir, is_main_process)
+        with no_weight_progress_bars():
+            _save_model(trainer, prepared, model_dir, is_main_process)
         subset_best = {k: v for k, v in best.items() if k != "epoch"}
         val_metrics = full_val or subset_best
         objective = val_metrics[spec.objective_metric]

@@ -11,6 +11,7 @@ from blipexp.modeling import (
     build_tiny_model,
     build_tiny_processor,
     load_model_and_processor,
+    no_weight_progress_bars,
     prepare_for_training,
 )
 from blipexp.pretrain import pretrained_tiny
@@ -52,6 +53,29 @@ def test_local_folder_model_loads(tmp_path):
     processor.save_pretrained(tmp_path)
     model, loaded = load_model_and_processor(ExperimentSpec(model=str(tmp_path)), [], tmp_path)
     assert isinstance(model, BlipForConditionalGeneration) and len(loaded.tokenizer) == len(processor.tokenizer)
+
+
+def test_local_weights_are_read_and_written_without_a_bar_and_the_bars_come_back_after(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    processor = build_tiny_processor(CAPTIONS)
+    model = build_tiny_model(processor, seed=0)
+    model.save_pretrained(tmp_path / "a")
+    processor.save_pretrained(tmp_path / "a")
+    assert "Writing model shards" in capfd.readouterr().err, "transformers draws the bar by default"
+    load_model_and_processor(ExperimentSpec(model=str(tmp_path / "a")), [], tmp_path)  # a local folder
+    with no_weight_progress_bars():
+        model.save_pretrained(tmp_path / "b")
+    quiet = capfd.readouterr().err
+    assert "Loading weights" not in quiet and "Writing model shards" not in quiet, quiet
+    assert hf_logging.is_progress_bar_enabled(), "on again after"
+    hf_logging.disable_progress_bar()
+    try:
+        with no_weight_progress_bars():
+            pass
+        assert not hf_logging.is_progress_bar_enabled(), "bars the user turned off stay off"
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def test_unreachable_hub_model_fails_fast_naming_the_fixes(tmp_path):

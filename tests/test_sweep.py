@@ -352,7 +352,7 @@ def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_le
 
 NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system metrics",
          "CloudPickle", "Add type hints to the `predict` method",  # these two: MLflow's pyfunc hints
-         "Downloading artifacts")
+         "Downloading artifacts", "Loading weights", "Writing model shards")
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear
 from .data import outdoor, pitch
 from .data.collator import CaptionCollator
 from .locks import file_lock
-from .modeling import build_tiny_model, build_tiny_processor
+from .modeling import TINY_IMAGE_SIZE, build_tiny_model, build_tiny_processor
 
 CACHE_VARIABLE = "BLIPEXP_PRETRAINED_CACHE"  # a folder of pretrained builds that replaces <home>/cache/pretrained
 
@@ -40,15 +40,22 @@ class Recipe:
     learning_rate: float = 2e-3  # AdamW peak, linear warm-up (5%) and decay
     max_tokens: int = 24  # caption truncation
     seed: int = 0  # corpus drawing, model init and batch order
+    image_size: int = TINY_IMAGE_SIZE  # the architecture (modeling.tiny_config): pixels per side
+    vision_layers: int = 2  # and the vision encoder's depth
 
     def vocabulary(self) -> list[str]:
         """Captions whose words the tokenizer knows: the corpus' and the pitch set's (so fine-tuning on it needs no
         new words; a user's folder may still add some, see modeling.extend_vocabulary)."""
         return outdoor.all_captions() + pitch.all_captions()
 
+    def architecture(self) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
+        """The untrained model and its processor."""
+        processor = build_tiny_processor(self.vocabulary(), image_size=self.image_size)
+        return build_tiny_model(processor, seed=self.seed, vision_layers=self.vision_layers), processor
+
     def digest(self) -> str:
-        processor = build_tiny_processor(self.vocabulary())
-        config = build_tiny_model(processor, seed=self.seed).config.to_dict()
+        model, processor = self.architecture()
+        config = model.config.to_dict()
         config.pop("transformers_version", None)  # an upgrade alone does not change the weights
         parts = {"recipe": asdict(self), "vocabulary": sorted(processor.tokenizer.get_vocab()), "config": config}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -107,8 +114,7 @@ def build(recipe: Recipe, echo: bool) -> tuple[BlipForConditionalGeneration, Bli
     """Train the tiny model from random weights on the generated corpus (captioning loss, whole model)."""
     from tqdm.auto import tqdm
 
-    processor = build_tiny_processor(recipe.vocabulary())
-    model = build_tiny_model(processor, seed=recipe.seed)
+    model, processor = recipe.architecture()
     drawn = outdoor.scenes(recipe.images, seed=recipe.seed)
     pixels = processor.image_processor([image for _, image in drawn], return_tensors="pt")["pixel_values"]
     captions = [scene.caption for scene, _ in drawn]

@@ -36,6 +36,9 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert 0 < report["trial"]["evaluation_share"] < 1 and 0 < report["trial"]["tracking_share"] < 1
     assert report["trial"]["system_metrics_seen"] and 0 <= report["trial"]["system_metrics_share"] < 1
     assert len(report["sweep"]) == 3 and all(r["trials"] >= 1 and r["seconds"] > 0 for r in report["sweep"].values())
+    assert len(report["sweep_shaped"]) == 2, "the base-shaped model: the cached sweep and HF's"
+    assert all(r["trials"] >= 1 and r["seconds"] > 0 for r in report["sweep_shaped"].values())
+    assert report["pretrained_shaped"]["vision_share"] > report["pretrained"]["vision_share"]
     full, frozen, lora = report["adapters"]["ways"].values()
     assert full["trainable"] == full["total"] > frozen["trainable"] > lora["trainable"] > 0
     assert all(r["seconds_per_epoch"] > 0 and 0 <= r["best_cider"] for r in (full, frozen, lora))
@@ -132,13 +135,38 @@ def test_the_sweep_comparison_is_between_means_over_seeds_and_shows_each_seed():
         return {"seed": seed, "seconds": seconds, "best": best, "best_params": {"learning_rate": 1e-3, "epochs": 4},
                 "trials": 8, "pruned": 2}
 
+    shaped = {"seconds": 70.0, "built": True, "steps": 360, "images": 2000, "image_size": 96, "vision_layers": 4,
+              "vision_share": 0.85, "blip_base_vision_share": 0.84}
     report = {**constructed_report(0.25), "sweep": {
         FAST: over_seeds([sweep(42, 20.0, 5.0), sweep(1, 30.0, 5.4)]),
-        HF: over_seeds([sweep(42, 60.0, 5.1), sweep(1, 90.0, 5.3)])}}
-    rows = {name: measured for name, _, measured, _ in targets(report)}
-    assert rows["cached + pruned sweep vs HF hyperparameter_search"] == pytest.approx(75 / 25)
-    assert rows["... with an equal or better best objective"] == pytest.approx(5.2 / 5.2)
+        HF: over_seeds([sweep(42, 60.0, 5.1), sweep(1, 90.0, 5.3)])},
+        "pretrained_shaped": shaped, "sweep_shaped": {
+        FAST: over_seeds([sweep(42, 30.0, 5.0), sweep(1, 30.0, 5.2)]),
+        HF: over_seeds([sweep(42, 150.0, 5.0), sweep(1, 150.0, 5.0)])}}
+    rows = [(name, measured) for name, _, measured, _ in targets(report)]
+    rows = rows[[name for name, _ in rows].index("cached + pruned sweep vs HF hyperparameter_search, `--tiny` preset"):]
+    assert rows[:2] == [("cached + pruned sweep vs HF hyperparameter_search, `--tiny` preset", pytest.approx(75 / 25)),
+                        ("... with an equal or better best objective", pytest.approx(5.2 / 5.2))]
+    assert rows[2:4] == [("cached + pruned sweep vs HF hyperparameter_search, base-shaped tiny", pytest.approx(5.0)),
+                         ("... with an equal or better best objective", pytest.approx(5.1 / 5.0))]
     text = markdown(report, "python -m blipexp.bench --only sweep")
     assert f"| {FAST} | mean of 2 | 25 s | 5.200 ± 0.200 | | |" in text, "the mean, ± its standard error"
     assert "|  | 1 | 30 s | 5.400 | 8 (2) | learning_rate=0.001, epochs=4 |" in text, "each seed's sweep is shown"
     assert "| wall-time speed-up, mean of 2 seeds | 3.00 | 3.00 | yes |" in text
+    assert "| wall-time speed-up, mean of 2 seeds | 5.00 | 3.00 | yes |" in text
+    assert "96 px images and 4 encoder layers, so that its vision encoder does 85%" in text
+    assert f"| {HF} | mean of 2 | 150 s | 5.000 ± 0.000 | | |" in text, "the base-shaped model's table"
+
+
+def test_the_vision_encoders_share_of_flops_follows_the_architecture():
+    from blipexp.bench.pretrained import BASE_SHAPED, blip_base_vision_share, vision_share
+    from blipexp.pretrain import RECIPE
+
+    def share(recipe):
+        model, processor = recipe.architecture()
+        return vision_share(model, processor.image_processor.size["height"])
+
+    preset, shaped, base = share(RECIPE), share(BASE_SHAPED), blip_base_vision_share()
+    assert 0.5 < preset < 0.75, "the preset's encoder: 2 layers over 65 tokens"
+    assert 0.8 < base < 0.9, "BLIP-base's: 12 layers over 577 tokens"
+    assert abs(shaped - base) < 0.03, "the base-shaped tiny model puts BLIP-base's share in its encoder"

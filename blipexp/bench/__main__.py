@@ -12,7 +12,7 @@ from pathlib import Path
 from . import __doc__ as PACKAGE_DOC
 from .generation import bench_generation
 from .peak import bench_peak, summarize
-from .pretrained import bench_pretrained
+from .pretrained import bench_pretrained, blip_base_vision_share, shaped_recipe
 from .report import machine, markdown
 from .sizes import DATA_SIZES, FULL, QUICK, Size, log
 from .sweeps import bench_sweeps
@@ -38,6 +38,9 @@ def run(size: Size, sections: list[str]) -> dict:
             report["trial"] = bench_trial(size, work / "trial")
         if "sweep" in sections:
             report["sweep"] = bench_sweeps(size, work)
+            shaped = bench_pretrained(work / "pretrained", shaped_recipe(size))
+            report["pretrained_shaped"] = {**shaped, "blip_base_vision_share": blip_base_vision_share()}
+            report["sweep_shaped"] = bench_sweeps(size, work / "shaped", model=shaped["folder"])
         if "adapters" in sections:
             from .adapters import bench_adapters
 

@@ -58,24 +58,29 @@ def targets(report: dict) -> list[tuple[str, str, float, float]]:
         g = report["generation"]
         rows.append(("batched vs one-at-a-time generation", "captions/s ratio", g["batched"] / g["single"], 4.0))
         rows.append(("... from cached features", "captions/s ratio", g["cached_batched"] / g["cached_single"], 4.0))
-    if "sweep" in report:
-        from .sweeps import FAST, FULL_FT, HF
-
-        fast, hf = report["sweep"][FAST], report["sweep"][HF]
-        seeds = f", mean of {len(fast['seeds'])} seeds" if len(fast["seeds"]) > 1 else ""
-        rows.append(("cached + pruned sweep vs HF hyperparameter_search", f"wall-time speed-up{seeds}",
-                     hf["seconds"] / fast["seconds"], 3.0))
-        rows.append(("... with an equal or better best objective", f"best CIDEr ratio{seeds}",
-                     fast["best"] / hf["best"], 1.0))
-        if FULL_FT in report["sweep"]:  # not in --quick
-            rows.append(("cached frozen-encoder sweep vs blipexp's full fine-tuning sweep",
-                         f"best CIDEr ratio{seeds}", fast["best"] / report["sweep"][FULL_FT]["best"], 0.95))
+    for key, model in (("sweep", "`--tiny` preset"), ("sweep_shaped", "base-shaped tiny")):
+        if key in report:
+            rows += _sweep_targets(report[key], model)
     if "trial" in report:
         rows.append(("MLflow tracking overhead", "share of trial time in tracking writes (at most)",
                      report["trial"]["tracking_share"], 0.03))
         if report["trial"].get("system_metrics_seen"):
             rows.append(("MLflow system metrics overhead", "sampling thread CPU / trial time (at most)",
                          report["trial"]["system_metrics_share"], 0.03))
+    return rows
+
+
+def _sweep_targets(sweep: dict, model: str) -> list[tuple[str, str, float, float]]:
+    from .sweeps import FAST, FULL_FT, HF
+
+    fast, hf = sweep[FAST], sweep[HF]
+    seeds = f", mean of {len(fast['seeds'])} seeds" if len(fast["seeds"]) > 1 else ""
+    rows = [(f"cached + pruned sweep vs HF hyperparameter_search, {model}", f"wall-time speed-up{seeds}",
+             hf["seconds"] / fast["seconds"], 3.0),
+            ("... with an equal or better best objective", f"best CIDEr ratio{seeds}", fast["best"] / hf["best"], 1.0)]
+    if FULL_FT in sweep:  # not in --quick
+        rows.append((f"cached frozen-encoder sweep vs blipexp's full fine-tuning sweep, {model}",
+                     f"best CIDEr ratio{seeds}", fast["best"] / sweep[FULL_FT]["best"], 0.95))
     return rows
 
 
@@ -169,12 +174,27 @@ def _sweep_md(report: dict) -> list[str]:
     if "pretrained" in report:
         pt = report["pretrained"]
         lines += [f"The pretrained tiny model all trials start from ({pt['steps']} steps on {pt['images']} generated "
-                  f"scenes): {'built in' if pt['built'] else 'found in the cache in'} {pt['seconds']:.0f} s, "
-                  "before anything was timed.", ""]
+                  f"scenes): {_built(pt)}, before anything was timed. Its vision encoder does "
+                  f"{pt['vision_share']:.0%} of a forward pass's FLOPs.", ""]
     lines += ["Tiny `football_lr_sweep`, the same search space, trial count and data (a way run over several seeds shows "
-              "their means, the best's ± its standard error, and each seed below):", "",
-              "| way | seeds | wall time | best val CIDEr | trials (pruned) | best params |", "|---|---|---|---|---|---|"]
-    for way, r in report["sweep"].items():
+              "their means, the best's ± its standard error, and each seed below):", ""] + _sweep_table(report["sweep"])
+    if "sweep_shaped" in report:
+        sh = report["pretrained_shaped"]
+        lines += ["", f"The same comparison from a base-shaped tiny model: {sh['image_size']} px images and "
+                  f"{sh['vision_layers']} encoder layers, so that its vision encoder does {sh['vision_share']:.0%} of a "
+                  f"forward pass's FLOPs, as BLIP-base's does {sh['blip_base_vision_share']:.0%} (the cache saves that "
+                  f"share); the same pretraining ({sh['steps']} steps on {sh['images']} scenes: {_built(sh)}) and the "
+                  "preset's search space:", ""] + _sweep_table(report["sweep_shaped"])
+    return lines
+
+
+def _built(pretrained: dict) -> str:
+    return f"{'built in' if pretrained['built'] else 'found in the cache in'} {pretrained['seconds']:.0f} s"
+
+
+def _sweep_table(sweep: dict) -> list[str]:
+    lines = ["| way | seeds | wall time | best val CIDEr | trials (pruned) | best params |", "|---|---|---|---|---|---|"]
+    for way, r in sweep.items():
         seeds = r.get("seeds", [r])
         if len(seeds) > 1:
             lines.append(f"| {way} | mean of {len(seeds)} | {r['seconds']:.0f} s | {r['best']:.3f} ± {r['best_se']:.3f} "

@@ -11,42 +11,52 @@ from transformers.trainer_callback import PrinterCallback
 
 from .. import generation
 from ..data.collator import CaptionCollator
-from ..spec import ExperimentSpec
+from ..spec import ExperimentSpec, IntRange
 from .sizes import Size, log
 
 FAST = "blipexp: frozen encoder, feature cache, pruning"
 FULL_FT = "blipexp: full fine-tuning, pruning"
 HF = "HF Trainer.hyperparameter_search (optuna), full fine-tuning"
+UNCACHED = "blipexp: frozen encoder, no cache, no pruning"
 
 
-def bench_sweeps(size: Size, root: Path) -> dict:
+def bench_sweeps(size: Size, root: Path, model: str | None = None) -> dict:
     """Each way's wall time and best objective. The compared ways (FAST against HF, and against FULL_FT: the frozen
     encoder's cost in quality) run once per seed in size.sweep_seeds and report the means, with each seed's sweep
     under "seeds": the best of 8 trials moves by 0.1-0.4 CIDEr with the seed alone, as much as the differences
-    measured. The uncached, unpruned way runs at the first seed only."""
+    measured. The uncached, unpruned way runs at the first seed only, and only on the preset.
+
+    `model`: a pretrained folder every way starts from instead of the `--tiny` preset (pretrained.BASE_SHAPED's),
+    searched over the preset's space."""
     from .. import catalog
 
     base = catalog.load("football_lr_sweep", catalog.experiments_dir()).tiny()
+    space = base.search_space()
     if size.name == "quick":  # one or two epochs a trial: the smoke check's budget
-        base = _one_epoch_variant(base)
-    base = base.replace(n_trials=size.sweep_trials, pitch_scenes=size.sweep_scenes)
+        space = {**space, "epochs": IntRange(1, 2)}
+    base = _with_space(base, space).replace(n_trials=size.sweep_trials, pitch_scenes=size.sweep_scenes)
+    if model:
+        base = base.replace(model=model)  # no longer `is_tiny`: the pinned space keeps the preset's ranges
     ways = {
         FAST: lambda spec, home: _blipexp_sweep(spec.replace(freeze_vision_encoder=True), home),
-        "blipexp: frozen encoder, no cache, no pruning": lambda spec, home: _blipexp_sweep(
+        UNCACHED: lambda spec, home: _blipexp_sweep(
             spec.replace(freeze_vision_encoder=True, cache_vision_features=False, prune=False), home),
         FULL_FT: _blipexp_sweep,
         HF: _hf_sweep,
     }
     if size.name == "quick":
         ways.pop(FULL_FT)
+    if model:
+        ways.pop(UNCACHED)
     results = {}
     for way, sweep in ways.items():
         seeds = size.sweep_seeds if way in (FAST, FULL_FT, HF) else size.sweep_seeds[:1]
         runs = []
         for seed in seeds:
-            runs.append({"seed": seed, **sweep(base.replace(seed=seed), root / f"sweep-{len(results)}-{seed}")})
-            log(f"sweep: {way}, seed {seed}: {runs[-1]['seconds']:.0f}s, best {base.objective_metric} "
-                f"{runs[-1]['best']:.3f}")
+            home = root / f"sweep-{len(results)}-{seed}"
+            runs.append({"seed": seed, **sweep(base.replace(seed=seed), home)})
+            log(f"sweep{' (base-shaped tiny)' if model else ''}: {way}, seed {seed}: "
+                f"{runs[-1]['seconds']:.0f}s, best {base.objective_metric} {runs[-1]['best']:.3f}")
         results[way] = over_seeds(runs)
     return results
 
@@ -61,11 +71,9 @@ def over_seeds(runs: list[dict]) -> dict:
             "best_se": spread, "seeds": runs}
 
 
-def _one_epoch_variant(spec: ExperimentSpec) -> ExperimentSpec:
-    from ..spec import IntRange
-
-    space = {**spec.search_space(), "epochs": IntRange(1, 2)}
-    variant = type(f"{type(spec).__name__}Quick", (type(spec),), {"search_space": lambda self: space})
+def _with_space(spec: ExperimentSpec, space: dict) -> ExperimentSpec:
+    """The spec with its search space pinned to `space`, whatever model it is later given."""
+    variant = type(f"{type(spec).__name__}Pinned", (type(spec),), {"search_space": lambda self: space})
     variant.name = type(spec).name
     return variant(**spec.to_dict())
 

@@ -144,8 +144,8 @@ def caption_words(captions: Iterable[str]) -> list[str]:
 
 def tiny_config(vocab_size: int, bos_token_id: int, sep_token_id: int, pad_token_id: int,
                 image_size: int = TINY_IMAGE_SIZE, vision_layers: int = 2) -> BlipConfig:
-    """Sized so that a few hundred steps run in about a minute on a 2-core CPU. The defaults put 65% of a forward
-    pass's FLOPs in the vision encoder; image_size=96, vision_layers=4 put 85% there, as in BLIP-base (84%)."""
+    """Sized so that a few hundred steps run in about a minute on a 2-core CPU. The defaults put 66% of a forward
+    pass's FLOPs in the vision encoder; image_size=96, vision_layers=4 put 86% there, as in BLIP-base (84%)."""
     hidden = 128
     vision = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=vision_layers,
                   num_attention_heads=4, image_size=image_size, patch_size=8)

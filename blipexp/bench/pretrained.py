@@ -2,7 +2,7 @@
 one's compute goes: the `--tiny` preset, and the same recipe with BLIP-base's share of FLOPs in the vision encoder.
 
 Freezing and caching the encoder saves its share of each step, so a sweep's speed-up from the cache follows that
-share: 65% of a forward pass in the preset, 84% in BLIP-base. The sweep comparison runs on both (sweeps.py)."""
+share: 66% of a forward pass in the preset, 84% in BLIP-base. The sweep comparison runs on both (sweeps.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..pretrain import CACHE_VARIABLE, RECIPE, Recipe, cache_root, pretrained_tiny
 from .sizes import Size
 
-# the preset's recipe with a larger image (145 tokens instead of 65) and twice the encoder's depth: 85% of a
+# the preset's recipe with a larger image (145 tokens instead of 65) and twice the encoder's depth: 86% of a
 # forward pass in the vision encoder, as in BLIP-base; the text decoder is the preset's
 BASE_SHAPED = dataclasses.replace(RECIPE, image_size=96, vision_layers=4)
 CAPTION_TOKENS = 16  # a pitch caption's length in tokens, about: where a forward pass's FLOPs go depends on it

@@ -25,6 +25,7 @@ from .hub import NotAHubId, hub_answers, looks_like_path
 from .spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
 
 TINY_IMAGE_SIZE = 64
+TINY_VISION_LAYERS = 2
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # BLIP's decoder starts from [DEC]
 
 
@@ -143,7 +144,7 @@ def caption_words(captions: Iterable[str]) -> list[str]:
 
 
 def tiny_config(vocab_size: int, bos_token_id: int, sep_token_id: int, pad_token_id: int,
-                image_size: int = TINY_IMAGE_SIZE, vision_layers: int = 2) -> BlipConfig:
+                image_size: int = TINY_IMAGE_SIZE, vision_layers: int = TINY_VISION_LAYERS) -> BlipConfig:
     """Sized so that a few hundred steps run in about a minute on a 2-core CPU. The defaults put 66% of a forward
     pass's FLOPs in the vision encoder; image_size=96, vision_layers=4 put 86% there, as in BLIP-base (84%)."""
     hidden = 128
@@ -156,7 +157,8 @@ def tiny_config(vocab_size: int, bos_token_id: int, sep_token_id: int, pad_token
     return BlipConfig(vision_config=vision, text_config=text, projection_dim=hidden)
 
 
-def build_tiny_model(processor: BlipProcessor, seed: int, vision_layers: int = 2) -> BlipForConditionalGeneration:
+def build_tiny_model(processor: BlipProcessor, seed: int,
+                     vision_layers: int = TINY_VISION_LAYERS) -> BlipForConditionalGeneration:
     """The tiny architecture for this processor's vocabulary and image size, seeded random weights."""
     tok = processor.tokenizer
     config = tiny_config(len(tok), tok.bos_token_id, tok.sep_token_id, tok.pad_token_id,

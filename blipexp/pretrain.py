@@ -24,7 +24,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear
 from .data import outdoor, pitch
 from .data.collator import CaptionCollator
 from .locks import file_lock
-from .modeling import TINY_IMAGE_SIZE, build_tiny_model, build_tiny_processor
+from .modeling import TINY_IMAGE_SIZE, TINY_VISION_LAYERS, build_tiny_model, build_tiny_processor
 
 CACHE_VARIABLE = "BLIPEXP_PRETRAINED_CACHE"  # a folder of pretrained builds that replaces <home>/cache/pretrained
 
@@ -41,7 +41,7 @@ class Recipe:
     max_tokens: int = 24  # caption truncation
     seed: int = 0  # corpus drawing, model init and batch order
     image_size: int = TINY_IMAGE_SIZE  # the architecture (modeling.tiny_config): pixels per side
-    vision_layers: int = 2  # and the vision encoder's depth
+    vision_layers: int = TINY_VISION_LAYERS  # and the vision encoder's depth
 
     def vocabulary(self) -> list[str]:
         """Captions whose words the tokenizer knows: the corpus' and the pitch set's (so fine-tuning on it needs no

@@ -5,11 +5,14 @@ directly in the test on hand-written, already-normalised captions.
 """
 from __future__ import annotations
 
+import json
 import math
+import random
 import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -22,10 +25,12 @@ from blipexp.metrics import (
     CONSOLE_KEYS,
     METRIC_KEYS,
     METRICS,
+    ImageScores,
     caption_scores,
     corpus_document_frequency,
     normalize_caption,
     resolve_cider_df,
+    score_images,
 )
 
 # Already normalised (lowercase, no punctuation, single spaces): a perfect match, partial matches and a total miss.
@@ -245,7 +250,7 @@ def test_corpus_document_frequency_counts_each_image_once() -> None:
         ("a", "dog"): 1, ("dog", "runs"): 1, ("a", "cat"): 1,
         ("a", "dog", "runs"): 1,
     }
-    assert df.num_images == 2 and df.log_num_images == pytest.approx(math.log(2))
+    assert df.num_images == 2
 
 
 def test_corpus_document_frequency_counts_like_pycocoevalcap() -> None:
@@ -324,3 +329,64 @@ def test_resolve_cider_df(setting: str, n_images: int, expected: str) -> None:
 def test_resolve_cider_df_rejects_bad_input(setting: str, n_images: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_cider_df(setting, n_images)
+
+
+def random_captions(seed: int, images: int) -> tuple[list[str], list[list[str]]]:
+    """Predictions and 1-5 references per image from a small vocabulary: many partial n-gram matches, some empty
+    predictions, references of several lengths (BLEU's closest-length rule has ties to break)."""
+    rng = random.Random(seed)
+    words = "a the red blue two players ball chase near left right goal at night in middle of pitch".split()
+
+    def caption(shortest: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(shortest, 12)))
+
+    return ([caption(0) for _ in range(images)],
+            [[caption(1) for _ in range(rng.randint(1, 5))] for _ in range(images)])
+
+
+def test_per_image_scores_give_back_the_corpus_scores_exactly() -> None:
+    predictions, references = random_captions(seed=3, images=120)
+    expected = coco_direct(predictions, references)
+    scores, images = score_images(predictions, references)
+    assert scores == caption_scores(predictions, references)
+    recomputed = images.corpus()
+    for key in METRIC_KEYS:  # BLEU from the summed statistics, the others as means of the per-image values
+        assert recomputed[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+    assert len(images) == 120 and images.bleu_stats.shape == (120, 10)
+
+
+def test_per_image_bleu_statistics_are_each_images_own() -> None:
+    predictions, references = random_captions(seed=4, images=30)
+    _, images = score_images(predictions, references)
+    for i in (0, 7, 29):  # one image scored alone has the same statistics, hence the same sentence-level BLEU
+        _, alone = score_images([predictions[i]], [references[i]])
+        assert alone.bleu_stats[0].tolist() == images.bleu_stats[i].tolist()
+        single, _ = Bleu(4).compute_score({0: references[i]}, {0: [predictions[i]]}, verbose=0)
+        assert images.rows()["bleu4"][i] == pytest.approx(single[3], rel=1e-12, abs=1e-15)
+
+
+def test_per_image_cider_uses_the_corpus_idf_when_given() -> None:
+    predictions, references = random_captions(seed=5, images=40)
+    document_frequency = corpus_document_frequency(random_captions(seed=6, images=80)[1])
+    scores, images = score_images(predictions, references, document_frequency)
+    assert images.corpus()["cider"] == pytest.approx(scores["cider"], rel=1e-12)
+    assert images.corpus()["cider_coco"] == pytest.approx(coco_direct(predictions, references)["cider_coco"], rel=1e-12)
+    assert images.means["cider"].tolist() != images.means["cider_coco"].tolist()
+
+
+def test_weighted_corpus_scores_equal_scoring_the_repeated_images() -> None:
+    predictions, references = random_captions(seed=7, images=12)
+    _, images = score_images(predictions, references)
+    counts = np.array([[2, 0, 1, 1, 0, 3, 1, 1, 0, 1, 1, 1]])
+    chosen = [i for i, count in enumerate(counts[0]) for _ in range(count)]
+    direct = coco_direct([predictions[i] for i in chosen], [references[i] for i in chosen])
+    weighted = images.corpus(counts)
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL"):  # CIDEr's own idf would change with the set
+        assert weighted[key][0] == pytest.approx(direct[key], rel=1e-12), key
+
+
+def test_per_image_rows_read_back_to_the_same_scores() -> None:
+    predictions, references = random_captions(seed=8, images=20)
+    _, images = score_images(predictions, references)
+    again = ImageScores.from_rows(json.loads(json.dumps(images.rows())))
+    assert again.corpus() == images.corpus()

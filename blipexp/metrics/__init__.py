@@ -9,6 +9,11 @@ stand-in for pycocoevalcap's PTBTokenizer, which needs Java) and scores them wit
 module (`modules/caption_metrics/`) that wraps pycocoevalcap's pure-Python scorers. The module is
 loaded by absolute path, so `evaluate` never asks the Hub for it.
 
+`score_images` also returns each image's share of the scores (`ImageScores`): per-image ROUGE-L and CIDEr (the
+corpus values are their means) and BLEU's sufficient statistics (corpus BLEU is their sums' value). From them
+`ImageScores.corpus` recomputes the corpus metrics of any weighted set of the images at once: what bootstrap
+intervals and paired tests (blipexp.evidence) resample, without scoring again.
+
 CIDEr weighs n-grams by idf. pycocoevalcap counts the document frequencies over the scored set, which
 is degenerate on a few images (one image: every idf is 0). `corpus_document_frequency` counts them over
 a larger reference corpus instead (e.g. training + validation references, as self-critical training
@@ -17,7 +22,6 @@ code does); `resolve_cider_df` picks which one a scored set of a given size shou
 from __future__ import annotations
 
 import functools
-import math
 import types
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import evaluate
+    import numpy as np
 
 __all__ = [
     "CIDER_DF_AUTO_MIN_IMAGES",
@@ -36,10 +41,12 @@ __all__ = [
     "METRIC_KEYS",
     "CaptionMetric",
     "DocumentFrequency",
+    "ImageScores",
     "caption_scores",
     "corpus_document_frequency",
     "normalize_caption",
     "resolve_cider_df",
+    "score_images",
 ]
 
 
@@ -76,6 +83,12 @@ CIDER_DF_SETTINGS = ("auto", "split", "corpus")
 CIDER_DF_AUTO_MIN_IMAGES = 50
 
 _MODULE_DIR = Path(__file__).resolve().parent / "modules" / "caption_metrics"
+_BLEU_ORDERS = 4
+# BLEU's sufficient statistics per image, in the module's order (its BLEU_STATS): matches and totals per n-gram
+# order, then the hypothesis and the closest reference length
+_BLEU_WIDTH = 2 * _BLEU_ORDERS + 2
+# pycocoevalcap's guards in BLEU's ratios: a zero match count still gives 0, a zero total no division by zero
+_TINY, _SMALL = 1e-15, 1e-9
 
 # Apostrophe-like characters; inside a word they are dropped ("dog's" -> "dogs", "don't" -> "dont")
 # so a contraction stays one token on both sides. U+02BC is a letter by category, hence listed here.
@@ -169,11 +182,6 @@ class DocumentFrequency:
     counts: Mapping[tuple[str, ...], int]  # n-gram (1..4 words) -> corpus images whose references hold it
     num_images: int  # images in the corpus; its log is pycocoevalcap's ref_len
 
-    @property
-    def log_num_images(self) -> float:
-        """pycocoevalcap's ref_len: an n-gram found in every corpus image gets idf 0."""
-        return math.log(self.num_images)
-
 
 def corpus_document_frequency(references: Sequence[Sequence[str]]) -> DocumentFrequency:
     """Count n-gram document frequencies over a corpus given as one list of reference captions per image.
@@ -235,3 +243,91 @@ def caption_scores(
     scores = _load_module().compute(predictions=norm_preds, references=norm_refs, **corpus)
     assert set(scores) == set(METRICS), f"the evaluate module returns {sorted(scores)}, METRICS lists {METRIC_KEYS}"
     return {key: float(scores[key]) for key in METRIC_KEYS}
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Each scored image's share of the caption metrics, in the order the images were scored.
+
+    `means`: per metric whose corpus value is the mean over images (ROUGE-L, CIDEr, cider_coco), one value per
+    image. `bleu_stats`: one row of BLEU statistics per image; corpus BLEU-n is computed from their sums, exactly as
+    pycocoevalcap computes it. A CIDEr value keeps the idf it was scored with (the scored set's own for cider_coco).
+    """
+
+    means: Mapping[str, np.ndarray]  # metric key -> (n,) floats
+    bleu_stats: np.ndarray  # (n, 10): the module's BLEU_STATS
+
+    def __len__(self) -> int:
+        return len(self.bleu_stats)
+
+    def corpus(self, weights: np.ndarray | None = None) -> dict:
+        """The corpus metrics (METRIC_KEYS) of weighted sets of these images: `weights` (R, n), each row how often
+        each image counts (a bootstrap resample's counts), gives each metric's R values as an array; None gives
+        this set's own metrics as floats, equal to caption_scores'."""
+        import numpy as np
+
+        single = weights is None
+        weights = np.ones((1, len(self))) if single else np.asarray(weights, dtype=float)
+        counts = weights.sum(axis=1)
+        values = {f"bleu{n}": column for n, column in enumerate(bleu_from_totals(weights @ self.bleu_stats).T, 1)}
+        values.update({key: weights @ column / counts for key, column in self.means.items()})
+        values = {key: values[key] for key in METRIC_KEYS}
+        return {key: float(value[0]) for key, value in values.items()} if single else values
+
+    def rows(self) -> dict[str, list]:
+        """Per-image columns for a table: each mean metric, the image's own BLEU-4 (pycocoevalcap's sentence-level
+        value), and its BLEU statistics (`bleu_stats`, to recompute corpus BLEU)."""
+        return {**{key: column.tolist() for key, column in self.means.items()},
+                "bleu4": bleu_from_totals(self.bleu_stats)[:, _BLEU_ORDERS - 1].tolist(),
+                "bleu_stats": self.bleu_stats.astype(int).tolist()}
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, Sequence]) -> "ImageScores":
+        """The scores `rows` wrote (e.g. a per-image table read back)."""
+        import numpy as np
+
+        means = {key: np.asarray(rows[key], dtype=float) for key in METRIC_KEYS if not key.startswith("bleu")}
+        return cls(means=means, bleu_stats=np.asarray(rows["bleu_stats"], dtype=float).reshape(-1, _BLEU_WIDTH))
+
+    def subset(self, indices: Sequence[int]) -> "ImageScores":
+        import numpy as np
+
+        chosen = np.asarray(indices, dtype=int)
+        return ImageScores({key: column[chosen] for key, column in self.means.items()}, self.bleu_stats[chosen])
+
+
+def bleu_from_totals(totals: np.ndarray) -> np.ndarray:
+    """BLEU-1..4 from rows of BLEU statistics (R, 10), each row a set's summed statistics: (R, 4), computed as
+    pycocoevalcap's BleuScorer computes its corpus score (the same guards, cumulative product and brevity
+    penalty)."""
+    import numpy as np
+
+    totals = np.asarray(totals, dtype=float)
+    correct, guess = totals[:, :_BLEU_ORDERS], totals[:, _BLEU_ORDERS:2 * _BLEU_ORDERS]
+    hypothesis, reference = totals[:, 2 * _BLEU_ORDERS], totals[:, 2 * _BLEU_ORDERS + 1]
+    bleu = np.cumprod((correct + _TINY) / (guess + _SMALL), axis=1) ** (1.0 / np.arange(1, _BLEU_ORDERS + 1))
+    ratio = (hypothesis + _TINY) / (reference + _SMALL)
+    penalty = np.exp(1 - 1 / np.minimum(ratio, 1.0))  # 1 when the hypotheses are not shorter
+    return bleu * penalty[:, None]
+
+
+def score_images(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    document_frequency: DocumentFrequency | None = None,
+) -> tuple[dict[str, float], ImageScores]:
+    """caption_scores, and each image's share of them (`ImageScores`), from the same scorer calls."""
+    import numpy as np
+
+    norm_preds, norm_refs = _normalize_inputs(predictions, references)
+    corpus = {}
+    if document_frequency is not None:
+        corpus = {"document_frequency": document_frequency.counts, "corpus_images": document_frequency.num_images}
+    scores = _load_module().compute(predictions=norm_preds, references=norm_refs, per_image=True, **corpus)
+    each = scores.pop("per_image")
+    assert set(scores) == set(METRICS), f"the evaluate module returns {sorted(scores)}, METRICS lists {METRIC_KEYS}"
+    images = ImageScores(means={key: np.asarray(each[key], dtype=float) for key in METRIC_KEYS if key in each},
+                         bleu_stats=np.asarray(each["bleu_stats"], dtype=float).reshape(-1, _BLEU_WIDTH))
+    assert set(images.means) | {f"bleu{n}" for n in range(1, _BLEU_ORDERS + 1)} == set(METRICS), \
+        "every metric is a per-image mean or a BLEU order"
+    return {key: float(scores[key]) for key in METRIC_KEYS}, images

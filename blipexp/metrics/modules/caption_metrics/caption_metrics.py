@@ -8,6 +8,11 @@ CIDEr's scale is pycocoevalcap's (0 to 10, typically below 1.5 for real models).
 weights from the references of the scored set itself, so a set of one image always scores 0 and small sets
 are noisy; given `document_frequency` and `corpus_images` (counted over a larger reference corpus, as
 self-critical training code does), 'cider' uses those instead and 'cider_coco' keeps pycocoevalcap's value.
+
+With `per_image=True` the result also holds each image's share of the scores under 'per_image': its ROUGE-L and
+CIDEr values (the corpus values are their means) and BLEU's sufficient statistics (clipped n-gram matches and
+totals for n = 1..4, hypothesis length, closest reference length), from which corpus BLEU is the summed
+statistics' value. They come from the same scorer calls as the corpus values: nothing is scored twice.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from collections.abc import Mapping
 
 import datasets
 import evaluate
-from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import precook
 from pycocoevalcap.rouge.rouge import Rouge
@@ -30,10 +35,12 @@ Args:
     references: list of list of str, the normalised, non-empty reference captions of each image.
     document_frequency: optional mapping n-gram tuple -> number of corpus images whose references hold it.
     corpus_images: the number of images of that corpus; required with document_frequency.
+    per_image: also return each image's scores (see the module docstring).
 Returns:
     dict of floats: 'bleu1'..'bleu4' and 'rougeL' in [0, 1]; in [0, 10] 'cider_coco', pycocoevalcap's CIDEr-D
     (idf from the scored set), and 'cider', CIDEr-D with the corpus idf when document_frequency is given, else
-    equal to 'cider_coco'.
+    equal to 'cider_coco'; with per_image, 'per_image': {'rougeL', 'cider', 'cider_coco': one float per image,
+    'bleu_stats': one list of BLEU_STATS ints per image}.
 """
 
 _CITATION = """Papineni et al., BLEU: a Method for Automatic Evaluation of Machine Translation, ACL 2002.
@@ -44,25 +51,43 @@ _N = 4  # CIDEr's n-gram orders 1..4, as pycocoevalcap's Cider
 _SIGMA = 6.0  # width of CIDEr-D's Gaussian length penalty, as pycocoevalcap's Cider
 
 Captions = dict[int, list[str]]  # pycocoevalcap's input: {image id: [caption, ...]}
+Scored = tuple[dict[str, float], dict[str, list]]  # (corpus scores, per-image scores) of one scorer
+# BLEU's sufficient statistics of one image, in this order: clipped matches and totals per n-gram order, the
+# hypothesis length and the closest reference length ("closest", as pycocoevalcap's Bleu)
+BLEU_STATS = ("correct1", "correct2", "correct3", "correct4", "guess1", "guess2", "guess3", "guess4",
+              "hyp_len", "ref_len")
 
 
-def _bleu(gts: Captions, res: Captions) -> dict[str, float]:
+def _bleu(gts: Captions, res: Captions) -> Scored:
+    # pycocoevalcap's Bleu(4).compute_score, with its scorer kept: its cooked tests are each image's statistics.
     # verbose=0: the default (1) prints the n-gram counts and length ratio to stdout.
-    scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    return {f"bleu{n}": float(score) for n, score in enumerate(scores, start=1)}
+    scorer = BleuScorer(n=4)
+    for image in gts:
+        scorer += (res[image][0], gts[image])
+    scores, _ = scorer.compute_score(option="closest", verbose=0)
+    stats = [[*cooked["correct"], *cooked["guess"], cooked["testlen"], _closest(cooked["reflen"], cooked["testlen"])]
+             for cooked in scorer.ctest]
+    return {f"bleu{n}": float(score) for n, score in enumerate(scores, start=1)}, {"bleu_stats": stats}
 
 
-def _rouge(gts: Captions, res: Captions) -> dict[str, float]:
-    score, _ = Rouge().compute_score(gts, res)
-    return {"rougeL": float(score)}
+def _closest(reference_lengths: list[int], hypothesis_length: int) -> int:
+    """The reference length BLEU's brevity penalty uses: the closest, the shorter on a tie (as pycocoevalcap)."""
+    return min((abs(length - hypothesis_length), length) for length in reference_lengths)[1]
 
 
-def _cider(gts: Captions, res: Captions) -> dict[str, float]:
-    score, _ = Cider(n=_N, sigma=_SIGMA).compute_score(gts, res)
-    return {"cider": float(score), "cider_coco": float(score)}
+def _rouge(gts: Captions, res: Captions) -> Scored:
+    score, per_image = Rouge().compute_score(gts, res)
+    return {"rougeL": float(score)}, {"rougeL": [float(x) for x in per_image]}
 
 
-# Every key of blipexp.metrics.METRICS comes from one of these: each scores the whole set and returns its keys.
+def _cider(gts: Captions, res: Captions) -> Scored:
+    score, per_image = Cider(n=_N, sigma=_SIGMA).compute_score(gts, res)
+    values = [float(x) for x in per_image]
+    return {"cider": float(score), "cider_coco": float(score)}, {"cider": values, "cider_coco": list(values)}
+
+
+# Every key of blipexp.metrics.METRICS comes from one of these: each scores the whole set and returns its keys, and
+# each image's share of them (a per-image value whose mean is the corpus value, or sufficient statistics).
 SCORERS = (_bleu, _rouge, _cider)
 
 
@@ -88,20 +113,26 @@ class CaptionMetrics(evaluate.Metric):
         references: list[list[str]],
         document_frequency: Mapping[tuple[str, ...], int] | None = None,
         corpus_images: int | None = None,
-    ) -> dict[str, float]:
+        per_image: bool = False,
+    ) -> dict:
         if (document_frequency is None) != (corpus_images is None):
             raise ValueError("pass document_frequency and corpus_images together, or neither")
         # pycocoevalcap wants {image id: [caption, ...]}; the list position serves as id.
         gts = {i: list(refs) for i, refs in enumerate(references)}
         res = {i: [pred] for i, pred in enumerate(predictions)}
-        scores: dict[str, float] = {}
+        scores: dict = {}
+        images: dict[str, list] = {}
         for scorer in SCORERS:
-            scores.update(scorer(gts, res))
+            corpus, each = scorer(gts, res)
+            scores.update(corpus)
+            images.update(each)
         if document_frequency is not None:
             log_n = math.log(corpus_images)
-            per_image = [_image_cider(pred, refs, document_frequency, log_n)
-                         for pred, refs in zip(predictions, references)]
-            scores["cider"] = sum(per_image) / len(per_image)
+            images["cider"] = [_image_cider(pred, refs, document_frequency, log_n)
+                               for pred, refs in zip(predictions, references)]
+            scores["cider"] = sum(images["cider"]) / len(images["cider"])
+        if per_image:
+            scores["per_image"] = images
         return scores
 
 

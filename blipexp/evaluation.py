@@ -1,21 +1,30 @@
-"""Scoring captions: generation-based metrics for the Trainer, validation subsets, scoring a whole split, picking
-the best epoch, CIDEr's document frequency, and the table of sample captions."""
+"""Scoring captions: generation-based metrics for the Trainer's epochs, validation subsets, picking the best epoch,
+CIDEr's document frequency, scoring a whole split as the model is served (per image, with intervals), and the
+tables of captions."""
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from . import distributed, generation, tracking
-from .data.collator import IGNORE_INDEX
-from .data.features import Rows, evaluation_dataset
+from . import distributed, evidence, generation, tracking
+from .data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
+from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset
 from .data.images import BadImage
 from .data.sources import CaptionData, Example
-from .metrics import DocumentFrequency, caption_scores, corpus_document_frequency, resolve_cider_df
+from .metrics import (
+    DocumentFrequency,
+    ImageScores,
+    caption_scores,
+    corpus_document_frequency,
+    resolve_cider_df,
+    score_images,
+)
 from .spec import ExperimentSpec
-from .trainer import CaptionTrainer
 
 RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> one input row per example
 
@@ -58,21 +67,8 @@ def best_epoch(history: list[dict[str, float]], spec: ExperimentSpec) -> dict[st
     return pick(trained, key=lambda h: h[spec.objective_metric])
 
 
-def evaluate_split(trainer: CaptionTrainer, processor, rows: RowsFor, examples: list[Example], split: str,
-                   document_frequency: DocumentFrequency | None) -> dict[str, float]:
-    """The current (best) model's metrics on a whole split."""
-    if not examples:
-        return {}
-    dataset, refs = evaluation_dataset(rows(split, examples), examples)
-    trainer.compute_metrics = compute_metrics_for(processor.tokenizer, refs, document_frequency)
-    trainer.eval_split = split
-    metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
-    return {k[len(split) + 1:]: float(v) for k, v in metrics.items()
-            if k.startswith(f"{split}_") and not k.endswith(("_runtime", "_per_second"))}
-
-
 def cider_document_frequency(spec: ExperimentSpec, data: CaptionData, n_scored: int,
-                             echo: bool) -> DocumentFrequency | None:
+                             echo: bool = False) -> DocumentFrequency | None:
     """CIDEr's idf from the training + validation references when the scored set is too small for its own
     (cider_df; one image would score every model 0), else None: pycocoevalcap's own, from the scored set."""
     if resolve_cider_df(spec.cider_df, n_scored) == "split":
@@ -85,17 +81,19 @@ def cider_document_frequency(spec: ExperimentSpec, data: CaptionData, n_scored: 
     return corpus_document_frequency(corpus)
 
 
-def log_samples(run: tracking.Run, model, processor, data: CaptionData, spec: ExperimentSpec) -> None:
-    """A table of validation images with the best model's caption next to the references."""
-    shown = _usable_images(data, data.validation, spec.sample_captions)
+def log_samples(run: tracking.Run, data: CaptionData, validation: SplitScores, count: int) -> None:
+    """A table of the first `count` validation images with the final model's caption next to the references
+    (`val_samples.json`): the final validation's own captions, the pictures decoded again for the table."""
+    position = {key: i for i, key in enumerate(validation.keys)}
+    shown = [(e, image) for _, e, image in _usable_images(data, data.validation, count) if e.key in position]
     if not shown:
         return
     run.table(
         data={
-            "image": [image for _, _, image in shown],
-            "key": [e.key for _, e, _ in shown],
-            "prediction": caption_images(model, processor, [image for _, _, image in shown], spec),
-            "references": [" | ".join(e.captions) for _, e, _ in shown],
+            "image": [image for _, image in shown],
+            "key": [e.key for e, _ in shown],
+            "prediction": [validation.predictions[position[e.key]] for e, _ in shown],
+            "references": [" | ".join(e.captions) for e, _ in shown],
         },
         artifact_file="val_samples.json",
     )
@@ -182,3 +180,129 @@ class SampleCaptions:
         self._written = time.perf_counter()
         if self._image_cells is None:
             self._image_cells = run.table_cells(self.ARTIFACT, "image")[-len(self.shown):]
+
+
+# --------------------------------------------------------------------------- a split scored as the model is served
+
+
+@dataclass
+class SplitScores:
+    """A model's captions of one split and their scores, per image and for the whole split."""
+
+    split: str
+    keys: list[str]  # the scored images, in order (an image found unusable is left out)
+    predictions: list[str]
+    references: list[list[str]]
+    metrics: dict[str, float]  # the caption metrics, and "loss" (teacher-forced on each image's first reference)
+    images: ImageScores
+    idf: str  # where CIDEr's idf came from: "corpus" (training + validation references) or "split" (itself)
+
+    def intervals(self, resamples: int, seed: int) -> dict[str, evidence.Interval]:
+        return evidence.intervals(self.images, resamples, seed)
+
+    def signature(self, resamples: int, seed: int) -> str:
+        return evidence.signature(resamples, seed, self.idf, len(self.keys))
+
+    def table(self) -> dict[str, list]:
+        """One row per image (`per_image/<split>.json`): key, caption, references and its scores; sorted by a score
+        in the MLflow UI, it shows the worst captions."""
+        return {"image": list(self.keys), "prediction": list(self.predictions),
+                "references": [list(refs) for refs in self.references], **self.images.rows()}
+
+    @classmethod
+    def from_table(cls, columns: dict[str, list], split: str, metrics: dict[str, float], idf: str) -> "SplitScores":
+        """The scores `table` wrote, read back (e.g. from a run's `per_image/<split>.json`)."""
+        return cls(split=split, keys=columns["image"], predictions=columns["prediction"],
+                   references=columns["references"], metrics=metrics, images=ImageScores.from_rows(columns), idf=idf)
+
+    def worst(self, metric: str, count: int = 3) -> list[tuple[str, str, list[str], float]]:
+        """(key, caption, references, score) of the `count` images scoring lowest on `metric` (a per-image mean
+        metric, else CIDEr), lowest first."""
+        metric = metric if metric in self.images.means else "cider"
+        column = self.images.means[metric]
+        order = np.argsort(column, kind="stable")[:count]
+        return [(self.keys[i], self.predictions[i], self.references[i], float(column[i])) for i in order]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"split": self.split, "keys": self.keys, "predictions": self.predictions, "references": self.references,
+                "metrics": self.metrics, "per_image": self.images.rows(), "idf": self.idf}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "SplitScores":
+        return cls(split=value["split"], keys=value["keys"], predictions=value["predictions"],
+                   references=value["references"], metrics=value["metrics"],
+                   images=ImageScores.from_rows(value["per_image"]), idf=value["idf"])
+
+
+def score_split(model, processor, data: CaptionData, examples: Sequence[Example], split: str, spec: ExperimentSpec,
+                settings: dict[str, Any], workers: int = 0, skips: SkipTally | None = None) -> SplitScores:
+    """Caption and score `examples` as the served model does: pixels through the whole model in its own precision
+    (fp32 as loaded; never cached features or a training autocast), decoded with `settings`. Also the
+    teacher-forced loss on each image's first reference. CIDEr's idf as cider_df says for this split's size.
+    Images unusable since the first look are left out (and counted in `skips`)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    dataset, _ = evaluation_dataset(PixelRows(data, examples, processor.image_processor), examples)
+    collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens,
+                               prompt=str(settings.get("prompt", "")))
+    loader = DataLoader(dataset, batch_size=spec.eval_batch_size, collate_fn=collator, num_workers=workers)
+    model.eval()
+    kept, predictions, loss_sum, loss_items = [], [], 0.0, 0
+    with torch.no_grad():
+        for start, batch in zip(range(0, len(examples), spec.eval_batch_size), loader):
+            if skips is not None:
+                skips.add(split, *(batch[key] for key in SKIP_KEYS))
+            batch = {k: v.to(model.device) for k, v in batch.items() if k not in SKIP_KEYS}
+            usable = (batch["labels"] != IGNORE_INDEX).any(dim=1)
+            if not usable.any():
+                continue
+            inputs = {k: v[usable] for k, v in batch.items()}
+            loss_sum += float(model(**inputs).loss) * int(usable.sum())
+            loss_items += int(usable.sum())
+            predictions += generation.captions(model, processor.tokenizer, inputs["pixel_values"], settings)
+            kept += [examples[start + i] for i in torch.nonzero(usable).flatten().tolist()]
+    if not kept:
+        raise ValueError(f"no image of the {split} split could be read (all {len(examples)} changed since the "
+                         "first look): re-run to check the data again")
+    document_frequency = cider_document_frequency(spec, data, len(kept))
+    references = [list(e.captions) for e in kept]
+    metrics, images = score_images(predictions, references, document_frequency)
+    return SplitScores(split=split, keys=[e.key for e in kept], predictions=predictions, references=references,
+                       metrics={**metrics, "loss": loss_sum / loss_items}, images=images,
+                       idf="corpus" if document_frequency else "split")
+
+
+# --------------------------------------------------------------------------- a run's final scores, as logged
+
+FINAL_PREFIXES = {"validation": "best_val_", "test": "test_"}  # a trial's final metrics, by split
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+
+
+@dataclass(frozen=True)
+class LoggedScores:
+    """A run's final scores of one split as its metrics and tags hold them: values, 95% intervals, signature."""
+
+    split: str
+    metrics: dict[str, float]
+    intervals: dict[str, evidence.Interval]
+    signature: str
+
+    @classmethod
+    def of(cls, run, split: str) -> "LoggedScores":
+        """From a run read from the store (`tracking.Run.read()`)."""
+        prefix, logged = FINAL_PREFIXES[split], run.data.metrics
+        values = {k[len(prefix):]: v for k, v in logged.items()
+                  if k.startswith(prefix) and not k.endswith(CI_SUFFIXES) and not k.startswith("best_val_subset_")}
+        intervals = {key: evidence.Interval(logged[f"{prefix}{key}_ci_low"], logged[f"{prefix}{key}_ci_high"])
+                     for key in values if f"{prefix}{key}_ci_low" in logged}
+        return cls(split, values, intervals, run.data.tags.get(f"{prefix}signature", ""))
+
+    def line(self) -> str:
+        """'cider 4.6500 [3.92, 5.40]  bleu4 ...': each metric with its interval where it has one."""
+        return format_scores(self.metrics, self.intervals)
+
+
+def format_scores(metrics: dict[str, float], intervals: dict[str, evidence.Interval]) -> str:
+    return "  ".join(f"{key} {value:.4f}" + (f" {intervals[key]}" if key in intervals else "")
+                     for key, value in metrics.items()) or "-"

@@ -15,22 +15,27 @@ from typing import Any
 import yaml
 
 from .data import CaptionData
+from .evaluation import LoggedScores
 from .spec import PITCH_DATASET, ExperimentSpec
 
 SHOWN_METRICS = ("cider", "bleu4", "rougeL", "loss")  # the results table's rows, in this order, where measured
 
 
-def render(spec: ExperimentSpec, data: CaptionData, validation: dict[str, float], test: dict[str, float],
-           generation: dict[str, Any], git_commit: str = "unknown") -> str:
-    """The card for a model trained with `spec` on `data`: `validation` holds its metrics at the best epoch, `test`
-    the same model's on the test split (empty without one), `generation` the settings the served model uses."""
+Worst = tuple[str, str, list[str], float]  # (image, caption, references, score)
+
+
+def render(spec: ExperimentSpec, data: CaptionData, validation: LoggedScores, test: LoggedScores,
+           generation: dict[str, Any], git_commit: str = "unknown", worst: list[Worst] = ()) -> str:
+    """The card for a model trained with `spec` on `data`: `validation` and `test` hold the served model's scores
+    with their intervals (test empty without a test split), `generation` the settings the served model uses,
+    `worst` the test captions that scored lowest."""
     sections = [
-        _front_matter(spec, test or validation, "test" if test else "validation"),
+        _front_matter(spec, test.metrics or validation.metrics, "test" if test.metrics else "validation"),
         f"# {spec.registered_model}\n\nBLIP image captioning, fine-tuned with blipexp (experiment "
         f"`{spec.name}`).\n\n**Hypothesis:** {spec.hypothesis or 'not stated'}",
         _model_section(spec),
         _data_section(spec, data),
-        _results_section(spec, validation, test),
+        _results_section(spec, validation, test, worst),
         _settings_section(spec),
         "## Generation\n\nThe served model (pyfunc, `caption`, `mlflow models serve`) generates with these settings; "
         "a request's `params` override them.\n\n```json\n" + json.dumps(generation, indent=2, sort_keys=True) + "\n```",
@@ -98,20 +103,41 @@ def _data_section(spec: ExperimentSpec, data: CaptionData) -> str:
             f"{len(data.validation)} validation, {len(data.test)} test images\n- Skipped: {skipped}")
 
 
-def _results_section(spec: ExperimentSpec, validation: dict[str, float], test: dict[str, float]) -> str:
-    rows = [f"| {name} | {_fmt(validation.get(name))} | {_fmt(test.get(name))} |"
-            for name in sorted(set(validation) | set(test), key=_metric_order)]
-    head = (f"## Results\n\nObjective: validation `{spec.objective_metric}` ({spec.direction}); the best epoch's "
-            "model, scored on the test split, which no choice was made on.\n\n| metric | validation | test |\n|---|---|---|")
-    return "\n".join([head, *rows]) if rows else head + "\n| (none logged) | | |"
+def _results_section(spec: ExperimentSpec, validation: LoggedScores, test: LoggedScores, worst: list[Worst]) -> str:
+    names = sorted(set(validation.metrics) | set(test.metrics), key=_metric_order)
+    rows = [f"| {name} | {_scored(validation, name)} | {_scored(test, name)} |" for name in names]
+    head = (f"## Results\n\nObjective: validation `{spec.objective_metric}` ({spec.direction}). The best epoch's "
+            "model as it is served, scored on the whole validation split and on the test split, which no choice was "
+            "made on; in brackets each score's 95% bootstrap interval over images.\n\n"
+            "| metric | validation | test |\n|---|---|---|")
+    table = "\n".join([head, *rows]) if rows else head + "\n| (none logged) | | |"
+    notes = [f"- {split}: `{scores.signature}`" for split, scores in (("validation", validation), ("test", test))
+             if scores.signature]
+    if notes:
+        table += "\n\nHow the intervals were made (resamples, seed, CIDEr's idf, images):\n" + "\n".join(notes)
+    if worst:
+        table += ("\n\nThe worst test captions, by their own score:\n\n| image | caption | references | score |\n"
+                  "|---|---|---|---|\n" + "\n".join(
+                      f"| `{image}` | {_cell(caption)} | {_cell(' / '.join(refs))} | {score:.3f} |"
+                      for image, caption, refs, score in worst))
+    return table
+
+
+def _scored(scores: LoggedScores, name: str) -> str:
+    value = scores.metrics.get(name)
+    if value is None:
+        return "-"
+    interval = scores.intervals.get(name)
+    return f"{value:.4f}" + (f" [{interval.low:.4f}, {interval.high:.4f}]" if interval else "")
+
+
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ") or "(empty)"
 
 
 def _metric_order(name: str) -> tuple[int, str]:
     return (SHOWN_METRICS.index(name) if name in SHOWN_METRICS else len(SHOWN_METRICS), name)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _settings_section(spec: ExperimentSpec) -> str:

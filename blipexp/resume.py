@@ -27,7 +27,8 @@ HOST_TAG = "blipexp.host"
 PID_TAG = "blipexp.pid"
 INTERRUPTED = ("RUNNING", "KILLED")  # RUNNING: its process was killed (or still trains: see _stopped)
 # Fields that change nothing a run trains or logs per epoch: a run differing only in these is the same run.
-NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "dataloader_workers", "sample_captions"})
+NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "dataloader_workers", "sample_captions",
+                          "bootstrap_resamples", "confirm_seeds"})
 FULL_CHECKPOINT = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
 
 

@@ -8,6 +8,7 @@ import mlflow
 
 from . import distributed, generation, locks, resume, tracking
 from .data import CaptionData, load_data
+from .evaluation import LoggedScores
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
 
@@ -40,8 +41,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
     result = train_trial(spec, data, home, resumable=resumable)
     if not is_main_process:
         return 0  # this rank trained; the main process registers and reports
-    version = register_trial_model(spec, data, result.model_dir, result.run_id, result.objective, result.val_metrics,
-                                   result.test_metrics, {})
+    version = register_trial_model(spec, data, result.model_dir, result.run_id, {})
     print(summary(spec, result, home))
     print(next_steps(spec, version))
     return 0
@@ -53,31 +53,45 @@ MODEL_FIELDS = ("model", "model_revision", "freeze_vision_encoder", "precision",
 LORA_FIELDS = ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # tagged on a LoRA model's versions
 
 
-def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str, objective: float,
-                         val_metrics: dict[str, float], test_metrics: dict[str, float], extra_tags: dict[str, str]):
-    """Tag a trained trial's model with how it was made, then log and register it (registry.log_and_register) as
-    a new version of spec.registered_model.
+def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Path, run_id: str,
+                         extra_tags: dict[str, str]):
+    """Tag a trained trial's model with how it was made and what its run measured (objective, validation and test
+    metrics with their intervals, the worst test captions in its model card), then log and register it
+    (registry.log_and_register) as a new version of spec.registered_model.
 
     `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
-    from . import model_card
+    from . import eval_cache, model_card
+    from .evaluation import SplitScores
     from .modeling import adapter_dir
     from .registry import log_and_register
 
+    run = tracking.Run(run_id).read()
+    validation, test = LoggedScores.of(run, "validation"), LoggedScores.of(run, "test")
+    objective = validation.metrics[spec.objective_metric]
+    key = spec.objective_metric
     tags = {
         "objective": repr(objective),
-        "objective_metric": spec.objective_metric,
+        "objective_metric": key,
         "objective_direction": spec.direction,
-        **{key: _tag_value(spec.value(key)) for key in (*MODEL_FIELDS, *spec.search_space())},
-        **{key: _tag_value(getattr(spec, key)) for key in (LORA_FIELDS if spec.adapter == "lora" else ())},
+        **{tag: _tag_value(spec.value(tag)) for tag in (*MODEL_FIELDS, *spec.search_space())},
+        **{tag: _tag_value(getattr(spec, tag)) for tag in (LORA_FIELDS if spec.adapter == "lora" else ())},
         "data_fingerprint": data.fingerprint,
         "profile": spec.profile,
         "experiment": spec.name,
-        **{f"val_{k}": f"{v:.6g}" for k, v in val_metrics.items()},
+        "weights_digest": eval_cache.weights_digest(model_dir),
+        **{f"val_{k}": f"{v:.6g}" for k, v in validation.metrics.items()},
+        **({f"test_{key}": f"{test.metrics[key]:.6g}"} if key in test.metrics else {}),
+        **({f"test_{key}_ci_low": f"{test.intervals[key].low:.6g}", f"test_{key}_ci_high": f"{test.intervals[key].high:.6g}",
+            "test_signature": test.signature} if key in test.intervals else {}),
         **extra_tags,
     }
-    description = (f"{spec.name}: val {spec.objective_metric} {objective:.4f}. {spec.hypothesis}")
+    description = (f"{spec.name}: val {key} {objective:.4f}. {spec.hypothesis}")
     settings = generation.settings(spec)
-    card = model_card.render(spec, data, val_metrics, test_metrics, settings, tracking.git_commit())
+    worst = []
+    if test.metrics:
+        table = tracking.Run(run_id).table_columns("per_image/test.json")
+        worst = SplitScores.from_table(table, "test", test.metrics, idf="").worst(key)
+    card = model_card.render(spec, data, validation, test, settings, tracking.git_commit(), worst)
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
                             generation=settings,
@@ -145,12 +159,8 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
     """Log and register the best trial's model. A half-logged model from a killed attempt stays unregistered
     in the trial's run: mlflow.register_model creates the version with its tags in one step, after logging."""
     best = result.best_trial
-    best_run_id = best.user_attrs["mlflow_run_id"]
-    metrics = tracking.Run(best_run_id).read().data.metrics
-    val_metrics = {k[len("best_val_"):]: v for k, v in metrics.items() if k.startswith("best_val_")}
-    test_metrics = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
-    return register_trial_model(spec.replace(**best.params), data, result.best_model_dir, best_run_id, best.value,
-                                val_metrics, test_metrics,
+    return register_trial_model(spec.replace(**best.params), data, result.best_model_dir,
+                                best.user_attrs["mlflow_run_id"],
                                 {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
 
 
@@ -173,18 +183,28 @@ def describe_data(data: CaptionData) -> str:
 
 
 def summary(spec: ExperimentSpec, result: TrialResult, home: Path) -> str:
+    """What a single run found: the objective, the served model's validation and test metrics with their 95%
+    intervals (and how they were made), the worst test captions, where the run and the model are."""
     key = spec.objective_metric
-
-    def fmt(metrics: dict[str, float]) -> str:
-        return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "-"
-
-    return "\n".join([
+    lines = [
         "",
         f"done: {key} {result.objective:.4f} at epoch {result.best_epoch} "
         f"(untrained: {result.untrained.get(key, float('nan')):.4f})",
-        f"  validation  {fmt(result.val_metrics)}",
-        f"  test        {fmt(result.test_metrics)}",
+    ]
+    run = tracking.Run(result.run_id).read()
+    for split in ("validation", "test"):
+        scores = LoggedScores.of(run, split)
+        if scores.metrics:
+            lines.append(f"  {split:<11} {scores.line()}")
+        if scores.intervals:
+            lines.append(f"  {'':<11} 95% intervals over images ({scores.signature})")
+    if result.test is not None:
+        lines.append(f"  worst test captions by {key if key in result.test.images.means else 'cider'}:")
+        lines += [f"    {score:.3f}  {image}: {caption!r} (references: {' | '.join(refs)})"
+                  for image, caption, refs, score in result.test.worst(key)]
+    lines += [
         f"  run id      {result.run_id}  (MLflow experiment {spec.experiment_name!r})",
         f"  model       {result.model_dir}",
         f"  browse      {tracking.ui_command(home)}",
-    ])
+    ]
+    return "\n".join(lines)

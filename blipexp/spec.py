@@ -167,12 +167,18 @@ class ExperimentSpec:
         "The pycocoevalcap value is logged as cider_coco either way")
     objective_direction: Literal["auto", "maximize", "minimize"] = arg(
         "auto", "Whether a higher objective is better; auto: minimize for loss, maximize for the caption metrics")
+    bootstrap_resamples: int = arg(
+        1000, "Bootstrap resamples of the scored images behind each final metric's 95% interval and each paired "
+        "comparison (seeded by `seed`); 0: no intervals")
 
     # --- tracking and sweep
     mlflow_experiment: str = arg("", "MLflow experiment name (empty: the experiment's name)")
     registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
     prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
+    confirm_seeds: int = arg(
+        0, "After a sweep, train the best trial's parameters again with this many other seeds and log the spread of "
+        "the objective and test metrics over all of them (the registered version stays the best trial's)")
     system_metrics: bool = arg(
         True, "Log MLflow system metrics on each training run (CPU, memory, disk, network; GPU where present), sampled "
         "every 10 s ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) in a background thread")
@@ -199,7 +205,8 @@ class ExperimentSpec:
         _require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
         _require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
         _require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
-        for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset"):
+        for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset", "bootstrap_resamples",
+                    "confirm_seeds"):
             _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         self._check_generation()
         self.trainer = trainer_args.check(self.trainer)  # text values parsed to the field's type

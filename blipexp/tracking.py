@@ -296,10 +296,13 @@ class Run:
 
     def table_cells(self, artifact_file: str, column: str) -> list:
         """The stored cells of one column of a table, in row order (an image cell names its stored files)."""
+        return self.table_columns(artifact_file)[column]
+
+    def table_columns(self, artifact_file: str) -> dict[str, list]:
+        """A table the run holds, as its columns of cells in row order."""
         with _timed("table"), no_artifact_progress_bar():
             table = mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
-        position = table["columns"].index(column)
-        return [row[position] for row in table["data"]]
+        return {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
 
     def figure(self, figure, artifact_file: str) -> None:
         with _timed("figure"):

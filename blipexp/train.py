@@ -1,5 +1,7 @@
-"""One trial, as a short script of named steps: set up (model, adaptation, data sets, trainer), train and score
-inside one MLflow run, then save the best model and log what the run found."""
+"""One trial, as a recipe of named steps: `_setup` (model, adaptation, data sets, callbacks), then inside one MLflow
+run `_setup_trainer`, `_train` (the epochs, each scored on validation), `_save_best` and `_score_as_served` (the best
+model loaded as the registry will serve it, scored on the whole validation and test splits, per image, with
+intervals), and `_log_results`."""
 from __future__ import annotations
 
 import hashlib
@@ -12,20 +14,20 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, precision, pretrain, tracking
+from . import distributed, eval_cache, generation, precision, pretrain, tracking
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .data.collator import CaptionCollator
-from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
+from .data.features import CaptionDataset, PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
 from .data.sources import CaptionData, Example
 from .evaluation import (
     RowsFor,
     SampleCaptions,
+    SplitScores,
     best_epoch,
     cider_document_frequency,
     compute_metrics_for,
-    decode,
-    evaluate_split,
     log_samples,
+    score_split,
     validation_subset,
 )
 from .feature_cache import FeatureCache
@@ -36,26 +38,56 @@ from .modeling import (
     no_weight_progress_bars,
     prepare_for_training,
 )
-from .resume import Resumable
+from .resume import Resumable, ResumePoint
 from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 # Other modules import these from here; CaptionTrainer and training_arguments live in trainer.py, compute_metrics_for,
 # decode and validation_subset in evaluation.py.
 __all__ = ["TrialResult", "train_trial", "untrained_key", "cache_summary", "CaptionTrainer", "training_arguments",
-           "compute_metrics_for", "decode", "validation_subset"]
+           "compute_metrics_for", "validation_subset"]
 
 
 @dataclass
 class TrialResult:
     run_id: str
-    objective: float  # the spec's objective at the best epoch
+    objective: float  # the spec's objective, scored on the whole validation split by the best model as served
     best_epoch: int
-    val_metrics: dict[str, float]  # at the best epoch
-    test_metrics: dict[str, float]  # the best model on the test split (empty without one)
+    val_metrics: dict[str, float]  # the best model as served, on the whole validation split
+    test_metrics: dict[str, float]  # the best model as served, on the test split (empty without one)
     untrained: dict[str, float]  # validation metrics before training
     history: list[dict[str, float]] = field(default_factory=list)
     model_dir: Path | None = None  # model + processor, loadable with from_pretrained
+    validation: SplitScores | None = None  # per-image captions and scores behind val_metrics
+    test: SplitScores | None = None  # ... behind test_metrics
+
+
+@dataclass
+class _Setup:
+    """What a trial trains and how it is scored, made before its MLflow run starts."""
+
+    spec: ExperimentSpec
+    data: CaptionData
+    home: Path
+    processor: object
+    prepared: PreparedModel
+    workers: int
+    train_set: CaptionDataset
+    epoch_val: list[Example]  # the validation images scored every epoch (all, or a fixed subset)
+    val_set: CaptionDataset
+    val_refs: list[list[str]]
+    collator: CaptionCollator
+    steps_per_epoch: int
+    document_frequency: object  # CIDEr's idf for the per-epoch validation (None: the scored set's own)
+    samples: SampleCaptions
+    metrics_callback: CaptionMetricsCallback
+    stopping: list[EarlyStopping]
+    precision: precision.Choice
+    echo: bool
+
+    @property
+    def subset(self) -> bool:
+        return len(self.epoch_val) < len(self.data.validation)
 
 
 def train_trial(
@@ -72,116 +104,202 @@ def train_trial(
     callbacks: Sequence[TrainerCallback] = (),
     resumable: Resumable | None = None,
 ) -> TrialResult:
-    """Fine-tune once as the spec says, inside one MLflow run; return the best epoch's metrics and model folder.
+    """Fine-tune once as the spec says, inside one MLflow run; return the best model's scores and its folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
     logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
     clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
     from `resumable.point` (an interrupted run of the same spec and data) when set.
     """
-    # setup: the model as the spec adapts it, the data sets, CIDEr's idf, the per-epoch callback
+    setup = _setup(spec, data, home, listeners, echo)
+    point = resumable.point if resumable else None
+    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
+    is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
+    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested,
+                            resume_run_id=point.run_id if point else None) as run:
+        trainer = _setup_trainer(setup, run, untrained, point, callbacks, resumable is not None, is_main_process)
+        history = _train(setup, trainer, point)
+        model_dir = home / "checkpoints" / run.id / "model"
+        _save_best(setup, trainer, model_dir, is_main_process)
+        if not is_main_process:  # the main process scores, logs and registers
+            return TrialResult(run.id, math.nan, int(best_epoch(history, spec)["epoch"]), {}, {}, {}, history,
+                               model_dir)
+        validation, test = _score_as_served(setup, model_dir, trainer.skips)
+        result = TrialResult(
+            run_id=run.id,
+            objective=validation.metrics[spec.objective_metric],
+            best_epoch=int(best_epoch(history, spec)["epoch"]),
+            val_metrics=validation.metrics,
+            test_metrics=test.metrics if test else {},
+            untrained=_without_epoch(next((h for h in history if h["epoch"] == 0), {})),
+            history=history,
+            model_dir=model_dir,
+            validation=validation,
+            test=test,
+        )
+        _log_results(setup, run, trainer, result)
+    return result
+
+
+# --- setup
+
+
+def _setup(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Sequence[EpochListener],
+           echo: bool) -> _Setup:
+    """The model as the spec adapts it, the data sets, CIDEr's idf for the epochs, the per-epoch callbacks."""
     captions = [c for example in data.train for c in example.captions]
     model, processor = load_model_and_processor(spec, captions, home, echo=echo)
     prepared = prepare_for_training(model, processor, spec, data, home, echo)
     cache = prepared.cache
     workers = dataloader_workers(spec, data, processor, cached=cache is not None)
     rows = cache.rows if cache else _pixel_rows(data, processor, memo=workers == 0)
-    train_set = training_dataset(rows("train", data.train), data.train)
     epoch_val = validation_subset(data.validation, spec)
     subset = len(epoch_val) < len(data.validation)
     val_set, val_refs = evaluation_dataset(rows("validation_subset" if subset else "validation", epoch_val), epoch_val)
     if cache and echo:
         print(cache_summary(cache), flush=True)
-    document_frequency = cider_document_frequency(spec, data, len(epoch_val), echo)
-    collator = CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens,
-                               prompt=spec.prompt)
-    steps_per_epoch = math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps))
+    train_set = training_dataset(rows("train", data.train), data.train)
     samples = SampleCaptions(data, epoch_val, spec, model, processor)  # first: a pruned epoch's captions are kept too
     metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=[samples.log_epoch, *listeners], echo=echo)
     stopping = [EarlyStopping(metrics_callback, spec.objective_metric, spec.greater_is_better,
                               spec.early_stopping_patience, spec.early_stopping_threshold, echo)
                 ] if spec.early_stopping_patience else []
-    tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
-    is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
     chosen = precision.choose(spec.precision, model, home)
-    if echo and is_main_process:
+    if echo and distributed.is_main_process():
         print(f"precision {chosen.reason}", flush=True)
-    point = resumable.point if resumable else None
-
-    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested,
-                            resume_run_id=point.run_id if point else None) as run:
-        if is_main_process and not point:  # a resumed run logged these when it started
-            _log_data_summary(run, data, len(train_set), len(epoch_val))
-            _log_dataset(run, data, spec)
-        output_dir = home / "checkpoints" / run.id
-        args = training_arguments(spec.replace(precision=chosen.precision), output_dir, steps_per_epoch, echo,
-                                  evaluate_untrained=untrained is None and not point, workers=workers,
-                                  resumable=resumable is not None)
-        trainer = build_trainer(spec, args, model=prepared.model, train_set=train_set, val_set=val_set,
-                                collator=collator,
-                                compute_metrics=compute_metrics_for(processor.tokenizer, val_refs, document_frequency,
-                                                                    samples),
-                                callbacks=[metrics_callback, *stopping, *callbacks], echo=echo)
-        if is_main_process and not point:
-            run.params({
-                "world_size": trainer.args.world_size,  # processes training this run together (DDP)
-                "untrained_scores": "evaluated" if untrained is None else "reused",
-                "cider_df_used": "corpus" if document_frequency else "split",
-                **prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
-            })
-            _log_precision(run, chosen)
-        if untrained is not None:
-            metrics_callback.record(0, dict(untrained))
-        if point:
-            metrics_callback.continue_from(point.history, point.logged_step, point.logged_epoch)
-
-        # train, then score the best epoch's model on the whole validation split (if epochs saw a subset) and test
-        with prepared.vision_inputs(), no_weight_progress_bars():  # checkpoints are written each epoch
-            try:  # ends with the best epoch's weights loaded
-                trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
-            finally:  # the sample rows not written yet, also when a sweep prunes the trial
-                samples.flush()
-            history = metrics_callback.history
-            untrained = next((h for h in history if h["epoch"] == 0), {})
-            best = best_epoch(history, spec)
-            full_val = {}
-            if subset:
-                full_val = evaluate_split(trainer, processor, rows, data.validation, "validation", document_frequency)
-            test_metrics = evaluate_split(trainer, processor, rows, data.test, "test", document_frequency)
-
-        # cleanup: keep the best model only, and log what the run found
-        model_dir = output_dir / "model"
-        with no_weight_progress_bars():
-            _save_model(trainer, prepared, model_dir, is_main_process)
-        subset_best = {k: v for k, v in best.items() if k != "epoch"}
-        val_metrics = full_val or subset_best
-        objective = val_metrics[spec.objective_metric]
-        if is_main_process:
-            if cache:
-                _log_cache(run, cache)
-            processor.save_pretrained(str(model_dir))
-            _drop_checkpoints(output_dir)  # the best weights now live in model_dir
-            log_samples(run, trainer.model, processor, data, spec)
-            _log_skips(run, trainer.skips, echo)
-            run.metrics({
-                "objective": objective,
-                "best_epoch": best["epoch"],
-                "train_steps": trainer.state.global_step,  # optimizer steps: fewer per epoch with more processes
-                **{f"best_val_{k}": v for k, v in val_metrics.items()},
-                **({f"best_val_subset_{k}": v for k, v in subset_best.items()} if full_val else {}),
-                **{f"untrained_val_{k}": v for k, v in untrained.items() if k != "epoch"},
-                **{f"test_{k}": v for k, v in test_metrics.items()},
-            })
-    return TrialResult(
-        run_id=run.id,
-        objective=objective,
-        best_epoch=int(best["epoch"]),
-        val_metrics=val_metrics,
-        test_metrics=test_metrics,
-        untrained={k: v for k, v in untrained.items() if k != "epoch"},
-        history=history,
-        model_dir=model_dir,
+    return _Setup(
+        spec=spec, data=data, home=home, processor=processor, prepared=prepared, workers=workers,
+        train_set=train_set, epoch_val=epoch_val, val_set=val_set, val_refs=val_refs,
+        collator=CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens,
+                                 prompt=spec.prompt),
+        steps_per_epoch=math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps)),
+        document_frequency=cider_document_frequency(spec, data, len(epoch_val), echo),
+        samples=samples, metrics_callback=metrics_callback, stopping=stopping, precision=chosen, echo=echo,
     )
+
+
+def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float] | None, point: ResumePoint | None,
+                   callbacks: Sequence[TrainerCallback], resumable: bool, is_main_process: bool) -> CaptionTrainer:
+    """The Trainer for this run, with what the run learns logged first (a resumed run logged it when it started)."""
+    spec = setup.spec
+    if is_main_process and not point:
+        _log_data_summary(run, setup.data, len(setup.train_set), len(setup.epoch_val))
+        _log_dataset(run, setup.data, spec)
+    args = training_arguments(spec.replace(precision=setup.precision.precision), setup.home / "checkpoints" / run.id,
+                              setup.steps_per_epoch, setup.echo, evaluate_untrained=untrained is None and not point,
+                              workers=setup.workers, resumable=resumable)
+    trainer = build_trainer(spec, args, model=setup.prepared.model, train_set=setup.train_set, val_set=setup.val_set,
+                            collator=setup.collator,
+                            compute_metrics=compute_metrics_for(setup.processor.tokenizer, setup.val_refs,
+                                                                setup.document_frequency, setup.samples),
+                            callbacks=[setup.metrics_callback, *setup.stopping, *callbacks], echo=setup.echo)
+    if is_main_process and not point:
+        run.params({
+            "world_size": trainer.args.world_size,  # processes training this run together (DDP)
+            "untrained_scores": "evaluated" if untrained is None else "reused",
+            "cider_df_used": "corpus" if setup.document_frequency else "split",
+            **setup.prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
+        })
+        _log_precision(run, setup.precision)
+    if untrained is not None:
+        setup.metrics_callback.record(0, dict(untrained))
+    if point:
+        setup.metrics_callback.continue_from(point.history, point.logged_step, point.logged_epoch)
+    return trainer
+
+
+# --- train
+
+
+def _train(setup: _Setup, trainer: CaptionTrainer, point: ResumePoint | None) -> list[dict[str, float]]:
+    """Every epoch, each scored on validation; ends with the best epoch's weights loaded. The history of scores."""
+    with setup.prepared.vision_inputs(), no_weight_progress_bars():  # checkpoints are written each epoch
+        try:
+            trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
+        finally:  # the sample rows not written yet, also when a sweep prunes the trial
+            setup.samples.flush()
+    return setup.metrics_callback.history
+
+
+# --- the best model, as it will be served
+
+
+def _save_best(setup: _Setup, trainer: CaptionTrainer, model_dir: Path, is_main_process: bool) -> None:
+    """The best model and its processor, as from_pretrained loads them; the epoch checkpoints go. With LoRA the
+    adapter is merged in first, so loading needs no peft, and kept alone beside (modeling.adapter_dir)."""
+    with no_weight_progress_bars():
+        if not setup.prepared.is_lora:
+            trainer.save_model(str(model_dir))  # written by the main process only
+        elif is_main_process:
+            trainer.model = setup.prepared.merge_lora(adapter_dir(model_dir))
+            trainer.model.save_pretrained(str(model_dir))
+    if is_main_process:
+        setup.processor.save_pretrained(str(model_dir))
+        for checkpoint in model_dir.parent.glob("checkpoint-*"):  # the best weights now live in model_dir
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _score_as_served(setup: _Setup, model_dir: Path, skips: SkipTally) -> tuple[SplitScores, SplitScores | None]:
+    """The whole validation and test splits scored by the saved model loaded as the registry serves it (in its own
+    precision, from pixels), and kept in the evaluation cache for `evaluate`, `compare` and `promote`. Whatever the
+    trial trained in (bf16 autocast, cached half-precision features), these are the registered model's numbers."""
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    spec, data = setup.spec, setup.data
+    with no_weight_progress_bars():
+        model = BlipForConditionalGeneration.from_pretrained(str(model_dir))
+        processor = BlipProcessor.from_pretrained(str(model_dir))
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    settings = generation.settings(spec)
+    weights = eval_cache.weights_digest(model_dir)
+    scored = []
+    for split, examples in (("validation", data.validation), ("test", data.test)):
+        if not examples:
+            scored.append(None)
+            continue
+        scores = score_split(model, processor, data, examples, split, spec, settings, setup.workers, skips)
+        eval_cache.write(setup.home, eval_cache.key(weights, data.fingerprint, split, settings, spec.cider_df),
+                         scores.to_json())
+        scored.append(scores)
+    return scored[0], scored[1]
+
+
+# --- what the run found
+
+
+def _log_results(setup: _Setup, run: tracking.Run, trainer: CaptionTrainer, result: TrialResult) -> None:
+    spec = setup.spec
+    if setup.prepared.cache:
+        _log_cache(run, setup.prepared.cache)
+    log_samples(run, setup.data, result.validation, spec.sample_captions)
+    _log_skips(run, trainer.skips, setup.echo)
+    best = best_epoch(result.history, spec)
+    evidence_metrics, signatures = {}, {}
+    for prefix, scores in (("best_val", result.validation), ("test", result.test)):
+        if scores is None:
+            continue
+        run.table(scores.table(), f"per_image/{scores.split}.json")
+        signatures[f"{prefix}_signature"] = scores.signature(spec.bootstrap_resamples, spec.seed)
+        for key, interval in scores.intervals(spec.bootstrap_resamples, spec.seed).items():
+            evidence_metrics[f"{prefix}_{key}_ci_low"] = interval.low
+            evidence_metrics[f"{prefix}_{key}_ci_high"] = interval.high
+    run.tags(signatures)
+    run.metrics({
+        "objective": result.objective,
+        "best_epoch": result.best_epoch,
+        "train_steps": trainer.state.global_step,  # optimizer steps: fewer per epoch with more processes
+        **{f"best_val_{k}": v for k, v in result.val_metrics.items()},
+        # the best epoch's own scores on the per-epoch subset (in the training's precision)
+        **({f"best_val_subset_{k}": v for k, v in _without_epoch(best).items()} if setup.subset else {}),
+        **{f"untrained_val_{k}": v for k, v in result.untrained.items()},
+        **{f"test_{k}": v for k, v in result.test_metrics.items()},
+        **evidence_metrics,
+    })
+
+
+def _without_epoch(entry: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in entry.items() if k != "epoch"}
 
 
 # Fields that change training but not the model before it: trials differing only in these share epoch 0.
@@ -192,7 +310,7 @@ TRAINING_ONLY = frozenset({
     # LoRA starts with a zero update (lora_B = 0): the untrained model is the base model whatever these are
     "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
     "early_stopping_patience", "early_stopping_threshold",
-    "system_metrics",
+    "system_metrics", "bootstrap_resamples", "confirm_seeds",
 })
 
 
@@ -215,21 +333,6 @@ def _pixel_rows(data: CaptionData, processor, memo: bool) -> RowsFor:
 def cache_summary(cache: FeatureCache) -> str:
     parts = [f"{r.split} {'hit' if r.hit else 'computed'} {r.megabytes:.1f} MB ({r.seconds:.1f}s)" for r in cache.reports]
     return f"vision features (frozen encoder, cached in {cache.root}): " + ", ".join(parts)
-
-
-def _save_model(trainer: CaptionTrainer, prepared: PreparedModel, model_dir: Path, is_main_process: bool) -> None:
-    """The best model, as from_pretrained loads it. With LoRA the adapter is merged in first, so loading needs no
-    peft, and kept alone beside (modeling.adapter_dir); the Trainer then holds the merged model (sample captions)."""
-    if not prepared.is_lora:
-        trainer.save_model(str(model_dir))  # written by the main process only
-    elif is_main_process:
-        trainer.model = prepared.merge_lora(adapter_dir(model_dir))
-        trainer.model.save_pretrained(str(model_dir))
-
-
-def _drop_checkpoints(output_dir: Path) -> None:
-    for checkpoint in output_dir.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def _log_data_summary(run: tracking.Run, data: CaptionData, train_pairs: int, epoch_val_images: int) -> None:

@@ -5,10 +5,15 @@ import yaml
 
 from blipexp import model_card
 from blipexp.data import CaptionData
+from blipexp.evaluation import LoggedScores
+from blipexp.evidence import Interval
 from blipexp.spec import ExperimentSpec, FloatRange
 
-VALIDATION = {"cider": 1.25, "bleu4": 0.31, "loss": 0.8}
-TEST = {"cider": 1.1, "bleu4": 0.29, "loss": 0.85}
+VALIDATION = LoggedScores("validation", {"cider": 1.25, "bleu4": 0.31, "loss": 0.8}, {"cider": Interval(1.0, 1.5)},
+                          "bs:1000|seed:42|idf:split|images:8")
+TEST = LoggedScores("test", {"cider": 1.1, "bleu4": 0.29, "loss": 0.85},
+                    {"cider": Interval(0.9, 1.3), "bleu4": Interval(0.2, 0.35)}, "bs:1000|seed:42|idf:split|images:4")
+NO_TEST = LoggedScores("test", {}, {}, "")
 GENERATION = {"num_beams": 3, "max_new_tokens": 20}
 
 
@@ -47,7 +52,7 @@ def test_the_front_matter_is_a_hub_model_card_with_the_test_scores():
 
 
 def test_without_a_test_split_the_scores_are_the_validation_ones():
-    meta = front_matter(model_card.render(CardExperiment(), data(test=[]), VALIDATION, {}, GENERATION))
+    meta = front_matter(model_card.render(CardExperiment(), data(test=[]), VALIDATION, NO_TEST, GENERATION))
     (result,) = meta["model-index"][0]["results"]
     assert result["dataset"]["split"] == "validation" and result["metrics"][0] == {
         "type": "cider", "name": "validation cider", "value": 1.25}
@@ -58,7 +63,9 @@ def test_the_body_names_data_settings_metrics_generation_and_how_to_load():
     card = model_card.render(spec, data(), VALIDATION, TEST, GENERATION, git_commit="abc1234")
     assert "beams help" in card  # the hypothesis
     assert "0123456789abcdef" in card and "30 train, 8 validation, 4 test" in card and "corrupt image: 2" in card
-    assert "| cider | 1.2500 | 1.1000 |" in card
+    assert "| cider | 1.2500 [1.0000, 1.5000] | 1.1000 [0.9000, 1.3000] |" in card
+    assert "| bleu4 | 0.3100 | 0.2900 [0.2000, 0.3500] |" in card  # an interval where one was logged
+    assert "- test: `bs:1000|seed:42|idf:split|images:4`" in card
     assert '"num_beams": 3' in card  # the generation config
     assert "| `learning_rate` | `1e-05` |" in card and "| `num_beams` | `3` |" in card  # the diff from defaults
     assert "| `epochs` |" not in card  # a default is not part of the diff
@@ -92,3 +99,12 @@ def test_local_folders_are_not_named_as_hub_models_or_datasets(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # "owner/model" is a folder here: a local model, though it reads like a Hub id
     assert "base_model" not in meta("owner/model")
     assert meta("someone/else")["base_model"] == "someone/else"
+
+
+def test_the_worst_test_captions_are_listed_with_their_references():
+    worst = [("img/3.jpg", "a dog | a cat", ["two red players chase the ball"], 0.0),
+             ("img/9.jpg", "", ["a player", "one player"], 0.125)]
+    card = model_card.render(CardExperiment(), data(), VALIDATION, TEST, GENERATION, worst=worst)
+    section = card.split("The worst test captions")[1]
+    assert "| `img/3.jpg` | a dog \\| a cat | two red players chase the ball | 0.000 |" in section
+    assert "| `img/9.jpg` | (empty) | a player / one player | 0.125 |" in section

@@ -2,7 +2,7 @@
 import mlflow
 import pytest
 
-from blipexp import registry, runner, tracking
+from blipexp import eval_cache, registry, runner, tracking
 from blipexp.data import load_data
 from blipexp.spec import Choice, ExperimentSpec, FloatRange
 from blipexp.train import train_trial
@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     """A tiny model trained with the values a sweep of WarmupSweep might have picked."""
     home = tmp_path_factory.mktemp("home")
     spec = WarmupSweep().tiny().replace(pitch_scenes=60, epochs=1, train_batch_size=16, sample_captions=0,
-                                        test_fraction=0.0, warmup_ratio=0.125, lr_scheduler="cosine",
+                                        warmup_ratio=0.125, lr_scheduler="cosine",
                                         freeze_vision_encoder=True, cache_vision_features=False)
     WarmupSweep.name = "warmup_sweep"
     tracking.configure(home)
@@ -34,9 +34,7 @@ def trained(tmp_path_factory):
 
 def register(trained, spec: ExperimentSpec):
     _, data, result = trained
-    objective = result.val_metrics[spec.objective_metric]
-    return runner.register_trial_model(spec, data, result.model_dir, result.run_id, objective, result.val_metrics,
-                                       result.test_metrics, {})
+    return runner.register_trial_model(spec, data, result.model_dir, result.run_id, {})
 
 
 def test_a_version_is_tagged_with_every_searched_field_and_the_model_defining_ones(trained):
@@ -75,3 +73,20 @@ def test_a_loss_objective_is_registered_as_minimized(trained):
     spec = trained[0].replace(objective_metric="loss", registered_model="warmup-loss")
     version = register(trained, spec)
     assert mlflow.MlflowClient().get_model_version("warmup-loss", version.version).tags["objective_direction"] == "minimize"
+
+
+def test_a_version_carries_its_test_objective_with_its_interval_and_its_card_the_worst_captions(trained):
+    spec, _, result = trained
+    spec = spec.replace(registered_model="warmup-evidence")
+    version = mlflow.MlflowClient().get_model_version("warmup-evidence", register(trained, spec).version)
+    run = mlflow.get_run(result.run_id).data
+    assert float(version.tags["objective"]) == run.metrics["best_val_cider"] == result.objective
+    assert float(version.tags["test_cider"]) == pytest.approx(run.metrics["test_cider"], rel=1e-5)
+    low, high = float(version.tags["test_cider_ci_low"]), float(version.tags["test_cider_ci_high"])
+    assert low <= float(version.tags["test_cider"]) <= high
+    assert version.tags["test_signature"] == run.tags["test_signature"] == \
+        f"bs:1000|seed:{spec.seed}|idf:corpus|images:{len(result.test.keys)}"
+    assert version.tags["weights_digest"] == eval_cache.weights_digest(result.model_dir)
+    card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model/artifacts/README.md")
+    worst = result.test.worst("cider")
+    assert "The worst test captions" in card and f"| `{worst[0][0]}` |" in card

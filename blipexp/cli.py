@@ -1,4 +1,6 @@
-"""Command line: list, show, run, ui, dashboard. `python -m blipexp --help` or `blipexp --help`."""
+"""Command line: list, show, run, models, promote, evaluate, compare, caption, export, ui, dashboard.
+
+`python -m blipexp --help` or `blipexp --help`."""
 from __future__ import annotations
 
 import argparse
@@ -61,12 +63,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one registered model (default: all)")
     p.set_defaults(handler=cmd_models)
 
-    p = sub.add_parser("promote", parents=[common], help="point an alias (default: champion) at a model version")
+    p = sub.add_parser("promote", parents=[common],
+                       help="point an alias (default: champion) at a model version, on evidence from the test images")
     p.add_argument("name")
     p.add_argument("--version", required=True)
     p.add_argument("--alias", default="champion")
-    p.add_argument("--force", action="store_true", help="promote even if the current holder's objective is better")
+    p.add_argument("--force", action="store_true",
+                   help="promote even when the comparison with the alias's holder refuses it (recorded on the version)")
+    p.add_argument("--require", choices=("not-worse", "better"), default="not-worse",
+                   help="not-worse (default): refuse a candidate significantly worse than the holder; better: also "
+                        "refuse one that is not significantly better")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set dataset=FOLDER: judge both versions on that set's test images")
     p.set_defaults(handler=cmd_promote)
+
+    judging = argparse.ArgumentParser(add_help=False, parents=[resolving])
+    judging.add_argument("--split", default="test", choices=("test", "validation", "train"),
+                         help="the split of the data to score on (default: test)")
+    judging.add_argument("--experiment", metavar="NAME",
+                         help="the experiment whose data and settings score a model folder or base model")
+    judging.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+
+    p = sub.add_parser("evaluate", parents=[common, judging],
+                       help="score a model on a split, every metric with its 95%% interval, and log an evaluation run")
+    p.add_argument("model", help="models:/NAME/VERSION, models:/NAME@ALIAS, a run id, a save_pretrained folder, or "
+                                 "an experiment name (its base model)")
+    p.add_argument("--no-cache", action="store_true", help="caption again even when this evaluation is cached")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("compare", parents=[common, judging],
+                       help="two models on the same images: per metric B - A, its 95%% interval and a paired p-value")
+    p.add_argument("a", help="the baseline (as for evaluate)")
+    p.add_argument("b", help="the challenger")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default 0.05)")
+    p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("caption", parents=[common], help="caption images with a model, e.g. models:/NAME@champion")
     p.add_argument("model_uri")
@@ -227,7 +258,49 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    print(_registry(args).promote(args.name, args.version, alias=args.alias, force=args.force))
+    registry = _registry(args)
+    from . import assess
+
+    judge = assess.promotion_judge(_home(args), args.require, args.alpha, tuple(args.overrides))
+    print(registry.promote(args.name, args.version, alias=args.alias, force=args.force, judge=judge))
+    return 0
+
+
+def _judged(args: argparse.Namespace, names: list[str]):
+    """The models named, resolved in the configured store; --experiment (with --tiny) names the data of a folder or
+    base model, and a bare experiment name is one's base model."""
+    from . import assess, tracking
+
+    home = _home(args)
+    tracking.configure(home)
+    directory = catalog.experiments_dir(args.experiments)
+    targets = []
+    for name in names:
+        experiment = args.experiment or (name if name in catalog.names(directory) else None)
+        spec = None
+        if experiment:
+            spec = catalog.load(experiment, directory)
+            spec = spec.tiny() if args.tiny else spec
+        targets.append(assess.resolve(name, home, spec))
+    return assess, home, targets
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    assess, home, (target,) = _judged(args, [args.model])
+    evaluation = assess.evaluate(target, home, args.split, tuple(args.overrides), use_cache=not args.no_cache,
+                                 echo=not args.json)
+    evaluation.run_id = assess.log_evaluation(target, evaluation, home)
+    print(assess.to_json_text(assess.as_json(evaluation)) if args.json else
+          f"{assess.describe(evaluation)}\n  run         {evaluation.run_id}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    assess, home, (a, b) = _judged(args, [args.a, args.b])
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha {args.alpha}: a significance level in (0, 1), e.g. 0.05")
+    comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
+    print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
     return 0
 
 

@@ -97,13 +97,15 @@ class Difference:
 
     def verdict(self, alpha: float = ALPHA, a: str = "A", b: str = "B", higher_is_better: bool = True) -> str:
         """One line, e.g. 'B is better than A on cider by 0.41 [0.12, 0.70], p = 0.004 (64 images)'."""
-        interval = f"[{_num(self.ci_low, sign=True)}, {_num(self.ci_high, sign=True)}], p = {self.p_value:.3f} " \
-                   f"({self.images} images)"
+        p = f"p = {self.p_value:.3f} ({self.images} images)"
         if not self.significant(alpha):
-            return f"no significant difference on {self.metric}: {_num(self.difference, sign=True)} {interval}"
+            return (f"no significant difference on {self.metric}: {_num(self.difference, sign=True)} "
+                    f"[{_num(self.ci_low, sign=True)}, {_num(self.ci_high, sign=True)}], {p}")
         b_better = (self.difference > 0) == higher_is_better
         winner, loser = (b, a) if b_better else (a, b)
-        return f"{winner} is better than {loser} on {self.metric} by {_num(abs(self.difference))} {interval}"
+        gain = sorted(abs(x) for x in (self.ci_low, self.ci_high))  # the winner's lead, and its interval
+        return f"{winner} is better than {loser} on {self.metric} by {_num(abs(self.difference))} " \
+               f"[{_num(gain[0])}, {_num(gain[1])}], {p}"
 
     def as_dict(self) -> dict[str, float]:
         return {"a": self.a, "b": self.b, "difference": self.difference, "ci_low": self.ci_low,

@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -175,12 +177,22 @@ def format_models(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of list_models() rows."""
     if not rows:
         return "no registered models: register one with log_and_register (or `blipexp run`)"
-    header = ("name", "version", "aliases", "objective", "created (UTC)", "run_id")
-    lines = [(r["name"], r["version"], ",".join(r["aliases"]) or "-", _short(r["objective"]),
+    header = ("name", "version", "aliases", "objective (val)", "test [95% interval]", "created (UTC)", "run_id")
+    lines = [(r["name"], r["version"], ",".join(r["aliases"]) or "-", _short(r["objective"]), _test_objective(r["tags"]),
               r["created"][:19], r["run_id"] or "-") for r in rows]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
     render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
+
+
+def _test_objective(tags: dict[str, str]) -> str:
+    """The objective metric on the test split with its interval, as the version was tagged when registered."""
+    key = tags.get("objective_metric", "")
+    value = tags.get(f"test_{key}")
+    if value is None:
+        return "-"
+    low, high = tags.get(f"test_{key}_ci_low"), tags.get(f"test_{key}_ci_high")
+    return _short(value) + (f" [{_short(low)}, {_short(high)}]" if low and high else "")
 
 
 def _short(value: str | None) -> str:
@@ -200,29 +212,59 @@ def _iso(timestamp_ms: int | None) -> str:
 
 # --------------------------------------------------------------------------- promotion
 
-def promote(name: str, version: str, alias: str = "champion", force: bool = False,
-            objective_key: str = "objective", direction: str = "maximize") -> str:
-    """Point `alias` at `version` if it is at least as good as the current holder and loads; return a message.
+@dataclass(frozen=True)
+class Judgement:
+    """What a promotion's check found: a refusal (None: the candidate may take the alias), the report to print, and
+    the tags recording the evidence on the candidate."""
 
-    Read-check-write under a file lock, so two promotes at once act one after the other (on one machine).
-    """
+    refusal: str | None
+    report: str
+    tags: dict[str, str]
+
+
+# judge(candidate, holder): the evidence that the candidate may replace the holder (blipexp.assess.promotion_judge)
+Judge = Callable[[ModelVersion, ModelVersion], Judgement]
+
+
+def promote(name: str, version: str, alias: str = "champion", force: bool = False,
+            judge: Judge | None = None, echo: Callable[[str], None] = print) -> str:
+    """Point `alias` at `version` if the judge lets it replace the current holder (or `force`) and it loads;
+    return a message. The judge's report is passed to `echo`; its evidence is tagged on the candidate.
+
+    The comparison runs first (it may caption images: seconds to minutes); the alias is then read again and moved
+    under a file lock, so two promotes at once act one after the other (on one machine), and a holder changed
+    meanwhile is never replaced on evidence about another."""
     client = MlflowClient()
     _registered_model(client, name)  # a clear error for an unknown name
     version = str(version)
     candidate = _version(client, name, version)
+    holder = _alias_holder(client, name, alias)
+    if holder is not None and holder == version:
+        return f"{name}@{alias} already points to version {version}: nothing changed"
+    judgement = judge(candidate, _version(client, name, holder)) if judge and holder is not None else None
+    if judgement is not None:
+        echo(judgement.report)
+        if judgement.refusal and not force:
+            raise ValueError(f"{judgement.refusal}; nothing changed (--force promotes anyway)")
     with _promote_lock():
-        holder = (client.get_registered_model(name).aliases or {}).get(alias)  # read under the lock
-        if holder is not None and str(holder) == version:
-            return f"{name}@{alias} already points to version {version}: nothing changed"
-        if holder is not None and not force:
-            _refuse_if_worse(name, alias, candidate, _version(client, name, str(holder)), objective_key, direction)
+        if _alias_holder(client, name, alias) != holder:
+            raise ValueError(f"{name}@{alias} moved to version {_alias_holder(client, name, alias)} while version "
+                             f"{version} was being compared with version {holder}: run promote again")
         _check_loads(name, version)
         client.set_registered_model_alias(name, alias, version)
-        client.set_model_version_tag(name, version, "promoted_at", datetime.now(timezone.utc).isoformat())
-        client.set_model_version_tag(name, version, f"previous_{alias}",
-                                     str(holder) if holder is not None else "none")
+        evidence = {**(judgement.tags if judgement else {}),
+                    **({"promote_forced": str(bool(force and judgement.refusal))} if judgement else {})}
+        for key, value in {**evidence, "promoted_at": datetime.now(timezone.utc).isoformat(),
+                           f"previous_{alias}": holder or "none"}.items():
+            client.set_model_version_tag(name, version, key, value)
     was = f"version {holder}" if holder is not None else "nothing"
-    return f"{name}@{alias} -> version {version} (was {was})" + (" [forced]" if force and holder is not None else "")
+    forced = " [forced]" if judgement is not None and judgement.refusal and force else ""
+    return f"{name}@{alias} -> version {version} (was {was}){forced}"
+
+
+def _alias_holder(client: MlflowClient, name: str, alias: str) -> str | None:
+    holder = (client.get_registered_model(name).aliases or {}).get(alias)
+    return None if holder is None else str(holder)
 
 
 def _promote_lock():
@@ -236,42 +278,6 @@ def _promote_lock():
         key = hashlib.sha256(uri.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"blipexp-promote-{key}.lock"
     return locks.file_lock(path, timeout=PROMOTE_LOCK_TIMEOUT_S)
-
-
-def _refuse_if_worse(name: str, alias: str, candidate: ModelVersion, holder: ModelVersion,
-                     objective_key: str, direction: str) -> None:
-    """ValueError when the holder's objective is strictly better than the candidate's (or they cannot be compared)."""
-    fix = "pass force=True (--force) to move the alias anyway"
-    held_value = _objective(holder, objective_key)
-    if held_value is None:
-        return  # nothing to protect: the holder carries no objective
-    new_value = _objective(candidate, objective_key)
-    if new_value is None:
-        raise ValueError(f"{name} version {candidate.version} has no '{objective_key}' tag, while {alias} "
-                         f"(version {holder.version}) has {objective_key}={held_value}: cannot compare; {fix}")
-    new_direction = candidate.tags.get("objective_direction") or holder.tags.get("objective_direction") or direction
-    held_direction = holder.tags.get("objective_direction") or new_direction
-    if new_direction != held_direction:
-        raise ValueError(f"versions {candidate.version} ({new_direction}) and {holder.version} ({held_direction}) "
-                         f"optimize in different directions: cannot compare; {fix}")
-    if new_direction not in ("maximize", "minimize"):
-        raise ValueError(f"objective direction {new_direction!r} is neither 'maximize' nor 'minimize': "
-                         "fix the objective_direction tag or argument")
-    better = held_value > new_value if new_direction == "maximize" else held_value < new_value
-    if better:
-        raise ValueError(f"{name}@{alias} is version {holder.version} with {objective_key}={held_value}, better "
-                         f"({new_direction}) than version {candidate.version} with {objective_key}={new_value}; {fix}")
-
-
-def _objective(version: ModelVersion, key: str) -> float | None:
-    raw = version.tags.get(key)
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"version {version.version} has tag {key}={raw!r}, not a number: "
-                         "fix it with `mlflow` (set_model_version_tag)") from None
 
 
 def _check_loads(name: str, version: str) -> None:

@@ -125,6 +125,7 @@ def _open_storage(spec: ExperimentSpec, home: Path, url: str | None):
 
 def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool, storage) -> int:
     from . import sweep
+    from .sweep import confirm
 
     result = sweep.run_sweep(spec, data, home, new=new_study, storage=storage)
     print("\n" + sweep.summary_table(result.study))
@@ -134,6 +135,10 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
     best = result.best_trial
     for line in sweep.range_edge_advice(best):
         print(line)
+    separated = sweep.separation(result.study, spec)
+    if separated is not None:
+        print(sweep.separation_line(*separated))
+        sweep.log_separation(tracking.Run(result.parent_run_id), *separated)
     if sweep.counted(result.study) < spec.n_trials:
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")
@@ -148,11 +153,29 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
             return 0
         if version is None:  # one version per sweep: a resumed or repeated run does not register again
             version = _register_best(spec, data, result)
+    if spec.confirm_seeds and confirm.SPREAD_TAG not in version.tags:  # this worker registered, or one was stopped
+        _confirm(spec, data, home, result, version)
     print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}")
     print(f"  sweep run   {result.parent_run_id}  (MLflow experiment {spec.experiment_name!r})")
     print(next_steps(spec, version))
     print(f"  browse      {tracking.ui_command(home)}")
     return 0
+
+
+def _confirm(spec: ExperimentSpec, data: CaptionData, home: Path, result, version) -> None:
+    """confirm_seeds: the best parameters with K more seeds; the spread is printed, logged on the sweep run and
+    tagged on the version."""
+    from .sweep import confirm
+
+    spread = confirm.confirm_seeds(spec, data, home, result.best_trial, result.parent_run_id)
+    runs = spec.confirm_seeds + 1
+    key = f"test_{spec.objective_metric}"
+    client = mlflow.MlflowClient()
+    for name, tag in ((key, f"seed_spread_{key}"), ("objective", confirm.SPREAD_TAG)):  # the marker tag last
+        if name in spread:
+            text = confirm.spread_text(*spread[name], runs)
+            client.set_model_version_tag(version.name, version.version, tag, text)
+            print(f"  {name:<11} {text} (the best trial's parameters, seeds {spec.seed}..{spec.seed + runs - 1})")
 
 
 def _register_best(spec: ExperimentSpec, data: CaptionData, result):

@@ -268,18 +268,27 @@ def export(model_uri: str, out_dir: Path, push_to_hub: str | None = None) -> Pat
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} is not empty: choose a new folder or empty it first")
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        except MlflowException as exc:
-            raise ValueError(f"cannot download {model_uri} ({exc.message}): check the name, version or alias "
-                             "with list_models()") from exc
-        artifacts = _artifacts(local)
+        artifacts = _downloaded_artifacts(model_uri, Path(tmp))
         shutil.copytree(_hf_folder(artifacts, model_uri), out_dir, dirs_exist_ok=True)
         if CARD_KEY in artifacts:  # versions registered before model cards have none
             shutil.copyfile(artifacts[CARD_KEY], out_dir / "README.md")
     if push_to_hub:
         _push(out_dir, push_to_hub)
     return out_dir
+
+
+def hf_folder(model_uri: str, dst: Path) -> Path:
+    """The logged model's HF folder (model + processor, as from_pretrained loads it), downloaded into `dst`."""
+    return _hf_folder(_downloaded_artifacts(model_uri, dst), model_uri)
+
+
+def _downloaded_artifacts(model_uri: str, dst: Path) -> dict[str, Path]:
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    except MlflowException as exc:
+        raise ValueError(f"cannot download {model_uri} ({exc.message}): check the name, version or alias "
+                         "with list_models()") from exc
+    return _artifacts(local)
 
 
 def _hf_folder(artifacts: dict[str, Path], model_uri: str) -> Path:

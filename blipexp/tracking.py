@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param, RunTag
 
 from . import distributed
 from .spec import ExperimentSpec
@@ -317,6 +317,12 @@ class Run:
         with _timed("dataset"):
             mlflow.MlflowClient().log_inputs(self.id, datasets=[
                 DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+
+    def link_model(self, model_id: str) -> None:
+        """Record a logged model (MLflow 3) as an input of this run, e.g. the model an evaluation run scored: the
+        model's page then lists the run."""
+        with _timed("dataset"):
+            mlflow.MlflowClient().log_inputs(self.id, models=[LoggedModelInput(model_id)])
 
     def dict(self, value: dict, artifact_file: str) -> None:
         with _timed("dict"):

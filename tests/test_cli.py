@@ -104,11 +104,15 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
     from blipexp.sweep import optuna_storage
 
     sweeps = str(Path(__file__).parent / "experiments_sweep")
-    argv = ["run", "small_sweep", "--home", str(home), "--experiments", sweeps, "--trials", "3", "--set", "epochs=2"]
+    argv = ["run", "small_sweep", "--home", str(home), "--experiments", sweeps, "--trials", "3", "--set", "epochs=2",
+            "--set", "confirm_seeds=1"]
     assert cli.main(argv) == 0
-    assert cli.main(argv) == 0  # a finished sweep run again: nothing new, nothing registered again
-    out = capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert cli.main(argv) == 0  # a finished sweep run again: nothing new, nothing registered or confirmed again
+    out = first + capsys.readouterr().out
     assert "registered  small-sweep version 1" in out and "promote" in out
+    assert out.count("best vs runner-up on the validation images: ") == 2
+    assert out.count("confirm: trial") == 1, "one more seed, trained once"
 
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name='small-sweep'")
@@ -116,6 +120,13 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
     assert len(versions) == 1
     assert versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]
     assert float(versions[0].tags["objective"]) == study.best_trial.value
+    assert versions[0].tags["seed_spread_objective"].endswith("over 2 seeds")
+    sweep_run = mlflow.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert {"confirm_objective_mean", "confirm_objective_sd", "runner_up_p_value"} <= set(sweep_run.data.metrics)
+    assert sweep_run.data.tags["best_vs_runner_up"].startswith("best vs runner-up on the validation images: ")
+    confirmations = tracking.find_runs("tags.`blipexp.role` = 'confirm_seed'")
+    assert len(confirmations) == 1 and confirmations[0].data.tags["mlflow.parentRunId"] == sweep_run.info.run_id
+    assert confirmations[0].data.params["seed"] == str(int(study.best_trial.params.get("seed", 42)) + 1)
 
     assert cli.main(["promote", "small-sweep", "--version", "1", "--home", str(home)]) == 0
     image = tmp_path / "scene.png"

@@ -116,9 +116,11 @@ def test_a_comparison_needs_the_same_images(population):
 def test_verdict_lines_name_the_winner_the_interval_and_p():
     better = evidence.Difference("cider", a=4.2, b=4.61, ci_low=0.12, ci_high=0.7, p_value=0.004, images=64)
     assert better.verdict(a="version 1", b="version 2") == \
-        "version 2 is better than version 1 on cider by 0.41 [+0.12, +0.7], p = 0.004 (64 images)"
+        "version 2 is better than version 1 on cider by 0.41 [0.12, 0.7], p = 0.004 (64 images)"
     worse = evidence.Difference("loss", a=1.0, b=1.5, ci_low=0.2, ci_high=0.8, p_value=0.01, images=64)
-    assert worse.verdict(higher_is_better=False).startswith("A is better than B on loss by 0.5")
+    assert worse.verdict(higher_is_better=False) == "A is better than B on loss by 0.5 [0.2, 0.8], p = 0.010 (64 images)"
+    dropped = evidence.Difference("cider", a=4.7, b=1.2, ci_low=-4.4, ci_high=-2.7, p_value=0.001, images=64)
+    assert dropped.verdict() == "A is better than B on cider by 3.5 [2.7, 4.4], p = 0.001 (64 images)"
     noise = evidence.Difference("cider", a=4.647, b=4.695, ci_low=-0.58, ci_high=0.64, p_value=0.42, images=64)
     assert noise.verdict() == "no significant difference on cider: +0.048 [-0.58, +0.64], p = 0.420 (64 images)"
 

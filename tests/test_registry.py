@@ -15,6 +15,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 from blipexp import locks, model_card, registry, runner, serving, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
+from blipexp.evaluation import LoggedScores
 from blipexp.train import train_trial
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,9 @@ def register(trained, name: str, objective: float, **extra_tags: str):
     spec, data, result, _ = trained
     tags = {"objective": str(objective), "objective_direction": "maximize", "learning_rate": str(spec.learning_rate),
             "epochs": str(spec.epochs), "data_fingerprint": data.fingerprint, **extra_tags}
-    card = model_card.render(spec, data, result.val_metrics, result.test_metrics, {"max_new_tokens": 8})
+    run = mlflow.get_run(result.run_id)
+    card = model_card.render(spec, data, LoggedScores.of(run, "validation"), LoggedScores.of(run, "test"),
+                             {"max_new_tokens": 8})
     return registry.log_and_register(result.model_dir, registered_model=name, run_id=result.run_id, tags=tags,
                                      description="tiny test model", generation={"max_new_tokens": 8}, card=card)
 

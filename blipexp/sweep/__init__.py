@@ -2,7 +2,7 @@
 (recovery.py), the trial loop (loop.py) and what a sweep reports (report.py). What runner, the cli and the benchmark use:"""
 from .loop import SweepResult, run_sweep
 from .recovery import retry
-from .report import format_param, range_edge_advice, summary_table
+from .report import format_param, log_separation, range_edge_advice, separation, separation_line, summary_table
 from .study import (
                     FINAL_STATES,
                     STORAGE_ENV,
@@ -17,6 +17,6 @@ from .study import (
                     suggest,
 )
 
-__all__ = ["FINAL_STATES", "STORAGE_ENV", "SweepResult", "counted", "format_param", "open_study", "optuna_storage",
-           "password_masked", "range_edge_advice", "retry", "run_sweep", "sampler", "storage_url", "study_lock",
-           "study_name", "suggest", "summary_table"]
+__all__ = ["FINAL_STATES", "STORAGE_ENV", "SweepResult", "counted", "format_param", "log_separation", "open_study",
+           "optuna_storage", "password_masked", "range_edge_advice", "retry", "run_sweep", "sampler", "separation",
+           "separation_line", "storage_url", "study_lock", "study_name", "suggest", "summary_table"]

@@ -9,7 +9,8 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from .. import tracking
+from .. import evidence, tracking
+from ..metrics import METRIC_KEYS
 from ..spec import ExperimentSpec
 from .study import FINAL_STATES, best_trial
 
@@ -38,6 +39,40 @@ def log_parent_summary(run: tracking.Run, study: optuna.Study, best: optuna.tria
     if edges:
         run.tags({"best_at_range_edge": ", ".join(f"{k} ({side})" for k, side in edges.items())})
     _log_plots(run, study)
+
+
+def separation(study: optuna.Study, spec: ExperimentSpec) -> tuple[int, int, evidence.Difference] | None:
+    """(best trial, runner-up, the best against the runner-up on the objective): a paired comparison on the
+    validation images both were scored on, from the per-image scores their runs logged (nothing is captioned
+    again). None with fewer than two complete trials, or an objective with no per-image scores (loss)."""
+    from ..evaluation import SplitScores
+
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value,
+                      reverse=spec.greater_is_better)
+    if len(complete) < 2 or spec.objective_metric not in METRIC_KEYS:
+        return None
+    best, runner_up = complete[:2]
+    scores = [SplitScores.from_table(tracking.Run(t.user_attrs["mlflow_run_id"]).table_columns(
+        "per_image/validation.json"), "validation", {}, idf="") for t in (runner_up, best)]
+    common = [key for key in scores[0].keys if key in set(scores[1].keys)]
+    rows = [s.images.subset([s.keys.index(key) for key in common]) for s in scores]
+    difference = evidence.paired(rows[0], rows[1], spec.bootstrap_resamples or 1000, spec.seed)[spec.objective_metric]
+    return best.number, runner_up.number, difference
+
+
+def separation_line(best: int, runner_up: int, difference: evidence.Difference) -> str:
+    """Whether the sweep's best trial stands out from the runner-up, in one line."""
+    verdict = difference.verdict(a=f"trial {runner_up}", b=f"trial {best}")
+    if difference.significant():
+        return f"best vs runner-up on the validation images: {verdict}"
+    return (f"best vs runner-up on the validation images: {verdict}: the two are indistinguishable, and either "
+            "could be the best (confirm_seeds=K trains the chosen parameters again with K more seeds)")
+
+
+def log_separation(run: tracking.Run, best: int, runner_up: int, difference: evidence.Difference) -> None:
+    run.tags({"best_vs_runner_up": separation_line(best, runner_up, difference), "runner_up_trial": runner_up})
+    run.metrics({"runner_up_difference": difference.difference, "runner_up_ci_low": difference.ci_low,
+                 "runner_up_ci_high": difference.ci_high, "runner_up_p_value": difference.p_value})
 
 
 EDGE_SHARE = 0.05  # a best value within this share of its range from a bound (on the range's own scale) is at its edge

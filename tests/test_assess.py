@@ -1,0 +1,178 @@
+"""evaluate, compare and the evidence-gated promote, on real registered tiny models: a 1-epoch model trained with the
+vision encoder frozen and its features cached (its final scores must still be the served model's), and a fuller
+6-epoch one, registered as versions 1 and 2 of one model."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from blipexp import assess, cli, eval_cache, registry, runner, tracking
+from blipexp.data import load_data
+from blipexp.spec import ExperimentSpec
+from blipexp.train import train_trial
+
+pytestmark = pytest.mark.slow
+NAME = "assess-tiny"
+
+
+class AssessExperiment(ExperimentSpec):
+    """Hypothesis: more epochs caption better."""
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    AssessExperiment.name = "assess_experiment"
+    base = AssessExperiment().tiny().replace(pitch_scenes=300, sample_captions=0, registered_model=NAME)
+    tracking.configure(home)
+    tracking.use_experiment(base.experiment_name, home)
+    data = load_data(base, home, progress=False)
+    made = {}
+    for label, spec in (("short", base.replace(epochs=1, freeze_vision_encoder=True)), ("long", base.replace(epochs=6))):
+        result = train_trial(spec, data, home, echo=False)
+        made[label] = (result, runner.register_trial_model(spec, data, result.model_dir, result.run_id, {}))
+    return home, data, made
+
+
+def uri(version) -> str:
+    return f"models:/{version.name}/{version.version}"
+
+
+def run_cli(home, *argv) -> int:
+    return cli.main([*argv, "--home", str(home)])
+
+
+def test_the_logged_test_scores_are_the_served_models_even_from_cached_half_precision_features(versions):
+    home, data, made = versions
+    result, version = made["short"]
+    assert mlflow.get_run(result.run_id).data.params["vision_cache_train"] == "computed", "trained on cached features"
+    scored = assess.evaluate(assess.resolve(uri(version), home), home, "test", use_cache=False, echo=False)
+    logged = mlflow.get_run(result.run_id).data.metrics
+    assert not scored.cached and len(scored.scores.keys) == len(data.test)
+    for key, value in scored.scores.metrics.items():  # captioned again by the downloaded, registered model
+        assert logged[f"test_{key}"] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_an_evaluation_is_read_from_the_cache_the_second_time(versions):
+    home, _, made = versions
+    target = assess.resolve(uri(made["long"][1]), home)
+    first = assess.evaluate(target, home, "validation", echo=False)
+    again = assess.evaluate(assess.resolve(uri(made["long"][1]), home), home, "validation", echo=False)
+    assert first.cached and again.cached, "training left the validation and test scores in the cache"
+    assert again.scores.metrics == first.scores.metrics and again.intervals == first.intervals
+    beams = assess.evaluate(target, home, "validation", ("num_beams=2",), echo=False)
+    assert not beams.cached, "other generation settings are another evaluation"
+    entries = sorted(p.name for p in (home / "cache" / "evaluations").glob("*.json"))
+    assert len(entries) == 5, entries  # two splits of each trained model, and the beam-search one
+
+
+def test_evaluate_prints_intervals_logs_a_run_linked_to_the_version_and_prints_json(versions, capsys):
+    home, _, made = versions
+    version = made["long"][1]
+    assert run_cli(home, "evaluate", uri(version), "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 30 and printed["split"] == "test" and printed["cached"] is True
+    cider = printed["metrics"]["cider"]
+    assert cider["ci_low"] <= cider["value"] <= cider["ci_high"]
+    assert printed["signature"] == "bs:1000|seed:42|idf:corpus|images:30"
+    run = mlflow.get_run(printed["run_id"])
+    assert run.data.tags["evaluated_version"] == f"{NAME}/{version.version}"
+    assert run.data.metrics["test_cider"] == cider["value"]
+    assert [m.model_id for m in run.inputs.model_inputs] == [assess.logged_model_id(version)] != [None]
+    assert len(tracking.Run(run.info.run_id).table_columns("per_image/test.json")["cider"]) == 30
+
+    assert run_cli(home, "evaluate", uri(version)) == 0
+    out = capsys.readouterr().out
+    assert f"cider {cider['value']:.4f} [" in out and "(bs:1000|seed:42|idf:corpus|images:30)" in out
+    assert "worst captions by cider:" in out
+
+
+def test_compare_finds_the_one_epoch_model_significantly_worse(versions, capsys):
+    home, _, made = versions
+    short, long = (uri(made[label][1]) for label in ("short", "long"))
+    assert run_cli(home, "compare", short, long, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 30
+    cider = printed["metrics"]["cider"]
+    assert set(cider) == {"a", "b", "difference", "ci_low", "ci_high", "p_value"}
+    assert cider["difference"] == pytest.approx(cider["b"] - cider["a"]) and cider["difference"] > 0
+    assert cider["ci_low"] > 0 and cider["p_value"] < 0.05
+    assert printed["verdict"].startswith("B is better than A on cider by")
+
+    assert run_cli(home, "compare", long, short) == 0
+    out = capsys.readouterr().out
+    assert "A is better than B on cider by" in out and "p = " in out and "(30 images)" in out
+
+
+def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(versions, tmp_path, capsys):
+    home, data, made = versions
+    result, _ = made["long"]
+    other = AssessExperiment().tiny().replace(pitch_scenes=200, registered_model=NAME)
+    moved = runner.register_trial_model(other, load_data(other, home, progress=False), result.model_dir,
+                                        result.run_id, {})
+    assert run_cli(home, "compare", uri(made["short"][1]), uri(moved)) == 2
+    err = capsys.readouterr().err
+    assert data.fingerprint in err and moved.tags["data_fingerprint"] in err and "--set dataset=" in err
+    assert run_cli(home, "promote", NAME, "--version", str(moved.version), "--alias", "other-data") == 0  # no holder yet
+    assert run_cli(home, "promote", NAME, "--version", str(made["short"][1].version), "--alias", "other-data") == 2
+    assert "--set dataset=" in capsys.readouterr().err
+    assert registry.list_models(NAME)  # still readable
+    holder = mlflow.MlflowClient().get_registered_model(NAME).aliases["other-data"]
+    assert str(holder) == str(moved.version), "nothing changed"
+
+
+def test_promote_moves_the_alias_on_evidence_from_the_test_images(versions, capsys):
+    home, _, made = versions
+    short, long = made["short"][1], made["long"][1]
+    client = mlflow.MlflowClient()
+    assert run_cli(home, "promote", NAME, "--version", str(short.version)) == 0  # nothing to compare with
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), "--require", "better") == 0
+    out = capsys.readouterr().out
+    assert "B is better than A on cider" in out and f"-> version {long.version} (was version {short.version})" in out
+    tags = client.get_model_version(NAME, long.version).tags
+    assert tags["promote_compared_with"] == str(short.version) and tags["promote_forced"] == "False"
+    assert float(tags["promote_p_value"]) < 0.05 and float(tags["promote_ci_low"]) > 0
+    assert tags["promote_images"] == "30" and tags["promote_split"] == "test"
+    assert tags["promote_data_fingerprint"] == long.tags["data_fingerprint"]
+
+    assert run_cli(home, "promote", NAME, "--version", str(short.version)) == 2, "significantly worse: refused"
+    assert "significantly worse" in capsys.readouterr().err
+    assert str(client.get_registered_model(NAME).aliases["champion"]) == str(long.version)
+    assert run_cli(home, "promote", NAME, "--version", str(short.version), "--force") == 0
+    assert client.get_model_version(NAME, short.version).tags["promote_forced"] == "True"
+
+
+def test_a_noise_level_candidate_is_refused_only_when_a_gain_is_required(versions, capsys):
+    home, data, made = versions
+    result, long = made["long"]
+    spec = AssessExperiment().tiny().replace(pitch_scenes=300, epochs=6, registered_model=NAME)
+    same = runner.register_trial_model(spec, data, result.model_dir, result.run_id, {})  # the same weights again
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), "--alias", "noise", "--force") == 0
+    assert run_cli(home, "promote", NAME, "--version", str(same.version), "--alias", "noise", "--require", "better") == 2
+    assert "not significantly better" in capsys.readouterr().err
+    assert run_cli(home, "promote", NAME, "--version", str(same.version), "--alias", "noise") == 0
+    assert "no significant difference on cider: +0 [+0, +0], p = 1.000 (30 images)" in capsys.readouterr().out
+
+
+def test_models_lists_the_test_objective_with_its_interval(versions):
+    home, _, made = versions
+    tracking.configure(home)
+    version = made["long"][1]
+    listed = registry.format_models(registry.list_models(NAME))
+    tags = version.tags
+    assert f"{float(tags['test_cider']):.4f} [{float(tags['test_cider_ci_low']):.4f}, " \
+           f"{float(tags['test_cider_ci_high']):.4f}]" in listed
+
+
+def test_a_folder_needs_an_experiment_and_a_bad_name_is_explained(versions, tmp_path):
+    home, _, made = versions
+    with pytest.raises(ValueError, match="--experiment NAME"):
+        assess.resolve(str(made["long"][0].model_dir), home)
+    with pytest.raises(ValueError, match="names no model"):
+        assess.resolve("no-such-thing", home)
+    with pytest.raises(ValueError, match="no registered version models:/assess-tiny/99"):
+        assess.resolve(f"models:/{NAME}/99", home)
+    digest = eval_cache.weights_digest(made["long"][0].model_dir)
+    assert digest == made["long"][1].tags["weights_digest"]

@@ -53,6 +53,10 @@ class Target:
         return self.weights
 
 
+class EmptySplit(ValueError):
+    """The split asked for holds no image."""
+
+
 @dataclass
 class Evaluation:
     """A target's scored split: the captions and per-image scores, intervals, and how they were made."""
@@ -167,7 +171,7 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
     data = load_data(spec, home, progress=echo)
     examples = {"train": data.train, "validation": data.validation, "test": data.test}[split]
     if not examples:
-        raise ValueError(f"the {split} split of {data.source} is empty (test_fraction=0, or the data have no {split} "
+        raise EmptySplit(f"the {split} split of {data.source} is empty (test_fraction=0, or the data have no {split} "
                          "split): pass --split validation")
     settings = {**generation.settings(target.spec.with_overrides(overrides))}
     with tempfile.TemporaryDirectory() as scratch:
@@ -337,7 +341,12 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
 
     def judge(candidate, holder) -> Judgement:
         new, held = (_version_target(f"models:/{v.name}/{v.version}") for v in (candidate, holder))
-        comparison = compare(held, new, home, "test", overrides, data=new)
+        try:
+            comparison, note = compare(held, new, home, "test", overrides, data=new), ""
+        except EmptySplit:  # a model trained without a test split: its validation images are all there is
+            comparison = compare(held, new, home, "validation", overrides, data=new)
+            note = ("\nnote: the data have no test split, so the versions were compared on the validation images, "
+                    "which chose the candidate's epoch: its lead there is optimistic")
         difference = comparison.differences[comparison.metric]
         worse = difference.significant(alpha) and difference.difference < 0
         better = difference.significant(alpha) and difference.difference > 0
@@ -351,9 +360,9 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
         tags = {"promote_compared_with": str(holder.version), "promote_metric": comparison.metric,
                 "promote_difference": f"{difference.difference:.6g}", "promote_ci_low": f"{difference.ci_low:.6g}",
                 "promote_ci_high": f"{difference.ci_high:.6g}", "promote_p_value": f"{difference.p_value:.4g}",
-                "promote_images": str(difference.images), "promote_split": "test",
+                "promote_images": str(difference.images), "promote_split": comparison.a.scores.split,
                 "promote_data_fingerprint": comparison.a.fingerprint, "promote_rule": f"{require}, alpha {alpha:g}"}
-        return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}", tags)
+        return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
 
     return judge
 

@@ -40,6 +40,7 @@ BlipCaptioner = serving.BlipCaptioner
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
 ADAPTER_KEY = "adapter"  # a LoRA version's adapter alone, beside the merged model
 PROMOTE_LOCK_TIMEOUT_S = 300  # loading a real BLIP for the check takes seconds to a minute
+PROMOTE_ATTEMPTS = 5  # judgements against a holder that another promote replaced meanwhile
 REQUIRED_PACKAGES = ("mlflow", "cloudpickle", "torch", "transformers", "pillow", "pandas")
 
 
@@ -232,34 +233,35 @@ def promote(name: str, version: str, alias: str = "champion", force: bool = Fals
     return a message. The judge's report is passed to `echo`; its evidence is tagged on the candidate.
 
     The comparison runs first (it may caption images: seconds to minutes); the alias is then read again and moved
-    under a file lock, so two promotes at once act one after the other (on one machine), and a holder changed
-    meanwhile is never replaced on evidence about another."""
+    under a file lock, so two promotes at once act one after the other (on one machine). A holder changed meanwhile
+    is never replaced on evidence about another: the candidate is judged again against the new one."""
     client = MlflowClient()
     _registered_model(client, name)  # a clear error for an unknown name
     version = str(version)
     candidate = _version(client, name, version)
-    holder = _alias_holder(client, name, alias)
-    if holder is not None and holder == version:
-        return f"{name}@{alias} already points to version {version}: nothing changed"
-    judgement = judge(candidate, _version(client, name, holder)) if judge and holder is not None else None
-    if judgement is not None:
-        echo(judgement.report)
-        if judgement.refusal and not force:
-            raise ValueError(f"{judgement.refusal}; nothing changed (--force promotes anyway)")
-    with _promote_lock():
-        if _alias_holder(client, name, alias) != holder:
-            raise ValueError(f"{name}@{alias} moved to version {_alias_holder(client, name, alias)} while version "
-                             f"{version} was being compared with version {holder}: run promote again")
-        _check_loads(name, version)
-        client.set_registered_model_alias(name, alias, version)
-        evidence = {**(judgement.tags if judgement else {}),
-                    **({"promote_forced": str(bool(force and judgement.refusal))} if judgement else {})}
-        for key, value in {**evidence, "promoted_at": datetime.now(timezone.utc).isoformat(),
-                           f"previous_{alias}": holder or "none"}.items():
-            client.set_model_version_tag(name, version, key, value)
-    was = f"version {holder}" if holder is not None else "nothing"
-    forced = " [forced]" if judgement is not None and judgement.refusal and force else ""
-    return f"{name}@{alias} -> version {version} (was {was}){forced}"
+    for _ in range(PROMOTE_ATTEMPTS):
+        holder = _alias_holder(client, name, alias)
+        if holder is not None and holder == version:
+            return f"{name}@{alias} already points to version {version}: nothing changed"
+        judgement = judge(candidate, _version(client, name, holder)) if judge and holder is not None else None
+        if judgement is not None:
+            echo(judgement.report)
+            if judgement.refusal and not force:
+                raise ValueError(f"{judgement.refusal}; nothing changed (--force promotes anyway)")
+        with _promote_lock():
+            if _alias_holder(client, name, alias) != holder:
+                continue  # another promote moved it meanwhile: judge against the new holder
+            _check_loads(name, version)
+            client.set_registered_model_alias(name, alias, version)
+            forced = bool(judgement and judgement.refusal)
+            record = {**(judgement.tags if judgement else {}), **({"promote_forced": str(forced)} if judgement else {}),
+                      "promoted_at": datetime.now(timezone.utc).isoformat(), f"previous_{alias}": holder or "none"}
+            for key, value in record.items():
+                client.set_model_version_tag(name, version, key, value)
+        was = f"version {holder}" if holder is not None else "nothing"
+        return f"{name}@{alias} -> version {version} (was {was}){' [forced]' if forced else ''}"
+    raise ValueError(f"{name}@{alias} kept moving while version {version} was compared with its holder "
+                     f"({PROMOTE_ATTEMPTS} times): run promote again")
 
 
 def _alias_holder(client: MlflowClient, name: str, alias: str) -> str | None:

@@ -187,36 +187,52 @@ def test_the_served_model_generates_with_its_registered_settings(trained, image_
 
 
 def test_promotion_rules(versions):
-    assert "version 1 (was nothing)" in registry.promote(NAME, "1")
+    """The gate itself, with a judge that decides as told (the real one, on test images: tests/test_assess.py)."""
+    verdicts = []
+
+    def judge(candidate, holder):
+        verdicts.append((str(candidate.version), str(holder.version)))
+        refusal = "version 2 is significantly worse than version 1" if candidate.version == 2 else None
+        return registry.Judgement(refusal, "the comparison", {"promote_p_value": "0.01"})
+
+    assert "version 1 (was nothing)" in registry.promote(NAME, "1", judge=judge)
+    assert verdicts == [], "nothing to compare with"
     promoted_at = mlflow.MlflowClient().get_model_version(NAME, "1").tags["promoted_at"]
 
-    with pytest.raises(ValueError) as refused:
-        registry.promote(NAME, "2")
-    objective_1, objective_2 = versions[0].tags["objective"], versions[1].tags["objective"]
-    assert objective_1 in str(refused.value) and objective_2 in str(refused.value)
-    assert "force=True" in str(refused.value)
+    printed = []
+    with pytest.raises(ValueError, match="significantly worse than version 1; nothing changed .--force"):
+        registry.promote(NAME, "2", judge=judge, echo=printed.append)
+    assert verdicts == [("2", "1")] and printed == ["the comparison"]
     client = mlflow.MlflowClient()
     assert client.get_registered_model(NAME).aliases == {"champion": 1}  # alias -> int version
+    assert "promote_p_value" not in client.get_model_version(NAME, "2").tags
 
-    message = registry.promote(NAME, "1")
+    message = registry.promote(NAME, "1", judge=judge)
     assert "already points to version 1" in message and "nothing changed" in message
     assert client.get_model_version(NAME, "1").tags["promoted_at"] == promoted_at
 
-    assert "version 2 (was version 1)" in registry.promote(NAME, "2", force=True)
+    assert "version 2 (was version 1) [forced]" in registry.promote(NAME, "2", force=True, judge=judge)
     assert client.get_registered_model(NAME).aliases == {"champion": 2}
     tags = client.get_model_version(NAME, "2").tags
     assert tags["previous_champion"] == "1" and "promoted_at" in tags
+    assert tags["promote_forced"] == "True" and tags["promote_p_value"] == "0.01", "the evidence is recorded"
 
 
-def test_minimize_direction_tag_is_respected(trained):
-    spec, data, result, _ = trained
-    tags = {"objective": "2.0", "objective_direction": "minimize"}
-    for value in ("2.0", "3.0"):
-        registry.log_and_register(result.model_dir, registered_model="blip-loss", run_id=result.run_id,
-                                  tags={**tags, "objective": value}, description="", generation={})
-    registry.promote("blip-loss", "1")
-    with pytest.raises(ValueError, match="version 1 with objective=2.0.*version 2 with objective=3.0"):
-        registry.promote("blip-loss", "2", direction="maximize")  # the versions' tag wins over the argument
+def test_a_holder_replaced_during_the_comparison_is_judged_again(trained):
+    for _ in range(3):
+        register(trained, "blip-moving", trained[2].objective)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("blip-moving", "champion", "1")
+    judged = []
+
+    def judge(candidate, holder):
+        judged.append(str(holder.version))
+        if len(judged) == 1:  # meanwhile another promote moves the alias
+            client.set_registered_model_alias("blip-moving", "champion", "2")
+        return registry.Judgement(None, "", {})
+
+    assert "-> version 3 (was version 2)" in registry.promote("blip-moving", "3", judge=judge)
+    assert judged == ["1", "2"], "never moved on evidence about a holder that is gone"
 
 
 def test_unknown_model_and_version_name_the_known_ones(versions):

@@ -36,7 +36,7 @@ class Interval:
     high: float
 
     def __str__(self) -> str:
-        return f"[{_num(self.low)}, {_num(self.high)}]"
+        return f"[{self.low:.3f}, {self.high:.3f}]"
 
 
 def signature(resamples: int, seed: int, idf: str, images: int, test: str | None = None) -> str:

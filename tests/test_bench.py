@@ -42,6 +42,9 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     full, frozen, lora = report["adapters"]["ways"].values()
     assert full["trainable"] == full["total"] > frozen["trainable"] > lora["trainable"] > 0
     assert all(r["seconds_per_epoch"] > 0 and 0 <= r["best_cider"] for r in (full, frozen, lora))
+    evidence = report["evidence"]
+    assert evidence["images"] == 200 and evidence["intervals_seconds"] > 0 and evidence["paired_seconds"] > 0
+    assert evidence["evaluate_first_seconds"] > 0 and evidence["evaluate_cached_seconds"] > 0
     serving = report["serving"]
     assert [(r["clients"], r["images_per_request"]) for r in serving["load"]] == [(1, 1), (2, 1), (1, 8), (2, 8)]
     assert all(r["images_per_s"] > 0 and r["errors"] == 0 for r in serving["load"])

@@ -70,6 +70,21 @@ def test_run_holds_spec_tags_and_per_epoch_metrics(trained):
     assert {"spec.json", "val_samples.json"} <= artifacts
 
 
+def test_final_scores_carry_intervals_signatures_and_per_image_tables(trained):
+    spec, data, result, _, home = trained
+    tracking.configure(home)
+    run = mlflow.get_run(result.run_id).data
+    for prefix, split, scores in (("best_val", "validation", result.validation), ("test", "test", result.test)):
+        for key in ("cider", "bleu4", "rougeL"):
+            low, high = run.metrics[f"{prefix}_{key}_ci_low"], run.metrics[f"{prefix}_{key}_ci_high"]
+            assert low <= run.metrics[f"{prefix}_{key}"] <= high and low < high, (prefix, key)
+        assert run.tags[f"{prefix}_signature"] == f"bs:1000|seed:42|idf:corpus|images:{len(scores.keys)}"
+        table = tracking.Run(result.run_id).table_columns(f"per_image/{split}.json")
+        assert {"image", "prediction", "references", "cider", "bleu4", "rougeL", "bleu_stats"} <= set(table)
+        assert table["image"] == [e.key for e in getattr(data, split)] and table["prediction"] == scores.predictions
+        assert sum(table["cider"]) / len(table["cider"]) == pytest.approx(run.metrics[f"{prefix}_cider"])
+
+
 def test_best_epoch_is_reported_and_its_model_is_saved(trained):
     spec, data, result, _, _ = trained
     best = max((h for h in result.history if h["epoch"] >= 1), key=lambda h: h["cider"])

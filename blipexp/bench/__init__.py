@@ -11,6 +11,7 @@ Sections (each a module here, each returns plain numbers):
              HF `Trainer.hyperparameter_search(backend="optuna")` on the same space, trial count and data
   adapters   the tiny football_baseline trained with full fine-tuning, a frozen encoder (cached) and LoRA:
              trainable parameters, s/epoch, best validation CIDEr
+  evidence   bootstrap intervals and paired tests over many scored images; `evaluate` captioning, then cached
   serving    `mlflow models serve` under concurrent clients: images/s, latency, malformed requests, memory
 
 It prints each figure as it is measured, then writes report.json and report.md to --out. `--quick` swaps

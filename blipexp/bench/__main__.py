@@ -49,6 +49,10 @@ def run(size: Size, sections: list[str]) -> dict:
             from .data import bench_data
 
             report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
+        if "evidence" in sections:
+            from .evidence import bench_evidence
+
+            report["evidence"] = bench_evidence(size.name, work / "evidence")
         report["peak"] = summarize(before, bench_peak(size, "after"))
         if "serving" in sections:
             from .serving import bench_serving
@@ -58,7 +62,7 @@ def run(size: Size, sections: list[str]) -> dict:
     return report
 
 
-SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "adapters", "serving"]
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "adapters", "evidence", "serving"]
 
 
 def main(argv: list[str] | None = None) -> int:

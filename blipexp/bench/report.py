@@ -61,6 +61,12 @@ def targets(report: dict) -> list[tuple[str, str, float, float]]:
     for key, model in (("sweep", "`--tiny` preset"), ("sweep_shaped", "base-shaped tiny")):
         if key in report:
             rows += _sweep_targets(report[key], model)
+    if "evidence" in report:
+        e = report["evidence"]
+        rows.append((f"intervals of every metric, {e['resamples']} resamples of {e['images']} images",
+                     "seconds (at most)", e["intervals_seconds"], 1.0))
+        rows.append((f"paired comparison, {e['resamples']} resamples of {e['images']} images", "seconds (at most)",
+                     e["paired_seconds"], 1.0))
     if "trial" in report:
         rows.append(("MLflow tracking overhead", "share of trial time in tracking writes (at most)",
                      report["trial"]["tracking_share"], 0.03))
@@ -104,7 +110,7 @@ def markdown(report: dict, command: str) -> str:
     lines += ["", _peak_md(report)]
     for section, write in (("training", _training_md), ("generation", _generation_md), ("trial", _trial_md),
                            ("sweep", _sweep_md), ("data", _data_md), ("adapters", _adapters_md),
-                           ("serving", _serving_md)):
+                           ("evidence", _evidence_md), ("serving", _serving_md)):
         if section in report:
             lines += [""] + write(report)
     return "\n".join(lines) + "\n"
@@ -228,3 +234,9 @@ def _serving_md(report: dict) -> list[str]:
     from .serving import markdown as serving_markdown
 
     return serving_markdown(report["serving"])
+
+
+def _evidence_md(report: dict) -> list[str]:
+    from .evidence import markdown as evidence_markdown
+
+    return evidence_markdown(report["evidence"])

@@ -1,0 +1,108 @@
+"""Evidence: how long intervals and paired tests take over many images, and what a cached evaluation costs.
+
+- bootstrap: 95% intervals of every caption metric, and a paired comparison of two models, over `images` scored
+  captions with 1,000 resamples (blipexp.evidence: resamples recomputed as matrix products, never by rescoring).
+  The captions are generated pitch-scene descriptions of two known accuracies, scored once.
+- cached evaluation: `python -m blipexp evaluate` of the tiny pretrained model on the pitch test split, run as a
+  user runs it: the first time it captions the images, the second reads the evaluation cache (imports included).
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .sizes import log
+
+SIZES = {"full": dict(images=5000, resamples=1000, repeats=3, scenes=640),
+         "quick": dict(images=200, resamples=200, repeats=1, scenes=60)}
+
+
+def bench_evidence(size_name: str, root: Path) -> dict:
+    sizes = SIZES[size_name]
+    result = _bootstrap(sizes["images"], sizes["resamples"], sizes["repeats"])
+    result.update(_cached_evaluation(root, sizes["scenes"]))
+    return result
+
+
+def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
+    from .. import evidence
+    from ..data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
+    from ..metrics import score_images
+
+    rng = random.Random(0)
+
+    def describe(scene: Scene, accuracy: float) -> str:
+        def fact(right, options):
+            return right if rng.random() < accuracy else rng.choice([o for o in options if o != right])
+
+        return Scene(fact(scene.team, sorted(TEAMS)), fact(scene.players, sorted(COUNT_WORDS)),
+                     fact(scene.zone, ZONES), fact(scene.night, (False, True))).caption
+
+    scenes = [random_scene(rng) for _ in range(images)]
+    references = [[scene.caption] for scene in scenes]
+    started = time.perf_counter()
+    a = score_images([describe(s, 0.6) for s in scenes], references)[1]
+    scoring = time.perf_counter() - started
+    b = score_images([describe(s, 0.7) for s in scenes], references)[1]
+    timings = {"intervals": [], "paired": []}
+    for seed in range(repeats):
+        started = time.perf_counter()
+        evidence.intervals(a, resamples, seed)
+        timings["intervals"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        evidence.paired(a, b, resamples, seed)
+        timings["paired"].append(time.perf_counter() - started)
+    result = {"images": images, "resamples": resamples, "scoring_seconds": scoring,
+              "intervals_seconds": min(timings["intervals"]), "paired_seconds": min(timings["paired"])}
+    log(f"evidence: {resamples} resamples of {images} images: intervals {result['intervals_seconds']:.3f} s, "
+        f"paired comparison {result['paired_seconds']:.3f} s (scoring the captions once: {scoring:.1f} s)")
+    return result
+
+
+def _cached_evaluation(root: Path, scenes: int) -> dict:
+    """`evaluate football_baseline --tiny` twice in a fresh home: captioned, then read from the cache."""
+    from ..pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
+
+    home = root / "home"
+    pretrained_tiny(home, echo=False)  # built before the clock starts (kept in the user's shared cache, if named)
+    env = {**os.environ, CACHE_VARIABLE: str(cache_root(home))}
+    command = [sys.executable, "-m", "blipexp", "evaluate", "football_baseline", "--tiny", "--home", str(home),
+               "--set", f"pitch_scenes={scenes}", "--json"]
+    seconds = []
+    for attempt in ("captioned", "cached"):
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        seconds.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+        log(f"evidence: `evaluate` {attempt}: {seconds[-1]:.1f} s")
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import blipexp.assess, blipexp.cli"],
+                             capture_output=True, text=True)
+    return {"evaluate_first_seconds": seconds[0], "evaluate_cached_seconds": seconds[1],
+            "evaluate_command": " ".join(["python", *command[1:4], "--tiny", "--set", f"pitch_scenes={scenes}"]),
+            "import_seconds": _import_seconds(imports.stderr)}
+
+
+def _import_seconds(importtime: str) -> float:
+    """The total of `python -X importtime`'s top-level lines (microseconds, cumulative)."""
+    total = 0
+    for line in importtime.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and not parts[2].startswith("  ") and parts[1].strip().isdigit():
+            total += int(parts[1])
+    return total / 1e6
+
+
+def markdown(result: dict) -> list[str]:
+    return ["### Evidence: intervals, paired tests, cached evaluation", "",
+            f"- {result['resamples']} bootstrap resamples of {result['images']} scored images: every caption "
+            f"metric's 95% interval in {result['intervals_seconds']:.3f} s; a paired comparison of two models "
+            f"(bootstrap interval and approximate-randomization p for every metric) in {result['paired_seconds']:.3f} s "
+            f"(best of the repeats; scoring the captions once took {result['scoring_seconds']:.1f} s).",
+            f"- `{result['evaluate_command']}`: {result['evaluate_first_seconds']:.1f} s the first time (captioning "
+            f"the test split), {result['evaluate_cached_seconds']:.1f} s again from the evaluation cache, of which "
+            f"about {result['import_seconds']:.1f} s is Python importing blipexp, torch, transformers and MLflow."]

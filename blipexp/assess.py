@@ -86,8 +86,8 @@ def resolve(name: str, home: Path, experiment: ExperimentSpec | None = None) -> 
             raise ValueError(f"{folder} holds no model saved with save_pretrained (no config.json): pass a model "
                              "folder, a models:/ URI, a run id or an experiment name")
         if experiment is None:
-            raise ValueError(f"a model folder says nothing of the data to score it on: add --experiment NAME (the "
-                             f"experiment whose data and settings to use), e.g. --experiment football_baseline")
+            raise ValueError("a model folder says nothing of the data to score it on: add --experiment NAME (the "
+                             "experiment whose data and settings to use), e.g. --experiment football_baseline")
         return Target(name, experiment, None, lambda scratch: folder)
     if experiment is not None:
         return Target(name, experiment, None, lambda scratch: _base_model_folder(experiment, home, scratch))

@@ -179,8 +179,8 @@ def format_models(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no registered models: register one with log_and_register (or `blipexp run`)"
     header = ("name", "version", "aliases", "objective (val)", "test [95% interval]", "created (UTC)", "run_id")
-    lines = [(r["name"], r["version"], ",".join(r["aliases"]) or "-", _short(r["objective"]), _test_objective(r["tags"]),
-              r["created"][:19], r["run_id"] or "-") for r in rows]
+    lines = [(r["name"], r["version"], ",".join(r["aliases"]) or "-", _short(r["objective"]),
+              _test_objective(r["tags"]), r["created"][:19], r["run_id"] or "-") for r in rows]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
     render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])

@@ -81,7 +81,8 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
         "weights_digest": eval_cache.weights_digest(model_dir),
         **{f"val_{k}": f"{v:.6g}" for k, v in validation.metrics.items()},
         **({f"test_{key}": f"{test.metrics[key]:.6g}"} if key in test.metrics else {}),
-        **({f"test_{key}_ci_low": f"{test.intervals[key].low:.6g}", f"test_{key}_ci_high": f"{test.intervals[key].high:.6g}",
+        **({f"test_{key}_ci_low": f"{test.intervals[key].low:.6g}",
+            f"test_{key}_ci_high": f"{test.intervals[key].high:.6g}",
             "test_signature": test.signature} if key in test.intervals else {}),
         **extra_tags,
     }

@@ -17,7 +17,15 @@ from transformers import TrainerCallback
 from . import distributed, eval_cache, generation, precision, pretrain, tracking
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .data.collator import CaptionCollator
-from .data.features import CaptionDataset, PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
+from .data.features import (
+    CaptionDataset,
+    PixelRows,
+    Rows,
+    SkipTally,
+    evaluation_dataset,
+    fits_in_memory,
+    training_dataset,
+)
 from .data.sources import CaptionData, Example
 from .evaluation import (
     RowsFor,

@@ -6,7 +6,6 @@ directly in the test on hand-written, already-normalised captions.
 from __future__ import annotations
 
 import json
-import math
 import random
 import socket
 import subprocess

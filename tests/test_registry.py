@@ -14,8 +14,8 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from blipexp import locks, model_card, registry, runner, serving, tracking
 from blipexp.data import load_data
-from blipexp.spec import ExperimentSpec
 from blipexp.evaluation import LoggedScores
+from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
 pytestmark = pytest.mark.slow

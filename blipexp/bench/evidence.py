@@ -101,7 +101,8 @@ def markdown(result: dict) -> list[str]:
     return ["### Evidence: intervals, paired tests, cached evaluation", "",
             f"- {result['resamples']} bootstrap resamples of {result['images']} scored images: every caption "
             f"metric's 95% interval in {result['intervals_seconds']:.3f} s; a paired comparison of two models "
-            f"(bootstrap interval and approximate-randomization p for every metric) in {result['paired_seconds']:.3f} s "
+            "(bootstrap interval and approximate-randomization p for every metric) in "
+            f"{result['paired_seconds']:.3f} s "
             f"(best of the repeats; scoring the captions once took {result['scoring_seconds']:.1f} s).",
             f"- `{result['evaluate_command']}`: {result['evaluate_first_seconds']:.1f} s the first time (captioning "
             f"the test split), {result['evaluate_cached_seconds']:.1f} s again from the evaluation cache, of which "

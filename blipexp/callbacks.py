@@ -173,4 +173,4 @@ class EarlyStopping(TrainerCallback):
         if best is None or stale < self.patience:
             return None
         return (f"no improvement of {self.metric} > {self.threshold:g} for {stale} epoch(s) "
-                f"(best {best[self.metric]:.4g} at epoch {int(best['epoch'])})")
+                f"(last improvement: {best[self.metric]:.4g} at epoch {int(best['epoch'])})")

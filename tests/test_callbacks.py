@@ -134,7 +134,7 @@ def test_early_stopping_waits_patience_epochs_without_an_improvement_above_the_t
     metrics.record(0, {"cider": 5.0})  # the untrained model is no epoch to beat: 1 on only, as best_epoch
     controls = evaluate_epochs(metrics, stop, [0.5, 0.9, 0.905, 0.95, 0.955, 0.958])
     assert controls == [False, False, False, False, False, True]
-    reason = "no improvement of cider > 0.01 for 2 epoch(s) (best 0.95 at epoch 4)"
+    reason = "no improvement of cider > 0.01 for 2 epoch(s) (last improvement: 0.95 at epoch 4)"
     assert stop.stopped_epoch == 6
     assert run.read().data.tags["stop_reason"] == reason
     assert history(run, "stopped_epoch") == [(6, 6.0)]
@@ -144,7 +144,7 @@ def test_early_stopping_waits_patience_epochs_without_an_improvement_above_the_t
 def test_early_stopping_follows_a_lower_is_better_objective(run):
     metrics, stop = stopper(patience=1, threshold=0.0, metric="loss", greater_is_better=False)
     assert evaluate_epochs(metrics, stop, [3.0, 2.0, 2.5]) == [False, False, True]
-    assert run.read().data.tags["stop_reason"] == "no improvement of loss > 0 for 1 epoch(s) (best 2 at epoch 2)"
+    assert run.read().data.tags["stop_reason"] == "no improvement of loss > 0 for 1 epoch(s) (last improvement: 2 at epoch 2)"
 
 
 def test_another_evaluation_after_the_stop_is_not_judged_again(run):

@@ -46,8 +46,11 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert evidence["images"] == 200 and evidence["intervals_seconds"] > 0 and evidence["paired_seconds"] > 0
     assert evidence["evaluate_first_seconds"] > 0 and evidence["evaluate_cached_seconds"] > 0
     serving = report["serving"]
-    assert [(r["clients"], r["images_per_request"]) for r in serving["load"]] == [(1, 1), (2, 1), (1, 8), (2, 8)]
+    assert [(r["batching"], r["clients"], r["images_per_request"]) for r in serving["load"]] == [
+        (batching, clients, images) for batching in ("off", "on") for images in (1, 8) for clients in (1, 2)]
     assert all(r["images_per_s"] > 0 and r["errors"] == 0 for r in serving["load"])
+    assert [r["mean_batch"] for r in serving["load"] if r["batching"] == "off"] == [1, 1, 8, 8], \
+        "off, each request generates alone: its images, one call (read from the server's batch log)"
     assert all(case["ok"] for case in serving["malformed"]["cases"].values()) and serving["alive_after"]
 
 

@@ -153,12 +153,21 @@ def test_predict_names_the_bad_row(versions, image_files):
     assert out["caption"][2] is None and out["error"][2].startswith("row 2: the data is not a readable image")
 
 
-def test_predict_batches_and_takes_params(trained, versions, image_files):
+def test_predict_batches_and_takes_params(trained, versions, image_files, caplog):
+    """batch_size=2 over three images: batches of 2 and 1 (each batch is logged at DEBUG); max_new_tokens=2."""
+    import logging
+
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     frame = pd.DataFrame({"image": list(image_files)})
-    out = model.predict(frame, params={"batch_size": 2, "max_new_tokens": 2})
+    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+        out = model.predict(frame, params={"batch_size": 2, "max_new_tokens": 2})
+    assert [r.getMessage().split(" from ")[0] for r in caplog.records] == ["batch of 2", "batch of 1"]
+    assert all('"batch_size": 2' in r.getMessage() and '"max_new_tokens": 2' in r.getMessage()
+               for r in caplog.records)
     assert len(out) == len(image_files)
     assert all(len(text.split()) <= 2 for text in out["caption"]), "two new tokens make at most two words"
+    assert list(out["caption"]) == list(model.predict(frame, params={"max_new_tokens": 2})["caption"]), \
+        "the same captions in one batch of 3"
 
 
 def test_the_served_model_generates_with_its_registered_settings(trained, image_files):

@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,171 @@ def test_a_short_load_test_with_malformed_requests_leaves_the_server_answering(s
     assert bad["good_errors"] == 0, bad["first_good_error"]
     assert {name: case["ok"] for name, case in bad["cases"].items()} == dict.fromkeys(bad["cases"], True), bad
     assert server.alive() and good(post(server, *json_body(images[:2])), 2)
+
+
+# --------------------------------------------------------------------------- limits on what a request may ask
+
+def test_registered_settings_outside_the_servers_limits_stop_the_model_from_loading(registered, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("BLIPEXP_SERVE_LIMIT_MAX_NEW_TOKENS", "10")  # the model was registered with 20
+    with pytest.raises(ValueError, match="registered generation settings are outside this server's limits: "
+                                         r"max_new_tokens=20 is outside this server's range of 1-10"):
+        mlflow.pyfunc.load_model(registered[1])
+
+
+@pytest.mark.serving
+def test_a_served_model_answers_params_beyond_its_limits_with_a_400_naming_the_limit(server, registered):
+    from blipexp.bench.serving import good, json_body, post
+
+    images = registered[2]
+    for params, message in [({"batch_size": 0}, "batch_size=0 is outside this server's range of 1-32 "
+                                                "(BLIPEXP_SERVE_LIMIT_BATCH_SIZE)"),
+                            ({"num_beams": 64, "max_new_tokens": 100000}, "num_beams=64 is outside this server's "
+                                                                         "range of 1-8 (BLIPEXP_SERVE_LIMIT_NUM_BEAMS)")]:
+        answer = post(server, *json_body(images[:1], params))
+        assert answer.status == 400 and message in answer.body["message"], answer.body
+        assert "Traceback" not in json.dumps(answer.body) and "stack_trace" not in answer.body
+    assert good(post(server, *json_body(images[:2], {"batch_size": 1, "num_beams": 2})), 2)
+
+
+# --------------------------------------------------------------------------- dynamic batching, served
+
+BATCH = 4  # the batching server's max_batch: every test below sends whole batches of each key at once
+
+FAILING_MODEL = '''\
+"""BlipCaptioner whose batches fail when they hold a blank (one-colour) image: a failure injected in the server."""
+import mlflow.models
+
+from blipexp.serving import BlipCaptioner
+
+
+class BlankFails(BlipCaptioner):
+    def _caption_batch(self, key, pixels):
+        if any(bool((p.amax(dim=(1, 2)) == p.amin(dim=(1, 2))).all()) for p in pixels):
+            raise RuntimeError("injected failure: a blank image")
+        return super()._caption_batch(key, pixels)
+
+
+mlflow.models.set_model(BlankFails())
+'''
+
+
+@pytest.fixture(scope="module")
+def batching_server(registered, tmp_path_factory):
+    """The registered model's files served by BlankFails, batching at most BATCH images and waiting (10 minutes)
+    until a batch is full: which requests share a batch is then decided by what the test sends, not by timing.
+    Each batch is logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG)."""
+    import mlflow
+    import pandas as pd
+
+    from blipexp.bench.serving import free_port, serve
+
+    home, uri, _ = registered
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path_factory.mktemp("model")))
+    artifacts = serving._artifacts(Path(local))
+    code = tmp_path_factory.mktemp("code") / "blank_fails.py"
+    code.write_text(FAILING_MODEL)
+    with mlflow.start_run(run_name="blank-fails"):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), signature=serving.signature(),
+            input_example=pd.DataFrame({"image": [serving.example_image_base64()]}),
+            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
+    env = {"BLIPEXP_SERVE_MAX_BATCH": str(BATCH), "BLIPEXP_SERVE_MAX_WAIT_MS": "600000",
+           "BLIPEXP_SERVE_LOG_LEVEL": "DEBUG", serving.IMAGE_ROOT_VARIABLE: ""}
+    with serve(info.model_uri, home, free_port(), env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list[bytes]:
+    """Eight generated pitch scenes as PNG bytes (two whole batches)."""
+    from blipexp.data import pitch
+
+    encoded = []
+    for _, image in pitch.scenes(2 * BATCH, seed=11):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def alone(registered, scenes):
+    """Each scene captioned alone (in-process, one image per call), greedy and with 3 beams."""
+    import mlflow
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(registered[1])
+    return {beams: [model.predict(pd.DataFrame({"image": [image]}), params={"num_beams": beams})["caption"][0]
+                    for image in scenes] for beams in (1, 3)}
+
+
+def at_once(server, requests: list[tuple[list, dict | None]]) -> tuple[list, list[dict]]:
+    """Send the requests concurrently; their answers, and the batches the server logged meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from blipexp.bench.serving import json_body, logged_batches, post
+
+    before = len(server.log())
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(lambda request: post(server, *json_body(*request)), requests))
+    return answers, logged_batches(server.log()[before:])
+
+
+def rows(answer) -> list[tuple]:
+    assert answer.status == 200, answer.body
+    return [(row["caption"], row["error"]) for row in answer.body["predictions"]]
+
+
+@pytest.mark.serving
+def test_concurrent_requests_share_batches_and_each_gets_its_own_rows_in_order_with_its_errors(batching_server,
+                                                                                               scenes, alone):
+    images, captions = scenes, alone[1]
+    assert len(set(captions)) >= 5, f"too few distinct captions to tell the images' rows apart: {captions}"
+    answers, batches = at_once(batching_server, [([images[2 * i], b"not an image", images[2 * i + 1]], None)
+                                                 for i in range(4)])
+    for i, answer in enumerate(answers):
+        (first, _), (none, error), (second, _) = rows(answer)
+        assert [first, second] == [captions[2 * i], captions[2 * i + 1]], f"request {i} got other images' rows"
+        assert none is None and error.startswith("row 1: the data is not a readable image")
+    assert [(b["size"], b["requests"], b["failed"]) for b in batches] == [(BATCH, 2, False)] * 2, \
+        "8 good images of 4 requests, 2 each: two full batches of two requests each"
+
+
+@pytest.mark.serving
+def test_requests_of_other_settings_never_share_a_batch_and_captions_are_those_made_alone(batching_server,
+                                                                                         scenes, alone):
+    """Greedy and beam search: an image's caption does not depend on the images beside it in its batch."""
+    images = scenes
+    assert alone[3] != alone[1], "beam search changes no caption here: the test could not tell the settings apart"
+    requests = [([images[0], images[5]], None), ([images[6], images[3]], {"num_beams": 3}),
+                ([images[2], images[7]], None), ([images[4], images[1]], {"num_beams": 3})]
+    answers, batches = at_once(batching_server, requests)
+    for (sent, params), answer in zip(requests, answers):
+        beams = (params or {}).get("num_beams", 1)
+        assert [caption for caption, _ in rows(answer)] == [alone[beams][images.index(i)] for i in sent]
+    assert sorted((b["settings"]["num_beams"], b["size"], b["requests"]) for b in batches) == \
+        [(1, BATCH, 2), (3, BATCH, 2)]
+
+
+@pytest.mark.serving
+def test_a_failing_batch_fails_only_its_own_rows_and_the_server_goes_on(batching_server, scenes, alone):
+    from PIL import Image
+
+    images, captions = scenes, alone[1]
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(buffer, format="PNG")
+    requests = [([buffer.getvalue(), images[0]], None), ([images[1], images[2]], {"num_beams": 2}),
+                ([images[3], images[4]], None), ([images[5], images[6]], {"num_beams": 2})]
+    answers, batches = at_once(batching_server, requests)
+    for answer in (answers[0], answers[2]):  # the greedy batch held the blank image: each of its rows failed
+        for row, (caption, error) in enumerate(rows(answer)):
+            assert caption is None
+            assert error == f"row {row}: captioning failed (RuntimeError: injected failure: a blank image); " \
+                            "send it again"
+    assert all(error is None for answer in (answers[1], answers[3]) for _, error in rows(answer))
+    assert sorted((b["settings"]["num_beams"], b["failed"]) for b in batches) == [(1, True), (2, False)]
+    assert "Traceback" in batching_server.log(), "the failure's traceback is in the server's log, not the answer"
+    after, _ = at_once(batching_server, [(images[:BATCH], None)])
+    assert [caption for caption, _ in rows(after[0])] == captions[:BATCH]

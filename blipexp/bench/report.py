@@ -67,6 +67,8 @@ def targets(report: dict) -> list[tuple[str, str, float, float]]:
                      "seconds (at most)", e["intervals_seconds"], 1.0))
         rows.append((f"paired comparison, {e['resamples']} resamples of {e['images']} images", "seconds (at most)",
                      e["paired_seconds"], 1.0))
+    if "serving" in report:
+        rows += _serving_targets(report["serving"])
     if "trial" in report:
         rows.append(("MLflow tracking overhead", "share of trial time in tracking writes (at most)",
                      report["trial"]["tracking_share"], 0.03))
@@ -88,6 +90,22 @@ def _sweep_targets(sweep: dict, model: str) -> list[tuple[str, str, float, float
         rows.append((f"cached frozen-encoder sweep vs blipexp's full fine-tuning sweep, {model}",
                      f"best CIDEr ratio{seeds}", fast["best"] / sweep[FULL_FT]["best"], 0.95))
     return rows
+
+
+def _serving_targets(serving: dict) -> list[tuple[str, str, float, float]]:
+    """Dynamic batching against batching off, from the same run (needs the full grid's 16 clients)."""
+    from .serving import rows_by_batching
+
+    rows = rows_by_batching(serving)
+    if (16, 1) not in rows:
+        return []
+    many, lone, eight = rows[(16, 1)], rows[(1, 1)], rows[(1, 8)]
+    return [("serving, 16 clients x 1 image, batching on, vs 1 client x 8 images per request (off)",
+             "images/s ratio", many["on"]["images_per_s"] / eight["off"]["images_per_s"], 0.7),
+            ("serving, 16 clients x 1 image: p99 latency, batching on vs off", "p99 ratio (at most)",
+             many["on"]["p99_ms"] / many["off"]["p99_ms"], 1.0),
+            ("serving, 1 client x 1 image: median latency, batching on minus off", "ms (at most)",
+             lone["on"]["p50_ms"] - lone["off"]["p50_ms"], 10.0)]
 
 
 def met(name: str, measured: float, required: float) -> bool:

@@ -1,10 +1,13 @@
 """The serving section (`python -m blipexp.bench --only serving`): `mlflow models serve` under load, on 127.0.0.1.
 
 A tiny model is trained for one epoch, registered, promoted and served by a real `mlflow models serve` (one
-uvicorn worker, as documented). Then:
-- load: for 1 and 8 images per request and 1 / 4 / 16 concurrent clients, each client sends its requests one
+uvicorn worker, as documented), twice: with dynamic batching off (BLIPEXP_SERVE_MAX_BATCH=0: each request generates
+alone, in its own thread) and on (the defaults, serve_settings.Batching). On each:
+- load: for 1 and 8 images per request and 1 / 4 / 16 / 32 concurrent clients, each client sends its requests one
   after the other; requests alternate between the two forms a client can send, base64 text in JSON
-  (`dataframe_split`) and raw bytes in a Parquet body. Reported: images/s, p50/p95/p99 latency, errors;
+  (`dataframe_split`) and raw bytes in a Parquet body. Reported: images/s, p50/p95/p99 latency, errors, and the
+  mean images per generate call (from the server's batch log lines);
+Then, on the server with batching on:
 - malformed: while clients keep sending good requests of 1-8 images, one client sends bad ones: a batch with
   a good image, a non-image, a huge image (a small PNG of 100 M pixels) and 10 MB of base64 noise (each bad
   row must get its `error`, the good one its caption), and requests malformed as a whole (an empty body, a
@@ -19,6 +22,7 @@ import io
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -76,6 +80,11 @@ def free_port() -> int:
 class Server:
     url: str
     process: subprocess.Popen
+    log_path: Path  # the server's stdout and stderr
+
+    def log(self) -> str:
+        """What the server has written so far (with BLIPEXP_SERVE_LOG_LEVEL=DEBUG, a line per batch)."""
+        return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
         try:
@@ -107,26 +116,29 @@ def serve(model_uri: str, home: Path, port: int, workers: int = 1, env: dict[str
     # the server execs uvicorn from PATH: the venv's bin, as when the venv is activated
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     child_env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking.tracking_uri(home), **(env or {})}
-    # its log goes to a file: a pipe nobody reads would fill up with access lines and block the server
-    log_file = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        env=child_env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process)
+    # its log goes to a file: a pipe nobody reads would fill up with access lines and block the server; appended
+    # to (O_APPEND), so reading it while the server writes moves nothing
+    handle, name = tempfile.mkstemp(prefix="blipexp-serve-", suffix=".log")
+    os.close(handle)
+    log_path = Path(name)
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+            env=child_env, stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not server.alive():
             if process.poll() is not None:
-                log_file.seek(0)
-                raise RuntimeError(f"mlflow models serve exited: {log_file.read().decode()[-2000:]}")
+                raise RuntimeError(f"mlflow models serve exited: {server.log()[-2000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow models serve did not answer /ping within {START_TIMEOUT_S} s")
             time.sleep(1)
         yield server
     finally:
         _stop(process)
-        log_file.close()
+        log_path.unlink(missing_ok=True)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -155,10 +167,12 @@ class Answer:
     seconds: float
 
 
-def json_body(images: list[bytes | str]) -> tuple[bytes, str]:
-    """A `dataframe_split` JSON body: each image as base64 text (strings are sent as they are)."""
+def json_body(images: list[bytes | str], params: dict | None = None) -> tuple[bytes, str]:
+    """A `dataframe_split` JSON body: each image as base64 text (strings are sent as they are); generation params."""
     values = [v if isinstance(v, str) else base64.b64encode(v).decode("ascii") for v in images]
-    body = {"dataframe_split": {"columns": ["image"], "data": [[v] for v in values]}}
+    body: dict = {"dataframe_split": {"columns": ["image"], "data": [[v] for v in values]}}
+    if params:
+        body["params"] = params
     return json.dumps(body).encode(), "application/json"
 
 
@@ -183,6 +197,14 @@ def post(server: Server, body: bytes, content_type: str) -> Answer:
     except ValueError:
         parsed = {"message": raw.decode(errors="replace")}
     return Answer(status, parsed if isinstance(parsed, dict) else {"value": parsed}, seconds)
+
+
+def logged_batches(log: str) -> list[dict]:
+    """The batches a server logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG; blipexp.batcher's lines): their size, how many
+    requests they served, whether they failed, and their generation settings."""
+    pattern = r"batch of (\d+) from (\d+) request\(s\)( failed)?(?: in \d+ ms)?: (\{.*\})"
+    return [{"size": int(m[1]), "requests": int(m[2]), "failed": bool(m[3]), "settings": json.loads(m[4])}
+            for m in re.finditer(pattern, log)]
 
 
 def good(answer: Answer, rows: int) -> bool:
@@ -302,42 +324,74 @@ class PeakRss(Sampler):
 # --------------------------------------------------------------------------- the section
 
 def bench_serving(size_name: str, home: Path) -> dict:
+    from ..serve_settings import LOG_LEVEL_VARIABLE, MAX_BATCH_VARIABLE, MAX_WAIT_VARIABLE, Batching
+
     sizes = SERVING_SIZES[size_name]
     model_uri, images = register_tiny_model(home, sizes["scenes"])
     mb = 2**20
-    with serve(model_uri, home, free_port()) as server:
-        for body in (json_body(images[:1]), parquet_body(images[:1])):  # warm-up: first requests pay for imports
-            post(server, *body)
-        result: dict = {"workers": 1, "idle_rss_mb": server.rss_bytes() / mb, "load": []}
-        with PeakRss(server) as rss:
-            for per_request in (1, 8):
-                for clients in sizes["clients"]:
-                    requests = max(1, sizes["requests"] // clients)
-                    row = load(server, images, clients, requests, per_request)
-                    result["load"].append(row)
-                    log(f"serving: {clients} client(s), {per_request} image(s)/request: "
-                        f"{row['images_per_s']:.1f} images/s, p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
-                        f"p99 {row['p99_ms']:.0f} ms, {row['errors']} error(s) in {row['requests']} requests")
-        result["load_peak_rss_mb"] = rss.peak / mb
-        with PeakRss(server) as rss:
-            result["malformed"] = malformed(server, images, sizes["malformed_clients"], sizes["malformed_requests"])
-        result["malformed_peak_rss_mb"] = rss.peak / mb
-        result["after_rss_mb"] = server.rss_bytes() / mb
-        result["alive_after"] = server.alive() and good(post(server, *json_body(images[:2])), 2)
+    on = Batching()  # the defaults, set explicitly: the report names what it measured whatever the shell holds
+    result: dict = {"workers": 1, "max_batch": on.max_batch, "max_wait_ms": on.max_wait_ms, "load": []}
+    for batching, env in (("off", {MAX_BATCH_VARIABLE: "0"}),
+                          ("on", {MAX_BATCH_VARIABLE: str(on.max_batch), MAX_WAIT_VARIABLE: str(on.max_wait_ms)})):
+        with serve(model_uri, home, free_port(), env={**env, LOG_LEVEL_VARIABLE: "DEBUG"}) as server:
+            for body in (json_body(images[:1]), parquet_body(images[:1])):  # warm-up: first requests pay for imports
+                post(server, *body)
+            if batching == "on":
+                result["idle_rss_mb"] = server.rss_bytes() / mb
+            with PeakRss(server) as rss:
+                result["load"] += [_load_row(server, images, clients, per_request, sizes, batching)
+                                   for per_request in (1, 8) for clients in sizes["clients"]]
+            if batching == "off":
+                continue
+            result["load_peak_rss_mb"] = rss.peak / mb
+            with PeakRss(server) as rss:
+                result["malformed"] = malformed(server, images, sizes["malformed_clients"],
+                                                sizes["malformed_requests"])
+            result["malformed_peak_rss_mb"] = rss.peak / mb
+            result["after_rss_mb"] = server.rss_bytes() / mb
+            result["alive_after"] = server.alive() and good(post(server, *json_body(images[:2])), 2)
     log(f"serving: server tree RSS idle {result['idle_rss_mb']:.0f} MB, peak under load "
         f"{result['load_peak_rss_mb']:.0f} MB, with malformed requests {result['malformed_peak_rss_mb']:.0f} MB, "
         f"after {result['after_rss_mb']:.0f} MB; answering after: {result['alive_after']}")
     return result
 
 
+def _load_row(server: Server, images: list[bytes], clients: int, per_request: int, sizes: dict,
+              batching: str) -> dict:
+    """One configuration of the load, with the mean images per generate call the server logged meanwhile."""
+    before = len(server.log())
+    row = load(server, images, clients, max(sizes["min_requests"], sizes["requests"] // clients), per_request)
+    batches = logged_batches(server.log()[before:])
+    row.update(batching=batching, mean_batch=sum(b["size"] for b in batches) / max(1, len(batches)))
+    log(f"serving, batching {batching}: {clients} client(s), {per_request} image(s)/request: "
+        f"{row['images_per_s']:.1f} images/s, p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
+        f"p99 {row['p99_ms']:.0f} ms, {row['mean_batch']:.1f} images per generate call, {row['errors']} error(s) in "
+        f"{row['requests']} requests")
+    return row
+
+
+def rows_by_batching(result: dict) -> dict[tuple[int, int], dict[str, dict]]:
+    """(clients, images per request) -> {"off": row, "on": row}."""
+    paired: dict[tuple[int, int], dict[str, dict]] = {}
+    for row in result["load"]:
+        paired.setdefault((row["clients"], row["images_per_request"]), {})[row["batching"]] = row
+    return paired
+
+
 def markdown(result: dict) -> list[str]:
     lines = [f"Serving: `mlflow models serve` ({result['workers']} worker) on 127.0.0.1, the tiny model; requests "
-             "alternate base64 JSON and Parquet bytes:", "",
-             "| clients | images/request | requests | images/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in result["load"]:
-        lines.append(f"| {r['clients']} | {r['images_per_request']} | {r['requests']} | {r['images_per_s']:.1f} | "
-                     f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} |")
+             "alternate base64 JSON and Parquet bytes. Dynamic batching off (`BLIPEXP_SERVE_MAX_BATCH=0`) and on "
+             f"(max_batch {result['max_batch']}, max_wait {result['max_wait_ms']:g} ms); latencies in ms; images "
+             "per generate call from the server's batch log:", "",
+             "| clients | images/request | requests | off: images/s | p50 | p95 | p99 | on: images/s | p50 | p95 | "
+             "p99 | images per generate call (on) | errors (off/on) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (clients, per_request), pair in rows_by_batching(result).items():
+        off, on = pair["off"], pair["on"]
+        figures = [f"{r['images_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f}"
+                   for r in (off, on)]
+        lines.append(f"| {clients} | {per_request} | {on['requests']} | {figures[0]} | {figures[1]} | "
+                     f"{on['mean_batch']:.1f} | {off['errors']}/{on['errors']} |")
     m = result["malformed"]
     lines += ["", f"Malformed requests, sent while {m['good_requests']} good requests of 1-8 images ran "
               f"({m['good_errors']} of them failed):", "", "| request | status | right answer |", "|---|---|---|"]

@@ -37,7 +37,9 @@ def log(message: str) -> None:
 DATA_SIZES = {"full": dict(sizes=[1000, 5000, 20000], batches=40, eager_up_to=1000),
               "quick": dict(sizes=[24], batches=2, eager_up_to=24)}
 
-# serving: concurrent clients, requests per configuration (shared among its clients), pitch scenes to train on, and
-# the good load kept up while malformed requests are sent
-SERVING_SIZES = {"full": dict(clients=[1, 4, 16], requests=48, scenes=120, malformed_clients=4, malformed_requests=6),
-                 "quick": dict(clients=[1, 2], requests=4, scenes=30, malformed_clients=2, malformed_requests=2)}
+# serving: concurrent clients, requests per configuration (shared among its clients, at least min_requests each: the
+# percentiles need samples), pitch scenes to train on, and the good load kept up while malformed requests are sent
+SERVING_SIZES = {"full": dict(clients=[1, 4, 16, 32], requests=96, min_requests=3, scenes=120, malformed_clients=4,
+                              malformed_requests=6),
+                 "quick": dict(clients=[1, 2], requests=4, min_requests=1, scenes=30, malformed_clients=2,
+                               malformed_requests=2)}

@@ -1,0 +1,134 @@
+"""The batcher alone, with a plain function for a model: what joins a batch, what a failure touches, and when it runs.
+
+Each test holds the worker inside a first batch (a gate) while it submits more, so which items wait together is
+decided by the test, not by timing."""
+import logging
+import threading
+
+import pytest
+
+from blipexp.batcher import Batcher
+
+WAIT = 30  # seconds: a bound on event waits, never reached when the code works
+
+
+class Model:
+    """Records each batch; its first batch waits at the gate until the test opens it; "boom" makes a batch raise."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple] = []
+        self.threads: list[threading.Thread] = []
+        self.started, self.gate = threading.Event(), threading.Event()
+
+    def __call__(self, key, items):
+        self.threads.append(threading.current_thread())
+        self.batches.append((key, list(items)))
+        self.started.set()
+        assert self.gate.wait(WAIT)
+        if "boom" in items:
+            raise RuntimeError("injected failure")
+        return [f"{key}:{item}" for item in items]
+
+    def hold(self, batcher: Batcher) -> list:
+        """Submit a first item and wait until the worker runs it (and waits at the gate)."""
+        futures = batcher.submit("first", ["a"])
+        assert self.started.wait(WAIT)
+        return futures
+
+
+def results(futures) -> list:
+    return [f.result(timeout=WAIT) for f in futures]
+
+
+def test_waiting_calls_of_one_key_share_a_batch_and_each_gets_its_own_results_in_order():
+    model = Model()
+    batcher = Batcher(model, max_batch=4, max_wait_s=0)
+    first = model.hold(batcher)
+    b = batcher.submit("k1", ["b1", "b2"])
+    c = batcher.submit("k2", ["c1"])
+    d = batcher.submit("k1", ["d1"])
+    model.gate.set()
+    assert results(first) == ["first:a"]
+    assert results(b) == ["k1:b1", "k1:b2"] and results(c) == ["k2:c1"] and results(d) == ["k1:d1"]
+    assert model.batches == [("first", ["a"]), ("k1", ["b1", "b2", "d1"]), ("k2", ["c1"])], \
+        "the oldest waiting key goes first, with every waiting item of its key; other keys never join it"
+
+
+def test_batches_hold_at_most_max_batch_items_and_at_most_the_calls_limit():
+    model = Model()
+    batcher = Batcher(model, max_batch=2, max_wait_s=0)
+    model.hold(batcher)
+    five = batcher.submit("k", list("12345"))
+    one_at_a_time = batcher.submit("small", ["x", "y"], limit=1)
+    model.gate.set()
+    assert results(five) == [f"k:{i}" for i in "12345"] and results(one_at_a_time) == ["small:x", "small:y"]
+    assert [len(items) for _, items in model.batches[1:]] == [2, 2, 1, 1, 1]
+
+
+def test_a_batch_that_raises_fails_its_own_items_only_and_the_batcher_goes_on(caplog):
+    model = Model()
+    batcher = Batcher(model, max_batch=4, max_wait_s=0)
+    model.hold(batcher)
+    failing = batcher.submit("k1", ["boom", "x"])
+    other_key = batcher.submit("k2", ["y"])
+    with caplog.at_level(logging.ERROR, logger="blipexp.batcher"):
+        model.gate.set()
+        for future in failing:
+            with pytest.raises(RuntimeError, match="injected failure"):
+                future.result(timeout=WAIT)
+        assert results(other_key) == ["k2:y"]
+    assert results(batcher.submit("k1", ["z"])) == ["k1:z"]
+    assert "batch of 2 from 1 request(s) failed: k1" in caplog.text and "injected failure" in caplog.text
+
+
+def test_the_first_item_waits_up_to_max_wait_for_more_and_runs_as_soon_as_its_batch_is_full():
+    """A wait far longer than the test: the batch runs because it filled, not because the wait ran out."""
+    model = Model()
+    model.gate.set()
+    batcher = Batcher(model, max_batch=3, max_wait_s=WAIT * 10)
+    first = batcher.submit("k", ["a"])
+    assert not first[0].done()
+    rest = batcher.submit("k", ["b", "c"])
+    assert results(first + rest) == ["k:a", "k:b", "k:c"]
+    assert model.batches == [("k", ["a", "b", "c"])]
+
+
+def test_the_worker_ends_when_the_queue_is_empty_and_a_later_call_starts_another():
+    model = Model()
+    model.gate.set()
+    batcher = Batcher(model, max_batch=4, max_wait_s=0)
+    assert results(batcher.submit("k", ["a"])) == ["k:a"]
+    model.threads[0].join(WAIT)
+    assert not model.threads[0].is_alive(), "an idle batcher holds no thread (nor, through it, the model)"
+    assert results(batcher.submit("k", ["b"])) == ["k:b"]
+    assert model.threads[1] is not model.threads[0]
+
+
+def test_max_batch_0_runs_each_call_alone_in_its_own_thread(caplog):
+    model = Model()
+    model.gate.set()
+    batcher = Batcher(model, max_batch=0, max_wait_s=0.5)
+    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+        futures = batcher.submit("k", ["a", "b", "c"])
+        assert all(f.done() for f in futures), "done on return: nothing waits"
+        assert results(futures) == ["k:a", "k:b", "k:c"]
+    assert model.threads == [threading.current_thread()]
+    assert "batch of 3 from 1 request(s) in" in caplog.text
+
+
+def test_each_batch_is_logged_at_debug_with_its_size_requests_and_key(caplog):
+    model = Model()
+    batcher = Batcher(model, max_batch=8, max_wait_s=0)
+    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+        model.hold(batcher)
+        later = batcher.submit("k", ["1", "2"]) + batcher.submit("k", ["3"])
+        model.gate.set()
+        results(later)
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        "batch of 1 from 1 request(s)", "batch of 3 from 2 request(s)"]
+    assert caplog.records[-1].getMessage().endswith(": k")
+
+
+def test_settings_must_not_be_negative():
+    with pytest.raises(ValueError, match="max_batch=-1 .* must be >= 0"):
+        Batcher(lambda key, items: items, max_batch=-1, max_wait_s=0)

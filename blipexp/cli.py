@@ -22,6 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad input: one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a tracking server's 401 or 403 met mid-command: one line too
+        from .access import refusal  # imports MLflow: only once something failed
+
+        line = refusal(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

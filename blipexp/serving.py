@@ -38,7 +38,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from . import generation
+from . import access, generation
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
 GENERATION_KEY = "generation"  # the generation.json artifact
@@ -310,5 +310,6 @@ def _load(model_uri: str):
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
-        raise ValueError(f"cannot load {model_uri} ({exc.message}): check the name, version or alias "
-                         "with list_models()") from exc
+        # a login or permission the server refused is not a wrong name
+        raise ValueError(access.refusal(exc) or f"cannot load {model_uri} ({exc.message}): check the name, version "
+                         "or alias with list_models()") from exc

@@ -24,6 +24,7 @@ USER_PERMISSION = "/api/3.0/mlflow/users/permissions/get"  # an account's effect
 LEVELS = ("DENY", "NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
 LOGIN_FIX = f"set {USERNAME_ENV} and {PASSWORD_ENV} to your account's (or write them to ~/.mlflow/credentials)"
 ROLES_FIX = "README: Scaling out, roles"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # a request there never leaves the machine
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def warn_if_clear_text(uri: str) -> str | None:
     from mlflow.utils.credentials import read_mlflow_creds
 
     parts = urlsplit(uri)
-    if parts.scheme != "http" or parts.hostname in ("127.0.0.1", "localhost", "::1") or not read_mlflow_creds().password:
+    if parts.scheme != "http" or parts.hostname in LOOPBACK or not read_mlflow_creds().password:
         return None
     return (f"warning: the password of the MLflow account goes to {uri} unencrypted (http://): serve the tracking "
             "server over HTTPS (README: Scaling out)")

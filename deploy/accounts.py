@@ -1,7 +1,7 @@
 """Roles and accounts on the secured MLflow tracking server (README: Scaling out), made by its admin.
 
     MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=... MLFLOW_TRACKING_SERVER_CERT_PATH=ca.pem \\
-      python deploy/accounts.py https://mlflow.internal:5000 --out ./credentials worker:sweep-bot viewer:alice release:bob
+      python deploy/accounts.py https://mlflow.internal:5000 --out credentials worker:sweep-bot viewer:alice release:bob
 
 Each ROLE:NAME gives account NAME the role; a new account gets a random password, written only to
 OUT/NAME.credentials (mode 600, MLflow's credentials-file format: copy it to ~/.mlflow/credentials on the machine

@@ -153,9 +153,9 @@ def require_run(uri: str, experiment: str, registered_model: str) -> None:
 
 def require_alias(uri: str, registered_model: str, alias: str) -> None:
     """Before promoting: ValueError unless this account may move `alias` of `registered_model` (MLflow checks
-    EDIT on the registered model)."""
+    EDIT on the registered model). A model that does not exist is left to promote's own error."""
     account = _account(uri)
-    if account is None or account.is_admin:
+    if account is None or account.is_admin or not _model_exists(uri, registered_model):
         return
     lacking = _lacks(uri, account, "registered_model", registered_model, registered_model, "EDIT",
                      f"to move its alias {alias!r}")

@@ -235,8 +235,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    print(_registry(args).promote(args.name, args.version, alias=args.alias, force=args.force))
+    registry = _registry(args)
+    _check_may_promote(args)
+    print(registry.promote(args.name, args.version, alias=args.alias, force=args.force))
     return 0
+
+
+def _check_may_promote(args: argparse.Namespace) -> None:
+    """Refuse an account that may not move the alias before anything is compared, loaded or changed."""
+    import mlflow
+
+    from . import access
+
+    access.require_alias(mlflow.get_registry_uri(), args.name, args.alias)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:

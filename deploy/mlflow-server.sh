@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The MLflow tracking server of the secured scale-out stack (README: Scaling out): MLflow's basic-auth app (accounts
 # and permissions in their own PostgreSQL database), HTTPS, runs and registry in PostgreSQL over TLS, models stored
-# and served by the server. tests/test_secure_scaleout.py starts it exactly so.
+# and served by the server. tests/test_access.py starts it exactly so.
 #
 #   deploy/mlflow-server.sh --host 0.0.0.0 --port 5000 --workers 4 --allowed-hosts mlflow.internal:5000
 #
@@ -31,12 +31,17 @@ done
 
 # MLflow reads the auth app's settings from this file. Everyone without a grant gets no permission at all: what a
 # worker, viewer or release account may do comes from its role (deploy/accounts.py).
+# Checking a password against its stored hash costs a server process about 0.2 s of CPU by design, and every request
+# carries the password: the auth cache skips the check for a login that passed within the last
+# BLIPEXP_AUTH_CACHE_SECONDS (60 by default). The price: a password changed or an account deleted is still accepted
+# by the other server processes for up to that long. 0 turns the cache off.
 config_dir=$(mktemp -d -t blipexp-mlflow-auth.XXXXXX)
 cat > "$config_dir/basic_auth.ini" <<END
 [mlflow]
 default_permission = NO_PERMISSIONS
 database_uri = $BLIPEXP_AUTH_DATABASE_URI
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${BLIPEXP_AUTH_CACHE_SECONDS:-60}
 END
 export MLFLOW_AUTH_CONFIG_PATH=$config_dir/basic_auth.ini
 # no background job runner (GenAI judges): blipexp does not use it, and it would start more processes

@@ -40,7 +40,7 @@ from test_scaleout import (
     postgres_bin,
 )
 
-from blipexp import access, cli
+from blipexp import access, cli, registry
 
 pytestmark = pytest.mark.scaleout
 
@@ -328,7 +328,8 @@ def test_a_login_or_certificate_problem_stops_a_run_with_one_line(server, accoun
                            "$MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD"),
         "no login": ({access.CERT_ENV: worker[access.CERT_ENV]},
                      "requires a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
-        # MLflow before 3.16.1 created admin / password1234 (CVE-2026-2635); 3.17 refuses that password for admins
+        # MLflow through 3.16.0 created admin / password1234 (CVE-2026-2635); this stack's admin has the password
+        # the deployment set, and MLflow 3.17 rejects that old default for any admin
         "the old default admin password": (login(server.admin[0], "password1234", server.ca),
                                            f"refused the login of account '{server.admin[0]}'"),
         "no CA": ({**worker, access.CERT_ENV: ""},
@@ -362,13 +363,17 @@ def test_only_an_account_that_may_move_the_alias_can_promote(server, accounts, s
     promote = ["promote", "small-sweep", "--version", "1", "--home", str(tmp_path / "home")]
 
     as_account(accounts["viewer"])
-    assert cli.main(promote) == 2
+    with monkeypatch.context() as patched:  # refused before promote compares, loads or changes anything
+        patched.setattr(registry, "promote", lambda *args, **kwargs: pytest.fail("registry.promote was reached"))
+        assert cli.main(promote) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: account 'alice' may not promote") and err.count("\n") == 1, err
     assert "READ on registered model 'small-sweep' (needs EDIT to move its alias 'champion')" in err
     assert "release role" in err
     assert client.get_registered_model("small-sweep").aliases == {}, "nothing changed"
     assert "promoted_at" not in client.get_model_version("small-sweep", "1").tags
+    assert cli.main(["promote", "no-such-model", *promote[2:]]) == 2  # a typo is named as one, not as a permission
+    assert "registered model 'no-such-model' not found" in capsys.readouterr().err
 
     # MLflow checks moving an alias with the EDIT on the model that registering a version needs: a worker may too
     as_account(accounts["worker"])
@@ -404,22 +409,34 @@ def test_no_secret_is_printed_logged_or_written(database, server, accounts, swee
     assert leaks == [], leaks
 
 
-def test_the_server_will_not_start_without_an_admin_password(certs, tmp_path):
-    """MLflow 3.17 ships no admin password and refuses to create its admin without MLFLOW_AUTH_ADMIN_PASSWORD (through
-    3.16.0 it created admin / password1234). SQLite stores here: only the start matters."""
+def test_the_server_will_not_start_without_an_admin_password_nor_with_the_old_default(certs, tmp_path):
+    """MLflow 3.17 ships no admin password: it refuses to create its admin without MLFLOW_AUTH_ADMIN_PASSWORD, and
+    refuses `password1234`, the default that MLflow shipped through 3.16.0 (what the `scale` extra's lower bound is
+    for). SQLite stores here: only the start matters. Both servers start at once (each takes seconds to fail)."""
     env = child_env(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        BLIPEXP_AUTH_DATABASE_URI=f"sqlite:///{tmp_path / 'auth.db'}", MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path),
         BLIPEXP_TLS_CERT=str(certs / "server.pem"), BLIPEXP_TLS_KEY=str(certs / "server.key"),
         MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16), MLFLOW_AUTH_ADMIN_USERNAME="admin")
     env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
-    process = start_server(env, free_port(), tmp_path / "server.log")
+    cases = {"none": ({}, "needs a password to create the admin user 'admin'"),
+             "old default": ({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"},
+                             "Refusing to use the insecure default password")}
+    processes = {}
+    for case, (password, _) in cases.items():
+        folder = tmp_path / case.replace(" ", "-")
+        folder.mkdir()
+        stores = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{folder / 'mlflow.db'}",
+                  "BLIPEXP_AUTH_DATABASE_URI": f"sqlite:///{folder / 'auth.db'}",
+                  "MLFLOW_ARTIFACTS_DESTINATION": str(folder)}
+        processes[case] = start_server({**env, **stores, **password}, free_port(), folder / "server.log")
     try:
-        assert process.wait(timeout=TIMEOUT) != 0
+        codes = {case: process.wait(timeout=TIMEOUT) for case, process in processes.items()}
     finally:
-        stop(process)
-    assert "needs a password to create the admin user 'admin'" in (tmp_path / "server.log").read_text()
+        for process in processes.values():
+            stop(process)
+    for case, (_, expected) in cases.items():
+        log = (tmp_path / case.replace(" ", "-") / "server.log").read_text()
+        assert codes[case] != 0 and expected in log, f"{case}: exit {codes[case]}\n{log[-2000:]}"
 
 
 def test_the_database_takes_only_tls_connections_with_the_right_password(database):

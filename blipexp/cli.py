@@ -24,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad input: one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a tracking server's 401 or 403 met mid-command: one line too
+        from .access import refusal  # imports MLflow: only once something failed
+
+        line = refusal(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +269,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     registry = _registry(args)
     from . import assess
 
+    _check_may_promote(args)
     judge = assess.promotion_judge(_home(args), args.require, args.alpha, tuple(args.overrides))
     print(registry.promote(args.name, args.version, alias=args.alias, force=args.force, judge=judge))
     return 0
@@ -302,6 +311,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
     print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
     return 0
+
+
+def _check_may_promote(args: argparse.Namespace) -> None:
+    """Refuse an account that may not move the alias before anything is compared, loaded or changed."""
+    import mlflow
+
+    from . import access
+
+    access.require_alias(mlflow.get_registry_uri(), args.name, args.alias)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from . import distributed, generation, locks, resume, tracking
+from . import access, distributed, generation, locks, resume, tracking
 from .data import CaptionData, load_data
 from .evaluation import LoggedScores
 from .spec import ExperimentSpec
@@ -25,7 +25,8 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
         raise ValueError("a sweep cannot run under `accelerate launch` (its trials would differ per process): run "
                          "one sweep worker per GPU instead (README: Scaling out), or launch a single experiment")
     with locks.hold(home, "mlflow-store"):  # parallel workers: one creates the store's tables, the others wait
-        tracking.configure(home, tracking_uri)
+        uri = tracking.configure(home, tracking_uri)
+        access.require_run(uri, spec.experiment_name, spec.registered_model)  # a viewer stops here, not at the end
         tracking.use_experiment(spec.experiment_name, home)
     study_storage = _open_storage(spec, home, storage)  # a bad URL fails here, before any data or training
     if is_main_process:

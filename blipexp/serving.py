@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from . import generation, serve_settings
+from . import access, generation, serve_settings
 from .batcher import Batcher
 from .serve_settings import BadRequest
 
@@ -361,5 +361,6 @@ def _load(model_uri: str):
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
-        raise ValueError(f"cannot load {model_uri} ({exc.message}): check the name, version or alias "
-                         "with list_models()") from exc
+        # a login or permission the server refused is not a wrong name
+        raise ValueError(access.refusal(exc) or f"cannot load {model_uri} ({exc.message}): check the name, version "
+                         "or alias with list_models()") from exc

@@ -10,9 +10,8 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from .spec import ExperimentSpec
 DEFAULT_HOME = "mlruns"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
-STORE_PROBE_TIMEOUT_S = 5
 # MLflow's UI opens an experiment in the view its kind names: without this tag MLflow 3 guesses, and shows a
 # training project its GenAI view (traces, judges, prompts) instead of runs, charts and models.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -100,14 +98,13 @@ def is_server(uri: str) -> bool:
 def _check_store(uri: str, fix: str) -> None:
     """ValueError naming the URI and the fix when the tracking store cannot be opened."""
     if is_server(uri):
-        # a quick probe: MLflow's own client retries a dead server with backoff for minutes
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=STORE_PROBE_TIMEOUT_S).close()
-        except urllib.error.HTTPError:
-            return  # the server answered (perhaps asking for credentials): reachable
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ValueError(f"MLflow tracking server {uri} cannot be reached ({reason}): start it, or {fix}") from exc
+        # a quick probe (MLflow's own client retries a dead server for minutes): reachable, trusted, logged in
+        from . import access
+
+        access.check_server(uri, fix)
+        warning = access.warn_if_clear_text(uri)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         return
     try:
         # opens (and, for sqlite, creates) the store

@@ -156,8 +156,16 @@ def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(p
             command = [sys.executable, str(WORKER), host, *args, *home, "--storage", storage, "--tracking-uri", uri]
         workers[host] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    killed, outputs = kill_one_mid_trial(workers, storage)
+    check_shared_sweep(load_study(storage), killed, 4, hosts, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri),
+                       outputs, artifacts, tmp_path)
+
+
+def kill_one_mid_trial(workers: dict[str, subprocess.Popen], storage: str):
+    """SIGKILL a worker in the middle of its first trial, let the others finish (each must exit 0): the killed
+    trial and the others' (stdout, stderr) by host."""
     deadline = time.monotonic() + TIMEOUT
-    while (killed_host := victim(storage, hosts)) is None:
+    while (killed_host := victim(storage, list(workers))) is None:
         ended = {h: w.returncode for h, w in workers.items() if w.poll() is not None}
         assert not ended, f"a worker ended before any was killed: {ended}\n{_stderr(workers, ended)}"
         assert time.monotonic() < deadline, "timed out waiting for a worker in the middle of a trial"
@@ -170,18 +178,23 @@ def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(p
     outputs = {h: w.communicate(timeout=TIMEOUT) for h, w in workers.items() if h != killed_host}
     for host, (out, err) in outputs.items():
         assert workers[host].returncode == 0, f"{host}:\n{out[-2000:]}\n{err[-3000:]}"
+    return killed, outputs
 
-    study = load_study(storage)
+
+def check_shared_sweep(study: optuna.Study, killed, total: int, hosts: list[str], client: mlflow.MlflowClient,
+                       outputs: dict, artifacts: Path, homes: Path) -> None:
+    """The workers' guarantees: exactly `total` finished trials in one study, the killed trial failed and its
+    params retried, one sweep run, no run left RUNNING, one registered version (the best trial's, in the server's
+    artifact store, not on a worker's disk), registered by the worker that trained it."""
     states = [t.state.name for t in study.trials]
-    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 4, states  # the total, exactly
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == total, states  # the total, exactly
     assert "RUNNING" not in states and "WAITING" not in states, states
     failed = study.trials[killed.number]
     assert failed.state.name == "FAIL"
     assert any(t.params == failed.params and t.number > failed.number and t.state.is_finished()
                and t.state.name != "FAIL" for t in study.trials), "the killed trial's params were retried"
-    assert len({t.user_attrs["host"] for t in study.trials}) == 3, "every machine ran trials"
+    assert len({t.user_attrs["host"] for t in study.trials}) == len(hosts), "every machine ran trials"
 
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("small_sweep")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == [], "no run stays RUNNING"
@@ -196,7 +209,7 @@ def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(p
     assert versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]
     assert versions[0].tags["sweep_run_id"] == study.user_attrs["mlflow_parent_run_id"]
     assert list(artifacts.rglob("model.safetensors")), "the model went to the server's artifact store"
-    assert not list(tmp_path.glob("*/artifacts/**/model.safetensors")), "not to a worker's disk"
+    assert not list(homes.glob("*/artifacts/**/model.safetensors")), "not to a worker's disk"
     registrar = study.best_trial.user_attrs["host"]
     assert "registered  small-sweep version 1" in outputs[registrar][0]
 

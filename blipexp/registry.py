@@ -6,8 +6,8 @@ model folder, as a `BlipCaptioner` pyfunc (blipexp.serving), into the trial's ow
 purpose; its status and end time are restored afterwards), then registers it.
 
 The pyfunc is logged as models-from-code (blipexp/pyfunc_model.py, the file MLflow runs to load it), so loading
-executes no pickled code; versions logged before, as a pickled BlipCaptioner, still load. Either way loading needs
-`blipexp` importable, besides the pinned requirements: mlflow, cloudpickle, torch, transformers, pillow, pandas.
+executes no pickled code. Loading needs `blipexp` importable, besides the pinned requirements: mlflow, cloudpickle,
+torch, transformers, pillow, pandas.
 Each version carries its model card (blipexp.model_card) as artifact README.md, which `export` copies.
 """
 from __future__ import annotations
@@ -30,12 +30,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import locks, serving, tracking
+from . import locks, tracking
 from .serving import ARTIFACT_KEY, CARD_KEY, DEFAULT_GENERATION, GENERATION_KEY, example_image_base64, signature
-
-# Models logged before models-from-code were pickled as blipexp.registry.BlipCaptioner or blipexp.serving's:
-# unpickling them looks the class up here, so the name stays importable from this module
-BlipCaptioner = serving.BlipCaptioner
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
 ADAPTER_KEY = "adapter"  # a LoRA version's adapter alone, beside the merged model

@@ -1,6 +1,9 @@
 """The package states its own reasons and measurements: it cites no file outside the repository and no dated figure."""
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -22,3 +25,26 @@ def test_no_docstring_or_comment_carries_a_dated_measurement():
              for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if re.search(r"\b20\d\d-\d\d-\d\d\b", line) and ("samples/s" in line or "GFLOP" in line or "measured" in line)]
     assert not dated, f"figures live in BENCHMARKS.md with the command that produced them: {dated}"
+
+
+def test_each_name_is_imported_from_the_module_that_defines_it():
+    """No module hands on a class or function of another (a re-export kept for old callers): each import names the
+    module where it lives, so moving it breaks loudly. Packages (their __init__) may gather names."""
+    borrowed = []
+    for path in sources():
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        package = ".".join(relative.parts[:-1])  # what a relative import starts from, for a module or an __init__
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            source = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                source = ".".join([*parts, node.module] if node.module else parts)
+            if not source.startswith("blipexp") or hasattr(module := importlib.import_module(source), "__path__"):
+                continue
+            for alias in node.names:
+                value = getattr(module, alias.name, None)
+                if (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ != source:
+                    borrowed.append(f"{relative}: {alias.name} from {source} (defined in {value.__module__})")
+    assert not borrowed, f"import these from where they are defined: {borrowed}"

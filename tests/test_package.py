@@ -48,3 +48,39 @@ def test_each_name_is_imported_from_the_module_that_defines_it():
                 if (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ != source:
                     borrowed.append(f"{relative}: {alias.name} from {source} (defined in {value.__module__})")
     assert not borrowed, f"import these from where they are defined: {borrowed}"
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The blipexp modules `path` imports, at its top or inside a function alike."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                source = ".".join([*parts, node.module] if node.module else parts)
+            found |= {f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found & modules - {name}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_two_modules_import_each_other():
+    """Data flows one way: a module that needs another's helpers while that one needs it back has a third module to
+    share (an import inside a function would only hide the cycle)."""
+    paths = {_module_name(p): p for p in sources()}
+    graph = {name: _imports(path, set(paths)) for name, path in paths.items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen))
+                   for nxt in graph[start])
+
+    cycles = sorted({" <-> ".join(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a, set())})
+    assert not cycles, f"import cycles: {cycles}"

@@ -315,6 +315,24 @@ def versions_of(client: MlflowClient, name: str) -> list[ModelVersion]:
     return list(client.search_model_versions(f"name={quote}{name}{quote}"))
 
 
+def version_tagged(name: str, tag: str, value: str) -> ModelVersion | None:
+    """The version of registered model `name` whose tag `tag` is `value` (e.g. the one a sweep registered), or None,
+    also when no model of that name exists yet."""
+    client = MlflowClient()
+    try:
+        versions = versions_of(client, name)
+    except MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get(tag) == value), None)
+
+
+def tag_version(version: ModelVersion, tags: dict[str, str]) -> None:
+    """Set tags on a registered version, in order (a marker tag set last says the others are there)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(version.name, version.version, key, value)
+
+
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(name, version)

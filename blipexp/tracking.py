@@ -337,6 +337,19 @@ class Run:
         """What the store holds for this run (`.data.metrics`, `.data.params`, `.data.tags`, `.info.status`)."""
         return mlflow.get_run(self.id)
 
+    def metric_history(self, key: str) -> list[Metric]:
+        """Every point logged for metric `key` (`.step`, `.value`)."""
+        return mlflow.MlflowClient().get_metric_history(self.id, key)
+
+
+def experiment_runs(experiment_name: str, filter_string: str = "", order_by: list[str] | None = None) -> list:
+    """Runs of one experiment matching an MLflow filter (none when the experiment does not exist yet)."""
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    return mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list",
+                              filter_string=filter_string, order_by=order_by)
+
 
 def find_runs(filter_string: str) -> list:
     """Runs of every experiment matching an MLflow filter, e.g. "tags.optuna_study = 'x'"."""

@@ -84,3 +84,22 @@ def test_no_two_modules_import_each_other():
 
     cycles = sorted({" <-> ".join(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a, set())})
     assert not cycles, f"import cycles: {cycles}"
+
+
+# The modules that talk to MLflow: runs (tracking), the registry (registry; assess's registry look-ups), the served
+# model (serving, pyfunc_model), and the benchmark, which measures a run from its store.
+MLFLOW_MODULES = {"tracking.py", "registry.py", "assess.py", "serving.py", "pyfunc_model.py"}
+
+
+def test_only_the_tracking_registry_and_serving_modules_import_mlflow():
+    importers = []
+    for path in sources():
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] == "bench" or str(relative) in MLFLOW_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
+                importers.append(str(relative))
+    assert not importers, f"write runs through tracking.py, versions through registry.py: {sorted(set(importers))}"

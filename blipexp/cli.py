@@ -315,11 +315,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _check_may_promote(args: argparse.Namespace) -> None:
     """Refuse an account that may not move the alias before anything is compared, loaded or changed."""
-    import mlflow
+    from . import access, tracking
 
-    from . import access
-
-    access.require_alias(mlflow.get_registry_uri(), args.name, args.alias)
+    access.require_alias(tracking.current_uri(), args.name, args.alias)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear
 from .data import outdoor, pitch
 from .data.collator import CaptionCollator
 from .locks import file_lock
-from .modeling import TINY_IMAGE_SIZE, TINY_VISION_LAYERS, build_tiny_model, build_tiny_processor
+from .tiny import TINY_IMAGE_SIZE, TINY_VISION_LAYERS, build_tiny_model, build_tiny_processor
 
 CACHE_VARIABLE = "BLIPEXP_PRETRAINED_CACHE"  # a folder of pretrained builds that replaces <home>/cache/pretrained
 

@@ -6,8 +6,8 @@ model folder, as a `BlipCaptioner` pyfunc (blipexp.serving), into the trial's ow
 purpose; its status and end time are restored afterwards), then registers it.
 
 The pyfunc is logged as models-from-code (blipexp/pyfunc_model.py, the file MLflow runs to load it), so loading
-executes no pickled code; versions logged before, as a pickled BlipCaptioner, still load. Either way loading needs
-`blipexp` importable, besides the pinned requirements: mlflow, cloudpickle, torch, transformers, pillow, pandas.
+executes no pickled code. Loading needs `blipexp` importable, besides the pinned requirements: mlflow, cloudpickle,
+torch, transformers, pillow, pandas.
 Each version carries its model card (blipexp.model_card) as artifact README.md, which `export` copies.
 """
 from __future__ import annotations
@@ -30,12 +30,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import locks, serving, tracking
+from . import locks, tracking
 from .serving import ARTIFACT_KEY, CARD_KEY, DEFAULT_GENERATION, GENERATION_KEY, example_image_base64, signature
-
-# Models logged before models-from-code were pickled as blipexp.registry.BlipCaptioner or blipexp.serving's:
-# unpickling them looks the class up here, so the name stays importable from this module
-BlipCaptioner = serving.BlipCaptioner
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
 ADAPTER_KEY = "adapter"  # a LoRA version's adapter alone, beside the merged model
@@ -317,6 +313,24 @@ def versions_of(client: MlflowClient, name: str) -> list[ModelVersion]:
         raise ValueError(f"registered model name {name!r} holds both ' and \": MLflow cannot search for it; "
                          "register under a name without one of them (registered_model in the spec)")
     return list(client.search_model_versions(f"name={quote}{name}{quote}"))
+
+
+def version_tagged(name: str, tag: str, value: str) -> ModelVersion | None:
+    """The version of registered model `name` whose tag `tag` is `value` (e.g. the one a sweep registered), or None,
+    also when no model of that name exists yet."""
+    client = MlflowClient()
+    try:
+        versions = versions_of(client, name)
+    except MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get(tag) == value), None)
+
+
+def tag_version(version: ModelVersion, tags: dict[str, str]) -> None:
+    """Set tags on a registered version, in order (a marker tag set last says the others are there)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(version.name, version.version, key, value)
 
 
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:

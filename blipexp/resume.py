@@ -16,7 +16,6 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import psutil
 
 from . import tracking
@@ -93,11 +92,8 @@ def plan(spec: ExperimentSpec, data_fingerprint: str, home: Path, new: bool, ech
 
 def _interrupted_runs(spec: ExperimentSpec) -> list:
     """Interrupted single runs of this experiment, newest first, whose process is gone."""
-    experiment = mlflow.get_experiment_by_name(spec.experiment_name)
-    if experiment is None:
-        return []
-    runs = mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list",
-                              filter_string="attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"])
+    runs = tracking.experiment_runs(spec.experiment_name, "attributes.status != 'FINISHED'",
+                                    order_by=["attributes.start_time DESC"])
     return [r for r in runs if RESUME_KEY_TAG in r.data.tags and r.info.status in INTERRUPTED and _stopped(r)]
 
 
@@ -120,8 +116,7 @@ def _resume_point(run, home: Path) -> ResumePoint | None:
     epoch = round(json.loads((checkpoint / "trainer_state.json").read_text())["epoch"])
     logged = _logged_history(run)
     history = [{"epoch": e, **values} for e, values in sorted(logged.items()) if e <= epoch]
-    client = mlflow.MlflowClient()
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    steps = [m.step for m in tracking.Run(run.info.run_id).metric_history("train_loss")]
     return ResumePoint(run.info.run_id, checkpoint, epoch, history, logged_step=max(steps, default=-1),
                        logged_epoch=max(logged, default=-1))
 
@@ -142,10 +137,10 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 def _logged_history(run) -> dict[int, dict[str, float]]:
     """The run's validation metrics by epoch (the `val_*` points CaptionMetricsCallback wrote, step = epoch)."""
-    client, by_epoch = mlflow.MlflowClient(), {}
+    record, by_epoch = tracking.Run(run.info.run_id), {}
     for key in run.data.metrics:
         if key.startswith("val_"):
-            for point in client.get_metric_history(run.info.run_id, key):
+            for point in record.metric_history(key):
                 by_epoch.setdefault(point.step, {})[key[len("val_"):]] = point.value
     return by_epoch
 

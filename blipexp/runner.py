@@ -4,8 +4,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import mlflow
-
 from . import access, distributed, generation, locks, resume, tracking
 from .data import CaptionData, load_data
 from .evaluation import LoggedScores
@@ -167,17 +165,18 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
 def _confirm(spec: ExperimentSpec, data: CaptionData, home: Path, result, version) -> None:
     """confirm_seeds: the best parameters with K more seeds; the spread is printed, logged on the sweep run and
     tagged on the version."""
+    from .registry import tag_version
     from .sweep import confirm
 
     spread = confirm.confirm_seeds(spec, data, home, result.best_trial, result.parent_run_id)
     runs = spec.confirm_seeds + 1
     key = f"test_{spec.objective_metric}"
-    client = mlflow.MlflowClient()
+    tags = {}
     for name, tag in ((key, f"seed_spread_{key}"), ("objective", confirm.SPREAD_TAG)):  # the marker tag last
         if name in spread:
-            text = confirm.spread_text(*spread[name], runs)
-            client.set_model_version_tag(version.name, version.version, tag, text)
-            print(f"  {name:<11} {text} (the best trial's parameters, seeds {spec.seed}..{spec.seed + runs - 1})")
+            tags[tag] = confirm.spread_text(*spread[name], runs)
+            print(f"  {name:<11} {tags[tag]} (the best trial's parameters, seeds {spec.seed}..{spec.seed + runs - 1})")
+    tag_version(version, tags)
 
 
 def _register_best(spec: ExperimentSpec, data: CaptionData, result):
@@ -190,13 +189,9 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):
-    from .registry import versions_of
+    from .registry import version_tagged
 
-    try:
-        versions = versions_of(mlflow.MlflowClient(), spec.registered_model)
-    except mlflow.exceptions.MlflowException:
-        return None
-    return next((v for v in versions if v.tags.get("sweep_run_id") == sweep_run_id), None)
+    return version_tagged(spec.registered_model, "sweep_run_id", sweep_run_id)
 
 
 def describe_data(data: CaptionData) -> str:

@@ -49,6 +49,11 @@ def tracking_uri(home: Path, uri: str | None = None) -> str:
     return uri or os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{home / 'mlflow.db'}"
 
 
+def current_uri() -> str:
+    """The tracking (and registry) URI MLflow is pointed at now."""
+    return mlflow.get_tracking_uri()
+
+
 def configure(home: Path, uri: str | None = None) -> str:
     """Point MLflow (tracking and registry) at the resolved URI; fail clearly if home or the store is unusable.
 
@@ -333,6 +338,19 @@ class Run:
     def read(self):
         """What the store holds for this run (`.data.metrics`, `.data.params`, `.data.tags`, `.info.status`)."""
         return mlflow.get_run(self.id)
+
+    def metric_history(self, key: str) -> list[Metric]:
+        """Every point logged for metric `key` (`.step`, `.value`)."""
+        return mlflow.MlflowClient().get_metric_history(self.id, key)
+
+
+def experiment_runs(experiment_name: str, filter_string: str = "", order_by: list[str] | None = None) -> list:
+    """Runs of one experiment matching an MLflow filter (none when the experiment does not exist yet)."""
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    return mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list",
+                              filter_string=filter_string, order_by=order_by)
 
 
 def find_runs(filter_string: str) -> list:

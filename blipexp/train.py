@@ -50,11 +50,6 @@ from .resume import Resumable, ResumePoint
 from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
-# Other modules import these from here; CaptionTrainer and training_arguments live in trainer.py, compute_metrics_for,
-# decode and validation_subset in evaluation.py.
-__all__ = ["TrialResult", "train_trial", "untrained_key", "cache_summary", "CaptionTrainer", "training_arguments",
-           "compute_metrics_for", "validation_subset"]
-
 
 @dataclass
 class TrialResult:

@@ -50,8 +50,9 @@ MANAGED = {
     "eval_strategy": "evaluation runs once per epoch (metrics, pruning and model selection depend on it)",
     "eval_on_start": "the untrained model's scores are epoch 0, evaluated or reused by blipexp",
     "save_strategy": "the best epoch's checkpoint is what gets registered",
-    "save_total_limit": "only the best checkpoint is kept",
-    "save_only_model": "checkpoints are never resumed, so no optimizer state is saved",
+    "save_total_limit": "the best and the latest epoch's checkpoints are kept while training, none after it",
+    "save_only_model": "a single run's checkpoints hold the optimizer, scheduler and RNG state it resumes from; a "
+                       "sweep trial's hold the model only (an interrupted trial is retried from the start)",
     "load_best_model_at_end": "the best epoch's weights are scored on test and registered",
     "logging_strategy": "the training loss is logged four times an epoch",
     "logging_steps": "the training loss is logged four times an epoch",

@@ -46,7 +46,7 @@ def precision_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """precision=auto's probe of the tiny model's shapes, run once per session (seconds) and copied into every
     test's home, where each run would otherwise probe again."""
     from blipexp import precision
-    from blipexp.modeling import build_tiny_model, build_tiny_processor
+    from blipexp.tiny import build_tiny_model, build_tiny_processor
 
     probed = tmp_path_factory.mktemp("precision")
     precision.cached_probe(probed, precision.model_shapes(build_tiny_model(build_tiny_processor(["a"]), seed=0)))

@@ -7,8 +7,8 @@ from blipexp.data.collator import IGNORE_INDEX
 from blipexp.data.sources import CaptionData, Example
 from blipexp.evaluation import best_epoch, cider_document_frequency, compute_metrics_for, decode, validation_subset
 from blipexp.metrics import caption_scores
-from blipexp.modeling import build_tiny_processor
 from blipexp.spec import ExperimentSpec
+from blipexp.tiny import build_tiny_processor
 
 CAPTIONS = ["a red player dribbles the ball", "two blue players chase the ball", "a goalkeeper saves a shot"]
 

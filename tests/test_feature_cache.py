@@ -6,8 +6,8 @@ import torch
 from blipexp import tracking
 from blipexp.data import load_data
 from blipexp.feature_cache import PassThroughVision, cache_key, encode_vision, vision_digest
-from blipexp.modeling import build_tiny_model, build_tiny_processor
 from blipexp.spec import ExperimentSpec
+from blipexp.tiny import build_tiny_model, build_tiny_processor
 from blipexp.train import train_trial
 
 SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=16, sample_captions=2, freeze_vision_encoder=True)

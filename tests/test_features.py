@@ -13,8 +13,8 @@ from blipexp.data.collator import IGNORE_INDEX, CaptionCollator
 from blipexp.data.features import CaptionDataset, PixelRows, SkipTally, evaluation_dataset, training_dataset
 from blipexp.data.images import REASONS, BadImage
 from blipexp.data.sources import load_caption_data
-from blipexp.modeling import build_tiny_processor
 from blipexp.spec import ExperimentSpec
+from blipexp.tiny import build_tiny_processor
 from blipexp.train import train_trial
 
 

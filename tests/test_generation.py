@@ -4,8 +4,8 @@ import torch
 from transformers import BlipForConditionalGeneration
 
 from blipexp import generation
-from blipexp.modeling import build_tiny_model, build_tiny_processor
 from blipexp.spec import ExperimentSpec
+from blipexp.tiny import build_tiny_model, build_tiny_processor
 
 CAPTIONS = ["a photograph of a red player", "two blue players chase the ball"]
 

@@ -8,14 +8,13 @@ from blipexp.feature_cache import FeatureCache, PassThroughVision
 from blipexp.modeling import (
     ModelSourceError,
     adapter_dir,
-    build_tiny_model,
-    build_tiny_processor,
     load_model_and_processor,
     no_weight_progress_bars,
     prepare_for_training,
 )
 from blipexp.pretrain import pretrained_tiny
 from blipexp.spec import TINY_RANDOM_MODEL, ExperimentSpec
+from blipexp.tiny import build_tiny_model, build_tiny_processor
 
 CAPTIONS = ["A red player dribbles the ball.", "two blue players chase the ball"]
 

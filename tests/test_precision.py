@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from blipexp import precision
-from blipexp.modeling import build_tiny_model, build_tiny_processor
+from blipexp.tiny import build_tiny_model, build_tiny_processor
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_the_model_is_logged_as_code_with_its_card_and_without_mlflows_warnings(
 def test_a_model_logged_as_a_pickled_object_before_models_from_code_still_loads(trained, image_files):
     _, _, result, _ = trained
     with mlflow.start_run(run_name="pickled"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=registry.BlipCaptioner(),
+        info = mlflow.pyfunc.log_model(name="model", python_model=serving.BlipCaptioner(),
                                        artifacts={serving.ARTIFACT_KEY: str(result.model_dir)},
                                        pip_requirements=registry.pip_requirements())
     out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"image": [image_files[0].read_bytes()]}))

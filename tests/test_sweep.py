@@ -105,18 +105,6 @@ def test_rerunning_a_finished_sweep_runs_nothing_more(swept):
     assert len(again.study.trials) == spec.n_trials and again.parent_run_id == result.parent_run_id
 
 
-def test_a_study_from_the_old_sqlite_storage_is_imported_once(tmp_path):
-    old = optuna.create_study(study_name="small_sweep-tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    old.set_user_attr("mlflow_parent_run_id", "abc")
-    old.add_trial(optuna.trial.create_trial(params={"learning_rate": 2e-3}, value=0.5,
-                                            distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-7, 1e-2)}))
-    study = open_study(small_spec(), tmp_path)
-    assert [t.value for t in study.trials] == [0.5] and study.user_attrs["mlflow_parent_run_id"] == "abc"
-    assert not (tmp_path / "optuna.db").exists() and (tmp_path / "optuna.db.imported").exists()
-    assert len(open_study(small_spec(), tmp_path).trials) == 1  # not imported twice
-    assert open_study(small_spec(), tmp_path, new=True).trials == []  # --new still starts afresh
-
-
 def test_the_sweep_run_and_a_killed_trials_run_are_written_through_tracking(home):
     """The sweep's own writes (its run; a trial run a killed process left RUNNING) go through blipexp.tracking,
     whose WRITES the benchmark reads, with the same keys as before."""

@@ -11,8 +11,9 @@ from blipexp import precision, tracking
 from blipexp.data import load_data
 from blipexp.evaluation import cider_document_frequency
 from blipexp.metrics import caption_scores
-from blipexp.modeling import adapter_dir, build_tiny_model, build_tiny_processor
+from blipexp.modeling import adapter_dir
 from blipexp.spec import ExperimentSpec
+from blipexp.tiny import build_tiny_model, build_tiny_processor
 from blipexp.train import train_trial
 
 SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=8, sample_captions=3)  # 12 steps: enough to move a pretrained start

@@ -9,8 +9,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from blipexp import generation
 from blipexp.callbacks import CaptionMetricsCallback
 from blipexp.data.sources import CaptionData
-from blipexp.modeling import build_tiny_model, build_tiny_processor
 from blipexp.spec import ExperimentSpec
+from blipexp.tiny import build_tiny_model, build_tiny_processor
 from blipexp.trainer import CaptionTrainer, build_trainer, dataloader_workers, resolve_precision, training_arguments
 
 

@@ -51,3 +51,13 @@ def test_every_argument_blipexp_sets_is_refused_as_a_pass_through(tmp_path, monk
     unguarded = set(seen) - set(trainer_args.SPEC_OWNED) - set(trainer_args.MANAGED) - {"optim"}
     assert not unguarded
     assert set(trainer_args.SPEC_OWNED) | set(trainer_args.MANAGED) <= set(trainer_args._hints()), "real names"
+
+
+def test_the_refusals_say_what_blipexp_does_with_checkpoints(tmp_path):
+    """A single run's checkpoints resume it (optimizer state saved); the best and the latest are kept while training."""
+    args = training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=4, echo=False, resumable=True)
+    assert (args.save_only_model, args.save_total_limit, args.load_best_model_at_end) == (False, 1, True)
+    with pytest.raises(ValueError, match="a single run's checkpoints hold the optimizer, scheduler and RNG state"):
+        trainer_args.check_name("save_only_model")
+    with pytest.raises(ValueError, match="the best and the latest epoch's checkpoints are kept while training"):
+        trainer_args.check_name("save_total_limit")

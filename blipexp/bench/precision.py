@@ -18,7 +18,7 @@ import torch
 from .. import precision
 from ..data.collator import CaptionCollator
 from ..data.pitch import scenes
-from ..modeling import build_tiny_model, build_tiny_processor
+from ..tiny import build_tiny_model, build_tiny_processor
 
 BATCH, WARMUP, STEPS = 32, 3, 20
 SEEDS = (0, 1)

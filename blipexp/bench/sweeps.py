@@ -111,9 +111,10 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
 
     from ..data import load_data
     from ..data.features import PixelRows, evaluation_dataset, training_dataset
+    from ..evaluation import compute_metrics_for
     from ..modeling import load_model_and_processor
     from ..sweep.loop import long_lived_objects_frozen
-    from ..train import CaptionTrainer, compute_metrics_for, training_arguments
+    from ..trainer import CaptionTrainer, training_arguments
 
     data = load_data(spec, home)
     captions = [c for e in data.train for c in e.captions]

@@ -7,7 +7,7 @@ import random
 import torch
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 
-from ..modeling import SPECIAL_TOKENS
+from ..tiny import SPECIAL_TOKENS, tiny_config
 from .sizes import Size
 
 NOTEBOOK_PAD = 512  # BLIP-base's tokenizer: model_max_length 512, which padding="max_length" pads to
@@ -29,8 +29,6 @@ def build_model(size: Size, tokenizer: BertTokenizer, seed: int = 0) -> BlipForC
     if size.model == "base":
         config = BlipConfig(text_config=text)  # BlipConfig's defaults are BLIP-base
     else:
-        from ..modeling import tiny_config
-
         config = tiny_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

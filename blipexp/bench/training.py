@@ -71,7 +71,7 @@ class _StepClock(TrainerCallback):
 def trainer_samples_per_second(model, dataset, collator, size: Size, batch: int, out: Path,
                                used: str) -> tuple[float, list[dict]]:
     """blipexp's Trainer and arguments (fused AdamW, precision `used`), only the step count and evaluation changed."""
-    from ..train import CaptionTrainer, training_arguments
+    from ..trainer import CaptionTrainer, training_arguments
 
     spec = ExperimentSpec().replace(model="tiny", dataset="pitch", learning_rate=5e-5, train_batch_size=batch,
                                     precision=used)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from ..spec import PITCH_DATASET, ExperimentSpec
 from .pitch import write_pitch_dataset
-from .sources import CaptionData, DataSourceError, Example, load_caption_data
+from .sample import DataSourceError
+from .sources import CaptionData, Example, load_caption_data
 
 PITCH_SEED = 0  # the embedded scenes are fixed; split_seed varies only the split
 

@@ -50,23 +50,7 @@ def optuna_storage(home: Path, url: str | None = None) -> optuna.storages.BaseSt
         return rdb_storage(url)
     home.mkdir(parents=True, exist_ok=True)
     path = str(home / JOURNAL)
-    storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    _import_sqlite_studies(home, storage)
-    return storage
-
-
-def _import_sqlite_studies(home: Path, storage: optuna.storages.BaseStorage) -> None:
-    """Studies from before the journal (home/optuna.db) are copied into it once, so they still resume."""
-    old = home / "optuna.db"
-    if not old.is_file():
-        return
-    with locks.hold(home, "optuna-import"):
-        if not old.is_file():  # another process imported it meanwhile
-            return
-        for summary in optuna.get_all_study_summaries(storage=f"sqlite:///{old}", include_best_trial=False):
-            optuna.copy_study(from_study_name=summary.study_name, from_storage=f"sqlite:///{old}",
-                              to_storage=storage)
-        old.rename(old.with_name("optuna.db.imported"))
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 
 def study_name(spec: ExperimentSpec) -> str:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, eval_cache, generation, precision, pretrain, tracking
+from . import distributed, environment, eval_cache, generation, precision, pretrain, tracking
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
+from .data import manifest
 from .data.collator import CaptionCollator
 from .data.features import CaptionDataset, PixelRows, Rows, SkipTally, evaluation_dataset, fits_in_memory, training_dataset
 from .data.sources import CaptionData, Example
@@ -201,6 +202,7 @@ def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float]
             **setup.prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
         })
         _log_precision(run, setup.precision)
+        environment.log(run, setup.precision.precision)  # packages, commit and checkout, device, threads
     if untrained is not None:
         setup.metrics_callback.record(0, dict(untrained))
     if point:
@@ -359,7 +361,7 @@ def _log_precision(run: tracking.Run, chosen: precision.Choice) -> None:
 
 def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> None:
     """The data as an MLflow dataset entity (the UI's "Datasets used"): source and revision, the fingerprint as its
-    digest, split sizes and skip counts as its profile."""
+    digest, split sizes and skip counts as its profile; and their manifest (per image: content, captions, split)."""
     if spec.dataset == PITCH_DATASET:
         kind, source = "generated", {"generator": "blipexp pitch scenes", "scenes": spec.pitch_scenes,
                                      "folder": data.source}
@@ -373,6 +375,7 @@ def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> 
                "skipped": dict(sorted(data.skipped.items()))}
     run.dataset(name=spec.dataset if kind != "local" else Path(data.source).name, digest=data.fingerprint,
                 source_type=kind, source=source, profile=profile, context="train")
+    run.text(manifest.as_text(manifest.build(data)), manifest.ARTIFACT)  # what changed, should the data change
 
 
 def _log_skips(run: tracking.Run, skips: SkipTally, echo: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .data import CaptionData
+from .environment import device_text
 from .evaluation import LoggedScores
 from .spec import PITCH_DATASET, ExperimentSpec
 
@@ -25,10 +26,12 @@ Worst = tuple[str, str, list[str], float]  # (image, caption, references, score)
 
 
 def render(spec: ExperimentSpec, data: CaptionData, validation: LoggedScores, test: LoggedScores,
-           generation: dict[str, Any], git_commit: str = "unknown", worst: list[Worst] = ()) -> str:
+           generation: dict[str, Any], git_commit: str = "unknown", worst: list[Worst] = (),
+           environment: dict[str, Any] | None = None, run_id: str = "") -> str:
     """The card for a model trained with `spec` on `data`: `validation` and `test` hold the served model's scores
     with their intervals (test empty without a test split), `generation` the settings the served model uses,
-    `worst` the test captions that scored lowest."""
+    `worst` the test captions that scored lowest, `environment` what its run recorded of the machine and packages
+    (environment.json), `run_id` the run that trained it."""
     sections = [
         _front_matter(spec, test.metrics or validation.metrics, "test" if test.metrics else "validation"),
         f"# {spec.registered_model}\n\nBLIP image captioning, fine-tuned with blipexp (experiment "
@@ -39,7 +42,8 @@ def render(spec: ExperimentSpec, data: CaptionData, validation: LoggedScores, te
         _settings_section(spec),
         "## Generation\n\nThe served model (pyfunc, `caption`, `mlflow models serve`) generates with these settings; "
         "a request's `params` override them.\n\n```json\n" + json.dumps(generation, indent=2, sort_keys=True) + "\n```",
-        _usage_section(spec, git_commit),
+        *([_environment_section(environment)] if environment else []),
+        _usage_section(spec, git_commit, run_id),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -146,10 +150,23 @@ def _settings_section(spec: ExperimentSpec) -> str:
             f"{spec.name}` lists them all):\n\n| field | value |\n|---|---|\n" + "\n".join(rows))
 
 
-def _usage_section(spec: ExperimentSpec, git_commit: str) -> str:
+def _environment_section(environment: dict[str, Any]) -> str:
+    rows = [f"| {name} | {version or 'not installed'} |" for name, version in environment["packages"].items()]
+    git = environment["blipexp"]
+    dirty = {True: ", with uncommitted changes (the run's artifact `uncommitted.diff`)", False: "", None: ""}
+    return ("## Environment\n\nWhat the training run recorded (its artifact `environment.json`):\n\n"
+            f"- Python {environment['python']}, blipexp commit `{git['commit']}`{dirty[git.get('dirty')]}\n"
+            f"- Device: {device_text(environment)}; torch threads {environment['device']['torch_threads']}; "
+            f"precision used `{environment.get('precision_used')}`\n\n| package | version |\n|---|---|\n"
+            + "\n".join(rows))
+
+
+def _usage_section(spec: ExperimentSpec, git_commit: str, run_id: str = "") -> str:
     name = spec.registered_model
     command = " ".join(["python -m blipexp run", spec.name, *(["--tiny"] if spec.is_tiny else []),
                         *(f"--set {shlex.quote(f'{key}={value}')}" for key, value in _overrides(spec).items())])
+    rerun = (f"`python -m blipexp rerun {run_id}` (trains again from the run's logged spec and data, then says "
+             "whether the scores reproduced); by hand, " if run_id else "")
     prompt = (f"\n\nIt was trained to continue the prompt {spec.prompt!r}: pass it as `text=` to the processor, and "
               "drop it from the front of the generated caption." if spec.prompt else "")
     return f"""## How to use
@@ -170,7 +187,7 @@ model = BlipForConditionalGeneration.from_pretrained("OUT")
 processor = BlipProcessor.from_pretrained("OUT")
 ```{prompt}
 
-Reproduce: `{command}` at blipexp commit `{git_commit}`."""
+Reproduce: {rerun}`{command}` at blipexp commit `{git_commit}`."""
 
 
 def _overrides(spec: ExperimentSpec) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import locks
+from . import environment, locks
 
 PROBE_VERSION = 1  # bump when the probe changes: cached results of another version are measured again
 MARGIN = 1.15  # bf16 must be this many times faster: the same probe has read 165 vs 165 and 381 vs 160 GFLOP/s here
@@ -49,18 +48,8 @@ class Choice:
 
 def machine() -> dict[str, str]:
     """What the probe's result depends on besides the shapes; when any of it changes the probe runs again."""
-    cpu, flags = platform.processor(), ""
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    for line in lines:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "model name":
-            cpu = value
-        elif key in ("flags", "Features"):  # x86, ARM
-            flags = value
-        if cpu and flags:
-            break
-    return {"cpu": cpu, "cpu_flags": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16],
+    cpu, flags = environment.cpu()
+    return {"cpu": cpu, "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
             "torch": torch.__version__, "threads": str(torch.get_num_threads())}
 

@@ -59,7 +59,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     (registry.log_and_register) as a new version of spec.registered_model.
 
     `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
-    from . import eval_cache, model_card
+    from . import environment, eval_cache, model_card
     from .evaluation import SplitScores
     from .modeling import adapter_dir
     from .registry import log_and_register
@@ -91,7 +91,9 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     if test.metrics:
         table = tracking.Run(run_id).table_columns("per_image/test.json")
         worst = SplitScores.from_table(table, "test", test.metrics, idf="").worst(key)
-    card = model_card.render(spec, data, validation, test, settings, tracking.git_commit(), worst)
+    recorded = tracking.Run(run_id).logged_dict(environment.ARTIFACT)
+    commit = recorded["blipexp"]["commit"] if recorded else environment.git_commit()
+    card = model_card.render(spec, data, validation, test, settings, commit, worst, recorded, run_id)
     return log_and_register(model_dir, registered_model=spec.registered_model, run_id=run_id, tags=tags,
                             description=description,
                             generation=settings,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param, RunTag
 
-from . import distributed
+from . import distributed, environment
 from .spec import ExperimentSpec
 
 DEFAULT_HOME = "mlruns"
@@ -146,20 +145,11 @@ def _tag_kind(experiment_id: str) -> None:
             raise
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
     return {
         "blipexp.experiment": spec.name or type(spec).__name__,
         "profile": spec.profile,
-        "git_commit": git_commit(),
+        "git_commit": environment.git_commit(),
         "data_fingerprint": data_fingerprint,
         "mlflow.note.content": spec.hypothesis,  # shown as the run's description in the UI
     }
@@ -306,6 +296,13 @@ class Run:
             table = mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
         return {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
 
+    def logged_dict(self, artifact_file: str) -> dict | None:
+        """A JSON artifact of the run, or None when it has none of that name (e.g. a run older than the artifact)."""
+        try:
+            return mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact: there is none to read
+            return None
+
     def figure(self, figure, artifact_file: str) -> None:
         with _timed("figure"):
             mlflow.MlflowClient().log_figure(self.id, figure, artifact_file)
@@ -329,6 +326,10 @@ class Run:
     def dict(self, value: dict, artifact_file: str) -> None:
         with _timed("dict"):
             mlflow.MlflowClient().log_dict(self.id, value, artifact_file)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        with _timed("text"):
+            mlflow.MlflowClient().log_text(self.id, text, artifact_file)
 
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED."""

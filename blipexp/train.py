@@ -14,8 +14,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, eval_cache, generation, precision, pretrain, tracking
+from . import distributed, environment, eval_cache, generation, precision, pretrain, tracking
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
+from .data import manifest
 from .data.collator import CaptionCollator
 from .data.features import (
     CaptionDataset,
@@ -204,6 +205,7 @@ def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float]
             **setup.prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
         })
         _log_precision(run, setup.precision)
+        _log_environment(run, setup.precision.precision)
     if untrained is not None:
         setup.metrics_callback.record(0, dict(untrained))
     if point:
@@ -353,6 +355,17 @@ def _log_data_summary(run: tracking.Run, data: CaptionData, train_pairs: int, ep
         run.tags({"data_warnings": " | ".join(data.warnings)})
 
 
+def _log_environment(run: tracking.Run, precision_used: str) -> None:
+    """What the numbers may depend on besides spec and data: environment.json, the `env_*` params, and the diff of
+    a dirty checkout (uncommitted.diff)."""
+    git = environment.checkout()
+    recorded = environment.current(precision_used, git)
+    run.dict(recorded, environment.ARTIFACT)
+    run.params(environment.params(recorded))
+    if git.diff:
+        run.text(git.diff, environment.DIFF_ARTIFACT)
+
+
 def _log_precision(run: tracking.Run, chosen: precision.Choice) -> None:
     """What the run trained in and why; the probe's figures when `auto` measured them."""
     run.params({"precision_used": chosen.precision, "precision_reason": chosen.reason})
@@ -362,7 +375,7 @@ def _log_precision(run: tracking.Run, chosen: precision.Choice) -> None:
 
 def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> None:
     """The data as an MLflow dataset entity (the UI's "Datasets used"): source and revision, the fingerprint as its
-    digest, split sizes and skip counts as its profile."""
+    digest, split sizes and skip counts as its profile; and their manifest (per image: content, captions, split)."""
     if spec.dataset == PITCH_DATASET:
         kind, source = "generated", {"generator": "blipexp pitch scenes", "scenes": spec.pitch_scenes,
                                      "folder": data.source}
@@ -376,6 +389,7 @@ def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> 
                "skipped": dict(sorted(data.skipped.items()))}
     run.dataset(name=spec.dataset if kind != "local" else Path(data.source).name, digest=data.fingerprint,
                 source_type=kind, source=source, profile=profile, context="train")
+    run.text(manifest.as_text(manifest.build(data)), manifest.ARTIFACT)  # what changed, should the data change
 
 
 def _log_skips(run: tracking.Run, skips: SkipTally, echo: bool) -> None:

@@ -108,3 +108,17 @@ def test_the_worst_test_captions_are_listed_with_their_references():
     section = card.split("The worst test captions")[1]
     assert "| `img/3.jpg` | a dog \\| a cat | two red players chase the ball | 0.000 |" in section
     assert "| `img/9.jpg` | (empty) | a player / one player | 0.125 |" in section
+
+
+def test_the_card_shows_the_environment_the_run_recorded_and_the_rerun_command():
+    from blipexp import environment
+
+    recorded = environment.current("bf16")
+    card = model_card.render(CardExperiment(), data(), VALIDATION, TEST, GENERATION, git_commit="abc1234",
+                             environment=recorded, run_id="f" * 32)
+    section = card.split("## Environment")[1].split("## How to use")[0]
+    for name, version in recorded["packages"].items():
+        assert f"| {name} | {version or 'not installed'} |" in section
+    assert f"Python {recorded['python']}" in section and "precision used `bf16`" in section
+    assert f"`python -m blipexp rerun {'f' * 32}`" in card
+    assert "## Environment" not in model_card.render(CardExperiment(), data(), VALIDATION, TEST, GENERATION)

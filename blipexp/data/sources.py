@@ -73,6 +73,8 @@ class CaptionData:
     splits: str = "random"  # "own": the dataset's own train/validation/test; "random": blipexp's seeded split
     warnings: list[str] = field(default_factory=list)
     survey: SurveyReport | None = None  # what the first look at the images checked and reused
+    digests: dict[str, str] = field(default_factory=dict)  # sha256 of each valid example's encoded image, by key
+    split_settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint holds besides the examples
 
     def image(self, example: Example) -> Image.Image:
         """The example's picture, decoded now (RGB, EXIF orientation applied). Raises BadImage."""
@@ -127,19 +129,23 @@ def load_caption_data(
     valid.sort(key=lambda item: item[0].key)  # a stable order, independent of file-system / row order
     (train, val, test), how = _split(valid, splits, val_fraction, test_fraction, split_seed, source_name, warnings)
     warnings += _small_split_warnings(len(val), len(test))
+    settings = {"splits": how, "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
+    if revision is not None and not isinstance(images, FileImages):  # a folder has no revision
+        settings["revision"] = revision
     return CaptionData(
         train=train,
         validation=val,
         test=test,
         skipped=skipped,
         total=len(samples),
-        fingerprint=_fingerprint(valid, how, val_fraction, test_fraction, split_seed,
-                                 None if isinstance(images, FileImages) else revision),  # a folder has no revision
+        fingerprint=_fingerprint(valid, settings),
         source=source_name,
         images=images,
         splits=how,
         warnings=warnings,
         survey=report,
+        digests={example.key: digest for example, digest, _ in valid},
+        split_settings=settings,
     )
 
 
@@ -267,13 +273,9 @@ def _small_split_warnings(n_val: int, n_test: int) -> list[str]:
     return warnings
 
 
-def _fingerprint(valid: list[tuple[Example, str, str | None]], splits: str, val_fraction: float,
-                 test_fraction: float, split_seed: int, revision: str | None) -> str:
+def _fingerprint(valid: list[tuple[Example, str, str | None]], settings: dict[str, Any]) -> str:
     """sha256 over the sorted (key, image-bytes hash, captions, own split) of all valid examples and the split
-    parameters (and the Hub revision asked for)."""
+    settings (and the Hub revision asked for)."""
     content = sorted([example.key, digest, list(example.captions), split] for example, digest, split in valid)
-    payload = {"examples": content, "splits": splits, "val_fraction": val_fraction, "test_fraction": test_fraction,
-               "split_seed": split_seed}
-    if revision is not None:
-        payload["revision"] = revision
+    payload = {"examples": content, **settings}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]

@@ -125,10 +125,12 @@ def _run_target(run_id: str, home: Path) -> Target:
 def logged_spec(run_id: str) -> ExperimentSpec:
     """The spec a run trained with, from its spec.json (fields this blipexp no longer has are dropped)."""
     try:
-        logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/spec.json")
         experiment = mlflow.get_experiment(tracking.Run(run_id).read().info.experiment_id).name
     except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"run {run_id} has no spec.json: it was not made by blipexp") from exc
+        raise ValueError(f"no run {run_id} in this store: check the id, or pass --home where it trained") from exc
+    logged = tracking.Run(run_id).logged_dict("spec.json")
+    if not logged or "spec" not in logged:
+        raise ValueError(f"run {run_id} has no spec.json: it was not made by blipexp")
     known = {f.name for f in dataclasses.fields(ExperimentSpec)}
     values = {key: value for key, value in logged["spec"].items() if key in known}
     return ExperimentSpec(**{**values, "mlflow_experiment": values.get("mlflow_experiment") or experiment})

@@ -1,4 +1,4 @@
-"""Command line: list, show, run, models, promote, evaluate, compare, caption, export, ui, dashboard.
+"""Command line: list, show, run, models, promote, evaluate, compare, rerun, caption, export, ui, dashboard.
 
 `python -m blipexp --help` or `blipexp --help`."""
 from __future__ import annotations
@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", help="the challenger")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default 0.05)")
     p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("rerun", parents=[common],
+                       help="train a version or run again from its logged spec, and say whether it reproduced")
+    p.add_argument("model", help="models:/NAME/VERSION, models:/NAME@ALIAS or a run id")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a field of the logged spec, e.g. --set precision=fp32 (repeatable)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="train even when the data's fingerprint differs from the run's (what changed is printed)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object at the end")
+    p.set_defaults(handler=cmd_rerun)
 
     p = sub.add_parser("caption", parents=[common], help="caption images with a model, e.g. models:/NAME@champion")
     p.add_argument("model_uri")
@@ -318,6 +328,15 @@ def _check_may_promote(args: argparse.Namespace) -> None:
     from . import access, tracking
 
     access.require_alias(tracking.current_uri(), args.name, args.alias)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from . import assess, rerun
+
+    reproduction = rerun.rerun(args.model, _home(args), tuple(args.overrides), args.allow_data_change,
+                               args.experiments)
+    print(assess.to_json_text(rerun.as_json(reproduction)) if args.json else reproduction.describe())
+    return 0
 
 
 def cmd_caption(args: argparse.Namespace) -> int:

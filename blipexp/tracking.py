@@ -299,7 +299,8 @@ class Run:
     def logged_dict(self, artifact_file: str) -> dict | None:
         """A JSON artifact of the run, or None when it has none of that name (e.g. a run older than the artifact)."""
         try:
-            return mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
+            with no_artifact_progress_bar():
+                return mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
         except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact: there is none to read
             return None
 

@@ -1,0 +1,169 @@
+"""rerun: a registered version trained again from what its run logged, on real tiny runs from the CLI: reproduced
+exactly on the same machine and packages, the logged spec trained whatever the experiment file says today, changed
+data refused (or allowed, and said), environment differences printed before training, and a sweep's version
+re-trained as its best trial alone."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from blipexp import cli, environment, rerun, tracking
+from blipexp.data.pitch import write_pitch_dataset
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = '''"""Hypothesis: a run trained again from its log scores the same."""
+from blipexp.spec import ExperimentSpec
+
+
+class RerunSmall(ExperimentSpec):
+    model = "tiny"
+    dataset = {dataset!r}
+    epochs = {epochs}
+    train_batch_size = 4
+    learning_rate = 2e-3
+    precision = "fp32"
+    sample_captions = 0
+    max_new_tokens = 8
+    registered_model = "rerun-small"
+'''
+
+SWEEP = '''"""Hypothesis: rerun trains a sweep's best trial alone."""
+from blipexp.spec import Choice, ExperimentSpec
+
+
+class RerunSweep(ExperimentSpec):
+    model = "tiny"
+    dataset = "pitch"
+    pitch_scenes = 40
+    epochs = 1
+    train_batch_size = 8
+    precision = "fp32"
+    sample_captions = 0
+    max_new_tokens = 8
+    n_trials = 2
+    registered_model = "rerun-sweep"
+
+    def search_space(self):
+        return {{"learning_rate": Choice((3e-3, 1e-7))}}
+'''
+
+
+def write_experiment(folder: Path, dataset: Path, epochs: int) -> None:
+    (folder / "rerun_small.py").write_text(EXPERIMENT.format(dataset=str(dataset), epochs=epochs))
+    for module in [m for m in sys.modules if m.endswith(".rerun_small")]:  # as a new command's process would
+        del sys.modules[module]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Version 1 of rerun-small: one epoch on a 16-image folder, run from the CLI."""
+    root = tmp_path_factory.mktemp("rerun")
+    home, experiments, images = root / "home", root / "experiments", root / "images"
+    experiments.mkdir()
+    images = write_pitch_dataset(images, 60, seed=1)  # a folder of captions the tiny model learns within 2 epochs
+    write_experiment(experiments, images, epochs=2)
+    assert cli.main(["run", "rerun_small", "--home", str(home), "--experiments", str(experiments)]) == 0
+    tracking.configure(home)
+    version = mlflow.MlflowClient().get_model_version("rerun-small", "1")
+    return home, experiments, images, version
+
+
+def rerun_cli(home: Path, experiments: Path, *argv: str) -> int:
+    return cli.main(["rerun", *argv, "--home", str(home), "--experiments", str(experiments)])
+
+
+def reruns_of(run_id: str) -> list:
+    return tracking.find_runs(f"tags.`{rerun.REPRODUCES_TAG}` = '{run_id}'")
+
+
+def test_a_version_reruns_exactly_from_its_logged_spec_whatever_the_file_says_now(made, capsys):
+    home, experiments, images, version = made
+    write_experiment(experiments, images, epochs=3)  # edited since: the rerun must still train 2 epochs
+    capsys.readouterr()
+    assert rerun_cli(home, experiments, "models:/rerun-small/1") == 0
+    out = capsys.readouterr().out
+    assert "experiments/rerun_small.py differs from the logged spec" in out
+    assert "    epochs: 2 logged, 3 in the file now" in out, out
+    assert "environment: the same as recorded" in out
+    assert f"rerun of run {version.run_id}: {rerun.EXACT}" in out
+    (again,) = reruns_of(version.run_id)
+    assert again.data.params["epochs"] == "2" and again.data.tags[rerun.RESULT_TAG] == rerun.EXACT
+    original = mlflow.get_run(version.run_id).data.metrics
+    assert original["test_cider"] > 0, "a model that learned something: equal scores mean something"
+    assert again.data.metrics["test_cider"] == pytest.approx(original["test_cider"], abs=5e-5)
+    tags = mlflow.MlflowClient().get_model_version("rerun-small", "1").tags
+    assert tags[rerun.REPRODUCED_BY_TAG] == again.info.run_id and tags[rerun.RESULT_TAG] == rerun.EXACT
+
+
+def test_changed_data_are_refused_with_what_changed_or_allowed_and_said(made, capsys):
+    home, experiments, images, version = made
+    rows = [json.loads(line) for line in (images / "metadata.jsonl").read_text().splitlines()]
+    removed, edited = rows.pop(3)["file_name"], rows[0]["file_name"]
+    (images / removed).unlink()
+    rows[0]["text"] = "a caption edited since"
+    (images / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = len(reruns_of(version.run_id))
+    capsys.readouterr()
+    assert rerun_cli(home, experiments, "models:/rerun-small/1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the data changed since run {version.run_id}") and err.count("\n") == 1, err
+    assert f"1 image(s) removed (deleted, or now unreadable): {removed}" in err
+    assert f"1 image(s) with edited captions: {edited}" in err and "--allow-data-change" in err
+    assert len(reruns_of(version.run_id)) == before, "nothing trained"
+
+    # an older recorded transformers: the difference is printed before training starts
+    recorded = tracking.Run(version.run_id).logged_dict(environment.ARTIFACT)
+    recorded["packages"]["transformers"] = "4.0.0"
+    mlflow.MlflowClient().log_dict(version.run_id, recorded, environment.ARTIFACT)
+    assert rerun_cli(home, experiments, "models:/rerun-small/1", "--allow-data-change", "--json") == 0
+    out = capsys.readouterr().out
+    line = f"  environment: transformers: 4.0.0 recorded, {recorded_now('transformers')} now"
+    assert line in out and out.index(line) < out.index("trainable:"), "printed before training"
+    result = json.loads(out[out.index("\n{") + 1:])
+    assert result["data_changed"] is True and "on changed data" in result["result"]
+    again = mlflow.get_run(result["run_id"]).data
+    assert again.tags["data_fingerprint"] != mlflow.get_run(version.run_id).data.tags["data_fingerprint"]
+    assert again.tags[rerun.REPRODUCES_TAG] == version.run_id
+
+
+def recorded_now(package: str) -> str:
+    return environment.package_versions()[package]
+
+
+def test_a_sweeps_version_reruns_its_best_trial_alone(made, capsys):
+    home, experiments, *_ = made
+    (experiments / "rerun_sweep.py").write_text(SWEEP.format())
+    assert cli.main(["run", "rerun_sweep", "--home", str(home), "--experiments", str(experiments)]) == 0
+    version = mlflow.MlflowClient().get_model_version("rerun-sweep", "1")
+    trial = mlflow.get_run(version.run_id).data
+    runs_before = len(tracking.find_runs("attributes.status != 'X'"))
+    capsys.readouterr()
+    assert rerun_cli(home, experiments, "models:/rerun-sweep/1") == 0
+    out = capsys.readouterr().out
+    assert "experiments/rerun_sweep.py gives the same spec today" in out, "the searched field is the trial's value"
+    (again,) = reruns_of(version.run_id)
+    assert again.data.params["learning_rate"] == trial.params["learning_rate"]
+    assert again.data.params["seed"] == trial.params["seed"]
+    assert len(tracking.find_runs("attributes.status != 'X'")) == runs_before + 1, "one run, no sweep"
+    assert rerun.EXACT in out
+
+
+def test_metric_differences_count_only_the_fourth_decimal():
+    before = {"test_cider": 1.23451, "best_val_bleu4": 0.5, "test_cider_ci_low": 1.0, "val_cider": 9.0}
+    after = {"test_cider": 1.23454, "best_val_bleu4": 0.5002, "test_cider_ci_low": 2.0, "val_cider": 1.0}
+    assert rerun.metric_differences(before, after) == {"best_val_bleu4": (0.5, 0.5002)}
+    kept = rerun.Reproduction("a" * 32, "b" * 32, {}, data_changed=False)
+    assert kept.result() == rerun.EXACT
+    moved = rerun.Reproduction("a" * 32, "b" * 32, {"test_cider": (1.0, 1.5)}, False, noise="within noise: x")
+    assert moved.result() == "not exactly: 1 metric(s) differ, most test_cider 1.0000 -> 1.5000; within noise: x"
+
+
+def test_a_name_that_is_no_version_or_run_is_explained(made):
+    home, experiments, *_ = made
+    with pytest.raises(ValueError, match="names no version or run"):
+        rerun.rerun("football_baseline", home, experiments=str(experiments), echo=False)

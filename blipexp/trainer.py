@@ -167,6 +167,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         greater_is_better=spec.greater_is_better,
         logging_strategy="steps",
         logging_steps=max(1, steps_per_epoch // 4),
+        logging_nan_inf_filter=False,  # else a NaN step loss is logged as the running mean: divergence unseen
         predict_with_generate=True,
         report_to="none",  # MLflow logging is ours (CaptionMetricsCallback), inside runs we manage
         remove_unused_columns=False,  # items carry the raw caption the collator tokenizes

@@ -56,6 +56,7 @@ MANAGED = {
     "load_best_model_at_end": "the best epoch's weights are scored on test and registered",
     "logging_strategy": "the training loss is logged four times an epoch",
     "logging_steps": "the training loss is logged four times an epoch",
+    "logging_nan_inf_filter": "off: a non-finite training loss must reach the NaN check, not be averaged away",
     "max_steps": "`epochs` sets the length: evaluation and pruning happen per epoch",
     "predict_with_generate": "captions are generated for every evaluation",
     "report_to": "blipexp logs to MLflow itself, into runs it manages",

@@ -380,6 +380,25 @@ class ExperimentSpec:
                 _require(len(dim.options) >= 1, f"search_space[{key!r}]", dim.options, "needs at least one option")
             else:
                 raise ValueError(f"search_space[{key!r}] is {dim!r}: use FloatRange, IntRange or Choice")
+            if key in names:
+                self._check_dimension_type(key, dim)
+
+    def _check_dimension_type(self, key: str, dim: SearchDim) -> None:
+        """What a dimension suggests must fit the field's type: a FloatRange over `epochs` fails here, when the spec
+        is built, not when each trial starts."""
+        hint = field_types(type(self))[key]
+        values = {FloatRange: lambda d: [float(d.low), float(d.high)], IntRange: lambda d: [int(d.low), int(d.high)],
+                  Choice: lambda d: list(d.options)}[type(dim)](dim)
+        wrong = [value for value in values if not matches(value, hint)]
+        if wrong:
+            if isinstance(dim, Choice):
+                fix = f"options that are {type_name(hint)}"
+            elif hint is int:
+                fix = f"IntRange({int(dim.low)}, {int(dim.high)})"
+            else:
+                fix = f"Choice(...) of {type_name(hint)} values"
+            raise ValueError(f"search_space[{key!r}] is a {type(dim).__name__}, which suggests {wrong[0]!r}, but {key} "
+                             f"takes {type_name(hint)}: use {fix}")
 
 
     def _check_generation(self) -> None:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from blipexp.spec import (
@@ -107,6 +109,21 @@ def test_search_space_must_name_fields_and_have_valid_ranges():
     with pytest.raises(ValueError, match="needs low < high"):
         BadRange()
     assert set(Good().search_space()) == {"learning_rate", "num_beams"}
+
+
+@pytest.mark.parametrize("dim, message", [
+    (("epochs", FloatRange(2, 12)), "['epochs'] is a FloatRange, which suggests 2.0, but epochs takes int: use IntRange(2, 12)"),
+    (("num_beams", Choice((1, 2.5))), "['num_beams'] is a Choice, which suggests 2.5, but num_beams takes int"),
+    (("precision", Choice(("fp32", "fp64"))), "suggests 'fp64', but precision takes one of auto, fp32, bf16, fp16"),
+    (("freeze_vision_encoder", IntRange(0, 1)), "suggests 0, but freeze_vision_encoder takes bool"),
+])
+def test_a_search_dimension_must_suggest_values_of_its_fields_type_when_the_spec_is_built(dim, message):
+    class Mistyped(ExperimentSpec):
+        def search_space(self):
+            return dict([dim])
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Mistyped()
 
 
 def test_hypothesis_drops_a_leading_label_once():

@@ -517,3 +517,53 @@ def test_a_hub_dataset_with_splits_stays_in_arrow_and_uses_them(monkeypatch: pyt
     assert data.splits == "own" and (len(data.train), len(data.validation), len(data.test)) == (6, 2, 2)
     assert isinstance(data.images.table, datasets.Dataset)
     assert sorted(data.image(e).getpixel((0, 0))[0] for e in data.validation) == [100, 101]
+
+
+def _rows_per_caption(n_images: int, captions_per_image: int, shade: int = 0):
+    """An Arrow table with one row per caption, as many Hub captioning datasets store them (rows shuffled)."""
+    import datasets
+
+    rows = []
+    for i in range(n_images):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 6), (shade + i, 0, 0)).save(buffer, "PNG")
+        rows += [({"bytes": buffer.getvalue(), "path": None}, f"image {shade + i} caption {c}")
+                 for c in range(captions_per_image)]
+    rows = rows[::2] + rows[1::2]  # an image's rows are not next to each other
+    return datasets.Dataset.from_dict({"image": [r[0] for r in rows], "text": [r[1] for r in rows]},
+                                      features=datasets.Features({"image": datasets.Image(),
+                                                                  "text": datasets.Value("string")}))
+
+
+def test_a_hub_dataset_with_one_row_per_caption_is_split_by_image_not_by_row(monkeypatch: pytest.MonkeyPatch):
+    """Split row by row, an image's five rows land in train and in validation/test: its test captions would be
+    scored on a model trained on its picture. Rows of one image become one example with all five references."""
+    from blipexp.data import hub_dataset
+
+    monkeypatch.setattr(hub_dataset, "_load_hub_dataset", lambda *args: _rows_per_caption(20, 5))
+    data = load_caption_data("someone/captions", splits="random", val_fraction=0.2, test_fraction=0.2)
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    pictures = {name: {data.image(e).getpixel((0, 0))[0] for e in examples} for name, examples in splits.items()}
+    assert sum(len(examples) for examples in splits.values()) == 20, "one example per image"
+    assert all(len(e.captions) == 5 for examples in splits.values() for e in examples)
+    assert not pictures["train"] & pictures["validation"] and not pictures["train"] & pictures["test"]
+    assert not pictures["validation"] & pictures["test"] and data.validation and data.test
+    for examples in splits.values():
+        for e in examples:
+            shade = data.image(e).getpixel((0, 0))[0]
+            assert set(e.captions) == {f"image {shade} caption {c}" for c in range(5)}, "its own captions only"
+    assert any("80 row(s) hold an image another row holds: grouped into 20 images" in w for w in data.warnings)
+
+
+def test_an_image_in_two_of_a_datasets_own_splits_is_kept_in_one_and_reported(monkeypatch: pytest.MonkeyPatch):
+    import datasets
+
+    from blipexp.data import hub_dataset
+
+    both = datasets.DatasetDict({"train": _rows_per_caption(6, 2), "test": _rows_per_caption(3, 1, shade=4)})
+    monkeypatch.setattr(hub_dataset, "_load_hub_dataset", lambda *args: both)  # shades 4, 5 and 6: 4 and 5 in both
+    data = load_caption_data("someone/leaky", splits="own")
+    test_shades = {data.image(e).getpixel((0, 0))[0] for e in data.test}
+    trained = {data.image(e).getpixel((0, 0))[0] for e in data.train + data.validation}  # validation: from train
+    assert test_shades == {6} and trained == {0, 1, 2, 3, 4, 5}
+    assert any(w.startswith("2 row(s) repeat an image of another of the dataset's own splits") for w in data.warnings)

@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 
 from blipexp.data.folder import CAPTIONS_CSV, METADATA_JSONL, read_folder
-from blipexp.data.hub_dataset import HUB_FIXES, read_hub
+from blipexp.data.hub_dataset import HUB_FIXES, ArrowImages, read_hub
 from blipexp.data.images import load_rgb, read_image_file
 from blipexp.data.sample import DataSourceError, Sample, has_undecodable
 from blipexp.data.split import split_indices
@@ -126,6 +126,8 @@ def load_caption_data(
         else:
             valid.append((Example(key=sample.key, captions=captions, ref=sample.image), check.digest, sample.split))
     _check_usable(source_name, len(samples), len(valid), skipped, max_bad_fraction)
+    if isinstance(images, ArrowImages):  # a folder groups its rows by file name already (folder.py)
+        valid = group_same_images(valid, warnings)
     valid.sort(key=lambda item: item[0].key)  # a stable order, independent of file-system / row order
     (train, val, test), how = _split(valid, splits, val_fraction, test_fraction, split_seed, source_name, warnings)
     warnings += _small_split_warnings(len(val), len(test))
@@ -257,6 +259,34 @@ def _check_usable(source: str, total: int, n_valid: int, skipped: collections.Co
             f"max_bad_fraction={max_bad_fraction:g} ({counts}). Fix the data, or accept the loss with "
             f"--set max_bad_fraction={min(1.0, round(n_bad / total + 0.05, 2)):g}"
         )
+
+
+def group_same_images(valid: list[tuple[Example, str, str | None]],
+                      warnings: list[str]) -> list[tuple[Example, str, str | None]]:
+    """Rows holding the same image (equal content digests) as one example whose captions are all their captions.
+
+    Many captioning datasets store one row per caption (five per image): split row by row, an image's rows would
+    land in train and in validation/test, and its test captions would be scored on a model trained on its picture.
+    The first row of an image gives the key, the image and, for a dataset's own splits, the split; an image found in
+    two of the dataset's own splits is kept in the first and counted in a warning."""
+    grouped: dict[str, tuple[Example, str, str | None]] = {}
+    merged = crossing = 0
+    for example, digest, split in valid:
+        first = grouped.get(digest)
+        if first is None:
+            grouped[digest] = (example, digest, split)
+            continue
+        merged += 1
+        crossing += split != first[2]
+        captions = tuple(dict.fromkeys(first[0].captions + example.captions))  # in order, each once
+        grouped[digest] = (Example(first[0].key, captions, first[0].ref), digest, first[2])
+    if merged:
+        warnings.append(f"{merged} row(s) hold an image another row holds: grouped into {len(grouped)} images, each "
+                        "with all its rows' captions as references (split by image, so no image is in two splits)")
+    if crossing:
+        warnings.append(f"{crossing} row(s) repeat an image of another of the dataset's own splits: each image kept "
+                        "in the split of its first row (the dataset's own splits leak these images)")
+    return list(grouped.values())
 
 
 def _small_split_warnings(n_val: int, n_test: int) -> list[str]:

@@ -352,8 +352,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from . import tracking
 
     if args.host not in LOOPBACK_HOSTS:
@@ -370,7 +368,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # One person browsing: one worker, and no background job runner (GenAI judges) with its many processes.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     print(f"MLflow UI on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
-    return subprocess.call(command, env=env)
+    # this process becomes `mlflow ui`, which forwards SIGTERM and Ctrl-C to its server: a parent waiting on a child
+    # would die of SIGTERM and leave the server holding the port
+    os.execve(sys.executable, command, env)
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

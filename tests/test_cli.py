@@ -214,3 +214,34 @@ def test_dashboard_names_the_fix_when_the_sweep_never_ran(tmp_path, capsys):
     assert cli.main(["dashboard", "football_baseline", "--home", str(tmp_path),
                      "--experiments", str(EXPERIMENTS)]) == 2
     assert "is a single run, not a sweep" in capsys.readouterr().err
+
+
+def test_sigterm_to_blipexp_ui_stops_the_mlflow_server_and_frees_the_port(tmp_path):
+    """`blipexp ui` becomes `mlflow ui` (exec), which forwards SIGTERM to its server: nothing keeps the port."""
+    import psutil
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "blipexp", "ui", "--port", str(port), "--home",
+                               str(tmp_path / "home")], env=child_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"blipexp ui exited {server.returncode}"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the UI did not answer in 120 s"
+                time.sleep(0.5)
+        family = psutil.Process(server.pid).children(recursive=True)
+        assert family, "mlflow ui serves from a child process"
+        server.send_signal(signal.SIGTERM)  # to blipexp's process only, as `kill PID` does
+        server.wait(timeout=60)
+        gone, alive = psutil.wait_procs(family, timeout=60)
+        assert not alive, f"left running after SIGTERM: {[p.cmdline() for p in alive]}"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
-from . import tracking
+from . import liveness, tracking
 from .spec import ExperimentSpec
 
 RESUME_KEY_TAG = "blipexp.resume_key"
 HOST_TAG = "blipexp.host"
 PID_TAG = "blipexp.pid"
+STARTED_TAG = "blipexp.pid_started"  # the process's start time: a reused pid is another process
 INTERRUPTED = ("RUNNING", "KILLED")  # RUNNING: its process was killed (or still trains: see _stopped)
 # Fields that change nothing a run trains or logs per epoch: a run differing only in these is the same run.
 NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "dataloader_workers", "sample_captions",
@@ -52,7 +49,8 @@ class Resumable:
     tags: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tags = {RESUME_KEY_TAG: self.key, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        me = liveness.this_process()
+        self.tags = {RESUME_KEY_TAG: self.key, HOST_TAG: me["host"], PID_TAG: me["pid"], STARTED_TAG: me["started"]}
 
 
 def resume_key(spec: ExperimentSpec, data_fingerprint: str) -> str:
@@ -103,10 +101,10 @@ def _stopped(run) -> bool:
     if run.info.status != "RUNNING":
         return True
     tags = run.data.tags
-    if tags.get(HOST_TAG) != socket.gethostname():
+    recorded = {"host": tags.get(HOST_TAG), "pid": tags.get(PID_TAG), "started": tags.get(STARTED_TAG)}
+    if not liveness.on_this_host(recorded):
         return False
-    pid = int(tags.get(PID_TAG, "0") or 0)
-    return pid != os.getpid() and not psutil.pid_exists(pid)
+    return not liveness.alive(recorded)
 
 
 def _resume_point(run, home: Path) -> ResumePoint | None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import math
-import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import tracking
+from .. import liveness, tracking
 from ..data import CaptionData
 from ..spec import ExperimentSpec
 from ..train import train_trial, untrained_key
@@ -102,8 +100,8 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
             if counted(study) + running < spec.n_trials and failures_left > 0:
                 study.sampler = sampler(spec, len(study.trials))
                 trial = recovery.ask(study)
-                trial.set_user_attr("host", socket.gethostname())
-                trial.set_user_attr("pid", os.getpid())
+                for key, value in liveness.this_process().items():  # host, pid, start time: who runs it
+                    trial.set_user_attr(key, value)
         if trial is not None:
             with recovery.heartbeat(study, trial) as pulse:  # silence marks the trial dead to other machines' workers
                 # A lost trial counts as a failure too: a worker whose every trial is lost stops.

@@ -1,7 +1,7 @@
 """Recovery from dead workers: orphaned and stale trials, heartbeats, retrying their params, and repairing MLflow
 runs that disagree with their trial.
 
-- a trial whose process on this machine was killed (host + pid) is marked FAIL by the next process to start,
+- a trial whose process on this machine was killed (host, pid and start time: liveness.py) is marked FAIL by the next process to start,
   its MLflow run ended KILLED and its checkpoints deleted (never reused), and its params retried.
 - dead workers on other machines: each running trial in a database study records a heartbeat; a trial silent
   for longer than the grace period, GRACE_HEARTBEATS x the heartbeat interval (3 x 30 s = 90 s by default,
@@ -13,7 +13,6 @@ runs that disagree with their trial.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import tracking
+from .. import liveness, tracking
 from .study import FINAL_STATES, heartbeat_interval, rdb, storage_of, trial_id
 
 STALE_REASON = "its worker stopped (no heartbeat)"
@@ -40,7 +39,7 @@ def fail_orphaned_trials(study: optuna.Study) -> int:
     host, failed = socket.gethostname(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if "host" in attrs and (attrs["host"] != host or _alive(attrs.get("pid"))):
+        if "host" in attrs and (attrs["host"] != host or liveness.alive(attrs)):
             continue
         storage_of(study).set_trial_user_attr(trial_id(study, trial.number), "fail_reason",
                                               "its process stopped (killed)")
@@ -56,18 +55,6 @@ def retry(study: optuna.Study, params: dict) -> None:
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if params and not any(t.system_attrs.get("fixed_params") == params for t in waiting):
         study.enqueue_trial(params)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def reconcile_runs(study: optuna.Study, home: Path) -> int:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -153,6 +154,28 @@ def choose(requested: str, model, home: Path, run_probe: Probe = probe) -> Choic
     gflops, cached = cached_probe(home, model_shapes(model), run_probe)
     choice = decide(gflops)
     return Choice(choice.precision, choice.reason + (" (cached)" if cached else ""), gflops)
+
+
+def used(spec, home: Path) -> str:
+    """The precision a run of `spec` trains in, before any model is loaded: what keys (untrained scores, resuming) and
+    version tags name, never "auto" (workers on CPUs with and without bf16 units would share numbers made in
+    different precisions). The probe reads the model's config alone: the same shapes, the same cached figures as
+    `choose` on the loaded model."""
+    if spec.precision != "auto":
+        return spec.precision
+    return choose("auto", SimpleNamespace(config=_config(spec)), home).precision
+
+
+def _config(spec):
+    """The model's BlipConfig without its weights."""
+    from transformers import BlipConfig
+
+    from .spec import TINY_MODEL, TINY_RANDOM_MODEL
+    from .tiny import tiny_config
+
+    if spec.model in (TINY_MODEL, TINY_RANDOM_MODEL):  # the widths are fixed; the vocabulary does not matter here
+        return tiny_config(vocab_size=64, bos_token_id=1, sep_token_id=2, pad_token_id=0)
+    return BlipConfig.from_pretrained(spec.model, revision=spec.model_revision)
 
 
 def _read(path: Path) -> dict:

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import liveness, tracking
+from . import liveness, precision, tracking
 from .spec import ExperimentSpec
 
 RESUME_KEY_TAG = "blipexp.resume_key"
@@ -53,9 +53,11 @@ class Resumable:
         self.tags = {RESUME_KEY_TAG: self.key, HOST_TAG: me["host"], PID_TAG: me["pid"], STARTED_TAG: me["started"]}
 
 
-def resume_key(spec: ExperimentSpec, data_fingerprint: str) -> str:
-    """Equal keys: the same training on the same data (every field but NOT_TRAINING, the data's fingerprint)."""
+def resume_key(spec: ExperimentSpec, data_fingerprint: str, precision_used: str) -> str:
+    """Equal keys: the same training on the same data (every field but NOT_TRAINING, the data's fingerprint), in the
+    same precision (the one used: a run never resumes across a precision=auto that now picks another)."""
     relevant = {k: v for k, v in spec.to_dict().items() if k not in NOT_TRAINING}
+    relevant["precision"] = precision_used
     payload = [type(spec).__name__, spec.experiment_name, relevant, data_fingerprint]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -64,7 +66,7 @@ def plan(spec: ExperimentSpec, data_fingerprint: str, home: Path, new: bool, ech
     """The run to train: the newest interrupted run of this spec and data that has a whole checkpoint, else a new
     one (with `new`, whose interrupted runs' checkpoints are deleted: they would be resumed later otherwise).
     Prints one line when it resumes, and one when an interrupted run of the experiment is left aside."""
-    key = resume_key(spec, data_fingerprint)
+    key = resume_key(spec, data_fingerprint, precision.used(spec, home))
     runs = _interrupted_runs(spec)
     mine = [r for r in runs if r.data.tags.get(RESUME_KEY_TAG) == key]
     if new:

@@ -73,6 +73,7 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
         "objective_metric": key,
         "objective_direction": spec.direction,
         **{tag: _tag_value(spec.value(tag)) for tag in (*MODEL_FIELDS, *spec.search_space())},
+        "precision": run.data.params.get("precision_used", spec.precision),  # what it trained in, never "auto"
         **{tag: _tag_value(getattr(spec, tag)) for tag in (LORA_FIELDS if spec.adapter == "lora" else ())},
         "data_fingerprint": data.fingerprint,
         "profile": spec.profile,

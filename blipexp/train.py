@@ -319,9 +319,11 @@ TRAINING_ONLY = frozenset({
 })
 
 
-def untrained_key(spec: ExperimentSpec, fingerprint: str) -> str:
-    """Identifies the untrained model's validation scores: equal keys, equal scores (same weights, data, decoding)."""
+def untrained_key(spec: ExperimentSpec, fingerprint: str, precision_used: str) -> str:
+    """Identifies the untrained model's validation scores: equal keys, equal scores (same weights, data, decoding,
+    and the precision actually used: `precision.used`, never "auto")."""
     relevant = {k: v for k, v in spec.to_dict().items() if k not in TRAINING_ONLY}
+    relevant["precision"] = precision_used
     if spec.model == TINY_MODEL:  # "tiny" names weights built by a recipe: a changed recipe, other weights
         relevant["pretrained_recipe"] = pretrain.RECIPE.digest()
     return hashlib.sha256(json.dumps([relevant, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]

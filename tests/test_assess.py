@@ -164,6 +164,8 @@ def test_models_lists_the_test_objective_with_its_interval(versions):
     tags = version.tags
     assert f"{float(tags['test_cider']):.4f} [{float(tags['test_cider_ci_low']):.4f}, " \
            f"{float(tags['test_cider_ci_high']):.4f}]" in listed
+    assert version.tags["precision"] == mlflow.get_run(version.run_id).data.params[
+        "precision_used"] != "auto", "a version names the precision it trained in, not precision=auto"
 
 
 def test_a_folder_needs_an_experiment_and_a_bad_name_is_explained(versions, tmp_path):

@@ -293,12 +293,31 @@ def test_untrained_key_ignores_training_knobs_only():
     from blipexp.train import untrained_key
 
     spec = tiny_spec()
-    key = untrained_key(spec, "data")
-    assert untrained_key(spec.replace(learning_rate=1e-4, epochs=9, freeze_vision_encoder=True), "data") == key
-    assert untrained_key(spec.replace(adapter="lora", lora_r=16), "data") == key, "LoRA starts as the base model"
+    key = untrained_key(spec, "data", "fp32")
+    assert untrained_key(spec.replace(learning_rate=1e-4, epochs=9, freeze_vision_encoder=True), "data", "fp32") == key
+    assert untrained_key(spec.replace(adapter="lora", lora_r=16), "data", "fp32") == key, "LoRA starts as the base model"
     for changed in (spec.replace(seed=1), spec.replace(max_new_tokens=5), spec.replace(val_subset=3)):
-        assert untrained_key(changed, "data") != key
-    assert untrained_key(spec, "other data") != key
+        assert untrained_key(changed, "data", "fp32") != key
+    assert untrained_key(spec, "other data", "fp32") != key
+    assert untrained_key(spec, "data", "bf16") != key, "scores made in bf16 are not fp32's"
+
+
+def test_keys_and_tags_name_the_precision_used_never_auto(home, monkeypatch):
+    """Workers of one sweep on CPUs with and without bf16 units must not share epoch-0 scores, and a run must not
+    resume across a precision change: the keys hold what precision=auto resolves to on this machine."""
+    from blipexp import resume
+    from blipexp.train import untrained_key
+
+    spec = tiny_spec(precision="auto")
+    for chosen in ("fp32", "bf16"):  # what the probe decides on a CPU without and with fast bf16
+        monkeypatch.setattr(precision, "decide", lambda gflops, chosen=chosen: precision.Choice(chosen, "", gflops))
+        assert precision.used(spec, home) == chosen
+        assert precision.used(spec.replace(precision="fp32"), home) == "fp32", "an explicit precision is kept"
+    monkeypatch.undo()
+    assert precision.used(spec, home) == precision.choose("auto", build_tiny_model(
+        build_tiny_processor(["a ball"]), seed=0), home).precision, "the config's shapes: the loaded model's probe"
+    assert untrained_key(spec, "data", "fp32") != untrained_key(spec, "data", "bf16")
+    assert resume.resume_key(spec, "data", "fp32") != resume.resume_key(spec, "data", "bf16")
 
 
 def test_untrained_key_follows_the_pretrained_recipe(monkeypatch):
@@ -309,9 +328,9 @@ def test_untrained_key_follows_the_pretrained_recipe(monkeypatch):
     from blipexp.train import untrained_key
 
     spec = tiny_spec()
-    key = untrained_key(spec, "data")
+    key = untrained_key(spec, "data", "fp32")
     monkeypatch.setattr(pretrain, "RECIPE", dataclasses.replace(pretrain.RECIPE, seed=pretrain.RECIPE.seed + 1))
-    assert untrained_key(spec, "data") != key
+    assert untrained_key(spec, "data", "fp32") != key
 
 
 class _PrecisionSeen(TrainerCallback):

@@ -53,7 +53,7 @@ def bench_adapters(size: Size, home: Path) -> dict:
     untrained = None  # the ways differ in training-only fields (train.TRAINING_ONLY): one epoch-0 evaluation
     for way, changes in WAYS.items():
         spec = base.replace(**changes)
-        assert untrained_key(spec, data.fingerprint) == untrained_key(base, data.fingerprint)
+        assert untrained_key(spec, data.fingerprint, "fp32") == untrained_key(base, data.fingerprint, "fp32")
         clock = EpochClock()
         started = time.perf_counter()
         trial = train_trial(spec, data, home, echo=False, callbacks=[clock], untrained=untrained)

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import liveness, tracking
+from .. import liveness, precision, tracking
 from ..data import CaptionData
 from ..spec import ExperimentSpec
 from ..train import train_trial, untrained_key
@@ -167,7 +167,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         if echo:
             print(trial_started(study, spec, trial.number, params), flush=True)
         trial_spec = spec.replace(**params)
-        untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint)}"
+        untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint, precision.used(trial_spec, home))}"
         known_untrained = study.user_attrs.get(untrained_attr)
         result = train_trial(trial_spec, data, home, run_name=f"trial-{trial.number}", listeners=[report],
                              extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},

@@ -14,8 +14,14 @@ from pathlib import Path
 from . import catalog
 from .spec import ExperimentSpec
 
+# No usage data leaves the machine from a blipexp command: MLflow's and the Hugging Face Hub's telemetry are off
+# unless the user has set these variables. Set by the command line, not by importing blipexp as a library.
+NO_TELEMETRY = (("MLFLOW_DISABLE_TELEMETRY", "true"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("DO_NOT_TRACK", "1"))
+
 
 def main(argv: list[str] | None = None) -> int:
+    for name, value in NO_TELEMETRY:
+        os.environ.setdefault(name, value)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # for the resume command after an interrupt

@@ -132,7 +132,8 @@ def _in_experiment(experiment_id: str):
     last one set, e.g. by an earlier `blipexp run` in the same process, is refused): set it, then restore."""
     from mlflow.tracking import fluent
 
-    previous = fluent._active_experiment_id  # MLflow has no public getter for the experiment set_experiment chose
+    # MLflow has no public getter for the experiment set_experiment chose (tests/test_private_apis.py checks it)
+    previous = fluent._active_experiment_id
     if previous in (None, experiment_id):
         yield
         return

@@ -46,7 +46,7 @@ class CaptionTrainer(Seq2SeqTrainer):
         # generation settings are ours (prediction_step).
         return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
-    def _issue_warnings_after_load(self, load_result) -> None:
+    def _issue_warnings_after_load(self, load_result) -> None:  # private: tests/test_private_apis.py
         # Loading the best checkpoint at the end of training: BLIP's decoder weights are tied to its word
         # embeddings, so a checkpoint stores them once and transformers reports them "missing" though they are
         # loaded through the tensor they share. Only other missing keys are worth the warning.
@@ -60,7 +60,8 @@ class CaptionTrainer(Seq2SeqTrainer):
         if eval_dataset is None or eval_dataset is self.eval_dataset:
             return super().get_eval_dataloader(eval_dataset)
         # Another split (the final full validation, the test): with persistent workers transformers would hand
-        # back its cached per-epoch loader whatever dataset is passed. A one-off loader of its own instead.
+        # back its cached per-epoch loader whatever dataset is passed. A one-off loader of its own instead (what
+        # transformers does here is checked by tests/test_private_apis.py).
         persistent = self.args.dataloader_persistent_workers
         self.args.dataloader_persistent_workers = False
         try:

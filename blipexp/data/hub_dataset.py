@@ -80,7 +80,8 @@ def samples_from_arrow(loaded: Any, *, image_column: str, caption_column: str, w
         samples += [Sample(key=f"row-{offset + i}", image=offset + i, captions=[c], split=ours)
                     for i, c in enumerate(captions)]
         offset += len(part)
-    # datasets' own content hash of the table (derived from its files and the operations applied)
+    # datasets' own content hash of the table (derived from its files and the operations applied); private, no
+    # public equivalent: tests/test_private_apis.py checks it
     return samples, ArrowImages(table, image_column), table._fingerprint
 
 
@@ -145,7 +146,8 @@ def _offline_requested() -> bool:
 
 @contextlib.contextmanager
 def _offline_mode(enabled: bool) -> Iterator[None]:
-    """Turn the Hub's offline mode on for one load: both libraries read a module flag they set at import."""
+    """Turn the Hub's offline mode on for one load: both libraries read a module flag they set at import (no public
+    switch after import; tests/test_private_apis.py checks the flags)."""
     if not enabled:
         yield
         return

@@ -1,9 +1,11 @@
 """What a sweep reports: the summary table on the console, and the summary and plots on its parent run."""
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import warnings
+from collections.abc import Iterator
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -111,9 +113,26 @@ def range_edge_advice(best: optuna.trial.FrozenTrial) -> list[str]:
 
 
 def _log_plots(run: tracking.Run, study: optuna.Study) -> None:
-    import matplotlib
+    with _agg_backend():
+        _plot(run, study)
 
-    matplotlib.use("Agg")  # no display: render to files
+
+@contextlib.contextmanager
+def _agg_backend() -> Iterator[None]:
+    """Optuna's plots need a canvas that renders off screen (Agg): switched to for the plots, then back, so a
+    notebook's backend is the same afterwards."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    previous = matplotlib.get_backend()
+    plt.switch_backend("Agg")
+    try:
+        yield
+    finally:
+        plt.switch_backend(previous)
+
+
+def _plot(run: tracking.Run, study: optuna.Study) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 

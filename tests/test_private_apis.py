@@ -1,0 +1,88 @@
+"""The private APIs blipexp still relies on, each kept in one small function, each asserted here to behave as that
+function assumes: a failure here means the library changed, and names the function to revisit. Plus the
+process-wide state blipexp no longer touches (a notebook's matplotlib backend, the environment at import)."""
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def test_mlflow_keeps_the_experiment_set_experiment_chose_in_fluent_active_experiment_id(tmp_path):
+    """registry._in_experiment reads it (MLflow has no public getter) to restore it afterwards."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.set_experiment("private-api-check")
+        assert fluent._active_experiment_id == experiment.experiment_id
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_the_trainer_reports_load_results_through_issue_warnings_after_load():
+    """trainer.CaptionTrainer overrides it to drop BLIP's tied decoder weights from the "missing" warning."""
+    from transformers import Trainer
+
+    parameters = list(inspect.signature(Trainer._issue_warnings_after_load).parameters)
+    assert parameters == ["self", "load_result"]
+    assert "_issue_warnings_after_load" in inspect.getsource(Trainer._load_best_model)
+
+
+def test_the_trainer_caches_eval_loaders_only_with_persistent_workers():
+    """trainer.CaptionTrainer.get_eval_dataloader turns persistent workers off for one call to get a loader of
+    another split: transformers caches the per-epoch loader exactly when they are on."""
+    from transformers import Trainer
+
+    source = inspect.getsource(Trainer.get_eval_dataloader)
+    assert "dataloader_persistent_workers" in source and "_eval_dataloaders" in source
+
+
+def test_a_datasets_table_carries_a_content_fingerprint():
+    """hub_dataset.samples_from_arrow ids the table's content (its first-look cache key) by Dataset._fingerprint."""
+    import datasets
+
+    one = datasets.Dataset.from_dict({"text": ["a", "b"]})
+    other = datasets.Dataset.from_dict({"text": ["a", "c"]})
+    assert isinstance(one._fingerprint, str) and one._fingerprint
+    assert one._fingerprint != other._fingerprint
+    assert one._fingerprint == datasets.Dataset.from_dict({"text": ["a", "b"]})._fingerprint
+
+
+def test_both_hub_libraries_read_their_offline_flag_from_a_module_constant():
+    """hub_dataset._offline_mode sets these two flags for one load (both libraries read them at call time)."""
+    import datasets
+    from huggingface_hub import constants
+
+    assert isinstance(constants.HF_HUB_OFFLINE, bool) and isinstance(datasets.config.HF_HUB_OFFLINE, bool)
+    assert "HF_HUB_OFFLINE" in inspect.getsource(constants.is_offline_mode)
+
+
+def test_plotting_a_sweep_switches_no_matplotlib_backend(tmp_path):
+    """A notebook's inline backend stays: the sweep's plots are saved, never shown."""
+    code = ("import matplotlib; matplotlib.use('svg'); import optuna; from blipexp import tracking;"
+            "from blipexp.sweep import report; import mlflow;"
+            f"mlflow.set_tracking_uri('sqlite:///{tmp_path / 'm.db'}'); mlflow.set_experiment('e');"
+            "s = optuna.create_study(); [s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3)];"
+            "run = mlflow.start_run(); report._log_plots(tracking.Run(run.info.run_id), s);"
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "svg"
+
+
+@pytest.mark.parametrize("name", ["MLFLOW_DISABLE_TELEMETRY", "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK"])
+def test_importing_blipexp_sets_no_environment_variable_and_the_command_line_turns_telemetry_off(name):
+    env = {k: v for k, v in os.environ.items() if k != name}
+    imported = subprocess.run([sys.executable, "-c", f"import os, blipexp; print(os.environ.get('{name}'))"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert imported.stdout.strip() == "None", "a library import leaves the environment alone"
+    command = subprocess.run([sys.executable, "-c", "import os, sys; from blipexp import cli; cli.main(['list']);"
+                              f"print(os.environ.get('{name}'))"], capture_output=True, text=True, env=env,
+                             timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert command.stdout.strip().splitlines()[-1] in ("true", "1")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
 
 STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BLIPEXP_STORAGE")
 
@@ -17,3 +21,16 @@ def child_env(**extra: str) -> dict[str, str]:
     """This environment, offline, without inherited store variables (a child `--home` uses that home's store)."""
     env = {k: v for k, v in os.environ.items() if k not in STORE_VARIABLES}
     return {**env, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", **extra}
+
+
+def wait_for_health(server: subprocess.Popen, base: str, seconds: float, log: Callable[[], str] = lambda: "") -> None:
+    """Until `base`/health answers; fails with the server's log if it exits or stays silent for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, f"{server.args[:4]} exited {server.returncode}:\n{log()[-3000:]}"
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{base} did not answer in {seconds} s:\n{log()[-3000:]}"
+            time.sleep(0.5)

@@ -10,7 +10,7 @@ import mlflow
 import optuna
 import pytest
 from conftest import EXPERIMENTS, REPO
-from processes import child_env, free_port
+from processes import child_env, free_port, wait_for_health
 
 from blipexp import catalog, cli, tracking
 
@@ -225,15 +225,7 @@ def test_sigterm_to_blipexp_ui_stops_the_mlflow_server_and_frees_the_port(tmp_pa
                                str(tmp_path / "home")], env=child_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"blipexp ui exited {server.returncode}"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the UI did not answer in 120 s"
-                time.sleep(0.5)
+        wait_for_health(server, f"http://127.0.0.1:{port}", 120)
         family = psutil.Process(server.pid).children(recursive=True)
         assert family, "mlflow ui serves from a child process"
         server.send_signal(signal.SIGTERM)  # to blipexp's process only, as `kill PID` does

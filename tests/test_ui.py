@@ -19,13 +19,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 from conftest import REPO, require_tool
-from processes import child_env, free_port
+from processes import child_env, free_port, wait_for_health
 
 from blipexp import cli, tracking
 
@@ -187,15 +186,7 @@ def ui(swept, tmp_path_factory):
                                   env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert server.poll() is None, f"blipexp ui exited {server.returncode}:\n{log.read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"the UI did not answer in {WAIT_S} s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.5)
+        wait_for_health(server, base, WAIT_S, log.read_text)
         yield base, log
     finally:
         stop(server)

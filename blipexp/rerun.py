@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import assess, catalog, environment, evidence, registry, tracking, trainer_args
+from . import assess, catalog, environment, evidence, precision, registry, tracking, trainer_args
 from .data import load_data, manifest
 from .metrics import METRIC_KEYS
 from .spec import ExperimentSpec
@@ -78,16 +78,12 @@ def rerun(name: str, home: Path, overrides: tuple[str, ...] = (), allow_data_cha
     data_changed = check_data(run_id, original.data.tags.get("data_fingerprint"), data, allow_data_change)
     if data_changed:
         say("  data changed (--allow-data-change): the scores are not comparable image for image", flush=True)
-    for line in environment_differences(run_id, spec):
+    for line in environment_differences(run_id, spec, home):
         say(f"  environment: {line}", flush=True)
     tracking.use_experiment(spec.experiment_name, home)
     result = train_trial(spec, data, home, run_name=f"rerun of {original.info.run_name or run_id}",
                          extra_tags={REPRODUCES_TAG: run_id}, echo=echo)
     rerun_run = tracking.Run(result.run_id)
-    recorded = original.data.params.get("precision_used")
-    now = rerun_run.read().data.params.get("precision_used")
-    if recorded and recorded != now:
-        say(f"  environment: precision {recorded} recorded, {now} now (precision=auto chose by this machine's probe)")
     reproduction = Reproduction(run_id, result.run_id, metric_differences(original.data.metrics,
                                                                           rerun_run.read().data.metrics), data_changed)
     if not reproduction.exact:
@@ -165,11 +161,13 @@ def check_data(run_id: str, fingerprint: str | None, data, allow: bool) -> bool:
                      f"{what}. Restore them, or rerun with --allow-data-change to train on today's data")
 
 
-def environment_differences(run_id: str, spec: ExperimentSpec) -> list[str]:
+def environment_differences(run_id: str, spec: ExperimentSpec, home: Path) -> list[str]:
+    """How this machine and its packages differ from what the run recorded, precision included (what
+    precision=auto resolves to here: `precision.used`)."""
     recorded = tracking.Run(run_id).logged_dict(environment.ARTIFACT)
     if recorded is None:
         return ["the run recorded no environment.json (made before blipexp logged one): nothing to compare"]
-    now = environment.current(recorded.get("precision_used") if spec.precision == "auto" else spec.precision)
+    now = environment.current(precision.used(spec, home))
     lines = environment.differences(recorded, now)
     return lines or ["the same as recorded (packages, Python, commit, checkout, device, threads)"]
 

@@ -116,14 +116,16 @@ def test_changed_data_are_refused_with_what_changed_or_allowed_and_said(made, ca
     assert f"1 image(s) with edited captions: {edited}" in err and "--allow-data-change" in err
     assert len(reruns_of(version.run_id)) == before, "nothing trained"
 
-    # an older recorded transformers: the difference is printed before training starts
+    # an older recorded transformers and another precision: printed before training starts
     recorded = tracking.Run(version.run_id).logged_dict(environment.ARTIFACT)
     recorded["packages"]["transformers"] = "4.0.0"
+    recorded["precision_used"] = "bf16"  # as if trained where bf16 was chosen
     mlflow.MlflowClient().log_dict(version.run_id, recorded, environment.ARTIFACT)
     assert rerun_cli(home, experiments, "models:/rerun-small/1", "--allow-data-change", "--json") == 0
     out = capsys.readouterr().out
     line = f"  environment: transformers: 4.0.0 recorded, {recorded_now('transformers')} now"
     assert line in out and out.index(line) < out.index("trainable:"), "printed before training"
+    assert out.index("  environment: precision: bf16 recorded, fp32 now") < out.index("trainable:")
     result = json.loads(out[out.index("\n{") + 1:])
     assert result["data_changed"] is True and "on changed data" in result["result"]
     again = mlflow.get_run(result["run_id"]).data

@@ -67,6 +67,9 @@ def targets(report: dict) -> list[tuple[str, str, float, float]]:
                      "seconds (at most)", e["intervals_seconds"], 1.0))
         rows.append((f"paired comparison, {e['resamples']} resamples of {e['images']} images", "seconds (at most)",
                      e["paired_seconds"], 1.0))
+        if "evaluate_cached_in_process_seconds" in e:
+            rows.append(("`evaluate` read from the evaluation cache, beyond Python's imports", "seconds (at most)",
+                         e["evaluate_cached_in_process_seconds"], 2.0))
     if "serving" in report:
         rows += _serving_targets(report["serving"])
     if "trial" in report:

@@ -169,3 +169,18 @@ def test_a_name_that_is_no_version_or_run_is_explained(made):
     home, experiments, *_ = made
     with pytest.raises(ValueError, match="names no version or run"):
         rerun.rerun("football_baseline", home, experiments=str(experiments), echo=False)
+
+
+def test_a_rerun_that_differs_lists_each_metric_and_says_whether_it_is_beyond_noise(made, capsys):
+    """--set changes what is trained (here: 1 epoch, not 2): not exact, so each differing metric is listed and the
+    two models are compared image for image on the test split."""
+    home, experiments, _, version = made
+    capsys.readouterr()
+    # (--allow-data-change: an earlier test edited this folder)
+    assert rerun_cli(home, experiments, "models:/rerun-small/1", "--set", "epochs=1", "--allow-data-change") == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith(f"rerun of run {version.run_id}: "))
+    assert line.split(": ", 1)[1].startswith("not exactly") and " metric(s) differ, most " in line
+    assert "; within noise: " in line or "; beyond noise: " in line, line
+    assert line.endswith("images)"), "the paired comparison's verdict, with its interval, p and image count"
+    assert any(row.startswith("  test_cider ") or row.startswith("  best_val_cider ") for row in out.splitlines())

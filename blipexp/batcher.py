@@ -6,7 +6,11 @@ TorchServe's `batch_size`/`max_batch_delay` and Ray Serve's `@serve.batch` do).
 
 The worker takes the oldest waiting item and the waiting items of the same key (never others: a key is what must
 be equal within a batch, e.g. the generation settings), at most `max_batch` of them; when fewer wait, it waits up to
-`max_wait_s` after the oldest arrived for more, then runs `run(key, items)`. A batch that raises fails its own items
+`max_wait_s` after the oldest arrived for more, then runs `run(key, items)`. Under load it waits longer, up to
+`busy_wait_s` from when it starts gathering, for as many items as were in flight at once since the last batch:
+otherwise concurrent callers split into cohorts that take turns (while one cohort's batch runs, the other's items
+queue, and the first cohort's next items arrive just after the other's batch has left), each batch half full. A lone
+caller (one item in flight) never waits more than `max_wait_s`. A batch that raises fails its own items
 only. The worker starts when an item arrives and ends when the queue is empty: an idle batcher holds no thread.
 `max_batch=0` turns batching off: each call runs its items itself, in its own thread, at once.
 
@@ -40,10 +44,14 @@ class _Entry:
 class Batcher:
     """Runs `run(key, items) -> results` (one result per item, in order) on batches of submitted items."""
 
-    def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int, max_wait_s: float) -> None:
-        if max_batch < 0 or max_wait_s < 0:
-            raise ValueError(f"max_batch={max_batch} and max_wait_s={max_wait_s} must be >= 0 (max_batch 0: off)")
-        self.run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
+    def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int, max_wait_s: float,
+                 busy_wait_s: float = 0.0) -> None:
+        if max_batch < 0 or max_wait_s < 0 or busy_wait_s < 0:
+            raise ValueError(f"max_batch={max_batch} (0: off), max_wait_s={max_wait_s} and busy_wait_s={busy_wait_s} "
+                             "must be >= 0")
+        self.run, self.max_batch, self.max_wait_s, self.busy_wait_s = run, max_batch, max_wait_s, busy_wait_s
+        self._in_flight = 0  # items submitted and not yet answered
+        self._peak = 0  # the most items in flight at once since the last batch was gathered
         self._queue: list[_Entry] = []
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -59,6 +67,8 @@ class Batcher:
                    for item in items]
         with self._ready:
             self._queue.extend(entries)
+            self._in_flight += len(entries)
+            self._peak = max(self._peak, self._in_flight)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="blipexp-batcher", daemon=True)
                 self._worker.start()
@@ -72,24 +82,32 @@ class Batcher:
                     self._worker = None  # under the lock: a submit after this starts a new worker
                     return
                 batch = self._gather()
-            self._run(batch)
+            self._run(batch, answering=self._answering)
 
     def _gather(self) -> list[_Entry]:
-        """The oldest entry's batch, taken off the queue: entries of its key, waiting for more until it is full or
-        max_wait_s has passed since the oldest arrived. Called holding the lock."""
+        """The oldest entry's batch, taken off the queue: entries of its key, waiting for more until it is full, or
+        max_wait_s has passed since the oldest arrived and it holds as many items as were in flight at once since
+        the last batch, or busy_wait_s has passed since gathering began. Called holding the lock."""
         first = self._queue[0]
-        deadline = first.arrived + self.max_wait_s
+        expected = min(first.limit, self._peak)  # under load: the items that will come back soon
+        self._peak = self._in_flight
+        short, busy = first.arrived + self.max_wait_s, time.monotonic() + self.busy_wait_s
         while True:
             batch = [entry for entry in self._queue if entry.key == first.key][:first.limit]
-            left = deadline - time.monotonic()
-            if len(batch) >= first.limit or left <= 0:
+            now = time.monotonic()
+            if len(batch) >= first.limit or (now >= short and (len(batch) >= expected or now >= busy)):
                 break
-            self._ready.wait(left)
+            self._ready.wait((short if now < short else busy) - now)
         taken = {id(entry) for entry in batch}
         self._queue = [entry for entry in self._queue if id(entry) not in taken]
         return batch
 
-    def _run(self, batch: list[_Entry]) -> list[Future]:
+    def _answering(self, count: int) -> None:
+        """Before a batch's callers get their answers (and may submit again at once): they are no longer in flight."""
+        with self._ready:
+            self._in_flight -= count
+
+    def _run(self, batch: list[_Entry], answering: Callable[[int], None] = lambda count: None) -> list[Future]:
         started = time.perf_counter()
         calls = len({entry.call for entry in batch})
         try:
@@ -97,11 +115,13 @@ class Batcher:
             assert len(results) == len(batch), f"run returned {len(results)} results for {len(batch)} items"
         except Exception as exc:  # the batch's own items fail; the worker and later batches go on
             log.exception("batch of %d from %d request(s) failed: %s", len(batch), calls, batch[0].key)
+            answering(len(batch))
             for entry in batch:
                 entry.future.set_exception(exc)
         else:
             log.debug("batch of %d from %d request(s) in %.0f ms: %s", len(batch), calls,
                       (time.perf_counter() - started) * 1000, batch[0].key)
+            answering(len(batch))
             for entry, result in zip(batch, results):
                 entry.future.set_result(result)
         return [entry.future for entry in batch]

@@ -79,7 +79,8 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
             raise ValueError(f"the model's registered generation settings are outside this server's limits: {exc}") \
                 from None
         batching = serve_settings.Batching.from_env()
-        self.batcher = Batcher(self._caption_batch, batching.max_batch, batching.max_wait_ms / 1000)
+        self.batcher = Batcher(self._caption_batch, batching.max_batch, batching.max_wait_ms / 1000,
+                               batching.busy_wait_ms / 1000)
         _log_to_stderr(os.environ.get(serve_settings.LOG_LEVEL_VARIABLE, ""))
 
     # Type hints: MLflow reads them (pd.DataFrame: no schema inferred from the hint, the logged signature applies)

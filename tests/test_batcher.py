@@ -4,6 +4,7 @@ Each test holds the worker inside a first batch (a gate) while it submits more, 
 decided by the test, not by timing."""
 import logging
 import threading
+import time
 
 import pytest
 
@@ -91,6 +92,33 @@ def test_the_first_item_waits_up_to_max_wait_for_more_and_runs_as_soon_as_its_ba
     rest = batcher.submit("k", ["b", "c"])
     assert results(first + rest) == ["k:a", "k:b", "k:c"]
     assert model.batches == [("k", ["a", "b", "c"])]
+
+
+def test_under_load_a_batch_waits_for_the_items_that_were_in_flight_not_only_those_queued():
+    """Cohorts: while a batch runs, others queue; its callers come back just after the queued ones would have left
+    alone. The queued batch waits (up to busy_wait) for as many items as were in flight, then runs at once."""
+    model = Model()
+    batcher = Batcher(model, max_batch=8, max_wait_s=0, busy_wait_s=WAIT * 10)
+    first = model.hold(batcher)  # one item running: with three queued below, four were in flight at once
+    queued = [batcher.submit("k", [f"q{i}"]) for i in range(3)]
+    model.gate.set()
+    assert results(first) == ["first:a"]
+    time.sleep(0.3)
+    assert not any(f[0].done() for f in queued), "the three queued wait for the fourth that was in flight"
+    back = batcher.submit("k", ["again"])  # the first caller's next request
+    assert results([f[0] for f in queued] + back) == ["k:q0", "k:q1", "k:q2", "k:again"]
+    assert model.batches[1] == ("k", ["q0", "q1", "q2", "again"])
+
+
+def test_a_lone_caller_never_waits_for_the_busy_wait():
+    """One item in flight at a time: each batch runs after max_wait, whatever busy_wait is (here far longer than
+    the test's bound on a result)."""
+    model = Model()
+    model.gate.set()
+    batcher = Batcher(model, max_batch=8, max_wait_s=0, busy_wait_s=WAIT * 10)
+    for item in "abc":
+        assert results(batcher.submit("k", [item])) == [f"k:{item}"]
+    assert [items for _, items in model.batches] == [["a"], ["b"], ["c"]]
 
 
 def test_the_worker_ends_when_the_queue_is_empty_and_a_later_call_starts_another():

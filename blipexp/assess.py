@@ -123,7 +123,8 @@ def _run_target(run_id: str, home: Path) -> Target:
 
 
 def logged_spec(run_id: str) -> ExperimentSpec:
-    """The spec a run trained with, from its spec.json (fields this blipexp no longer has are dropped)."""
+    """The spec a run trained with, from its spec.json (fields this blipexp no longer has are dropped), as a class
+    named like its experiment's (its `name` the experiment's, for run names and tags), not today's file."""
     try:
         experiment = mlflow.get_experiment(tracking.Run(run_id).read().info.experiment_id).name
     except mlflow.exceptions.MlflowException as exc:
@@ -133,7 +134,8 @@ def logged_spec(run_id: str) -> ExperimentSpec:
         raise ValueError(f"run {run_id} has no spec.json: it was not made by blipexp")
     known = {f.name for f in dataclasses.fields(ExperimentSpec)}
     values = {key: value for key, value in logged["spec"].items() if key in known}
-    return ExperimentSpec(**{**values, "mlflow_experiment": values.get("mlflow_experiment") or experiment})
+    named = type(logged.get("class") or "LoggedSpec", (ExperimentSpec,), {"name": logged.get("experiment") or ""})
+    return named(**{**values, "mlflow_experiment": values.get("mlflow_experiment") or experiment})
 
 
 def _download(uri: str, scratch: Path) -> Path:

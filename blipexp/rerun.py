@@ -68,7 +68,7 @@ def rerun(name: str, home: Path, overrides: tuple[str, ...] = (), allow_data_cha
     """Train `name` (models:/NAME/V, models:/NAME@ALIAS or a run id) again; see the module docstring."""
     tracking.configure(home)
     run_id, version = _original(name)
-    spec = _logged_spec(run_id).with_overrides(overrides)
+    spec = assess.logged_spec(run_id).with_overrides(overrides)
     say = print if echo else (lambda *args, **kwargs: None)
     say(f"blipexp rerun {name}: run {run_id}" + (f", version {version.version}" if version else ""), flush=True)
     for line in drift_from_file(spec, experiments, overrides):
@@ -101,15 +101,6 @@ def _original(name: str):
         raise ValueError(f"{name!r} names no version or run: pass models:/NAME/VERSION, models:/NAME@ALIAS or a run "
                          "id (`python -m blipexp models` lists versions and their runs)")
     return name, None
-
-
-def _logged_spec(run_id: str) -> ExperimentSpec:
-    """The run's spec, as the class of its experiment name (for run names and tags) without today's file."""
-    spec = assess.logged_spec(run_id)
-    logged = tracking.Run(run_id).logged_dict("spec.json") or {}
-    named = type(logged.get("class") or "LoggedSpec", (ExperimentSpec,), {"name": logged.get("experiment") or ""})
-    values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ExperimentSpec)}
-    return named(**values)
 
 
 def drift_from_file(spec: ExperimentSpec, experiments: str | None, overrides: tuple[str, ...]) -> list[str]:

@@ -128,14 +128,19 @@ def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, home, capsys
     # Anywhere in the trial (building the model, training, evaluating, saving): a random share of trial 1's time,
     # which it repeats with another learning rate (trial 0 also evaluated the untrained model: it took longer),
     # counted from the trial's start, not from when this test noticed it
+    # Seeded so that a failure replays: the seed is printed, and BLIPEXP_FAULT_SEED=<seed> repeats the point
+    seed = int(os.environ.get("BLIPEXP_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"kill point seed: BLIPEXP_FAULT_SEED={seed}")
     study = load_study(home)
-    point = random.uniform(0.02, 0.8) * study.trials[1].user_attrs["seconds"]
+    share = random.Random(seed).uniform(0.02, 0.8)
+    point = share * study.trials[1].user_attrs["seconds"]
     time.sleep(max(0.0, point - (datetime.now() - study.trials[2].datetime_start).total_seconds()))
     process.kill()
     process.communicate()
     before = load_study(home).trials
     killed = [t for t in before if t.state.name == "RUNNING"]
-    assert len(killed) == 1, f"killed {point:.1f}s into trial 2: {[t.state.name for t in before]}"
+    assert len(killed) == 1, \
+        f"killed {point:.1f}s into trial 2 (BLIPEXP_FAULT_SEED={seed}): {[t.state.name for t in before]}"
 
     assert cli.main(args) == 0  # the same command again, in this process: resumes
     assert "resume: 1 trial(s) left running by a stopped process marked failed" in capsys.readouterr().out
@@ -143,7 +148,8 @@ def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, home, capsys
     for old in before:  # finished trials are kept as they were
         if old.state in FINAL_STATES:
             assert (study.trials[old.number].state, study.trials[old.number].value) == (old.state, old.value)
-    assert study.trials[killed[0].number].state.name == "FAIL", f"killed {point:.1f}s into the trial"
+    assert study.trials[killed[0].number].state.name == "FAIL", \
+        f"killed {point:.1f}s into the trial (BLIPEXP_FAULT_SEED={seed})"
     assert len(study.get_trials(states=FINAL_STATES)) == 3  # the total, not "3 more"
     check_retried(study, study.trials[killed[0].number])
     check_agreement(home, study)

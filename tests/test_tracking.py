@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import mlflow
@@ -137,6 +138,17 @@ def test_experiments_open_in_the_uis_model_training_view(home):
         "a kind the user chose in the UI is kept"
 
 
+def test_the_printed_ui_links_ask_for_the_model_training_view_of_the_experiment(home):
+    tracking.configure(home)
+    experiment_id = tracking.use_experiment("exp", home)
+    browse = tracking.ui_command(home, "exp")
+    assert browse.startswith(f"python -m blipexp ui --home {home}")
+    assert browse.endswith(f"then open   http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+                           "?workflowType=machine_learning")
+    assert tracking.ui_command(home, "never-made").endswith("/#/experiments?workflowType=machine_learning")
+    assert tracking.ui_link("https://mlflow.example/") == "https://mlflow.example/#/experiments?workflowType=machine_learning"
+
+
 def test_a_legacy_experiment_without_a_kind_gets_one(home):
     tracking.configure(home)
     mlflow.create_experiment("old", artifact_location=(home / "artifacts").as_uri())
@@ -150,12 +162,17 @@ def test_system_metrics_are_logged_unless_the_spec_turns_them_off(home, monkeypa
     tracking.configure(home)
     tracking.use_experiment("exp", home)
     spec = ExperimentSpec().tiny().replace(system_metrics=enabled)
+    def monitors():  # MLflow samples in a thread of this name for the run's lifetime
+        return [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor" and t.is_alive()]
+
+    assert not monitors()
     with tracking.start_run(spec, run_name="one", tags={}) as run:
+        assert len(monitors()) == int(enabled), "a monitor runs exactly when the spec asks for one"
         deadline = time.monotonic() + 30
         while enabled and not any(k.startswith("system/") for k in run.read().data.metrics):
             assert time.monotonic() < deadline, "no system metric logged in 30 s"
             time.sleep(0.2)
-        time.sleep(0.6)  # several sampling intervals: a monitor would have logged by now
+    assert not monitors(), "the monitor stops with the run"
     logged = set(run.read().data.metrics)
     assert run.read().data.params["system_metrics"] == json.dumps(enabled), "the switch is on the run"
     if enabled:

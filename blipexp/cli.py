@@ -373,7 +373,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
     # One person browsing: one worker, and no background job runner (GenAI judges) with its many processes.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    print(f"MLflow UI on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {tracking.ui_link(f'http://{args.host}:{args.port}')}  (Ctrl-C stops it)\n"
+          "  first visit in a browser: click 'Model training' at the top left once (MLflow opens in its GenAI "
+          "view unless a link asks; the choice is kept), and close the MLflow Assistant panel (x, top right) that "
+          "MLflow opens once per browser", flush=True)
     # this process becomes `mlflow ui`, which forwards SIGTERM and Ctrl-C to its server: a parent waiting on a child
     # would die of SIGTERM and leave the server holding the port
     os.execve(sys.executable, command, env)

@@ -161,7 +161,7 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
     print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}")
     print(f"  sweep run   {result.parent_run_id}  (MLflow experiment {spec.experiment_name!r})")
     print(next_steps(spec, version))
-    print(f"  browse      {tracking.ui_command(home)}")
+    print(f"  browse      {tracking.ui_command(home, spec.experiment_name)}")
     return 0
 
 
@@ -228,6 +228,6 @@ def summary(spec: ExperimentSpec, result: TrialResult, home: Path) -> str:
     lines += [
         f"  run id      {result.run_id}  (MLflow experiment {spec.experiment_name!r})",
         f"  model       {result.model_dir}",
-        f"  browse      {tracking.ui_command(home)}",
+        f"  browse      {tracking.ui_command(home, spec.experiment_name)}",
     ]
     return "\n".join(lines)

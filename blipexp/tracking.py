@@ -193,10 +193,26 @@ def _param(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def ui_command(home: Path) -> str:
+UI_PORT = 5000  # `blipexp ui` and `mlflow ui` serve here unless told otherwise
+# MLflow 3.17's UI opens in its GenAI workspace unless the browser chose "Model training" once (kept in its local
+# storage) or the link asks for it: this query parameter, read from the URL on every page
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(base: str, experiment_id: str | None = None) -> str:
+    """A UI link that opens in the model-training view: an experiment's runs, or the experiment list."""
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    return f"{base.rstrip('/')}/#/{page}?{MODEL_TRAINING_VIEW}"
+
+
+def ui_command(home: Path, experiment_name: str | None = None) -> str:
+    """How to browse the runs: the command that serves the UI (a local store), then the page to open."""
+    found = mlflow.get_experiment_by_name(experiment_name) if experiment_name else None
+    experiment_id = found.experiment_id if found else None
     if is_server(mlflow.get_tracking_uri()):
-        return f"{mlflow.get_tracking_uri()}   (the tracking server serves the UI)"
-    return f"python -m blipexp ui --home {home}   (or: mlflow ui --backend-store-uri {tracking_uri(home)})"
+        return ui_link(mlflow.get_tracking_uri(), experiment_id) + "   (the tracking server serves the UI)"
+    return (f"python -m blipexp ui --home {home}   (or: mlflow ui --backend-store-uri {tracking_uri(home)})\n"
+            f"  then open   {ui_link(f'http://127.0.0.1:{UI_PORT}', experiment_id)}")
 
 
 # --- writing runs: the one place blipexp writes to (and reads back from) MLflow runs

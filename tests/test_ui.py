@@ -13,6 +13,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import REPO, require_tool
+from PIL import Image
 from processes import child_env, free_port, wait_for_health
 
 from blipexp import cli, tracking
@@ -59,16 +61,32 @@ def stop(process: subprocess.Popen) -> None:
         pass
 
 
-def save_screenshot(browser: "Browser", tmp_path: Path, name: str, capsys) -> Path:
-    """Screenshot into the test's tmp dir and tests/artifacts/ (which ignores itself in git); print both."""
+def save_screenshot(browser: "Browser", tmp_path: Path, name: str, capsys, *shown: str) -> Path:
+    """Screenshot once every text in `shown` is drawn inside the window, into the test's tmp dir and tests/artifacts/
+    (which ignores itself in git); print both. The picture must be the window, and not blank."""
+    browser.wait_until(f"({IN_VIEW})({json.dumps(shown)}).length === 0",
+                       lambda: f"not drawn inside the window: {browser.evaluate(f'({IN_VIEW})({json.dumps(shown)})')}")
     shot = tmp_path / f"{name}.png"
     browser.screenshot(shot)
+    width, height = browser.evaluate("[innerWidth * devicePixelRatio, innerHeight * devicePixelRatio]")
+    with Image.open(shot) as picture:
+        assert picture.size == (width, height), f"{shot}: {picture.size}, the window is {width}x{height}"
+        colours = picture.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 64, f"{shot} is nearly blank: {len(colours)} colours"
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / ".gitignore").write_text("*\n")  # screenshots never go in git
     shutil.copy(shot, ARTIFACTS / shot.name)
     with capsys.disabled():
         print(f"\nscreenshot: {ARTIFACTS / shot.name}  (also {shot})")
     return shot
+
+
+# JavaScript: the texts among `needles` that no element on the page shows, as its own text, inside the window
+IN_VIEW = """needles => needles.filter(needle => ![...document.querySelectorAll('body *')].some(e => {
+    if (![...e.childNodes].some(c => c.nodeType === 3 && c.textContent.includes(needle))) return false;
+    const r = e.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth;
+}))"""
 
 
 def _high(fds: tuple[int, int]) -> tuple[int, int]:
@@ -143,6 +161,14 @@ class Browser:
                 raise AssertionError(f"after {WAIT_S} s the page still lacks {missing}; it shows:\n{text[:3000]}")
             time.sleep(0.5)
 
+    def wait_until(self, condition: str, explain) -> None:
+        """Poll a JavaScript condition until it is true; past WAIT_S fail with explain()."""
+        deadline = time.monotonic() + WAIT_S
+        while not self.evaluate(condition):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"after {WAIT_S} s: {explain()}")
+            time.sleep(0.5)
+
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", session=self.session, format="png")["data"]
         path.write_bytes(base64.b64decode(data))
@@ -193,7 +219,7 @@ def ui(swept, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def chromium_session(tmp_path_factory):
     folder = tmp_path_factory.mktemp("chromium")
     with (folder / "chromium.log").open("w") as log:
         session = Browser(chromium(), folder / "profile", log)
@@ -201,10 +227,29 @@ def browser(tmp_path_factory):
     session.close()
 
 
+@pytest.fixture(scope="module")
+def browser(chromium_session, swept, ui):
+    """The browser of a person who followed `blipexp ui`'s hint once: the model-training view chosen and the
+    Assistant panel closed (both kept by the browser), so pages and screenshots show what that person sees."""
+    chromium_session.open(f"{ui[0]}/#/experiments", "small_sweep", "MLflow Assistant")
+    assert chromium_session.evaluate("""(() => {
+        const close = document.querySelector('button[data-component-id="mlflow.assistant.chat_panel.close"]');
+        const labels = [...document.querySelectorAll('span')].filter(e => e.textContent.trim() === 'Model training');
+        close?.click();
+        labels.at(-1)?.click();
+        return Boolean(close) && labels.length > 0;
+    })()"""), "the Assistant panel's close button and the 'Model training' switch"
+    chromium_session.wait_until(
+        "!document.querySelector('button[data-component-id=\"mlflow.assistant.chat_panel.close\"]')",
+        lambda: "the Assistant panel did not close")
+    return chromium_session
+
+
 # --------------------------------------------------------------------------- tests
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-# Tests that need chromium ask for `browser` first: without chromium they skip before the sweep is run.
+# Tests that need chromium ask for `browser` first, which asks for chromium first: without chromium they skip
+# before the sweep is run.
 
 
 def test_experiment_page_shows_the_sweep_run_with_its_nested_trials(browser, swept, ui, tmp_path, capsys):
@@ -221,7 +266,7 @@ def test_experiment_page_shows_the_sweep_run_with_its_nested_trials(browser, swe
         return Boolean(expand);
     })()"""), "the sweep run's row has an expand button for its nested runs"
     browser.wait_for(parent.info.run_name, *trials)
-    save_screenshot(browser, tmp_path, "ui-experiment-runs", capsys)
+    save_screenshot(browser, tmp_path, "ui-experiment-runs", capsys, parent.info.run_name, *trials)
 
 
 def test_run_pages_show_the_sweep_and_trial_metrics(browser, swept, ui, tmp_path, capsys):
@@ -238,18 +283,20 @@ def test_run_pages_show_the_sweep_and_trial_metrics(browser, swept, ui, tmp_path
     assert parent.info.run_name in text, "a trial's page names its parent sweep run"
     browser.evaluate("""[...document.querySelectorAll('h1,h2,h3,h4,span,div')]
         .find(e => e.children.length === 0 && e.textContent.startsWith('Metrics ('))?.scrollIntoView()""")
-    save_screenshot(browser, tmp_path, "ui-trial-run", capsys)
+    save_screenshot(browser, tmp_path, "ui-trial-run", capsys, "val_cider", cider)
 
 
 def test_trials_compare_in_the_chart_view(browser, swept, ui, tmp_path, capsys):
     """The README's compare screenshot: the sweep expanded, then the chart view, one chart per metric over trials."""
     _, experiment_id, runs = swept
     parent, _ = best_trial_run(swept)
-    browser.open(f"{ui[0]}/#/experiments/{experiment_id}/runs", parent.info.run_name)
-    time.sleep(1)  # the table draws its rows after the run names show
-    if "trial-0" not in browser.wait_for(parent.info.run_name):  # the UI remembers an expanded row: a click closes it
-        browser.evaluate("document.querySelector('.ag-row button[data-component-id*=\"runnamecellrenderer\"]')"
-                         "?.click()")
+    page = f"{ui[0]}/#/experiments/{experiment_id}/runs"
+    browser.open(page, parent.info.run_name)
+    browser.evaluate("""Object.keys(localStorage).filter(key => key.includes('ExperimentPage'))
+        .forEach(key => localStorage.removeItem(key))""")  # the UI remembers expanded rows: start from none
+    browser.open("about:blank")
+    browser.open(page, parent.info.run_name)
+    browser.evaluate("document.querySelector('.ag-row button[data-component-id*=\"runnamecellrenderer\"]').click()")
     browser.wait_for("trial-0", "trial-1")
     assert browser.evaluate("""(() => {
         const chart = document.querySelector('input[value="CHART"]');  // the table/chart switch: icons, no text
@@ -257,8 +304,11 @@ def test_trials_compare_in_the_chart_view(browser, swept, ui, tmp_path, capsys):
         return Boolean(chart);
     })()"""), "the runs page has a chart view switch"
     browser.wait_for("Model metrics", "best_objective", "trial-0", "trial-1")  # a chart per metric, each trial a colour
-    time.sleep(2)  # the charts draw after their titles show
-    save_screenshot(browser, tmp_path, "ui-compare-trials", capsys)
+    drawn = """(() => { const plots = [...document.querySelectorAll('.js-plotly-plot')];
+        return plots.length > 0 && plots.every(p => p.querySelectorAll('.point path').length >= 1)
+            && plots.some(p => p.querySelectorAll('.point path').length >= 2); })()"""
+    browser.wait_until(drawn, lambda: "the metric charts did not draw their bars (one per run holding the metric)")
+    save_screenshot(browser, tmp_path, "ui-compare-trials", capsys, "best_objective")
 
 
 def best_trial_run(swept):
@@ -273,10 +323,10 @@ def test_a_trial_shows_its_dataset_and_system_metrics(browser, swept, ui, tmp_pa
     (dataset,) = trial.inputs.dataset_inputs
     page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{trial.info.run_id}"
     browser.open(page, trial.info.run_name, dataset.dataset.name, dataset.dataset.digest)  # "Datasets used"
-    save_screenshot(browser, tmp_path, "ui-trial-dataset", capsys)
+    save_screenshot(browser, tmp_path, "ui-trial-dataset", capsys, dataset.dataset.name)
     assert any(key.startswith("system/cpu_utilization") for key in trial.data.metrics), "the run holds system metrics"
     browser.open(f"{page}/system-metrics", "cpu_utilization_percentage")
-    save_screenshot(browser, tmp_path, "ui-trial-system-metrics", capsys)
+    save_screenshot(browser, tmp_path, "ui-trial-system-metrics", capsys, "cpu_utilization_percentage")
 
 
 def test_a_trial_shows_its_sample_captions_for_every_epoch(browser, swept, ui, tmp_path, capsys):
@@ -288,7 +338,7 @@ def test_a_trial_shows_its_sample_captions_for_every_epoch(browser, swept, ui, t
     prediction = table["data"][-1][table["columns"].index("prediction")]
     page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{trial.info.run_id}/artifacts/val_samples_by_epoch.json"
     browser.open(page, "val_samples_by_epoch.json", "prediction", prediction)
-    save_screenshot(browser, tmp_path, "ui-trial-sample-captions", capsys)
+    save_screenshot(browser, tmp_path, "ui-trial-sample-captions", capsys, "prediction")
 
 
 def test_the_sweep_run_shows_the_intermediate_values_plot(browser, swept, ui, tmp_path, capsys):
@@ -297,13 +347,11 @@ def test_the_sweep_run_shows_the_intermediate_values_plot(browser, swept, ui, tm
     page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/plots/intermediate_values.png"
     browser.open("about:blank")  # a full load: the artifact view keeps an earlier run's selection across hash changes
     browser.open(page, "intermediate_values.png")
-    deadline = time.monotonic() + WAIT_S
     # the viewer shows the PNG (fetched, then drawn from a blob: URL) at its size: 640 px wide, unlike any icon
-    while not browser.evaluate("[...document.images].some(i => i.complete && i.naturalWidth >= 400)"):
-        assert time.monotonic() < deadline, "the intermediate-values plot did not render: " + browser.evaluate(
-            "[...document.images].map(i => i.src.slice(0, 60) + ' ' + i.naturalWidth).join('; ')")
-        time.sleep(0.5)
-    save_screenshot(browser, tmp_path, "ui-sweep-intermediate-values", capsys)
+    browser.wait_until("[...document.images].some(i => i.complete && i.naturalWidth >= 400)",
+                       lambda: "the intermediate-values plot did not render: " + browser.evaluate(
+                           "[...document.images].map(i => i.src.slice(0, 60) + ' ' + i.naturalWidth).join('; ')"))
+    save_screenshot(browser, tmp_path, "ui-sweep-intermediate-values", capsys, "intermediate_values.png")
 
 
 def test_registered_model_page_shows_the_version_with_its_alias(browser, swept, ui, tmp_path, capsys):
@@ -311,7 +359,7 @@ def test_registered_model_page_shows_the_version_with_its_alias(browser, swept, 
     text = browser.open(f"{ui[0]}/#/models/{MODEL}/versions/1", MODEL, "Version 1", "@ champion", "objective",
                         version.tags["objective"][:6])
     assert "previous_champion" in text and "promoted_at" in text
-    save_screenshot(browser, tmp_path, "ui-model-version", capsys)
+    save_screenshot(browser, tmp_path, "ui-model-version", capsys, "Version 1", "champion")
     browser.open(f"{ui[0]}/#/models/{MODEL}", "Version 1", "@ champion")
 
 
@@ -333,3 +381,38 @@ def test_ui_on_other_interfaces_warns_that_it_has_no_authentication(tmp_path, ho
     finally:
         stop(server)
     assert first.startswith(f"warning: the MLflow UI has no authentication; binding {host} exposes every run")
+
+
+def test_the_printed_link_opens_the_model_training_view_and_the_hint_is_true(chromium_session, swept, ui,
+                                                                            tmp_path_factory):
+    """MLflow 3.17 opens a new browser in its GenAI view with its Assistant panel open. `blipexp ui` prints a link
+    that asks for the model-training view, and a hint: click 'Model training' once (kept) and close the panel.
+    Each step is checked in a browser with a fresh profile, so this fails when MLflow changes what the hint says."""
+    _, experiment_id, _ = swept
+    log = ui[1].read_text()
+    link = re.search(r"MLflow UI on (\S+)", log)[1]
+    assert link == f"{ui[0]}/#/experiments?workflowType=machine_learning"
+    assert "click 'Model training' at the top left once" in log and "close the MLflow Assistant panel" in log
+    folder = tmp_path_factory.mktemp("fresh-browser")
+    with (folder / "chromium.log").open("w") as out:
+        fresh = Browser(chromium(), folder / "profile", out)
+    try:
+        text = fresh.open(link, "small_sweep", "Model registry")  # the model-training sidebar
+        assert "Observability" not in text, "the GenAI sidebar"
+        experiment = f"{ui[0]}/#/experiments/{experiment_id}"  # a link without the parameter
+        fresh.open("about:blank")
+        fresh.open(experiment, "small_sweep", "MLflow Assistant")  # the panel opens by itself, once per browser
+        fresh.wait_until("location.href.includes('workflowType=genai')", lambda: "MLflow's default is no longer "
+                         f"its GenAI view: {fresh.evaluate('location.href')}; drop the hint from cli.cmd_ui")
+        clicked = fresh.evaluate("""(() => {
+            const labels = [...document.querySelectorAll('span')].filter(e => e.textContent.trim() === 'Model training');
+            labels.at(-1)?.click();
+            return labels.length > 0;
+        })()""")
+        assert clicked, "no 'Model training' switch at the top left"
+        fresh.open("about:blank")
+        fresh.open(experiment, "small_sweep")
+        fresh.wait_until("location.href.includes('workflowType=machine_learning')",
+                         lambda: f"the choice was not kept: {fresh.evaluate('location.href')}")
+    finally:
+        fresh.close()

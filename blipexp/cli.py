@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import catalog
+from . import catalog, interrupts
 from .spec import ExperimentSpec
 
 # No usage data leaves the machine from a blipexp command: MLflow's and the Hugging Face Hub's telemetry are off
@@ -194,32 +194,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived: raised in the main thread so every `finally` and handler runs, as for Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_experiment  # heavy imports (torch, transformers) only when training
 
     spec = resolve_spec(args)
     if args.trials is not None:
         spec = spec.replace(n_trials=args.trials)
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run_experiment(spec, home=_home(args), new_study=args.new, storage=args.storage,
-                              tracking_uri=args.tracking_uri)
+        with interrupts.stop_at_safe_points():  # Ctrl-C and SIGTERM stop at the next safe point
+            return run_experiment(spec, home=_home(args), new_study=args.new, storage=args.storage,
+                                  tracking_uri=args.tracking_uri)
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        signum = exc.signum if isinstance(exc, interrupts.Interrupted) else signal.SIGINT
         print("\n" + interrupted_message(spec, signal.Signals(signum).name, getattr(exc, "killed_run_id", None),
                                          resume_command(args.argv)), file=sys.stderr)
         return 128 + signum
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def interrupted_message(spec: ExperimentSpec, signame: str, run_id: str | None, again: str) -> str:
@@ -231,12 +220,6 @@ def interrupted_message(spec: ExperimentSpec, signame: str, run_id: str | None, 
         return f"interrupted ({signame}) while no MLflow run was training: re-run `{again}` to train"
     return (f"interrupted ({signame}): MLflow run {run_id} ended KILLED; re-run `{again}` to resume it from its last "
             "epoch checkpoint (--new starts afresh)")
-
-
-def _raise_interrupted(signum: int, frame) -> None:
-    # A second signal during the clean-up gets the default behaviour (SIGTERM: stop at once).
-    signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
-    raise Interrupted(signum)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -339,8 +322,15 @@ def _check_may_promote(args: argparse.Namespace) -> None:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from . import assess, rerun
 
-    reproduction = rerun.rerun(args.model, _home(args), tuple(args.overrides), args.allow_data_change,
-                               args.experiments)
+    try:
+        with interrupts.stop_at_safe_points():
+            reproduction = rerun.rerun(args.model, _home(args), tuple(args.overrides), args.allow_data_change,
+                                       args.experiments)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, interrupts.Interrupted) else signal.SIGINT
+        print(f"\ninterrupted ({signal.Signals(signum).name}): the rerun's MLflow run, if it had started, ended "
+              f"KILLED; `{shlex.join(['python', '-m', 'blipexp', *args.argv])}` reruns from the start", file=sys.stderr)
+        return 128 + signum
     print(assess.to_json_text(rerun.as_json(reproduction)) if args.json else reproduction.describe())
     return 0
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import distributed, evidence, generation, tracking
+from . import distributed, evidence, generation, interrupts, tracking
 from .data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
 from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset
 from .data.images import BadImage
@@ -251,6 +251,7 @@ def score_split(model, processor, data: CaptionData, examples: Sequence[Example]
     kept, predictions, loss_sum, loss_items = [], [], 0.0, 0
     with torch.no_grad():
         for start, batch in zip(range(0, len(examples), spec.eval_batch_size), loader):
+            interrupts.check()  # between batches: a safe point to stop at
             if skips is not None:
                 skips.add(split, *(batch[key] for key in SKIP_KEYS))
             batch = {k: v.to(model.device) for k, v in batch.items() if k not in SKIP_KEYS}

@@ -7,7 +7,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import distributed, generation
+from . import distributed, generation, interrupts
 from .data.collator import IGNORE_INDEX, SKIP_KEYS
 from .data.features import SkipTally, fits_in_memory
 from .data.sources import CaptionData
@@ -70,6 +70,7 @@ class CaptionTrainer(Seq2SeqTrainer):
             self.args.dataloader_persistent_workers = persistent
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        interrupts.check()  # between evaluation batches: a safe point to stop at
         inputs = self._count_skips(self._prepare_inputs(inputs), self.eval_split)
         with torch.no_grad():
             loss = None  # a batch of unusable images only has no loss (every label masked)
@@ -83,6 +84,13 @@ class CaptionTrainer(Seq2SeqTrainer):
             generated = generation.generate(self.accelerator.unwrap_model(model), self.data_collator.tokenizer,
                                             inputs["pixel_values"], self.generation_kwargs)
         return loss, generated, inputs["labels"]
+
+
+class StopAtSafePoints(TrainerCallback):
+    """Ctrl-C or SIGTERM stop training at a step's end (interrupts.py), not inside the step."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        interrupts.check()
 
 
 class _BarOnly(ProgressCallback):
@@ -103,7 +111,7 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
         eval_dataset=val_set,
         data_collator=collator,
         compute_metrics=compute_metrics,
-        callbacks=callbacks,
+        callbacks=[*callbacks, StopAtSafePoints()],
         generation_kwargs=generation.settings(spec),
     )
     trainer.remove_callback(ProgressCallback)

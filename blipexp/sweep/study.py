@@ -28,7 +28,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
-from .. import locks
+from .. import interrupts, locks
 from ..spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
 from .pruner import ScheduleMedianPruner
 
@@ -132,11 +132,15 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
                          "reachable from this machine") from exc
 
 
-def study_lock(study: optuna.Study, home: Path):
+@contextmanager
+def study_lock(study: optuna.Study, home: Path) -> Iterator[None]:
     """The lock around a study's once-only decisions: an advisory lock in its PostgreSQL database, else a
-    file lock in home (one machine)."""
+    file lock in home (one machine). Ctrl-C and SIGTERM never cut a decision in two: a stop asked while the lock
+    is held waits for its release (interrupts.held)."""
     url = _postgres_url(study)
-    return advisory_lock(url, f"blipexp-study:{study.study_name}") if url else locks.hold(home, study.study_name)
+    lock = advisory_lock(url, f"blipexp-study:{study.study_name}") if url else locks.hold(home, study.study_name)
+    with lock, interrupts.held():
+        yield
 
 
 @contextmanager

@@ -1,0 +1,130 @@
+"""Ctrl-C and SIGTERM stop a command at a safe point, never in the middle of a decision.
+
+A first signal only asks to stop: training ends at the next step's end or evaluation batch (`check`), a sweep
+before its next trial. Code that must not be cut in two (a trial's run ended and the study told, under the study
+lock) runs `held()`: a stop is never raised inside it. Where no safe point comes within the grace period (a long
+phase with none, a stalled step), the stop is raised where the program is, as Python does for Ctrl-C; a second
+signal stops at once; a third one gets the default behaviour (SIGTERM ends the process). The grace is short by
+default because `docker stop` sends SIGKILL 10 s after SIGTERM, and clean-up needs some of those seconds.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+GRACE_ENV = "BLIPEXP_STOP_GRACE_S"
+DEFAULT_GRACE_S = 5.0
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM asked to stop: raised in the main thread, so every `finally` and handler runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class _State:
+    signum: int | None = None  # the first signal: a stop was asked
+    signals: int = 0
+    held: int = 0  # depth of held() sections
+    overdue: bool = False  # the stop is due (grace over, or a second signal) but a held section runs
+    raised: bool = False  # the stop was raised once: later checks let the clean-up run
+    active: bool = False  # handlers installed (main thread, inside stop_at_safe_points)
+
+
+_state = _State()
+
+
+def grace_seconds() -> float:
+    raw = os.environ.get(GRACE_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_GRACE_S
+    except ValueError:
+        raise ValueError(f"{GRACE_ENV}={raw!r} is not a number of seconds: set it to e.g. 5") from None
+    if value <= 0:
+        raise ValueError(f"{GRACE_ENV}={raw!r} must be above 0 seconds: set it to e.g. 5")
+    return value
+
+
+@contextmanager
+def stop_at_safe_points() -> Iterator[None]:
+    """Catch SIGINT and SIGTERM for the body (main thread only; elsewhere signals keep their handlers)."""
+    global _state
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    grace = grace_seconds()
+    saved = {signum: signal.getsignal(signum) for signum in (*SIGNALS, signal.SIGALRM)}
+    outer, _state = _state, _State(active=True)
+    for signum in SIGNALS:
+        signal.signal(signum, lambda number, frame: _on_signal(number, grace))
+    signal.signal(signal.SIGALRM, lambda number, frame: _stop_now())
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        _state = outer
+
+
+def requested() -> bool:
+    """A stop was asked and not yet raised."""
+    return _state.signum is not None and not _state.raised
+
+
+def check() -> None:
+    """A safe point: stop here if a stop was asked."""
+    if requested() and not _state.held:
+        _raise()
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A section no stop cuts in two: one that falls due inside is raised when the section ends."""
+    _state.held += 1
+    try:
+        yield
+    finally:
+        _state.held -= 1
+    if _state.overdue and not _state.held and not _state.raised:
+        _raise()
+
+
+def _on_signal(signum: int, grace: float) -> None:
+    _state.signals += 1
+    if _state.signals == 1:
+        _state.signum = signum
+        # os.write, not print: a handler that prints while the main thread is inside a print of its own fails
+        os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name}: stopping at the next safe point (in at "
+                 f"most {grace:g} s; send it again to stop now)\n".encode())
+        signal.setitimer(signal.ITIMER_REAL, grace)
+        return
+    for number in SIGNALS:  # a third signal: SIGTERM ends the process, Ctrl-C raises wherever it lands
+        signal.signal(number, signal.SIG_DFL if number == signal.SIGTERM else signal.default_int_handler)
+    _stop_now()
+
+
+def _stop_now() -> None:
+    """The grace is over, or a second signal came: stop where the program is, unless a held section runs."""
+    if _state.raised:
+        return
+    if _state.held:
+        _state.overdue = True
+        return
+    _raise()
+
+
+def _raise() -> None:
+    assert _state.signum is not None, "a stop is raised only after a signal asked for it"
+    _state.raised = True
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    raise Interrupted(_state.signum)

@@ -1,0 +1,154 @@
+"""Ctrl-C and SIGTERM stop at safe points: real signals sent to this process, a real Trainer on the tiny model, a
+real sweep (Optuna journal, MLflow store in a temp dir)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from transformers import TrainerCallback
+
+from blipexp import catalog, interrupts, runner, tracking
+from blipexp.data import load_data
+from blipexp.spec import ExperimentSpec
+from blipexp.sweep import loop, open_study
+from blipexp.train import train_trial
+
+SWEEPS = Path(__file__).parent / "experiments_sweep"
+BOUND_S = 60  # a wait that must end long before this
+
+
+def send(signum: int = signal.SIGINT) -> None:
+    os.kill(os.getpid(), signum)
+
+
+def spin_until_raised(seconds: float = BOUND_S) -> None:
+    """Busy code with no safe point: only the grace timer (or a second signal) can stop it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise AssertionError(f"no stop came in {seconds} s")
+
+
+@pytest.fixture
+def short_grace(monkeypatch):
+    monkeypatch.setenv(interrupts.GRACE_ENV, "0.3")
+
+
+# --- the mechanism
+
+
+def test_a_signal_stops_at_the_next_safe_point_not_where_it_lands():
+    with interrupts.stop_at_safe_points():
+        interrupts.check()  # nothing asked: a safe point passes
+        send(signal.SIGTERM)
+        reached = True  # the handler returned: the signal did not raise where it landed
+        assert interrupts.requested()
+        with pytest.raises(interrupts.Interrupted) as stopped:
+            interrupts.check()
+    assert reached and stopped.value.signum == signal.SIGTERM
+
+
+def test_a_held_section_is_never_cut_and_an_overdue_stop_comes_at_its_end(short_grace):
+    steps = []
+    with interrupts.stop_at_safe_points(), pytest.raises(interrupts.Interrupted):
+        with interrupts.held():
+            send()
+            interrupts.check()  # a safe point inside a held section does not stop it
+            time.sleep(1.0)  # past the 0.3 s grace: the stop is overdue
+            steps.append("the section's last line")
+        steps.append("after the section")
+    assert steps == ["the section's last line"]
+
+
+def test_with_no_safe_point_the_stop_comes_when_the_grace_is_over(short_grace):
+    with interrupts.stop_at_safe_points(), pytest.raises(interrupts.Interrupted) as stopped:
+        send(signal.SIGTERM)
+        spin_until_raised()
+    assert stopped.value.signum == signal.SIGTERM
+
+
+def test_a_second_signal_stops_at_once_and_a_third_gets_the_default(monkeypatch):
+    monkeypatch.setenv(interrupts.GRACE_ENV, str(BOUND_S * 2))  # the grace cannot be what stops it
+    with interrupts.stop_at_safe_points():
+        with pytest.raises(interrupts.Interrupted):
+            send()
+            send()
+            spin_until_raised()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+
+
+def test_handlers_are_restored_and_a_bad_grace_is_refused(monkeypatch):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    with interrupts.stop_at_safe_points():
+        assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert not interrupts.requested()
+    monkeypatch.setenv(interrupts.GRACE_ENV, "soon")
+    with pytest.raises(ValueError, match="BLIPEXP_STOP_GRACE_S='soon' is not a number of seconds"):
+        with interrupts.stop_at_safe_points():
+            pass
+
+
+# --- the safe points: a training step's end, between trials; the held section: a trial's end told to the study
+
+
+class SignalAtStep(TrainerCallback):
+    """Sends SIGINT as step `at` begins (a signal landing inside a training step); records steps begun and ended."""
+
+    def __init__(self, at: int):
+        self.at, self.begun, self.ended = at, [], []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.begun.append(state.global_step + 1)
+        if state.global_step + 1 == self.at:
+            send()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ended.append(state.global_step)
+
+
+def test_training_stops_at_the_end_of_the_step_the_signal_landed_in(home):
+    spec = ExperimentSpec().tiny().replace(epochs=2, sample_captions=0, test_fraction=0.0)
+    tracking.configure(home)
+    tracking.use_experiment("interrupts", home)
+    steps = SignalAtStep(at=2)
+    with interrupts.stop_at_safe_points(), pytest.raises(interrupts.Interrupted):
+        train_trial(spec, load_data(spec, home), home, echo=False, callbacks=[steps])
+    assert steps.begun == [1, 2] and steps.ended == [1, 2], "step 2 ran to its end, step 3 never began"
+    (run,) = tracking.experiment_runs("interrupts")
+    assert run.info.status == "KILLED"
+
+
+def test_a_signal_while_a_trial_is_told_complete_keeps_it_complete_and_stops_before_the_next(home, monkeypatch):
+    """The signal lands between the trial's run ending FINISHED and study.tell (the issue's example): the trial is
+    told COMPLETE all the same, the sweep stops before asking for another trial, and re-running goes on from there."""
+    spec = catalog.load("small_sweep", SWEEPS).replace(epochs=1, n_trials=2, test_fraction=0.0, max_new_tokens=6)
+    original = loop._TrialRun.end_run
+
+    def end_run(self, state, status):
+        original(self, state, status)
+        if state == "COMPLETE":
+            send(signal.SIGTERM)
+            time.sleep(1.0)  # the rest of the section takes longer than the grace: the stop falls due inside it
+
+    monkeypatch.setattr(loop._TrialRun, "end_run", end_run)
+    monkeypatch.setenv(interrupts.GRACE_ENV, "0.2")  # overdue within the section, which holds it to its end
+    tracking.configure(home)
+    with interrupts.stop_at_safe_points(), pytest.raises(interrupts.Interrupted) as stopped:
+        runner.run_experiment(spec, home)
+    assert stopped.value.signum == signal.SIGTERM
+    study = open_study(spec, home)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"], "told, and no second trial was started"
+    run = mlflow.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert (run.info.status, run.data.tags["trial_state"]) == ("FINISHED", "COMPLETE")
+    assert mlflow.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+
+    monkeypatch.setattr(loop._TrialRun, "end_run", original)
+    assert runner.run_experiment(spec, home) == 0
+    study = open_study(spec, home)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], "the kept trial counts: one more ran"

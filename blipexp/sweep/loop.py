@@ -15,16 +15,16 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from .. import liveness, precision, tracking
+from .. import interrupts, liveness, precision, tracking
 from ..data import CaptionData
 from ..spec import ExperimentSpec
-from ..train import train_trial, untrained_key
+from ..train import TrialResult, train_trial, untrained_key
 from . import recovery
 from .report import log_parent_summary, trial_ended, trial_started
 from .study import best_trial, counted, open_study, sampler, study_lock, suggest
@@ -92,6 +92,7 @@ def _run_trials(study: optuna.Study, spec: ExperimentSpec, data: CaptionData, ho
               f"{max(0, spec.n_trials - done)} to run", flush=True)
     waiting_said = False
     while True:
+        interrupts.check()  # between trials: a safe point to stop at
         with study_lock(study, home):
             if recovery.fail_orphaned_trials(study) + recovery.fail_stale_trials(study):  # a worker died: end its run now
                 recovery.reconcile_runs(study, home)
@@ -139,109 +140,139 @@ def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
     return run.id
 
 
+@dataclass
+class _TrialRun:
+    """One trial as it runs: its Optuna trial, the MLflow run it logs to (known from its first evaluation on),
+    and the epoch-0 scores it may reuse."""
+
+    study: optuna.Study
+    trial: optuna.Trial
+    spec: ExperimentSpec  # with the trial's suggested params once suggest() ran
+    home: Path
+    pulse: recovery.Pulse
+    started: float = field(default_factory=time.perf_counter)
+    untrained_attr: str = ""  # the study attribute holding the initial model's scores (epoch 0), shared by trials
+    untrained: dict[str, float] | None = None  # those scores, when an earlier trial logged them
+    run_id: str | None = None
+
+    def suggest(self, data: CaptionData, echo: bool) -> None:
+        """The trial's params suggested and announced, and the epoch-0 scores of its initial model if known."""
+        params = {key: suggest(self.trial, key, dim) for key, dim in self.spec.search_space().items()}
+        if echo:
+            print(trial_started(self.study, self.spec, self.trial.number, params), flush=True)
+        self.spec = self.spec.replace(**params)
+        key = untrained_key(self.spec, data.fingerprint, precision.used(self.spec, self.home))
+        self.untrained_attr = f"untrained:{key}"
+        self.untrained = self.study.user_attrs.get(self.untrained_attr)
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        """After each evaluation: record the run, share epoch 0's scores, feed the pruner."""
+        self.pulse.check()  # an epoch's end is a safe point to stop a trial another worker failed
+        if self.run_id is None:
+            self.run_id = tracking.Run.active().id
+            self.trial.set_user_attr("mlflow_run_id", self.run_id)
+        if epoch == 0:
+            if self.untrained is None:  # the first trial with this initial model: later ones reuse its scores
+                self.study.set_user_attr(self.untrained_attr, metrics)
+            return
+        self.trial.report(metrics[self.spec.objective_metric], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    def tag_fail_reason(self, reason: str) -> None:
+        if self.run_id is None:  # stopped before its first evaluation recorded the run: find it by its tags
+            found = tracking.find_runs(f"tags.optuna_study = '{self.study.study_name}' and "
+                                       f"tags.optuna_trial = '{self.trial.number}'")
+            self.run_id = found[0].info.run_id if found else None
+        if self.run_id is not None:
+            tracking.Run(self.run_id).tags({"fail_reason": reason[:5000]})
+
+    def end_run(self, state: str, status: str) -> None:
+        """End the trial's MLflow run as the trial ended (tag trial_state); an unfinished one's checkpoints go."""
+        if self.run_id is None:
+            return  # no run was started
+        if state != "COMPLETE":  # an unfinished trial's checkpoints are never used
+            shutil.rmtree(self.home / "checkpoints" / self.run_id, ignore_errors=True)
+        record = tracking.Run(self.run_id)
+        record.tags({"trial_state": state})
+        record.metrics({"trial_seconds": time.perf_counter() - self.started})
+        record.end(status)
+
+
 def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, data: CaptionData, home: Path,
                echo: bool, pulse: recovery.Pulse) -> TrialState:
     """Train one trial and tell the study how it ended; the MLflow run ends with the same state.
 
     Ctrl-C / SIGTERM: the trial is told FAIL (its params are retried on resume), its run ends KILLED, and
     the interrupt goes on up. Failed by another worker meanwhile (`pulse`): see _lost."""
-    run: dict[str, str] = {}
-    known_untrained: dict[str, float] | None = None  # set below, before training starts
-
-    def report(epoch: int, metrics: dict[str, float]) -> None:
-        pulse.check()  # an epoch's end is a safe point to stop a trial another worker failed
-        if not run:
-            run["id"] = tracking.Run.active().id
-            trial.set_user_attr("mlflow_run_id", run["id"])
-        if epoch == 0:
-            if known_untrained is None:  # the first trial with this initial model: later ones reuse its scores
-                study.set_user_attr(untrained_attr, metrics)
-            return
-        trial.report(metrics[spec.objective_metric], epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-    started = time.perf_counter()
+    current = _TrialRun(study, trial, spec, home, pulse)
     try:
-        params = {key: suggest(trial, key, dim) for key, dim in spec.search_space().items()}
-        if echo:
-            print(trial_started(study, spec, trial.number, params), flush=True)
-        trial_spec = spec.replace(**params)
-        untrained_attr = f"untrained:{untrained_key(trial_spec, data.fingerprint, precision.used(trial_spec, home))}"
-        known_untrained = study.user_attrs.get(untrained_attr)
-        result = train_trial(trial_spec, data, home, run_name=f"trial-{trial.number}", listeners=[report],
+        current.suggest(data, echo)
+        result = train_trial(current.spec, data, home, run_name=f"trial-{trial.number}", listeners=[current.report],
                              extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
-                             nested=True, echo=echo, untrained=known_untrained)
+                             nested=True, echo=echo, untrained=current.untrained)
         if not math.isfinite(result.objective):
             raise _TrialStopped(f"objective {spec.objective_metric} is {result.objective}")
     except optuna.TrialPruned:
-        with study_lock(study, home):  # stale trials are failed under this lock: no one fails it meanwhile
-            if not recovery.is_running(study, trial):
-                return _lost(study, trial, run, started, home, echo)
-            _end_trial_run(run, "PRUNED", "FINISHED", started, home)
-            study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
+        return _pruned(current, echo)
     except (recovery.TrialLost, optuna.exceptions.UpdateFinishedTrialError):  # failed before the pulse noticed
-        return _lost(study, trial, run, started, home, echo)
+        return _lost(current, echo)
     except (Exception, KeyboardInterrupt) as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        reason = f"interrupted ({exc or 'SIGINT'})" if interrupted else f"{type(exc).__name__}: {exc}"
-        _fail(study, trial, run, reason, "KILLED" if interrupted else "FAILED", started, home)
-        if interrupted:
-            with study_lock(study, home):
-                recovery.retry(study, trial.params)  # not its fault: the same params run again on resume
-            raise
-        if echo:
-            print(f"trial {trial.number} failed: {reason[:300]}", flush=True)
-        return TrialState.FAIL
-    with study_lock(study, home):  # one worker at a time decides which model folder to keep
-        if not recovery.is_running(study, trial):  # failed by another worker during its last epoch
-            return _lost(study, trial, run, started, home, echo)
-        trial.set_user_attr("model_dir", str(result.model_dir))
-        trial.set_user_attr("seconds", time.perf_counter() - started)
-        _end_trial_run(run, "COMPLETE", "FINISHED", started, home)
-        study.tell(trial, result.objective)
-        _keep_only_best_model(study)
+        return _failed(current, exc, echo)
+    return _complete(current, result, echo)
+
+
+def _complete(current: _TrialRun, result: TrialResult, echo: bool) -> TrialState:
+    with study_lock(current.study, current.home):  # one worker at a time decides which model folder to keep
+        if not recovery.is_running(current.study, current.trial):  # failed by another worker in its last epoch
+            return _lost(current, echo)
+        current.trial.set_user_attr("model_dir", str(result.model_dir))
+        current.trial.set_user_attr("seconds", time.perf_counter() - current.started)
+        current.end_run("COMPLETE", "FINISHED")
+        current.study.tell(current.trial, result.objective)
+        _keep_only_best_model(current.study)
     return TrialState.COMPLETE
 
 
-def _lost(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], started: float, home: Path,
-          echo: bool) -> TrialState:
+def _pruned(current: _TrialRun, echo: bool) -> TrialState:
+    with study_lock(current.study, current.home):  # stale trials are failed under this lock: no one fails it meanwhile
+        if not recovery.is_running(current.study, current.trial):
+            return _lost(current, echo)
+        current.end_run("PRUNED", "FINISHED")
+        current.study.tell(current.trial, state=TrialState.PRUNED)
+    return TrialState.PRUNED
+
+
+def _lost(current: _TrialRun, echo: bool) -> TrialState:
     """Another worker failed this trial behind its back (its heartbeats came later than the grace period) and
     queued its params again: end its run KILLED and delete its checkpoints and model (never registered); the
     trial is already FAIL, so the study is not told."""
-    _tag_fail_reason(study, trial, run, recovery.LOST_REASON)
-    _end_trial_run(run, "FAIL", "KILLED", started, home)
+    with interrupts.held():
+        current.tag_fail_reason(recovery.LOST_REASON)
+        current.end_run("FAIL", "KILLED")
     if echo:
-        print(f"trial {trial.number} stopped: {recovery.LOST_REASON}", flush=True)
+        print(f"trial {current.trial.number} stopped: {recovery.LOST_REASON}", flush=True)
     return TrialState.FAIL
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str, status: str, started: float,
-          home: Path) -> None:
-    trial.set_user_attr("fail_reason", reason[:1000])
-    _tag_fail_reason(study, trial, run, reason)
-    _end_trial_run(run, "FAIL", status, started, home)
-    study.tell(trial, state=TrialState.FAIL)
-
-
-def _tag_fail_reason(study: optuna.Study, trial: optuna.Trial, run: dict[str, str], reason: str) -> None:
-    if "id" not in run:  # stopped before its first evaluation recorded the run: find it by its tags
-        found = tracking.find_runs(f"tags.optuna_study = '{study.study_name}' and tags.optuna_trial = '{trial.number}'")
-        run.update({"id": found[0].info.run_id} if found else {})
-    if "id" in run:
-        tracking.Run(run["id"]).tags({"fail_reason": reason[:5000]})
-
-
-def _end_trial_run(run: dict[str, str], state: str, status: str, started: float, home: Path) -> None:
-    if "id" not in run:
-        return  # no run was started
-    if state != "COMPLETE":  # an unfinished trial's checkpoints are never used
-        shutil.rmtree(home / "checkpoints" / run["id"], ignore_errors=True)
-    record = tracking.Run(run["id"])
-    record.tags({"trial_state": state})
-    record.metrics({"trial_seconds": time.perf_counter() - started})
-    record.end(status)
+def _failed(current: _TrialRun, exc: BaseException, echo: bool) -> TrialState:
+    """The trial raised: FAIL with the reason on the trial and its run. An interrupt (Ctrl-C, SIGTERM) ends the run
+    KILLED, queues the same params again (not the trial's fault) and goes on up."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    reason = f"interrupted ({exc or 'SIGINT'})" if interrupted else f"{type(exc).__name__}: {exc}"
+    with interrupts.held():  # told FAIL and its run ended, or neither
+        current.trial.set_user_attr("fail_reason", reason[:1000])
+        current.tag_fail_reason(reason)
+        current.end_run("FAIL", "KILLED" if interrupted else "FAILED")
+        current.study.tell(current.trial, state=TrialState.FAIL)
+        if interrupted:
+            with study_lock(current.study, current.home):
+                recovery.retry(current.study, current.trial.params)
+    if interrupted:
+        raise exc
+    if echo:
+        print(f"trial {current.trial.number} failed: {reason[:300]}", flush=True)
+    return TrialState.FAIL
 
 
 def _keep_only_best_model(study: optuna.Study) -> None:

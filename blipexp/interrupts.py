@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,14 +102,22 @@ def _on_signal(signum: int, grace: float) -> None:
     _state.signals += 1
     if _state.signals == 1:
         _state.signum = signum
-        # os.write, not print: a handler that prints while the main thread is inside a print of its own fails
-        os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name}: stopping at the next safe point (in at "
-                 f"most {grace:g} s; send it again to stop now)\n".encode())
+        _say(f"\n{signal.Signals(signum).name}: stopping at the next safe point (in at most {grace:g} s; send it "
+             "again to stop now)\n")
         signal.setitimer(signal.ITIMER_REAL, grace)
         return
     for number in SIGNALS:  # a third signal: SIGTERM ends the process, Ctrl-C raises wherever it lands
         signal.signal(number, signal.SIG_DFL if number == signal.SIGTERM else signal.default_int_handler)
     _stop_now()
+
+
+def _say(line: str) -> None:
+    """To file descriptor 2, not through print: a handler that prints while the main thread is inside a print of its
+    own fails (a reentrant call), and a captured sys.stderr may have no descriptor."""
+    try:
+        os.write(2, line.encode())
+    except OSError:  # no stderr: the stop still happens, unannounced
+        pass
 
 
 def _stop_now() -> None:

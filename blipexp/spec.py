@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from . import trainer_args
 from .fields import arg, arg_dict, field_types, first_paragraph, matches, parse, redeclare_plain_overrides, type_name
 from .metrics import METRIC_KEYS
+from .search_space import SearchDim, check_space
 
 HUB_MODEL = "Salesforce/blip-image-captioning-base"
 HUB_DATASET = "ybelkada/football-dataset"
@@ -36,32 +37,6 @@ LORA_PRESETS = {
 LORA_PATTERNS = {"decoder": _DECODER_ATTENTION, "decoder+vision": f"{_DECODER_ATTENTION}|{_VISION_ATTENTION}"}
 
 
-@dataclass(frozen=True)
-class FloatRange:
-    """A float dimension of a search space; `log` samples on a log scale."""
-
-    low: float
-    high: float
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class IntRange:
-    """An integer dimension of a search space, bounds inclusive."""
-
-    low: int
-    high: int
-    step: int = 1
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A categorical dimension of a search space."""
-
-    options: tuple
-
-
-SearchDim = FloatRange | IntRange | Choice
 
 
 @dataclass
@@ -223,7 +198,7 @@ class ExperimentSpec:
         _require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
         _require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
         self._check_lora()
-        self._check_search_space()
+        check_space(self.search_space(), field_types(type(self)))
 
     # --- behaviour subclasses may extend
 
@@ -363,43 +338,6 @@ class ExperimentSpec:
         except re.error as exc:
             raise ValueError(f"lora_targets={self.lora_targets!r} is neither a preset ({', '.join(LORA_PRESETS)}) "
                              f"nor a valid regular expression ({exc}): --set lora_targets=decoder") from None
-
-    def _check_search_space(self) -> None:
-        names = {f.name for f in fields(self)}
-        for key, dim in self.search_space().items():
-            if key.startswith(trainer_args.PREFIX):
-                trainer_args.check_name(key[len(trainer_args.PREFIX):])
-            elif key not in names:
-                close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
-                raise ValueError(f"search space names unknown field {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-            if isinstance(dim, (FloatRange, IntRange)):
-                _require(dim.low < dim.high, f"search_space[{key!r}]", (dim.low, dim.high), "needs low < high")
-                if isinstance(dim, FloatRange) and dim.log:
-                    _require(dim.low > 0, f"search_space[{key!r}]", dim.low, "log scale needs low > 0")
-            elif isinstance(dim, Choice):
-                _require(len(dim.options) >= 1, f"search_space[{key!r}]", dim.options, "needs at least one option")
-            else:
-                raise ValueError(f"search_space[{key!r}] is {dim!r}: use FloatRange, IntRange or Choice")
-            if key in names:
-                self._check_dimension_type(key, dim)
-
-    def _check_dimension_type(self, key: str, dim: SearchDim) -> None:
-        """What a dimension suggests must fit the field's type: a FloatRange over `epochs` fails here, when the spec
-        is built, not when each trial starts."""
-        hint = field_types(type(self))[key]
-        values = {FloatRange: lambda d: [float(d.low), float(d.high)], IntRange: lambda d: [int(d.low), int(d.high)],
-                  Choice: lambda d: list(d.options)}[type(dim)](dim)
-        wrong = [value for value in values if not matches(value, hint)]
-        if wrong:
-            if isinstance(dim, Choice):
-                fix = f"options that are {type_name(hint)}"
-            elif hint is int:
-                fix = f"IntRange({int(dim.low)}, {int(dim.high)})"
-            else:
-                fix = f"Choice(...) of {type_name(hint)} values"
-            raise ValueError(f"search_space[{key!r}] is a {type(dim).__name__}, which suggests {wrong[0]!r}, but {key} "
-                             f"takes {type_name(hint)}: use {fix}")
-
 
     def _check_generation(self) -> None:
         _require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", self.min_new_tokens,

@@ -7,7 +7,8 @@ from blipexp import model_card
 from blipexp.data import CaptionData
 from blipexp.evaluation import LoggedScores
 from blipexp.evidence import Interval
-from blipexp.spec import ExperimentSpec, FloatRange
+from blipexp.search_space import FloatRange
+from blipexp.spec import ExperimentSpec
 
 VALIDATION = LoggedScores("validation", {"cider": 1.25, "bleu4": 0.31, "loss": 0.8}, {"cider": Interval(1.0, 1.5)},
                           "bs:1000|seed:42|idf:split|images:8")

@@ -33,7 +33,8 @@ class RerunSmall(ExperimentSpec):
 '''
 
 SWEEP = '''"""Hypothesis: rerun trains a sweep's best trial alone."""
-from blipexp.spec import Choice, ExperimentSpec
+from blipexp.search_space import Choice
+from blipexp.spec import ExperimentSpec
 
 
 class RerunSweep(ExperimentSpec):

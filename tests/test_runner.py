@@ -4,7 +4,8 @@ import pytest
 
 from blipexp import eval_cache, registry, runner, tracking
 from blipexp.data import load_data
-from blipexp.spec import Choice, ExperimentSpec, FloatRange
+from blipexp.search_space import Choice, FloatRange
+from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
 pytestmark = pytest.mark.slow

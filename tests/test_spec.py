@@ -1,17 +1,7 @@
-import re
 
 import pytest
 
-from blipexp.spec import (
-    LORA_PATTERNS,
-    PITCH_DATASET,
-    TINY_MODEL,
-    TINY_RANDOM_MODEL,
-    Choice,
-    ExperimentSpec,
-    FloatRange,
-    IntRange,
-)
+from blipexp.spec import LORA_PATTERNS, PITCH_DATASET, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
 
 
 class Child(ExperimentSpec):
@@ -91,41 +81,6 @@ def test_both_tiny_presets_are_the_tiny_profile():
     assert not ExperimentSpec().is_tiny and ExperimentSpec().profile == "full"
 
 
-def test_search_space_must_name_fields_and_have_valid_ranges():
-    class BadName(ExperimentSpec):
-        def search_space(self):
-            return {"learnin_rate": FloatRange(1e-5, 1e-3, log=True)}
-
-    class BadRange(ExperimentSpec):
-        def search_space(self):
-            return {"epochs": IntRange(5, 2)}
-
-    class Good(ExperimentSpec):
-        def search_space(self):
-            return {"learning_rate": FloatRange(1e-5, 1e-3, log=True), "num_beams": Choice((1, 3))}
-
-    with pytest.raises(ValueError, match="did you mean learning_rate"):
-        BadName()
-    with pytest.raises(ValueError, match="needs low < high"):
-        BadRange()
-    assert set(Good().search_space()) == {"learning_rate", "num_beams"}
-
-
-@pytest.mark.parametrize("dim, message", [
-    (("epochs", FloatRange(2, 12)), "['epochs'] is a FloatRange, which suggests 2.0, but epochs takes int: use IntRange(2, 12)"),
-    (("num_beams", Choice((1, 2.5))), "['num_beams'] is a Choice, which suggests 2.5, but num_beams takes int"),
-    (("precision", Choice(("fp32", "fp64"))), "suggests 'fp64', but precision takes one of auto, fp32, bf16, fp16"),
-    (("freeze_vision_encoder", IntRange(0, 1)), "suggests 0, but freeze_vision_encoder takes bool"),
-])
-def test_a_search_dimension_must_suggest_values_of_its_fields_type_when_the_spec_is_built(dim, message):
-    class Mistyped(ExperimentSpec):
-        def search_space(self):
-            return dict([dim])
-
-    with pytest.raises(ValueError, match=re.escape(message)):
-        Mistyped()
-
-
 def test_hypothesis_drops_a_leading_label_once():
     class Twice(ExperimentSpec):
         """HYPOTHESIS:   hypothesis: is a word here.
@@ -183,20 +138,6 @@ def test_trainer_entries_are_set_with_dotted_keys_and_logged_as_their_own_params
     assert ExperimentSpec().trainer == {}, "the override did not leak into the defaults"
     with pytest.raises(ValueError, match="did you mean label_smoothing_factor"):
         ExperimentSpec().with_overrides(["trainer.label_smoothing=0.1"])
-
-
-def test_a_search_space_may_search_a_trainer_entry():
-    class Smoothing(ExperimentSpec):
-        def search_space(self):
-            return {"trainer.label_smoothing_factor": FloatRange(0.0, 0.2)}
-
-    class Owned(ExperimentSpec):
-        def search_space(self):
-            return {"trainer.num_train_epochs": IntRange(1, 3)}
-
-    assert set(Smoothing().search_space()) == {"trainer.label_smoothing_factor"}
-    with pytest.raises(ValueError, match="use the spec field epochs"):
-        Owned()
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -11,7 +11,8 @@ from transformers.trainer_callback import PrinterCallback
 
 from .. import generation
 from ..data.collator import CaptionCollator
-from ..spec import ExperimentSpec, IntRange
+from ..search_space import IntRange
+from ..spec import ExperimentSpec
 from .sizes import Size, log
 
 FAST = "blipexp: frozen encoder, feature cache, pruning"

@@ -29,7 +29,8 @@ from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
 from .. import interrupts, locks
-from ..spec import Choice, ExperimentSpec, FloatRange, IntRange, SearchDim
+from ..search_space import Choice, FloatRange, IntRange, SearchDim
+from ..spec import ExperimentSpec
 from .pruner import ScheduleMedianPruner
 
 FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total

@@ -1,5 +1,6 @@
 """Hypothesis: a test sweep small enough for the suite still prunes and resumes."""
-from blipexp.spec import Choice, ExperimentSpec
+from blipexp.search_space import Choice
+from blipexp.spec import ExperimentSpec
 
 
 class SmallSweep(ExperimentSpec):

@@ -22,6 +22,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 MAX_BATCH_VARIABLE = "BLIPEXP_SERVE_MAX_BATCH"
 MAX_WAIT_VARIABLE = "BLIPEXP_SERVE_MAX_WAIT_MS"
 BUSY_WAIT_VARIABLE = "BLIPEXP_SERVE_BUSY_WAIT_MS"
+REQUEST_THREADS_VARIABLE = "BLIPEXP_SERVE_REQUEST_THREADS"
 LIMIT_PREFIX = "BLIPEXP_SERVE_LIMIT_"  # + a Limits field in capitals, e.g. BLIPEXP_SERVE_LIMIT_NUM_BEAMS
 LOG_LEVEL_VARIABLE = "BLIPEXP_SERVE_LOG_LEVEL"  # e.g. DEBUG: one line per batch on the server's stderr
 
@@ -40,12 +41,16 @@ class Batching:
     max_batch: int = 8  # images per generate call at most; 0: off, each request generates alone in its own thread
     max_wait_ms: float = 2.0  # how long the first waiting image waits for others before its batch runs anyway
     busy_wait_ms: float = 50.0  # under load, how long a batch waits at most for the images that were in flight
+    # requests MLflow's scoring server runs at once (each decodes its images, then waits for its batch): asyncio's
+    # default, cores + 4 (6 on 2 cores), would keep batches of one-image requests below max_batch
+    request_threads: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Batching:
         return cls(max_batch=_env_number(environ, MAX_BATCH_VARIABLE, int, cls.max_batch, low=0),
                    max_wait_ms=_env_number(environ, MAX_WAIT_VARIABLE, float, cls.max_wait_ms, low=0),
-                   busy_wait_ms=_env_number(environ, BUSY_WAIT_VARIABLE, float, cls.busy_wait_ms, low=0))
+                   busy_wait_ms=_env_number(environ, BUSY_WAIT_VARIABLE, float, cls.busy_wait_ms, low=0),
+                   request_threads=_env_number(environ, REQUEST_THREADS_VARIABLE, int, cls.request_threads, low=1))
 
 
 @dataclass(frozen=True)

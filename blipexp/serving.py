@@ -29,7 +29,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,8 @@ DEFAULT_GENERATION = {**generation.DEFAULTS, "batch_size": 16}
 IMAGE_ROOT_VARIABLE = "BLIPEXP_SERVE_IMAGE_ROOT"  # a folder whose image files requests may name; unset: none
 MAX_IMAGE_BYTES = 20 * 2**20  # per image, encoded; base64 text may be 4/3 of it
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: 50 MB decoded; a batch_size of them is decoded at a time
+# set by `mlflow models serve` for its scoring server (private to MLflow: tests/test_private_apis.py)
+SERVER_MODEL_PATH_VARIABLE = "__pyfunc_model_path__"
 
 
 class BlipCaptioner(mlflow.pyfunc.PythonModel):
@@ -82,10 +87,14 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
         self.batcher = Batcher(self._caption_batch, batching.max_batch, batching.max_wait_ms / 1000,
                                batching.busy_wait_ms / 1000)
         _log_to_stderr(os.environ.get(serve_settings.LOG_LEVEL_VARIABLE, ""))
+        self.request_threads = batching.request_threads if batching.max_batch else 0
 
     # Type hints: MLflow reads them (pd.DataFrame: no schema inferred from the hint, the logged signature applies)
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per image: `caption` (null if the image is bad or its batch failed) and `error` (null if fine)."""
+        if self.request_threads:  # the first request in a server sizes its thread pool (once)
+            _widen_request_threads(self.request_threads)
+            self.request_threads = 0
         settings = self._settings(params)
         key = json.dumps(settings, sort_keys=True)  # a batch holds one key: requests of other settings never join
         values = _image_values(model_input)
@@ -125,6 +134,23 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
 
         batch = torch.stack(pixels).to(self.model.device)
         return generation.captions(self.model, self.processor.tokenizer, batch, json.loads(key))
+
+
+def _widen_request_threads(threads: int) -> None:
+    """MLflow's scoring server runs each request's predict through asyncio.to_thread, in its event loop's default
+    executor: min(32, cores + 4) threads, 6 on 2 cores. No more requests than that can wait for a batch together,
+    so one-image clients got batches below max_batch (BENCHMARKS.md). MLflow loads the model before its loop
+    exists, and no public API sizes that pool: called from a request's thread inside `mlflow models serve` (its
+    model-path variable set), this raises the pool's bound to `threads`, and the pool starts threads as requests
+    need them. Elsewhere (in-process predict, a notebook) nothing changes. Private attributes of threading and
+    concurrent.futures: tests/test_private_apis.py."""
+    if SERVER_MODEL_PATH_VARIABLE not in os.environ:
+        return
+    args = getattr(threading.current_thread(), "_args", ())  # a pool worker's: (weakref to its pool, queue, ...)
+    pool = args[0]() if args and isinstance(args[0], weakref.ref) else None
+    if isinstance(pool, ThreadPoolExecutor) and pool._max_workers < threads:
+        pool._max_workers = threads
+        logging.getLogger(__name__).info("%d request threads (%s)", threads, serve_settings.REQUEST_THREADS_VARIABLE)
 
 
 def _log_to_stderr(level: str) -> None:

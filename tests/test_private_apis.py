@@ -86,3 +86,38 @@ def test_importing_blipexp_sets_no_environment_variable_and_the_command_line_tur
                               f"print(os.environ.get('{name}'))"], capture_output=True, text=True, env=env,
                              timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert command.stdout.strip().splitlines()[-1] in ("true", "1")
+
+
+def test_mlflows_scoring_server_names_its_model_path_variable_and_awaits_predict_in_the_default_executor():
+    """serving._widen_request_threads acts only where this variable is set, on the loop's default executor."""
+    import importlib.util
+    from pathlib import Path
+
+    from mlflow.pyfunc import scoring_server
+
+    from blipexp import serving
+
+    assert scoring_server._SERVER_MODEL_PATH == serving.SERVER_MODEL_PATH_VARIABLE
+    app = Path(importlib.util.find_spec("mlflow.pyfunc.scoring_server.app").origin).read_text()  # importing it loads
+    assert "_SERVER_MODEL_PATH" in app, "the server loads the model named by that variable"
+    assert "asyncio.to_thread(" in inspect.getsource(scoring_server), "predict runs in the default executor"
+
+
+def test_a_request_thread_finds_its_pool_and_a_raised_bound_runs_more_requests_at_once(monkeypatch):
+    """serving._widen_request_threads: a pool worker's Thread._args[0] is a weak reference to its pool (asyncio's
+    default executor is such a pool), and raising the pool's _max_workers makes it start more threads."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from blipexp import serving
+
+    default = asyncio.run(asyncio.to_thread(lambda: threading.current_thread()._args[0]()))
+    assert isinstance(default, ThreadPoolExecutor), "asyncio.to_thread runs in a ThreadPoolExecutor's thread"
+    monkeypatch.setenv(serving.SERVER_MODEL_PATH_VARIABLE, "model")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(serving._widen_request_threads, 3).result()
+        assert pool._max_workers == 3
+        together = threading.Barrier(3, timeout=30)  # broken (an error) unless 3 threads wait on it at once
+        for future in [pool.submit(together.wait) for _ in range(3)]:
+            future.result()

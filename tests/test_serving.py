@@ -279,6 +279,16 @@ def batching_server(registered, tmp_path_factory):
     """The registered model's files served by BlankFails, batching at most BATCH images and waiting (10 minutes)
     until a batch is full: which requests share a batch is then decided by what the test sends, not by timing.
     Each batch is logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG)."""
+    yield from serve_blank_fails(registered, tmp_path_factory, BATCH)
+
+
+@pytest.fixture(scope="module")
+def wide_batching_server(registered, tmp_path_factory):
+    """The same, batching up to 12 images: more one-image requests than MLflow's default 6 threads (2 cores) hold."""
+    yield from serve_blank_fails(registered, tmp_path_factory, 12)
+
+
+def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
     import mlflow
     import pandas as pd
 
@@ -294,7 +304,7 @@ def batching_server(registered, tmp_path_factory):
             name="model", python_model=str(code), signature=serving.signature(),
             input_example=pd.DataFrame({"image": [serving.example_image_base64()]}),
             artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
-    env = {"BLIPEXP_SERVE_MAX_BATCH": str(BATCH), "BLIPEXP_SERVE_MAX_WAIT_MS": "600000",
+    env = {"BLIPEXP_SERVE_MAX_BATCH": str(max_batch), "BLIPEXP_SERVE_MAX_WAIT_MS": "600000",
            "BLIPEXP_SERVE_LOG_LEVEL": "DEBUG", serving.IMAGE_ROOT_VARIABLE: ""}
     with serve(info.model_uri, home, free_port(), env=env) as running:
         yield running
@@ -392,3 +402,17 @@ def test_a_failing_batch_fails_only_its_own_rows_and_the_server_goes_on(batching
     assert "Traceback" in batching_server.log(), "the failure's traceback is in the server's log, not the answer"
     after, _ = at_once(batching_server, [(images[:BATCH], None)])
     assert [caption for caption, _ in rows(after[0])] == captions[:BATCH]
+
+
+@pytest.mark.serving
+def test_more_one_image_clients_than_mlflows_default_threads_share_one_call(wide_batching_server, scenes):
+    """12 concurrent one-image requests make one batch of 12 (it waits until full): only if the server runs 12
+    predicts at once, where asyncio's default pool holds cores + 4 (6 on 2 cores; BLIPEXP_SERVE_REQUEST_THREADS).
+    The pool is widened by the server's first request: here one of 12 images (a full batch at once)."""
+    images = (scenes * 2)[:12]
+    first, _ = at_once(wide_batching_server, [(images, None)])
+    assert all(caption is not None for caption, _ in rows(first[0]))
+    answers, batches = at_once(wide_batching_server, [([image], None) for image in images])
+    assert all(caption is not None for answer in answers for caption, _ in rows(answer))
+    assert [(b["size"], b["requests"]) for b in batches] == [(12, 12)], batches
+    assert "16 request threads (BLIPEXP_SERVE_REQUEST_THREADS)" in wide_batching_server.log()

@@ -63,8 +63,9 @@ def stop_at_safe_points() -> Iterator[None]:
     grace = grace_seconds()
     saved = {signum: signal.getsignal(signum) for signum in (*SIGNALS, signal.SIGALRM)}
     outer, _state = _state, _State(active=True)
+    owner = os.getpid()  # forked children (DataLoader workers) inherit the handler: they leave stopping to this one
     for signum in SIGNALS:
-        signal.signal(signum, lambda number, frame: _on_signal(number, grace))
+        signal.signal(signum, lambda number, frame: _on_signal(number, grace) if os.getpid() == owner else None)
     signal.signal(signal.SIGALRM, lambda number, frame: _stop_now())
     try:
         yield

@@ -94,6 +94,27 @@ def test_handlers_are_restored_and_a_bad_grace_is_refused(monkeypatch):
             pass
 
 
+def _signalled_child(queue) -> None:
+    send()
+    time.sleep(1.0)  # past the grace: a stop would have been raised by now
+    queue.put(interrupts.requested())
+
+
+def test_a_forked_child_such_as_a_dataloader_worker_leaves_stopping_to_its_parent(short_grace):
+    """Ctrl-C in a terminal reaches every process of the group: a DataLoader worker that stopped on it would die,
+    and the parent's next batch fail; a worker ignores it, and the parent ends its workers when it stops."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # as DataLoader workers start on Linux
+    queue = context.Queue()
+    with interrupts.stop_at_safe_points():
+        child = context.Process(target=_signalled_child, args=(queue,))
+        child.start()
+        child.join(BOUND_S)
+        assert (child.exitcode, queue.get(timeout=BOUND_S)) == (0, False)
+        assert not interrupts.requested(), "the child's signal was the child's"
+
+
 # --- the safe points: a training step's end, between trials; the held section: a trial's end told to the study
 
 

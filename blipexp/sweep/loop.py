@@ -147,7 +147,7 @@ class _TrialRun:
 
     study: optuna.Study
     trial: optuna.Trial
-    spec: ExperimentSpec  # with the trial's suggested params once suggest() ran
+    spec: ExperimentSpec  # with the trial's suggested params once choose_params() ran
     home: Path
     pulse: recovery.Pulse
     started: float = field(default_factory=time.perf_counter)
@@ -155,7 +155,7 @@ class _TrialRun:
     untrained: dict[str, float] | None = None  # those scores, when an earlier trial logged them
     run_id: str | None = None
 
-    def suggest(self, data: CaptionData, echo: bool) -> None:
+    def choose_params(self, data: CaptionData, echo: bool) -> None:
         """The trial's params suggested and announced, and the epoch-0 scores of its initial model if known."""
         params = {key: suggest(self.trial, key, dim) for key, dim in self.spec.search_space().items()}
         if echo:
@@ -207,7 +207,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
     the interrupt goes on up. Failed by another worker meanwhile (`pulse`): see _lost."""
     current = _TrialRun(study, trial, spec, home, pulse)
     try:
-        current.suggest(data, echo)
+        current.choose_params(data, echo)
         result = train_trial(current.spec, data, home, run_name=f"trial-{trial.number}", listeners=[current.report],
                              extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
                              nested=True, echo=echo, untrained=current.untrained)

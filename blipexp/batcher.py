@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+# How long the worker thread stays idle before it ends. Ending as soon as the queue emptied started a thread per
+# request for a lone client, whose median was 12-13 ms slower than batching off (BENCHMARKS.md): a new thread's
+# first torch calls pay for their own thread state.
+IDLE_S = 60.0
 
 
 @dataclass
@@ -45,11 +49,12 @@ class Batcher:
     """Runs `run(key, items) -> results` (one result per item, in order) on batches of submitted items."""
 
     def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int, max_wait_s: float,
-                 busy_wait_s: float = 0.0) -> None:
+                 busy_wait_s: float = 0.0, idle_s: float = IDLE_S) -> None:
         if max_batch < 0 or max_wait_s < 0 or busy_wait_s < 0:
             raise ValueError(f"max_batch={max_batch} (0: off), max_wait_s={max_wait_s} and busy_wait_s={busy_wait_s} "
                              "must be >= 0")
         self.run, self.max_batch, self.max_wait_s, self.busy_wait_s = run, max_batch, max_wait_s, busy_wait_s
+        self.idle_s = idle_s
         self._in_flight = 0  # items submitted and not yet answered
         self._peak = 0  # the most items in flight at once since the last batch was gathered
         self._queue: list[_Entry] = []
@@ -78,6 +83,8 @@ class Batcher:
     def _work(self) -> None:
         while True:
             with self._ready:
+                if not self._queue:  # idle: stay for the next request a while, it need not start a thread
+                    self._ready.wait(self.idle_s)
                 if not self._queue:
                     self._worker = None  # under the lock: a submit after this starts a new worker
                     return

@@ -36,7 +36,6 @@ class _State:
     held: int = 0  # depth of held() sections
     overdue: bool = False  # the stop is due (grace over, or a second signal) but a held section runs
     raised: bool = False  # the stop was raised once: later checks let the clean-up run
-    active: bool = False  # handlers installed (main thread, inside stop_at_safe_points)
 
 
 _state = _State()
@@ -62,7 +61,7 @@ def stop_at_safe_points() -> Iterator[None]:
         return
     grace = grace_seconds()
     saved = {signum: signal.getsignal(signum) for signum in (*SIGNALS, signal.SIGALRM)}
-    outer, _state = _state, _State(active=True)
+    outer, _state = _state, _State()
     owner = os.getpid()  # forked children (DataLoader workers) inherit the handler: they leave stopping to this one
     for signum in SIGNALS:
         signal.signal(signum, lambda number, frame: _on_signal(number, grace) if os.getpid() == owner else None)

@@ -92,8 +92,7 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
     # Type hints: MLflow reads them (pd.DataFrame: no schema inferred from the hint, the logged signature applies)
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per image: `caption` (null if the image is bad or its batch failed) and `error` (null if fine)."""
-        if self.request_threads:  # the first request in a server sizes its thread pool (once)
-            _widen_request_threads(self.request_threads)
+        if self.request_threads and _widen_request_threads(self.request_threads):  # once, from a request's thread
             self.request_threads = 0
         settings = self._settings(params)
         key = json.dumps(settings, sort_keys=True)  # a batch holds one key: requests of other settings never join
@@ -136,21 +135,24 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
         return generation.captions(self.model, self.processor.tokenizer, batch, json.loads(key))
 
 
-def _widen_request_threads(threads: int) -> None:
+def _widen_request_threads(threads: int) -> bool:
     """MLflow's scoring server runs each request's predict through asyncio.to_thread, in its event loop's default
     executor: min(32, cores + 4) threads, 6 on 2 cores. No more requests than that can wait for a batch together,
     so one-image clients got batches below max_batch (BENCHMARKS.md). MLflow loads the model before its loop
     exists, and no public API sizes that pool: called from a request's thread inside `mlflow models serve` (its
     model-path variable set), this raises the pool's bound to `threads`, and the pool starts threads as requests
     need them. Elsewhere (in-process predict, a notebook) nothing changes. Private attributes of threading and
-    concurrent.futures: tests/test_private_apis.py."""
+    concurrent.futures: tests/test_private_apis.py. False: called outside the server's pool (try again later)."""
     if SERVER_MODEL_PATH_VARIABLE not in os.environ:
-        return
+        return True  # not in the server: nothing to widen, ever
     args = getattr(threading.current_thread(), "_args", ())  # a pool worker's: (weakref to its pool, queue, ...)
     pool = args[0]() if args and isinstance(args[0], weakref.ref) else None
-    if isinstance(pool, ThreadPoolExecutor) and pool._max_workers < threads:
+    if not isinstance(pool, ThreadPoolExecutor):
+        return False
+    if pool._max_workers < threads:
         pool._max_workers = threads
         logging.getLogger(__name__).info("%d request threads (%s)", threads, serve_settings.REQUEST_THREADS_VARIABLE)
+    return True
 
 
 def _log_to_stderr(level: str) -> None:

@@ -115,8 +115,9 @@ def test_a_request_thread_finds_its_pool_and_a_raised_bound_runs_more_requests_a
     default = asyncio.run(asyncio.to_thread(lambda: threading.current_thread()._args[0]()))
     assert isinstance(default, ThreadPoolExecutor), "asyncio.to_thread runs in a ThreadPoolExecutor's thread"
     monkeypatch.setenv(serving.SERVER_MODEL_PATH_VARIABLE, "model")
+    assert not serving._widen_request_threads(3), "not a pool's thread: nothing done, try again later"
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(serving._widen_request_threads, 3).result()
+        assert pool.submit(serving._widen_request_threads, 3).result()
         assert pool._max_workers == 3
         together = threading.Barrier(3, timeout=30)  # broken (an error) unless 3 threads wait on it at once
         for future in [pool.submit(together.wait) for _ in range(3)]:

@@ -101,3 +101,9 @@ def parse(key: str, raw: str, hint: Any) -> Any:
         return raw
     except ValueError as exc:
         raise ValueError(f"cannot set {key}={raw!r}: {exc} ({type_name(hint)})") from None
+
+
+def require(ok: bool, key: str, value: Any, rule: str) -> None:
+    """A ValueError naming the field, its value and the rule it breaks, e.g. "epochs=0 must be >= 1"."""
+    if not ok:
+        raise ValueError(f"{key}={value!r} {rule}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import trainer_args
-from .fields import matches, type_name
+from .fields import matches, require, type_name
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,11 @@ def check_space(space: dict[str, SearchDim], field_types: dict[str, Any]) -> Non
 def _check_bounds(key: str, dim: SearchDim) -> None:
     name = f"search_space[{key!r}]"
     if isinstance(dim, (FloatRange, IntRange)):
-        if not dim.low < dim.high:
-            raise ValueError(f"{name}={(dim.low, dim.high)!r} needs low < high")
-        if isinstance(dim, FloatRange) and dim.log and dim.low <= 0:
-            raise ValueError(f"{name}={dim.low!r} log scale needs low > 0")
+        require(dim.low < dim.high, name, (dim.low, dim.high), "needs low < high")
+        if isinstance(dim, FloatRange) and dim.log:
+            require(dim.low > 0, name, dim.low, "log scale needs low > 0")
     elif isinstance(dim, Choice):
-        if len(dim.options) < 1:
-            raise ValueError(f"{name}={dim.options!r} needs at least one option")
+        require(len(dim.options) >= 1, name, dim.options, "needs at least one option")
     else:
         raise ValueError(f"{name} is {dim!r}: use FloatRange, IntRange or Choice")
 

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from . import trainer_args
-from .fields import arg, arg_dict, field_types, first_paragraph, matches, parse, redeclare_plain_overrides, type_name
+from .fields import (
+    arg,
+    arg_dict,
+    field_types,
+    first_paragraph,
+    matches,
+    parse,
+    redeclare_plain_overrides,
+    require,
+    type_name,
+)
 from .metrics import METRIC_KEYS
 from .search_space import SearchDim, check_space
 
@@ -166,37 +176,37 @@ class ExperimentSpec:
 
     def __post_init__(self) -> None:
         self._check_types()
-        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0, e.g. 5e-5")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0, e.g. 5e-5")
         for key in ("epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
                     "max_new_tokens", "num_beams", "pitch_scenes", "n_trials"):
-            _require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
-        _require(self.max_caption_tokens >= 4, "max_caption_tokens", self.max_caption_tokens, "must be >= 4")
+            require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        require(self.max_caption_tokens >= 4, "max_caption_tokens", self.max_caption_tokens, "must be >= 4")
         for key in ("val_fraction", "test_fraction"):
-            _require(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")
-        _require(self.val_fraction > 0, "val_fraction", self.val_fraction,
+            require(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")
+        require(self.val_fraction > 0, "val_fraction", self.val_fraction,
                  "must be > 0: validation metrics select the best model")
-        _require(self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction",
+        require(self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction",
                  self.val_fraction + self.test_fraction, "must be < 1 to leave images for training")
-        _require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
-        _require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
-        _require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
+        require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
         for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset", "bootstrap_resamples",
                     "confirm_seeds"):
-            _require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+            require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         self._check_generation()
         self.trainer = trainer_args.check(self.trainer)  # text values parsed to the field's type
-        _require(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
+        require(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
                  "must be >= 0 (0 turns early stopping off), e.g. 2")
-        _require(self.early_stopping_threshold >= 0, "early_stopping_threshold", self.early_stopping_threshold,
+        require(self.early_stopping_threshold >= 0, "early_stopping_threshold", self.early_stopping_threshold,
                  "must be >= 0: the objective's smallest change that counts as an improvement, e.g. 0.01")
-        _require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
+        require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")
         natural = self._natural_direction
-        _require(self.objective_direction in ("auto", natural), "objective_direction", self.objective_direction,
+        require(self.objective_direction in ("auto", natural), "objective_direction", self.objective_direction,
                  f"contradicts objective_metric={self.objective_metric!r} (a {'lower' if natural == 'minimize' else 'higher'} "
                  f"{self.objective_metric} is better): --set objective_direction=auto (or {natural})")
-        _require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
-        _require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
+        require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
+        require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
         self._check_lora()
         check_space(self.search_space(), field_types(type(self)))
 
@@ -330,9 +340,9 @@ class ExperimentSpec:
                 raise ValueError(f"{key}={value!r} has the wrong type: expected {type_name(hint)}")
 
     def _check_lora(self) -> None:
-        _require(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1, e.g. 8")
-        _require(self.lora_alpha >= 1, "lora_alpha", self.lora_alpha, "must be >= 1, e.g. 2 * lora_r")
-        _require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        require(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1, e.g. 8")
+        require(self.lora_alpha >= 1, "lora_alpha", self.lora_alpha, "must be >= 1, e.g. 2 * lora_r")
+        require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must be in [0, 1)")
         try:  # whether it matches any layer is checked against the model (modeling.add_lora)
             re.compile(self.lora_pattern)
         except re.error as exc:
@@ -340,16 +350,11 @@ class ExperimentSpec:
                              f"nor a valid regular expression ({exc}): --set lora_targets=decoder") from None
 
     def _check_generation(self) -> None:
-        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", self.min_new_tokens,
+        require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", self.min_new_tokens,
                  f"must be in [0, max_new_tokens={self.max_new_tokens}]")
-        _require(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty,
+        require(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty,
                  "must be > 0 (1: no penalty, e.g. 1.2 to curb repeats)")
-        _require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", self.no_repeat_ngram_size,
+        require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", self.no_repeat_ngram_size,
                  "must be >= 0 (0: off)")
-        _require(self.prompt == self.prompt.strip(), "prompt", self.prompt,
+        require(self.prompt == self.prompt.strip(), "prompt", self.prompt,
                  f"has spaces at an end: --set prompt={self.prompt.strip()!r}")
-
-
-def _require(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}={value!r} {rule}")

@@ -205,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return run_experiment(spec, home=_home(args), new_study=args.new, storage=args.storage,
                                   tracking_uri=args.tracking_uri)
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, interrupts.Interrupted) else signal.SIGINT
+        signum = interrupts.signum_of(exc)
         print("\n" + interrupted_message(spec, signal.Signals(signum).name, getattr(exc, "killed_run_id", None),
                                          resume_command(args.argv)), file=sys.stderr)
         return 128 + signum
@@ -327,7 +327,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             reproduction = rerun.rerun(args.model, _home(args), tuple(args.overrides), args.allow_data_change,
                                        args.experiments)
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, interrupts.Interrupted) else signal.SIGINT
+        signum = interrupts.signum_of(exc)
         print(f"\ninterrupted ({signal.Signals(signum).name}): the rerun's MLflow run, if it had started, ended "
               f"KILLED; `{shlex.join(['python', '-m', 'blipexp', *args.argv])}` reruns from the start", file=sys.stderr)
         return 128 + signum

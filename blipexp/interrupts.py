@@ -29,6 +29,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def signum_of(stop: KeyboardInterrupt) -> int:
+    """The signal that stopped the command: Interrupted carries it; a plain KeyboardInterrupt is Ctrl-C."""
+    return stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+
+
 @dataclass
 class _State:
     signum: int | None = None  # the first signal: a stop was asked

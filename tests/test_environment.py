@@ -7,10 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from blipexp import environment
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_environment_names_python_the_packages_the_checkout_and_the_device():

@@ -7,7 +7,6 @@ import http.server
 import secrets
 import sys
 import threading
-from pathlib import Path
 
 import mlflow
 import pytest

@@ -148,6 +148,14 @@ def test_the_resume_command_never_repeats_a_storage_password(storage):
     assert hint.startswith("first: export BLIPEXP_STORAGE='postgresql://ana:***@db.lab:5432/optuna'")
 
 
+def test_the_resume_command_never_repeats_a_tracking_uri_password():
+    command = cli.resume_command(["run", "sweep", "--tracking-uri", "https://bob:SECRET@mlflow.lab:5000",
+                                  "--storage=postgresql://ana:SECRET@db.lab/optuna", "--trials", "4"])
+    assert command == ("python -m blipexp run sweep --trials 4  # first: export "
+                       "MLFLOW_TRACKING_URI='https://bob:***@mlflow.lab:5000' "
+                       "BLIPEXP_STORAGE='postgresql://ana:***@db.lab/optuna' with the real password for ***")
+
+
 def test_the_resume_command_keeps_a_storage_without_password():
     command = cli.resume_command(["run", "small_sweep", "--storage=postgresql://ana@db.lab/optuna"])
     assert command == "python -m blipexp run small_sweep --storage postgresql://ana@db.lab/optuna"

@@ -127,7 +127,8 @@ class Batcher:
         return []
 
     def _drop_cancelled(self) -> None:
-        """Entries whose callers cancelled them (they stopped waiting) leave the queue unrun. Called holding the lock."""
+        """Entries whose callers cancelled them (they stopped waiting) leave the queue unrun. Called holding the
+        lock."""
         kept = []
         for entry in self._queue:
             if entry.future.cancelled():

@@ -346,17 +346,23 @@ NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system me
 
 @pytest.mark.slow
 def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tmp_path):
-    """A real `blipexp run` of a tiny sweep, its console as a user sees it (stdout and stderr)."""
+    """A real `blipexp run` of a tiny sweep on a fresh home, its console as a user sees it (stdout and stderr), here
+    as a log file gets it: outside a terminal, a line per epoch instead of progress bars (no redraws)."""
     import re
 
     from processes import child_env
 
     done = subprocess.run([sys.executable, "-m", "blipexp", "run", "small_sweep", "--home", str(tmp_path),
                            "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "2", "--set", "epochs=2"],
-                          env=child_env(), capture_output=True, text=True, timeout=600)
+                          env=child_env(), capture_output=True, timeout=600)
+    # decoded here, not by text=True, which would turn each \r (a progress bar's redraw) into \n
+    done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
     assert not [noise for noise in NOISE if noise in console], console
+    assert "\r" not in console, "a progress bar's redraws"
+    assert "Creating initial MLflow database tables" not in console and "alembic" not in console, console
+    assert re.findall(r"^ +epoch (\d)/2 +val ", done.stdout, re.M) == ["1", "2"] * 2, done.stdout
     assert re.search(r"^trial 0: learning_rate=\S+   \[sweep 0/2 done, 0 pruned, 0 failed; no best yet; "
                      r"ETA after the first trial\]$", done.stdout, re.M), done.stdout
     assert re.search(r"^trial 0 COMPLETE cider \d+\.\d{4} in \d+ s   \[sweep 1/2 done, 0 pruned, 0 failed; "

@@ -317,10 +317,9 @@ def compare(a: Target, b: Target, home: Path, split: str = "test", overrides: tu
     data_spec = (data or a).spec
     first = evaluate(a, home, split, overrides, data_spec=data_spec, echo=echo)
     second = evaluate(b, home, split, overrides, data_spec=data_spec, echo=echo)
-    common = [key for key in first.scores.keys if key in set(second.scores.keys)]  # both could read them
     spec = data_spec.with_overrides(overrides)
     resamples = spec.bootstrap_resamples or 1000
-    differences = evidence.paired(_rows(first.scores, common), _rows(second.scores, common), resamples, spec.seed)
+    differences = first.scores.paired(second.scores, resamples, spec.seed)
     metric = spec.objective_metric if spec.objective_metric in differences else "cider"
     return Comparison(first, second, differences, metric, resamples, spec.seed)
 
@@ -340,8 +339,7 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
 
     if require not in REQUIRE:
         raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"--alpha {alpha}: a significance level in (0, 1), e.g. 0.05")
+    evidence.check_alpha(alpha)
 
     def judge(candidate, holder) -> Judgement:
         new, held = (_version_target(f"models:/{v.name}/{v.version}") for v in (candidate, holder))
@@ -369,11 +367,6 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
         return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
 
     return judge
-
-
-def _rows(scores: SplitScores, keys: list[str]):
-    position = {key: i for i, key in enumerate(scores.keys)}
-    return scores.images.subset([position[key] for key in keys])
 
 
 def to_json_text(value: dict[str, Any]) -> str:

@@ -304,9 +304,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .evidence import check_alpha
+
     assess, home, (a, b) = _judged(args, [args.a, args.b])
-    if not 0 < args.alpha < 1:
-        raise ValueError(f"--alpha {args.alpha}: a significance level in (0, 1), e.g. 0.05")
+    check_alpha(args.alpha)
     comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
     print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
     return 0

@@ -39,6 +39,13 @@ class Interval:
         return f"[{self.low:.3f}, {self.high:.3f}]"
 
 
+def check_alpha(alpha: float) -> float:
+    """`alpha` itself; a ValueError unless it is a significance level."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"--alpha {alpha}: a significance level in (0, 1), e.g. 0.05")
+    return alpha
+
+
 def signature(resamples: int, seed: int, idf: str, images: int, test: str | None = None) -> str:
     """How the numbers were made, as sacrebleu's signature: e.g. 'bs:1000|seed:42|idf:corpus|images:64'."""
     parts = [f"bs:{resamples}", f"seed:{seed}", f"idf:{idf}", f"images:{images}"]

@@ -125,6 +125,13 @@ def test_verdict_lines_name_the_winner_the_interval_and_p():
     assert noise.verdict() == "no significant difference on cider: +0.048 [-0.58, +0.64], p = 0.420 (64 images)"
 
 
+def test_alpha_is_a_significance_level():
+    assert evidence.check_alpha(0.05) == 0.05
+    for alpha in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match=f"--alpha {alpha}: a significance level in .0, 1."):
+            evidence.check_alpha(alpha)
+
+
 def test_signature_records_how_the_numbers_were_made():
     assert evidence.signature(1000, 42, "corpus", 64) == "bs:1000|seed:42|idf:corpus|images:64"
     assert evidence.signature(1000, 42, "split", 64, test="ar") == "bs:1000|seed:42|idf:split|images:64|test:ar"

@@ -56,9 +56,7 @@ def separation(study: optuna.Study, spec: ExperimentSpec) -> tuple[int, int, evi
     best, runner_up = complete[:2]
     scores = [SplitScores.from_table(tracking.Run(t.user_attrs["mlflow_run_id"]).table_columns(
         "per_image/validation.json"), "validation", {}, idf="") for t in (runner_up, best)]
-    common = [key for key in scores[0].keys if key in set(scores[1].keys)]
-    rows = [s.images.subset([s.keys.index(key) for key in common]) for s in scores]
-    difference = evidence.paired(rows[0], rows[1], spec.bootstrap_resamples or 1000, spec.seed)[spec.objective_metric]
+    difference = scores[0].paired(scores[1], spec.bootstrap_resamples or 1000, spec.seed)[spec.objective_metric]
     return best.number, runner_up.number, difference
 
 

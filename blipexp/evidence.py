@@ -103,16 +103,32 @@ class Difference:
         return self.p_value < alpha
 
     def verdict(self, alpha: float = ALPHA, a: str = "A", b: str = "B", higher_is_better: bool = True) -> str:
-        """One line, e.g. 'B is better than A on cider by 0.41 [0.12, 0.70], p = 0.004 (64 images)'."""
+        """One line, e.g. 'B is better than A on cider by 0.41 [0.12, 0.70], p = 0.004 (64 images)': the winner's
+        lead with its signed interval, and a warning where the interval and p disagree."""
         p = f"p = {self.p_value:.3f} ({self.images} images)"
         if not self.significant(alpha):
-            return (f"no significant difference on {self.metric}: {_num(self.difference, sign=True)} "
+            line = (f"no significant difference on {self.metric}: {_num(self.difference, sign=True)} "
                     f"[{_num(self.ci_low, sign=True)}, {_num(self.ci_high, sign=True)}], {p}")
-        b_better = (self.difference > 0) == higher_is_better
-        winner, loser = (b, a) if b_better else (a, b)
-        gain = sorted(abs(x) for x in (self.ci_low, self.ci_high))  # the winner's lead, and its interval
-        return f"{winner} is better than {loser} on {self.metric} by {_num(abs(self.difference))} " \
-               f"[{_num(gain[0])}, {_num(gain[1])}], {p}"
+        else:
+            b_better = (self.difference > 0) == higher_is_better
+            winner, loser = (b, a) if b_better else (a, b)
+            # the lead is |B - A|: its interval is B - A's, or A - B's when B - A is negative
+            low, high = (self.ci_low, self.ci_high) if self.difference > 0 else (-self.ci_high, -self.ci_low)
+            line = f"{winner} is better than {loser} on {self.metric} by {_num(abs(self.difference))} " \
+                   f"[{_num(low)}, {_num(high)}], {p}"
+        return line + self._disagreement()
+
+    def _disagreement(self) -> str:
+        """A warning when the 95% interval and the randomization test at 1 - LEVEL say different things."""
+        excludes_zero = self.ci_low > 0 or self.ci_high < 0
+        if (self.p_value < 1 - LEVEL) == excludes_zero:
+            return ""
+        level = f"{1 - LEVEL:g}"
+        if excludes_zero:
+            return (f"; but the 95% interval excludes 0 (the bootstrap finds a difference at {level} where the "
+                    "randomization test does not): borderline evidence")
+        return (f"; but the 95% interval includes 0 (the bootstrap finds no difference at {level} where the "
+                "randomization test does): borderline evidence")
 
     def as_dict(self) -> dict[str, float]:
         return {"a": self.a, "b": self.b, "difference": self.difference, "ci_low": self.ci_low,

@@ -113,7 +113,7 @@ def test_a_comparison_needs_the_same_images(population):
         evidence.paired(population["a"].subset(range(10)), population["b"].subset(range(12)), 100, seed=0)
 
 
-def test_verdict_lines_name_the_winner_the_interval_and_p():
+def test_verdict_lines_name_the_winner_and_the_signed_interval_of_its_lead():
     better = evidence.Difference("cider", a=4.2, b=4.61, ci_low=0.12, ci_high=0.7, p_value=0.004, images=64)
     assert better.verdict(a="version 1", b="version 2") == \
         "version 2 is better than version 1 on cider by 0.41 [0.12, 0.7], p = 0.004 (64 images)"
@@ -123,6 +123,25 @@ def test_verdict_lines_name_the_winner_the_interval_and_p():
     assert dropped.verdict() == "A is better than B on cider by 3.5 [2.7, 4.4], p = 0.001 (64 images)"
     noise = evidence.Difference("cider", a=4.647, b=4.695, ci_low=-0.58, ci_high=0.64, p_value=0.42, images=64)
     assert noise.verdict() == "no significant difference on cider: +0.048 [-0.58, +0.64], p = 0.420 (64 images)"
+    ahead = evidence.Difference("cider", a=4.0, b=4.669, ci_low=-0.051, ci_high=1.313, p_value=0.07, images=30)
+    assert ahead.verdict(alpha=0.1) == "B is better than A on cider by 0.669 [-0.051, 1.31], p = 0.070 (30 images)"
+    behind = evidence.Difference("cider", a=4.669, b=4.0, ci_low=-1.313, ci_high=0.051, p_value=0.07, images=30)
+    assert behind.verdict(alpha=0.1) == "A is better than B on cider by 0.669 [-0.051, 1.31], p = 0.070 (30 images)"
+
+
+def test_a_verdict_says_where_the_interval_and_p_disagree():
+    ahead = evidence.Difference("cider", a=4.0, b=4.669, ci_low=-0.051, ci_high=1.313, p_value=0.03, images=30)
+    assert ahead.verdict() == (
+        "B is better than A on cider by 0.669 [-0.051, 1.31], p = 0.030 (30 images); but the 95% interval includes 0 "
+        "(the bootstrap finds no difference at 0.05 where the randomization test does): borderline evidence")
+    behind = evidence.Difference("cider", a=4.669, b=4.0, ci_low=-1.313, ci_high=0.051, p_value=0.03, images=30)
+    assert behind.verdict().startswith("A is better than B on cider by 0.669 [-0.051, 1.31], p = 0.030 (30 images); "
+                                       "but the 95% interval includes 0")
+    unconfirmed = evidence.Difference("cider", a=4.0, b=4.3, ci_low=0.02, ci_high=0.61, p_value=0.07, images=30)
+    assert unconfirmed.verdict() == (
+        "no significant difference on cider: +0.3 [+0.02, +0.61], p = 0.070 (30 images); but the 95% interval "
+        "excludes 0 (the bootstrap finds a difference at 0.05 where the randomization test does not): borderline "
+        "evidence")
 
 
 def test_alpha_is_a_significance_level():

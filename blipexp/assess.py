@@ -21,7 +21,7 @@ from typing import Any
 import mlflow
 
 from . import eval_cache, evidence, generation, tracking
-from .evaluation import SplitScores, format_scores
+from .evaluation import SplitScores, format_scores, intervals_note
 from .spec import ExperimentSpec
 
 SPLITS = ("validation", "test", "train")
@@ -244,7 +244,7 @@ def describe(evaluation: Evaluation) -> str:
     lines = [f"{evaluation.label} on {len(scores.keys)} {scores.split} images"
              f"{' (from the evaluation cache)' if evaluation.cached else ''}",
              f"  {format_scores(scores.metrics, evaluation.intervals)}",
-             f"  95% intervals over images ({evaluation.signature})",
+             f"  {intervals_note(evaluation.intervals, evaluation.signature, len(scores.keys))}",
              "  worst captions by cider:"]
     lines += [f"    {score:.3f}  {image}: {caption!r} (references: {' | '.join(refs)})"
               for image, caption, refs, score in scores.worst("cider")]
@@ -289,8 +289,9 @@ class Comparison:
 
     def describe(self, alpha: float = evidence.ALPHA) -> str:
         rows = [("metric", "A", "B", "B - A", "95% interval", "p")]
-        rows += [(key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.difference:+.4f}", f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]",
-                  f"{d.p_value:.3f}") for key, d in self.differences.items()]
+        rows += [(key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.difference:+.4f}",
+                  "-" if d.ci_low is None else f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]",
+                  "-" if d.p_value is None else f"{d.p_value:.3f}") for key, d in self.differences.items()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         table = ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
         how = evidence.signature(self.resamples, self.seed, self.a.scores.idf, self.images, "ar")
@@ -356,14 +357,20 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
         refusal = None
         if worse:
             refusal = f"version {candidate.version} is significantly worse than version {holder.version}"
+        elif require == "better" and not difference.tested:
+            refusal = (f"version {candidate.version} cannot be shown better than version {holder.version} "
+                       f"(--require better): {evidence.too_few(difference.images)}")
         elif require == "better" and not better:
             refusal = (f"version {candidate.version} is not significantly better than version {holder.version} "
                        f"(--require better, alpha {alpha:g})")
-        tags = {"promote_compared_with": str(holder.version), "promote_metric": comparison.metric,
-                "promote_difference": f"{difference.difference:.6g}", "promote_ci_low": f"{difference.ci_low:.6g}",
-                "promote_ci_high": f"{difference.ci_high:.6g}", "promote_p_value": f"{difference.p_value:.4g}",
-                "promote_images": str(difference.images), "promote_split": comparison.a.scores.split,
-                "promote_data_fingerprint": comparison.a.fingerprint, "promote_rule": f"{require}, alpha {alpha:g}"}
+        evidence_tags = {"promote_compared_with": str(holder.version), "promote_metric": comparison.metric,
+                         "promote_difference": difference.difference, "promote_ci_low": difference.ci_low,
+                         "promote_ci_high": difference.ci_high, "promote_p_value": difference.p_value,
+                         "promote_images": difference.images, "promote_split": comparison.a.scores.split,
+                         "promote_data_fingerprint": comparison.a.fingerprint,
+                         "promote_rule": f"{require}, alpha {alpha:g}"}
+        tags = {key: f"{value:.6g}" if isinstance(value, float) else str(value)
+                for key, value in evidence_tags.items() if value is not None}  # none on too few images
         return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
 
     return judge

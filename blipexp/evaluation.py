@@ -315,6 +315,13 @@ class LoggedScores:
         return format_scores(self.metrics, self.intervals)
 
 
+def intervals_note(intervals: dict[str, evidence.Interval], signature: str, images: int) -> str:
+    """How a split's intervals were made, or why it has none."""
+    if intervals:
+        return f"95% intervals over images ({signature})"
+    return evidence.too_few(images) or "no intervals (bootstrap_resamples=0)"
+
+
 def format_scores(metrics: dict[str, float], intervals: dict[str, evidence.Interval]) -> str:
     return "  ".join(f"{key} {value:.4f}" + (f" {intervals[key]}" if key in intervals else "")
                      for key, value in metrics.items()) or "-"

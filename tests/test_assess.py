@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from blipexp import assess, cli, eval_cache, registry, runner, tracking
-from blipexp.data import load_data
+from blipexp.data import PITCH_SEED, load_data, write_pitch_dataset
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
@@ -121,6 +121,33 @@ def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(version
     assert registry.list_models(NAME)  # still readable
     holder = mlflow.MlflowClient().get_registered_model(NAME).aliases["other-data"]
     assert str(holder) == str(moved.version), "nothing changed"
+
+
+def test_too_few_images_get_no_interval_no_test_and_no_promotion_that_requires_better(versions, tmp_path, capsys):
+    home, _, made = versions
+    short, long = made["short"][1], made["long"][1]
+    unseen = ("--set", f"dataset={write_pitch_dataset(tmp_path, 40, seed=PITCH_SEED + 1)}")  # 4 test images
+    assert run_cli(home, "evaluate", uri(long), *unseen, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 4 and set(printed["metrics"]["cider"]) == {"value"}
+    assert not any("_ci_" in key for key in mlflow.get_run(printed["run_id"]).data.metrics), "none logged"
+    assert run_cli(home, "evaluate", uri(long), *unseen) == 0
+    assert "\n  too few images for an interval (n=4, fewer than 10)\n" in capsys.readouterr().out
+
+    assert run_cli(home, "compare", uri(short), uri(long), *unseen, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["metrics"]["cider"]["ci_low"] is None and printed["metrics"]["cider"]["p_value"] is None
+    assert printed["verdict"].startswith("too few images for an interval (n=4, fewer than 10): B - A on cider is ")
+
+    assert run_cli(home, "promote", NAME, "--version", str(short.version), "--alias", "few") == 0  # no holder
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), "--alias", "few", "--require", "better",
+                   *unseen) == 2
+    assert (f"cannot be shown better than version {short.version} (--require better): too few images for an "
+            "interval (n=4, fewer than 10); nothing changed") in capsys.readouterr().err
+    judgement = assess.promotion_judge(home, "not-worse", overrides=unseen[1:])(long, short)
+    assert judgement.refusal is None, "not-worse: nothing was shown worse"
+    assert "too few images for an interval (n=4" in judgement.report
+    assert judgement.tags["promote_images"] == "4" and not {"promote_p_value", "promote_ci_low"} & set(judgement.tags)
 
 
 def test_promote_moves_the_alias_on_evidence_from_the_test_images(versions, capsys):

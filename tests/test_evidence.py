@@ -14,7 +14,7 @@ import pytest
 
 from blipexp import evidence
 from blipexp.data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
-from blipexp.metrics import ImageScores, corpus_document_frequency, score_images
+from blipexp.metrics import METRIC_KEYS, ImageScores, corpus_document_frequency, score_images
 
 POPULATION = 1500  # images
 SAMPLE = 100  # images per draw: a small test split
@@ -108,9 +108,28 @@ def test_no_resamples_means_no_intervals(population):
         evidence.paired(population["a"].subset(range(10)), population["b"].subset(range(10)), 0, seed=0)
 
 
+def test_too_few_images_get_no_interval_and_no_test(population):
+    few, enough = evidence.MIN_IMAGES - 1, evidence.MIN_IMAGES
+    assert evidence.intervals(population["b"].subset(range(few)), 1000, seed=0) == {}
+    assert set(evidence.intervals(population["b"].subset(range(enough)), 1000, seed=0)) == set(METRIC_KEYS)
+    one = evidence.paired(population["a"].subset([0]), population["b"].subset([0]), 1000, seed=0)["cider"]
+    assert (one.ci_low, one.ci_high, one.p_value) == (None, None, None) and not one.significant(0.99)
+    result = evidence.paired(population["a"].subset(range(few)), population["b"].subset(range(few)), 1000, seed=0)
+    cider = result["cider"]
+    assert not cider.tested and cider.difference == pytest.approx(cider.b - cider.a) != 0
+    assert cider.verdict(a="version 1", b="version 2") == (
+        f"too few images for an interval (n={few}, fewer than {enough}): version 2 - version 1 on cider is "
+        f"{cider.difference:+.3g}, untested")
+    assert cider.as_dict()["p_value"] is None
+    assert evidence.paired(population["a"].subset(range(enough)), population["b"].subset(range(enough)), 1000,
+                           seed=0)["cider"].tested
+
+
 def test_a_comparison_needs_the_same_images(population):
     with pytest.raises(ValueError, match="same images: got 10 and 12"):
         evidence.paired(population["a"].subset(range(10)), population["b"].subset(range(12)), 100, seed=0)
+    with pytest.raises(ValueError, match="same images: got 0 and 0"):
+        evidence.paired(population["a"].subset([]), population["b"].subset([]), 100, seed=0)
 
 
 def test_verdict_lines_name_the_winner_and_the_signed_interval_of_its_lead():

@@ -4,11 +4,12 @@ vision encoder frozen and its features cached (its final scores must still be th
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pytest
 
-from blipexp import assess, cli, eval_cache, registry, runner, tracking
+from blipexp import assess, cli, eval_cache, evidence, registry, runner, tracking
 from blipexp.data import PITCH_SEED, load_data, write_pitch_dataset
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
@@ -99,11 +100,13 @@ def test_compare_finds_the_one_epoch_model_significantly_worse(versions, capsys)
     assert set(cider) == {"a", "b", "difference", "ci_low", "ci_high", "p_value"}
     assert cider["difference"] == pytest.approx(cider["b"] - cider["a"]) and cider["difference"] > 0
     assert cider["ci_low"] > 0 and cider["p_value"] < 0.05
-    assert printed["verdict"].startswith("B is better than A on cider by")
+    assert printed["verdict"].startswith("B is better than A on cider by") and printed["verdict_metric"] == "cider"
 
     assert run_cli(home, "compare", long, short) == 0
     out = capsys.readouterr().out
     assert "A is better than B on cider by" in out and "p = " in out and "(30 images)" in out
+    assert "  cider (verdict)  " in out and "  bleu4  " in out, "the metric whose p decides is marked"
+    assert "p: each metric's own, uncorrected for testing 7 metrics; only cider's decides the verdict" in out
 
 
 def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(versions, tmp_path, capsys):
@@ -117,10 +120,32 @@ def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(version
     assert data.fingerprint in err and moved.tags["data_fingerprint"] in err and "--set dataset=" in err
     assert run_cli(home, "promote", NAME, "--version", str(moved.version), "--alias", "other-data") == 0  # no holder yet
     assert run_cli(home, "promote", NAME, "--version", str(made["short"][1].version), "--alias", "other-data") == 2
-    assert "--set dataset=" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--set dataset=" in err and "nothing changed (--force promotes anyway)" in err
     assert registry.list_models(NAME)  # still readable
-    holder = mlflow.MlflowClient().get_registered_model(NAME).aliases["other-data"]
-    assert str(holder) == str(moved.version), "nothing changed"
+    client = mlflow.MlflowClient()
+    assert str(client.get_registered_model(NAME).aliases["other-data"]) == str(moved.version), "nothing changed"
+    assert run_cli(home, "promote", NAME, "--version", str(made["short"][1].version), "--alias", "other-data",
+                   "--force") == 0, "a refusal to compare is a refusal --force overrides"
+    tags = client.get_model_version(NAME, made["short"][1].version).tags
+    assert tags["promote_forced"] == "True" and data.fingerprint in tags["promote_not_compared"]
+    assert str(client.get_registered_model(NAME).aliases["other-data"]) == str(made["short"][1].version)
+
+
+def test_a_named_set_must_hold_none_of_either_models_training_images(versions, tmp_path, capsys):
+    home, _, made = versions
+    short, long = made["short"][1], made["long"][1]
+    seen = write_pitch_dataset(tmp_path, 40, seed=PITCH_SEED)  # the first 40 of the scenes both trained on
+    assert run_cli(home, "compare", uri(short), uri(long), "--set", f"dataset={seen}") == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"\d+ of the 4 test images of .+ are images {re.escape(uri(short))} was trained or "
+                     r"selected on \(images/000\d\d\.png", err), err
+    assert run_cli(home, "promote", NAME, "--version", str(short.version), "--alias", "named") == 0  # no holder
+    named = ("--alias", "named", "--set", f"dataset={seen}")
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), *named) == 2
+    assert "was trained or selected on" in capsys.readouterr().err
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), *named, "--force") == 0
+    assert mlflow.MlflowClient().get_model_version(NAME, long.version).tags["promote_forced"] == "True"
 
 
 def test_too_few_images_get_no_interval_no_test_and_no_promotion_that_requires_better(versions, tmp_path, capsys):
@@ -148,6 +173,24 @@ def test_too_few_images_get_no_interval_no_test_and_no_promotion_that_requires_b
     assert judgement.refusal is None, "not-worse: nothing was shown worse"
     assert "too few images for an interval (n=4" in judgement.report
     assert judgement.tags["promote_images"] == "4" and not {"promote_p_value", "promote_ci_low"} & set(judgement.tags)
+
+
+def test_require_better_reads_the_two_sided_test_at_alpha():
+    def judged(difference: float, p: float | None, require: str, alpha: float = 0.05) -> str | None:
+        low, high = (None, None) if p is None else (difference - 0.1, difference + 0.1)
+        found = evidence.Difference("cider", 4.0, 4.0 + difference, low, high, p, 30 if p is not None else 4)
+        return assess.promotion_refusal(found, require, alpha, "2", "1")
+
+    assert judged(+0.3, 0.04, "better") is None
+    assert judged(+0.3, 0.07, "better") == ("version 2 is not significantly better than version 1 (--require better: "
+                                            "a two-sided p < 0.05 with the candidate ahead; p = 0.070)"), \
+        "p = 0.07 two-sided is 0.035 one-sided: still refused, as the printed verdict says no significant difference"
+    assert judged(+0.3, 0.07, "better", alpha=0.1) is None
+    assert judged(-0.3, 0.04, "better") == judged(-0.3, 0.04, "not-worse") == \
+        "version 2 is significantly worse than version 1"
+    assert judged(-0.3, 0.07, "not-worse") is None and judged(+0.3, 0.07, "not-worse") is None
+    assert judged(+0.3, None, "not-worse") is None
+    assert judged(+0.3, None, "better").endswith("too few images for an interval (n=4, fewer than 10)")
 
 
 def test_promote_moves_the_alias_on_evidence_from_the_test_images(versions, capsys):

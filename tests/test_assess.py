@@ -63,10 +63,15 @@ def test_an_evaluation_is_read_from_the_cache_the_second_time(versions):
     again = assess.evaluate(assess.resolve(uri(made["long"][1]), home), home, "validation", echo=False)
     assert first.cached and again.cached, "training left the validation and test scores in the cache"
     assert again.scores.metrics == first.scores.metrics and again.intervals == first.intervals
+    folder = home / "cache" / "evaluations"
+    before = set(folder.glob("*.json"))
     beams = assess.evaluate(target, home, "validation", ("num_beams=2",), echo=False)
     assert not beams.cached, "other generation settings are another evaluation"
-    entries = sorted(p.name for p in (home / "cache" / "evaluations").glob("*.json"))
-    assert len(entries) == 5, entries  # two splits of each trained model, and the beam-search one
+    (entry,) = set(folder.glob("*.json")) - before  # stored as an entry of its own, the others kept
+    assert eval_cache.read(home, entry.stem) == json.loads(json.dumps(beams.scores.to_json()))
+    beams_again = assess.evaluate(target, home, "validation", ("num_beams=2",), echo=False)
+    assert beams_again.cached and beams_again.scores.metrics == beams.scores.metrics
+    assert set(folder.glob("*.json")) - before == {entry}, "read back, not stored again"
 
 
 def test_evaluate_prints_intervals_logs_a_run_linked_to_the_version_and_prints_json(versions, capsys):

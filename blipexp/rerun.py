@@ -283,8 +283,10 @@ def _within_noise(run_id: str, version, rerun_id: str, home: Path, data_changed:
     except (ValueError, assess.EmptySplit) as exc:
         return f"not compared image for image ({exc})"
     difference = comparison.differences[comparison.metric]
-    within = "beyond noise: " if difference.significant(evidence.ALPHA) else "within noise: "
-    return within + difference.verdict(evidence.ALPHA, a="the original", b="the rerun")
+    verdict = difference.verdict(evidence.ALPHA, a="the original", b="the rerun")
+    if not difference.tested:  # too few images to tell noise from a change
+        return verdict
+    return ("beyond noise: " if difference.significant(evidence.ALPHA) else "within noise: ") + verdict
 
 
 def _record(reproduction: Reproduction, rerun_run: tracking.Run, version) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import access, distributed, generation, locks, resume, tracking
 from .data import CaptionData, load_data
-from .evaluation import LoggedScores
+from .evaluation import LoggedScores, intervals_note
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
 
@@ -213,11 +213,11 @@ def summary(spec: ExperimentSpec, result: TrialResult, home: Path) -> str:
     ]
     run = tracking.Run(result.run_id).read()
     for split in ("validation", "test"):
-        scores = LoggedScores.of(run, split)
+        scores, scored = LoggedScores.of(run, split), getattr(result, split)
         if scores.metrics:
             lines.append(f"  {split:<11} {scores.line()}")
-        if scores.intervals:
-            lines.append(f"  {'':<11} 95% intervals over images ({scores.signature})")
+        if scores.metrics and scored is not None:
+            lines.append(f"  {'':<11} {intervals_note(scores.intervals, scores.signature, len(scored.keys))}")
     if result.test is not None:
         lines.append(f"  worst test captions by {key if key in result.test.images.means else 'cider'}:")
         lines += [f"    {score:.3f}  {image}: {caption!r} (references: {' | '.join(refs)})"

@@ -242,8 +242,10 @@ def test_a_variant_rerun_is_tagged_as_one_and_leaves_the_versions_reproduction_t
     out = capsys.readouterr().out
     line = next(row for row in out.splitlines() if row.startswith(f"rerun of run {version.run_id}: "))
     assert line.split(": ", 1)[1].startswith("variant (epochs=1, changed data): not exactly: weights differ; ")
-    assert "; within noise: " in line or "; beyond noise: " in line, line
-    assert line.endswith("images)"), "the paired comparison's verdict, with its interval, p and image count"
+    # 6 test images are too few for a test; after the earlier test's edit, today's test images may also hold some the
+    # original was trained on, and then it is not compared at all
+    assert "; too few images for an interval (n=6, fewer than 10): the rerun - the original on cider is " in line \
+        or "; not compared image for image (" in line and "models:/rerun-small/1 was trained or selected on" in line, line
     assert any(row.startswith("    test_cider ") or row.startswith("    best_val_cider ") for row in out.splitlines())
     variant = max(reruns_of(version.run_id), key=lambda run: run.info.start_time)
     assert variant.data.tags[rerun.VARIANT_TAG] == "epochs=1, changed data"

@@ -253,6 +253,23 @@ def test_the_edge_is_on_the_sweep_run_and_the_console_says_which_way_to_widen(ho
         "range in search_space() and run a new sweep (--new) to find out"]
 
 
+def test_on_too_few_validation_images_the_runner_up_line_says_so_and_logs_no_interval_or_p(home):
+    from blipexp import evidence
+    from blipexp.sweep.report import log_separation
+
+    tracking.configure(home)
+    tracking.use_experiment("separation", home)
+    few = evidence.Difference("cider", 4.0, 4.5, None, None, None, images=6)  # as evidence.paired gives on 6 images
+    with tracking.new_run("sweep", tags={}) as run:
+        log_separation(run, 3, 1, few)
+    logged = mlflow.get_run(run.id).data
+    assert logged.tags["best_vs_runner_up"] == ("best vs runner-up on the validation images: too few images for an "
+                                                "interval (n=6, fewer than 10): trial 3 - trial 1 on cider is +0.5, "
+                                                "untested")
+    assert logged.metrics["runner_up_difference"] == 0.5
+    assert not {"runner_up_ci_low", "runner_up_ci_high", "runner_up_p_value"} & set(logged.metrics)
+
+
 @pytest.mark.parametrize("value, shown", [(0.0012345, "0.00123"), (3e-3, "0.003"), (12345, "12345"),
                                           (True, "True"), (False, "False"), ("cosine", "cosine")])
 def test_a_search_value_of_any_choice_type_is_formatted(value, shown):

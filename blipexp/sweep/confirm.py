@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 
 from .. import interrupts, liveness, registry, tracking
@@ -141,7 +140,7 @@ def _log_once(spec: ExperimentSpec, study: optuna.Study, home: Path, planned: li
         records = study.user_attrs
         if any(records.get(u.attr, {}).get("state") != DONE for u in planned):
             return None  # units of another worker still train: the spread is logged once they are done
-        if SPREAD_TAG in mlflow.MlflowClient().get_model_version(version.name, version.version).tags:
+        if SPREAD_TAG in registry.tags_of(version):
             return None  # logged already (by another worker)
         spread = spreads(best, [records[u.attr] for u in planned])
         run = tracking.Run(sweep_run_id)

@@ -1,7 +1,8 @@
 """The docs hold: the site builds with `mkdocs build --strict` (a broken link or anchor, or a page missing from the
 navigation, fails it); every `python -m blipexp ...` command that README.md, BENCHMARKS.md and docs/ show parses with
 blipexp's own argument parser and names experiments and spec fields that exist (running them all would cost the
-suite too much); the commands table lists every command; README's setup and test commands are what CI runs.
+suite too much), and so does every `--set KEY=...` in a sentence; the commands table lists every command; README's
+setup and test commands are what CI runs.
 
 In a shown command an UPPERCASE word (NAME, MODEL, KEY=VALUE, FOLDER) is a placeholder the reader fills in: it is
 parsed as `0` and not looked up; `[...]` marks an optional part and `...` a repeatable one."""
@@ -32,6 +33,7 @@ INLINE = re.compile(r"`([^`]*)`")
 COMMAND = re.compile(r"(?:^|\s)-m blipexp(?=\s|$)(.*)")  # `python -m blipexp ...`, or a launcher's `-m blipexp ...`
 PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*|\.\.\.)$")
 SHELL_END = {";", "&", "&&", "|", "||", ")", "("}
+SET = re.compile(r"--set ['\"]?([\w.]+)=")  # `--set KEY=VALUE`, also in prose
 
 
 def shown_commands(text: str) -> list[str]:
@@ -137,6 +139,29 @@ def test_the_checker_catches_a_bad_command():
                                                         ["caption", "--help"], ["captions", "--help"]]
     assert [problems(c) for c in shown_commands(text)[-2:]] == [[], ["no command 'captions'"]]
     assert "no experiment 'nothing'" in problems(shown_commands(text)[0])[0]
+
+
+def unknown_fields(text: str) -> list[str]:
+    """Why each `--set KEY=...` anywhere in `text` (a command, or a sentence about a field) names no spec field nor
+    Trainer argument blipexp passes through."""
+    found = []
+    for key in SET.findall(text):
+        try:
+            _check_override(ExperimentSpec, key, "VALUE")
+        except ValueError as exc:
+            found.append(str(exc))
+    return found
+
+
+def test_the_field_check_catches_a_misspelt_field():
+    assert unknown_fields("`--set learning_rate=1e-3`, `--set 'trainer.optim=adafactor'`, `--set KEY=VALUE`") == []
+    assert ["did you mean learning_rate" in m for m in unknown_fields("with `--set learnin_rate=1e-3` and")] == [True]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_set_names_a_field(document):
+    wrong = unknown_fields(document.read_text(encoding="utf-8"))
+    assert not wrong, f"{document.name}: --set of fields that do not exist: {wrong}"
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))

@@ -85,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True)
     p.add_argument("--alias", default="champion")
     p.add_argument("--force", action="store_true",
-                   help="promote even when the comparison with the alias's holder refuses it (recorded on the version)")
+                   help="promote even when the judgement refuses it: a worse or not-better candidate, or one that "
+                        "cannot be compared with the alias's holder (recorded on the version)")
     p.add_argument("--require", choices=("not-worse", "better"), default="not-worse",
                    help="not-worse (default): refuse a candidate significantly worse than the holder; better: also "
-                        "refuse one that is not significantly better")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+                        "refuse one that is not significantly better. Both read the two-sided paired test at "
+                        "--alpha (so each direction is in effect a one-sided test at alpha/2)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of the two-sided paired test (default 0.05)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. --set dataset=FOLDER: judge both versions on that set's test images")
     p.set_defaults(handler=cmd_promote)
@@ -313,9 +316,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .evidence import check_alpha
+
     assess, home, (a, b) = _judged(args, [args.a, args.b])
-    if not 0 < args.alpha < 1:
-        raise ValueError(f"--alpha {args.alpha}: a significance level in (0, 1), e.g. 0.05")
+    check_alpha(args.alpha)
     comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
     print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
     return 0

@@ -68,7 +68,7 @@ MANAGED = {
     "dataloader_persistent_workers": "follows dataloader_workers",
     "dataloader_pin_memory": "on when there is a GPU",
     "use_cpu": "follows the processes launched (DDP on CPU)",
-    "disable_tqdm": "follows the console output (echo)",
+    "disable_tqdm": "follows the console output (echo; bars on a terminal only)",
 }
 
 

@@ -26,6 +26,10 @@ TRAINING_KIND = "custom_model_development"
 # The system-metrics monitor says "Started/Stopping monitoring system metrics" (INFO) at every run's start and
 # end: noise in a sweep's console. Its warnings (a failed sample) still show.
 logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(logging.WARNING)
+# A new store's first use says "Creating initial MLflow database tables..." and "Updating database tables" (INFO),
+# and its schema migration alembic's INFO lines: noise on a first run's console. Their warnings and errors still show.
+for _setup_logger in ("mlflow.store.db.utils", "alembic"):
+    logging.getLogger(_setup_logger).setLevel(logging.WARNING)
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:

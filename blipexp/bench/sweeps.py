@@ -49,7 +49,7 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None, probed: Path 
     }
     if size.name == "quick":
         ways.pop(FULL_FT)
-    if model:
+    if model or size.name == "quick":  # the uncached way runs FAST's code with two switches off: full size only
         ways.pop(UNCACHED)
     results = {}
     for way, sweep in ways.items():

@@ -29,7 +29,7 @@ def test_two_processes_train_one_run_that_only_the_main_process_logs(tmp_path):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()),
                "-m", "blipexp", "run", "football_baseline", "--tiny", "--home", str(home),
-               "--set", "epochs=1", "--set", "pitch_scenes=60", "--set", "sample_captions=1"]
+               "--set", "epochs=1", "--set", "pitch_scenes=40", "--set", "sample_captions=1", "--set", "max_new_tokens=6"]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.count("registered  blip-football-tiny version 1") == 1, "one summary: the main process's"

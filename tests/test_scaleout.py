@@ -144,7 +144,8 @@ def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(p
     uri, artifacts = mlflow_server
     storage = f"{postgres}/optuna"
     hosts = ["machine-a", "machine-b", "machine-c"]
-    args = ["run", "small_sweep", "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "4", "--set", "epochs=1"]
+    args = ["run", "small_sweep", "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "4", "--set", "epochs=1",
+            "--set", "pitch_scenes=30", "--set", "test_fraction=0", "--set", "max_new_tokens=6"]  # the least work
     workers = {}
     for host in hosts:
         home = ["--home", str(tmp_path / host)]  # nothing shared on disk: no file lock, no model folder

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
 from .generation import bench_generation
+from .homes import new_home
 from .peak import bench_peak, summarize
 from .pretrained import bench_pretrained, blip_base_vision_share, shaped_recipe
 from .report import machine, markdown
@@ -27,6 +28,9 @@ def run(size: Size, sections: list[str]) -> dict:
     report: dict = {"size": size.name, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="blipexp-bench-") as scratch:
         work = Path(scratch)
+        # --quick: every home starts with the training section's precision probe (seconds of CPU in each of seven
+        # homes otherwise); the full benchmark's start empty, as a user's first run finds its home
+        probed = work / "training" if size.name == "quick" else None
         before = bench_peak(size, "before")  # and again after the timed sections: the machine's speed drifts
         if "training" in sections:
             report["training"] = bench_training(size, work / "training")
@@ -35,29 +39,30 @@ def run(size: Size, sections: list[str]) -> dict:
         if "trial" in sections or "sweep" in sections:
             report["pretrained"] = bench_pretrained(work / "pretrained")
         if "trial" in sections:
-            report["trial"] = bench_trial(size, work / "trial")
+            report["trial"] = bench_trial(size, new_home(work / "trial", probed))
         if "sweep" in sections:
-            report["sweep"] = bench_sweeps(size, work)
+            report["sweep"] = bench_sweeps(size, work, probed=probed)
             shaped = bench_pretrained(work / "pretrained", shaped_recipe(size))
             report["pretrained_shaped"] = {**shaped, "blip_base_vision_share": blip_base_vision_share()}
-            report["sweep_shaped"] = bench_sweeps(size, work / "shaped", model=shaped["folder"])
+            report["sweep_shaped"] = bench_sweeps(size, work / "shaped", model=shaped["folder"], probed=probed)
         if "adapters" in sections:
             from .adapters import bench_adapters
 
-            report["adapters"] = bench_adapters(size, work / "adapters")
+            report["adapters"] = bench_adapters(size, new_home(work / "adapters", probed))
         if "data" in sections:
             from .data import bench_data
 
-            report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log)
+            report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log, overrides=size.overrides,
+                                        probed=probed)
         if "evidence" in sections:
             from .evidence import bench_evidence
 
-            report["evidence"] = bench_evidence(size.name, work / "evidence")
+            report["evidence"] = bench_evidence(size, work / "evidence")
         report["peak"] = summarize(before, bench_peak(size, "after"))
         if "serving" in sections:
             from .serving import bench_serving
 
-            report["serving"] = bench_serving(size.name, work / "serving")
+            report["serving"] = bench_serving(size, new_home(work / "serving", probed))
     report["seconds"] = time.perf_counter() - started
     return report
 

@@ -43,7 +43,7 @@ def bench_adapters(size: Size, home: Path) -> dict:
     from ..train import train_trial, untrained_key
 
     base = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(
-        pitch_scenes=size.sweep_scenes, sample_captions=0)
+        pitch_scenes=size.sweep_scenes, sample_captions=0).with_overrides(size.overrides)
     if size.name == "quick":
         base = base.replace(epochs=1)
     tracking.configure(home)

@@ -17,11 +17,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import psutil
 
+from .homes import new_home
 from .sampling import Sampler
 
 PHOTO_SIZE = (640, 480)
@@ -69,12 +71,12 @@ def _write_chunk(folder: Path, indices: range, seed: int) -> list[tuple[str, str
 
 
 class PeakRss(Sampler):
-    """Samples the memory of a process and all its descendants every 0.1 s; `peak` in bytes. Summed as PSS (each
+    """Samples the memory of a process and all its descendants every `every_s`; `peak` in bytes. Summed as PSS (each
     shared page divided among the processes sharing it): forked workers share most of their parent's pages,
     which a sum of RSS would count once per worker."""
 
-    def __init__(self, pid: int):
-        super().__init__(every_s=0.1)
+    def __init__(self, pid: int, every_s: float):
+        super().__init__(every_s=every_s)
         self.process = psutil.Process(pid)
         self.peak = 0
 
@@ -86,11 +88,11 @@ class PeakRss(Sampler):
             pass
 
 
-def _in_fresh_process(*args: str) -> dict:
+def _in_fresh_process(*args: str, every_s: float) -> dict:
     """Run this module's `measure` in a new Python process; its JSON result, with the tree's peak RSS."""
     command = [sys.executable, "-m", "blipexp.bench.data", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with PeakRss(process.pid) as rss:
+    with PeakRss(process.pid, every_s) as rss:
         out, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err[-3000:]}")
@@ -143,15 +145,16 @@ def measure_eager(folder: Path) -> dict:
     return {"images": len(images), "first_batch_s": time.perf_counter() - started, "tensor_gib": pixels.nbytes / 2**30}
 
 
-def measure_run(folder: Path, home: Path) -> dict:
-    """A real 1-epoch `--tiny` run on the folder: peak RSS of its process tree, and its time to the first step."""
+def measure_run(folder: Path, home: Path, every_s: float, overrides: Sequence[str]) -> dict:
+    """A real 1-epoch `--tiny --set OVERRIDE...` run on the folder: peak RSS of its process tree, and its time to the
+    first step."""
     import mlflow
 
-    command = [sys.executable, "-m", "blipexp", "run", "football_baseline", "--tiny", "--home", str(home),
-               "--set", f"dataset={folder}", "--set", "epochs=1"]
+    sets = [part for override in [f"dataset={folder}", "epochs=1", *overrides] for part in ("--set", override)]
+    command = [sys.executable, "-m", "blipexp", "run", "football_baseline", "--tiny", "--home", str(home), *sets]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    with PeakRss(process.pid) as rss:
+    with PeakRss(process.pid, every_s) as rss:
         _, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err[-3000:]}")
@@ -162,20 +165,26 @@ def measure_run(folder: Path, home: Path) -> dict:
             "seconds_to_first_step": runs[0].data.metrics.get("seconds_to_first_step")}
 
 
-def bench_data(sizes: list[int], root: Path, batches: int, eager_up_to: int, log) -> dict:
+def bench_data(sizes: list[int], root: Path, batches: int, eager_up_to: int, every_s: float, attempts: int, log,
+               overrides: Sequence[str] = (), probed: Path | None = None) -> dict:
+    """Per size: loading (`attempts` times: the second reuses the first's survey, then with 2 workers), the eager
+    path, a `--tiny` run `attempts` times (with `overrides`, in a home that starts with the precision probe of the
+    home `probed`, when given); memory sampled every `every_s`."""
     results = {}
     for count in sizes:
         folder = write_photos(root / f"photos-{count}", count)
         home = root / f"home-{count}"
         row = {}
-        for attempt in ("first", "second"):
-            row[f"load_{attempt}"] = _in_fresh_process("loading", str(folder), str(home), "1", str(batches))
-        row["load_2_workers"] = _in_fresh_process("loading", str(folder), str(home), "2", str(batches))
+        for attempt in ("first", "second")[:attempts]:
+            row[f"load_{attempt}"] = _in_fresh_process("loading", str(folder), str(home), "1", str(batches),
+                                                       every_s=every_s)
+        row["load_2_workers"] = _in_fresh_process("loading", str(folder), str(home), "2", str(batches),
+                                                  every_s=every_s)
         if count <= eager_up_to:
-            row["eager"] = _in_fresh_process("eager", str(folder))
-        run_home = root / f"run-{count}"
-        row["run_first"] = measure_run(folder, run_home)
-        row["run_second"] = measure_run(folder, run_home)
+            row["eager"] = _in_fresh_process("eager", str(folder), every_s=every_s)
+        run_home = new_home(root / f"run-{count}", probed)
+        for attempt in ("first", "second")[:attempts]:
+            row[f"run_{attempt}"] = measure_run(folder, run_home, every_s, overrides)
         log(f"data {count}: {json.dumps(row)}")
         results[str(count)] = row
     return results
@@ -187,15 +196,15 @@ def markdown(report: dict) -> list[str]:
              "| images/s, 2 workers | peak memory, loading | eager path: ready after, peak memory | `--tiny` run, 1 epoch: "
              "peak memory | its first step (1st / 2nd run) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for count, r in report.items():
-        first, second, two = r["load_first"], r["load_second"], r["load_2_workers"]
+        first, second, two = r["load_first"], r.get("load_second", r["load_first"]), r["load_2_workers"]
         eager = (f"{r['eager']['first_batch_s']:.0f} s, {r['eager']['peak_rss_gib']:.2f} GiB" if "eager" in r
                  else "not run (would not fit)")
         steps = "/".join(f"{r[k]['seconds_to_first_step']:.1f} s" if r[k]["seconds_to_first_step"] else "-"
-                         for k in ("run_first", "run_second"))
+                         for k in ("run_first", "run_second") if k in r)
         lines.append(f"| {int(count):,} | {first['first_look_s']:.1f} s | {second['first_look_s']:.1f} s | "
                      f"{second['first_batch_s']:.1f} s | {first['images_per_s']:.0f} | {two['images_per_s']:.0f} | "
                      f"{max(first['peak_rss_gib'], second['peak_rss_gib']):.2f} GiB | {eager} | "
-                     f"{max(r['run_first']['peak_rss_gib'], r['run_second']['peak_rss_gib']):.2f} GiB | {steps} |")
+                     f"{max(r[k]['peak_rss_gib'] for k in ('run_first', 'run_second') if k in r):.2f} GiB | {steps} |")
     return lines
 
 

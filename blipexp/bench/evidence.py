@@ -13,18 +13,19 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from .sizes import log
+from .sizes import Size, log
 
 SIZES = {"full": dict(images=5000, resamples=1000, repeats=3, scenes=640),
-         "quick": dict(images=200, resamples=200, repeats=1, scenes=60)}
+         "quick": dict(images=200, resamples=200, repeats=1, scenes=24)}
 
 
-def bench_evidence(size_name: str, root: Path) -> dict:
-    sizes = SIZES[size_name]
+def bench_evidence(size: Size, root: Path) -> dict:
+    sizes = SIZES[size.name]
     result = _bootstrap(sizes["images"], sizes["resamples"], sizes["repeats"])
-    result.update(_cached_evaluation(root, sizes["scenes"]))
+    result.update(_cached_evaluation(root, [f"pitch_scenes={sizes['scenes']}", *size.overrides]))
     return result
 
 
@@ -63,15 +64,17 @@ def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
     return result
 
 
-def _cached_evaluation(root: Path, scenes: int) -> dict:
-    """`evaluate football_baseline --tiny` twice in a fresh home: captioned, then read from the cache."""
+def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
+    """`evaluate football_baseline --tiny --set OVERRIDE...` twice in a fresh home: captioned, then read from the
+    cache."""
     from ..pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
 
     home = root / "home"
     pretrained_tiny(home, echo=False)  # built before the clock starts (kept in the user's shared cache, if named)
     env = {**os.environ, CACHE_VARIABLE: str(cache_root(home))}
+    sets = [part for override in overrides for part in ("--set", override)]
     command = [sys.executable, "-m", "blipexp", "evaluate", "football_baseline", "--tiny", "--home", str(home),
-               "--set", f"pitch_scenes={scenes}", "--json"]
+               *sets, "--json"]
     seconds = []
     for attempt in ("captioned", "cached"):
         started = time.perf_counter()
@@ -82,20 +85,20 @@ def _cached_evaluation(root: Path, scenes: int) -> dict:
         log(f"evidence: `evaluate` {attempt}: {seconds[-1]:.1f} s")
     imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import blipexp.assess, blipexp.cli"],
                              capture_output=True, text=True)
-    in_process = _cached_in_process(home, scenes)
+    in_process = _cached_in_process(home, overrides)
     log(f"evidence: `evaluate` cached, in process (no imports): {in_process:.2f} s")
     return {"evaluate_first_seconds": seconds[0], "evaluate_cached_seconds": seconds[1],
             "evaluate_cached_in_process_seconds": in_process,
-            "evaluate_command": " ".join(["python", *command[1:4], "--tiny", "--set", f"pitch_scenes={scenes}"]),
+            "evaluate_command": " ".join(["python", *command[1:4], "--tiny", *sets]),
             "import_seconds": _import_seconds(imports.stderr)}
 
 
-def _cached_in_process(home: Path, scenes: int) -> float:
+def _cached_in_process(home: Path, overrides: Sequence[str]) -> float:
     """The cached evaluation again, in this process: what a command costs beyond Python's imports."""
     from .. import assess, catalog, tracking
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny()
-    spec = spec.with_overrides([f"pitch_scenes={scenes}"])
+    spec = spec.with_overrides(overrides)
     tracking.configure(home)
     started = time.perf_counter()
     evaluation = assess.evaluate(assess.resolve("football_baseline", home, spec), home, "test", echo=False)

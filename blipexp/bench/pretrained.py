@@ -24,7 +24,7 @@ CAPTION_TOKENS = 16  # a pitch caption's length in tokens, about: where a forwar
 
 def shaped_recipe(size: Size) -> Recipe:
     """BASE_SHAPED; the --quick smoke check pretrains it for a few steps only (its figures mean nothing)."""
-    return BASE_SHAPED if size.name == "full" else dataclasses.replace(BASE_SHAPED, images=32, steps=2, batch_size=16)
+    return BASE_SHAPED if size.name == "full" else dataclasses.replace(BASE_SHAPED, images=8, steps=2, batch_size=4)
 
 
 def bench_pretrained(shared: Path, recipe: Recipe = RECIPE) -> dict:

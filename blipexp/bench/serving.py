@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ import pandas as pd
 import psutil
 
 from .sampling import Sampler
-from .sizes import SERVING_SIZES, log
+from .sizes import SERVING_SIZES, Size, log
 
 MODEL_NAME = "bench-serving"
 START_TIMEOUT_S = 180
@@ -50,22 +50,23 @@ REQUEST_TIMEOUT_S = 120
 
 # --------------------------------------------------------------------------- a registered model and its server
 
-def register_tiny_model(home: Path, scenes: int, name: str = MODEL_NAME) -> tuple[str, list[bytes]]:
-    """Train a tiny model for one epoch on `scenes` pitch scenes and register it: its version's URI, and the
-    encoded validation images (the images clients send)."""
+def register_tiny_model(home: Path, scenes: int, name: str = MODEL_NAME, overrides: Sequence[str] = ()
+                        ) -> tuple[str, list[bytes]]:
+    """Train a tiny model for one epoch on `scenes` pitch scenes (and `--set` overrides) and register it, to serve
+    captions of the spec's max_new_tokens: its version's URI, and the encoded validation images (what clients send)."""
     from .. import catalog, registry, tracking
     from ..data import load_data
     from ..train import train_trial
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(
-        pitch_scenes=scenes, epochs=1, sample_captions=0, test_fraction=0.0)
+        pitch_scenes=scenes, epochs=1, sample_captions=0, test_fraction=0.0).with_overrides(overrides)
     tracking.configure(home)
     tracking.use_experiment("bench-serving", home)
     data = load_data(spec, home, progress=False)
     result = train_trial(spec, data, home, echo=False)
     version = registry.log_and_register(result.model_dir, registered_model=name, run_id=result.run_id,
                                         tags={"objective": str(result.objective)}, description="serving benchmark",
-                                        generation={"max_new_tokens": 20})
+                                        generation={"max_new_tokens": spec.max_new_tokens})
     images = [data.images.read(example.ref) for example in data.validation[:8]]
     return f"models:/{name}/{version.version}", images
 
@@ -323,11 +324,11 @@ class PeakRss(Sampler):
 
 # --------------------------------------------------------------------------- the section
 
-def bench_serving(size_name: str, home: Path) -> dict:
+def bench_serving(size: Size, home: Path) -> dict:
     from ..serve_settings import LOG_LEVEL_VARIABLE, MAX_BATCH_VARIABLE, MAX_WAIT_VARIABLE, Batching
 
-    sizes = SERVING_SIZES[size_name]
-    model_uri, images = register_tiny_model(home, sizes["scenes"])
+    sizes = SERVING_SIZES[size.name]
+    model_uri, images = register_tiny_model(home, sizes["scenes"], overrides=size.overrides)
     mb = 2**20
     on = Batching()  # the defaults, set explicitly: the report names what it measured whatever the shell holds
     result: dict = {"workers": 1, "max_batch": on.max_batch, "max_wait_ms": on.max_wait_ms, "load": []}

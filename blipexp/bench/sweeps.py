@@ -13,6 +13,7 @@ from .. import generation
 from ..data.collator import CaptionCollator
 from ..search_space import IntRange
 from ..spec import ExperimentSpec
+from .homes import new_home
 from .sizes import Size, log
 
 FAST = "blipexp: frozen encoder, feature cache, pruning"
@@ -21,14 +22,14 @@ HF = "HF Trainer.hyperparameter_search (optuna), full fine-tuning"
 UNCACHED = "blipexp: frozen encoder, no cache, no pruning"
 
 
-def bench_sweeps(size: Size, root: Path, model: str | None = None) -> dict:
+def bench_sweeps(size: Size, root: Path, model: str | None = None, probed: Path | None = None) -> dict:
     """Each way's wall time and best objective. The compared ways (FAST against HF, and against FULL_FT: the frozen
     encoder's cost in quality) run once per seed in size.sweep_seeds and report the means, with each seed's sweep
     under "seeds": the best of 8 trials moves by 0.1-0.4 CIDEr with the seed alone, as much as the differences
     measured. The uncached, unpruned way runs at the first seed only, and only on the preset.
 
     `model`: a pretrained folder every way starts from instead of the `--tiny` preset (pretrained.BASE_SHAPED's),
-    searched over the preset's space."""
+    searched over the preset's space. `probed`: a home whose precision probe each sweep's home starts with."""
     from .. import catalog
 
     base = catalog.load("football_lr_sweep", catalog.experiments_dir()).tiny()
@@ -36,6 +37,7 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None) -> dict:
     if size.name == "quick":  # one or two epochs a trial: the smoke check's budget
         space = {**space, "epochs": IntRange(1, 2)}
     base = _with_space(base, space).replace(n_trials=size.sweep_trials, pitch_scenes=size.sweep_scenes)
+    base = base.with_overrides(size.overrides)
     if model:
         base = base.replace(model=model)  # no longer `is_tiny`: the pinned space keeps the preset's ranges
     ways = {
@@ -47,14 +49,14 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None) -> dict:
     }
     if size.name == "quick":
         ways.pop(FULL_FT)
-    if model:
+    if model or size.name == "quick":  # the uncached way runs FAST's code with two switches off: full size only
         ways.pop(UNCACHED)
     results = {}
     for way, sweep in ways.items():
         seeds = size.sweep_seeds if way in (FAST, FULL_FT, HF) else size.sweep_seeds[:1]
         runs = []
         for seed in seeds:
-            home = root / f"sweep-{len(results)}-{seed}"
+            home = new_home(root / f"sweep-{len(results)}-{seed}", probed)
             runs.append({"seed": seed, **sweep(base.replace(seed=seed), home)})
             log(f"sweep{' (base-shaped tiny)' if model else ''}: {way}, seed {seed}: "
                 f"{runs[-1]['seconds']:.0f}s, best {base.objective_metric} {runs[-1]['best']:.3f}")

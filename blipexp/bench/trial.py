@@ -38,6 +38,7 @@ def bench_trial(size: Size, home: Path) -> dict:
     from ..train import train_trial
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(pitch_scenes=size.sweep_scenes)
+    spec = spec.with_overrides(size.overrides)
     if size.name == "quick":
         spec = spec.replace(epochs=1)
     tracking.configure(home)

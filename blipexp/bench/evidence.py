@@ -89,7 +89,7 @@ def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
     log(f"evidence: `evaluate` cached, in process (no imports): {in_process:.2f} s")
     return {"evaluate_first_seconds": seconds[0], "evaluate_cached_seconds": seconds[1],
             "evaluate_cached_in_process_seconds": in_process,
-            "evaluate_command": " ".join(["python", *command[1:4], "--tiny", *sets]),
+            "evaluate_command": " ".join(["python", *command[1:5], "--tiny", *sets]),
             "import_seconds": _import_seconds(imports.stderr)}
 
 

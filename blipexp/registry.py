@@ -13,10 +13,12 @@ Each version carries its model card (blipexp.model_card) as artifact README.md, 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import sys
 import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -70,12 +72,30 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
 
     with tracking.no_artifact_progress_bar(), no_weight_progress_bars():  # MLflow loads the model back to check it
         model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir, card))
-    version = mlflow.register_model(model_info.model_uri, registered_model,
-                                    tags={key: str(value) for key, value in tags.items()})
+    with _without_registry_chatter():
+        version = mlflow.register_model(model_info.model_uri, registered_model,
+                                        tags={key: str(value) for key, value in tags.items()})
     client = MlflowClient()
     if description:
         client.update_model_version(registered_model, version.version, description=description)
     return client.get_model_version(registered_model, version.version)
+
+
+# what mlflow.register_model prints to stderr on success: blipexp's summary says it once, as `registered  NAME version N`
+_CHATTER = ("Successfully registered model ", "Created version ", "Registered model ")
+
+
+@contextmanager
+def _without_registry_chatter():
+    """Keep MLflow's registration notices off the console; anything else it prints (a warning) still shows."""
+    printed = io.StringIO()
+    try:
+        with redirect_stderr(printed):
+            yield
+    finally:
+        kept = [line for line in printed.getvalue().splitlines() if line and not line.startswith(_CHATTER)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
 
 
 def _log_pyfunc(model_dir: Path, generation: dict, adapter_dir: Path | None, card: str | None) -> Any:

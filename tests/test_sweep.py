@@ -358,7 +358,8 @@ def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_le
 
 NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system metrics",
          "CloudPickle", "Add type hints to the `predict` method",  # these two: MLflow's pyfunc hints
-         "Downloading artifacts", "Loading weights", "Writing model shards")
+         "Downloading artifacts", "Loading weights", "Writing model shards",
+         "Validating input example", "Successfully registered model", "Created version")  # MLflow's, on registering
 
 
 @pytest.mark.slow
@@ -378,6 +379,7 @@ def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tm
     assert done.returncode == 0, console[-3000:]
     assert not [noise for noise in NOISE if noise in console], console
     assert "\r" not in console, "a progress bar's redraws"
+    assert "registered  small-sweep version 1" in done.stdout, "blipexp's own line says it, once"
     assert "Creating initial MLflow database tables" not in console and "alembic" not in console, console
     assert re.findall(r"^ +epoch (\d)/2 +val ", done.stdout, re.M) == ["1", "2"] * 2, done.stdout
     assert re.search(r"^trial 0: learning_rate=\S+   \[sweep 0/2 done, 0 pruned, 0 failed; no best yet; "

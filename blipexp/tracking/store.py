@@ -30,6 +30,8 @@ logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(loggi
 # and its schema migration alembic's INFO lines: noise on a first run's console. Their warnings and errors still show.
 for _setup_logger in ("mlflow.store.db.utils", "alembic"):
     logging.getLogger(_setup_logger).setLevel(logging.WARNING)
+# Logging a model says "Validating input example against model signature" (INFO) each time: noise as well.
+logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:

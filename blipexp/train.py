@@ -47,7 +47,7 @@ from .modeling import (
     no_weight_progress_bars,
     prepare_for_training,
 )
-from .resume import Resumable, ResumePoint
+from .resume import NOT_TRAINING, Resumable, ResumePoint
 from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
@@ -307,15 +307,15 @@ def _without_epoch(entry: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in entry.items() if k != "epoch"}
 
 
-# Fields that change training but not the model before it: trials differing only in these share epoch 0.
-TRAINING_ONLY = frozenset({
+# Fields that change training but not the model before it: trials differing only in these share epoch 0. Those
+# that change not even the training (resume.NOT_TRAINING) are among them by construction: one list each.
+TRAINING_ONLY = NOT_TRAINING | frozenset({
     "learning_rate", "epochs", "train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_ratio",
-    "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "dataloader_workers",
-    "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
+    "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "mlflow_experiment",
     # LoRA starts with a zero update (lora_B = 0): the untrained model is the base model whatever these are
     "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
     "early_stopping_patience", "early_stopping_threshold",
-    "system_metrics", "bootstrap_resamples", "confirm_seeds",
+    "system_metrics",
 })
 
 

@@ -302,6 +302,14 @@ def test_untrained_key_ignores_training_knobs_only():
     assert untrained_key(spec, "data", "bf16") != key, "scores made in bf16 are not fp32's"
 
 
+def test_the_training_only_fields_hold_the_not_training_ones_and_name_real_fields():
+    """One list each (resume.NOT_TRAINING inside train.TRAINING_ONLY): a field added to neither changes both keys."""
+    from blipexp.resume import NOT_TRAINING
+    from blipexp.train import TRAINING_ONLY
+
+    assert NOT_TRAINING < TRAINING_ONLY < set(ExperimentSpec().to_dict())
+
+
 def test_keys_and_tags_name_the_precision_used_never_auto(home, monkeypatch):
     """Workers of one sweep on CPUs with and without bf16 units must not share epoch-0 scores, and a run must not
     resume across a precision change: the keys hold what precision=auto resolves to on this machine."""

@@ -6,11 +6,15 @@ POINT says which write stalls half-done: `save:N` (the Nth `Trainer._save`: chec
 trial's model folder) or `log_model` (the artifacts of the model being logged for registration). At that
 point the hook truncates the biggest file just written to half its size (a half-written file), creates the
 file MARKER and sleeps: the test waits for MARKER and kills the process. `train:E` stalls training itself,
-mid-epoch: at a training step once more than E epochs are done (E epoch checkpoints written). The product
-code has no test hooks; only this wrapper patches it.
+mid-epoch: at a training step once more than E epochs are done (E epoch checkpoints written).
+`group_sigterm:S` does not stall: as training step S begins it has another process send SIGTERM to the whole
+process group (DataLoader workers too), as `kill -- -PGID` or systemd do; it appends each step begun to MARKER. The product code has no test
+hooks; only this wrapper patches it.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +57,22 @@ def hook_train(epochs: float, marker: Path) -> None:
     Trainer.training_step = training_step
 
 
+def hook_group_sigterm(step: int, marker: Path) -> None:
+    from transformers import Trainer
+
+    original = Trainer.training_step
+
+    def training_step(self, *args, **kwargs):
+        begun = self.state.global_step + 1
+        with marker.open("a") as steps:
+            steps.write(f"{begun}\n")
+        if begun == step:  # sent by another process, as a shell's or systemd's is (a worker tells its parent's apart)
+            subprocess.run([sys.executable, "-c", f"import os, signal; os.killpg({os.getpgrp()}, signal.SIGTERM)"])
+        return original(self, *args, **kwargs)
+
+    Trainer.training_step = training_step
+
+
 def hook_log_model(marker: Path) -> None:
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
@@ -72,6 +92,8 @@ def main() -> int:
         hook_save(int(point.split(":")[1]), marker)
     elif point.startswith("train:"):
         hook_train(float(point.split(":")[1]), marker)
+    elif point.startswith("group_sigterm:"):
+        hook_group_sigterm(int(point.split(":")[1]), marker)
     elif point == "log_model":
         hook_log_model(marker)
     else:

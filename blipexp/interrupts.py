@@ -1,11 +1,12 @@
 """Ctrl-C and SIGTERM stop a command at a safe point, never in the middle of a decision.
 
-A first signal only asks to stop: training ends at the next step's end or evaluation batch (`check`), a sweep
-before its next trial. Code that must not be cut in two (a trial's run ended and the study told, under the study
-lock) runs `held()`: a stop is never raised inside it. Where no safe point comes within the grace period (a long
-phase with none, a stalled step), the stop is raised where the program is, as Python does for Ctrl-C; a second
-signal stops at once; a third one gets the default behaviour (SIGTERM ends the process). The grace is short by
-default because `docker stop` sends SIGKILL 10 s after SIGTERM, and clean-up needs some of those seconds.
+A first signal only asks to stop: training ends at the next step's end or evaluation batch (`check`; the ranks of
+a DDP run agree on the step), a sweep before its next trial. Code that must not be cut in two (a trial's run ended
+and the study told, under the study lock) runs `held()`: a stop is never raised inside it. Where no safe point
+comes within the grace period (a long phase with none, a stalled step), the stop is raised where the program is, as
+Python does for Ctrl-C; a second signal stops at once; a third one gets the default behaviour (SIGTERM ends the
+process). The grace is short by default because `docker stop` sends SIGKILL 10 s after SIGTERM, and clean-up needs
+some of those seconds.
 
 Ctrl-C in a terminal, `kill -- -PGID` and systemd signal every process of the group, DataLoader workers too: a child
 forked while signals are caught here leaves stopping to its parent, which ends it (`_leave_stopping_to_the_parent`).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -88,9 +89,14 @@ def requested() -> bool:
     return _state.signum is not None and not _state.raised
 
 
-def check() -> None:
-    """A safe point: stop here if a stop was asked."""
-    if requested() and not _state.held:
+def check(agree: Callable[[int], int] | None = None) -> None:
+    """A safe point: stop here if a stop was asked. `agree`: for processes that must stop at the same point (the
+    ranks of a DDP run, which all call it here), the signal asked in any of them (0: none) from this one's."""
+    asked = _state.signum if requested() else 0
+    if agree is not None:
+        asked = agree(asked)  # every process calls it here, asked or not
+    if asked and not _state.held and not _state.raised:
+        _state.signum = _state.signum or asked  # asked in another process: this one stops with its signal
         _raise()
 
 

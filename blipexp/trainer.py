@@ -70,7 +70,7 @@ class CaptionTrainer(Seq2SeqTrainer):
             self.args.dataloader_persistent_workers = persistent
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-        interrupts.check()  # between evaluation batches: a safe point to stop at
+        interrupts.check(distributed.max_over_ranks)  # between evaluation batches: a safe point, the same for all ranks
         inputs = self._count_skips(self._prepare_inputs(inputs), self.eval_split)
         with torch.no_grad():
             loss = None  # a batch of unusable images only has no loss (every label masked)
@@ -87,10 +87,11 @@ class CaptionTrainer(Seq2SeqTrainer):
 
 
 class StopAtSafePoints(TrainerCallback):
-    """Ctrl-C or SIGTERM stop training at a step's end (interrupts.py), not inside the step."""
+    """Ctrl-C or SIGTERM stop training at a step's end (interrupts.py), not inside the step; the ranks of a DDP run
+    at the same step's (one may be signalled a step before another: it would wait for the others forever)."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        interrupts.check()
+        interrupts.check(distributed.max_over_ranks)
 
 
 class _BarOnly(ProgressCallback):

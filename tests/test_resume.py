@@ -3,6 +3,8 @@ after its first epoch checkpoint, then the same command again continues the same
 uninterrupted run ends. Real subprocesses, a real MLflow store in temp dirs."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +57,19 @@ def history(run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, key))
 
 
+def rows(run_id: str, table: str) -> int:
+    return len(next(iter(tracking.Run(run_id).table_columns(table).values())))
+
+
+def versions() -> list:
+    return mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
+
+
+def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items()
+            if k.startswith(("best_val_", "untrained_val_")) or k in ("objective", "best_epoch", "train_steps")}
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The same spec trained without interruption in another home: the metrics a resumed run must end with."""
@@ -62,7 +77,8 @@ def uninterrupted(tmp_path_factory) -> dict:
     assert cli.main(run_args(home)) == 0
     (run,) = runs(home)
     return {"metrics": run.data.metrics, "val_cider": history(run.info.run_id, "val_cider"),
-            "train_loss": history(run.info.run_id, "train_loss")}
+            "train_loss": history(run.info.run_id, "train_loss"),
+            "rows": rows(run.info.run_id, "per_image/validation.json")}
 
 
 def test_a_killed_run_resumes_in_the_same_mlflow_run_and_ends_as_an_uninterrupted_one(home, tmp_path, capsys,
@@ -83,11 +99,9 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_ends_as_an_uninterrupte
         steps, values = zip(*history(run_id, key))
         expected_steps, expected_values = zip(*uninterrupted[key])
         assert steps == expected_steps and values == pytest.approx(expected_values, abs=1e-6), key
-    final = {k: v for k, v in uninterrupted["metrics"].items()
-             if k.startswith(("best_val_", "untrained_val_")) or k in ("objective", "best_epoch", "train_steps")}
+    final = final_metrics(uninterrupted["metrics"])
     assert {k: resumed.data.metrics[k] for k in final} == pytest.approx(final, abs=1e-6)
-    versions = mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
-    assert [v.run_id for v in versions] == [run_id], "registered once, from the resumed run"
+    assert [v.run_id for v in versions()] == [run_id], "registered once, from the resumed run"
     assert not list((home / "checkpoints" / run_id).glob("checkpoint-*")), "its checkpoints are dropped at the end"
 
 
@@ -111,3 +125,79 @@ def test_new_starts_afresh_and_a_differing_spec_is_not_resumed(home, tmp_path, c
     assert second.info.status == "FINISHED"
     assert not (home / "checkpoints" / killed.info.run_id).exists(), "--new deletes the checkpoints it abandons"
     assert resume.plan(spec, fingerprint, home, new=False, echo=False).point is None, "nothing left to resume"
+
+
+def stopped_after_logging_the_model(log_artifacts):
+    """LocalArtifactRepository.log_artifacts, wrapped: once the model's folder is logged (its version not yet
+    registered), Ctrl-C lands and the grace ends inside (logging a model has no safe point): the stop is raised here."""
+    def logged_then_stopped(self, local_dir, artifact_path=None):
+        log_artifacts(self, local_dir, artifact_path)
+        if any(Path(local_dir).rglob("*.safetensors")):  # the model's folder, not a table or a plot
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise AssertionError(f"no stop came in {TIMEOUT} s")
+
+    return logged_then_stopped
+
+
+def test_a_run_stopped_after_its_training_is_finished_from_its_saved_model_without_training_again(
+        home, capsys, monkeypatch, uninterrupted):
+    """Ctrl-C lands in the final scoring; the same command then goes on from the saved best model and is stopped
+    again while logging it for registration; the same command again registers it. No training step is taken
+    after the first run, and the run ends as an uninterrupted one: same weights, metrics, one version, each
+    per-image row logged once."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from transformers import Trainer
+
+    from blipexp import eval_cache, interrupts, train
+
+    args = run_args(home)
+    scored = []
+
+    def score_split(*score_args, **kwargs):
+        scored.append(score_args)
+        if len(scored) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # lands in the scoring: it stops at its first batch
+        return original_score_split(*score_args, **kwargs)
+
+    original_score_split = train.score_split
+    monkeypatch.setattr(train, "score_split", score_split)
+    assert cli.main(args) == 128 + signal.SIGINT
+    (stopped,) = runs(home)
+    run_id = stopped.info.run_id
+    assert stopped.info.status == "KILLED" and "objective" not in stopped.data.metrics
+    folder = home / "checkpoints" / run_id
+    assert not list(folder.glob("checkpoint-*")), "the saved best model is all a resumed run needs: the epochs' go"
+    weights = eval_cache.weights_digest(folder / "model")
+
+    stepped, training_step, log_artifacts = [], Trainer.training_step, LocalArtifactRepository.log_artifacts
+
+    def counted_step(self, *step_args, **kwargs):
+        stepped.append(self.state.global_step)
+        return training_step(self, *step_args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", counted_step)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", stopped_after_logging_the_model(log_artifacts))
+    monkeypatch.setenv(interrupts.GRACE_ENV, "0.2")
+    capsys.readouterr()
+    assert cli.main(args) == 128 + signal.SIGINT
+    assert (f"resuming run {run_id} after its training ended: its saved best model is scored, logged and "
+            "registered (--new starts afresh)") in capsys.readouterr().out.splitlines()
+    (stopped,) = runs(home)
+    assert stopped.info.status == "KILLED" and "objective" in stopped.data.metrics, "scored and logged"
+    assert versions() == [], "stopped while logging the model: not registered"
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", log_artifacts)
+    scored.clear()
+    assert cli.main(args) == 0
+    assert stepped == [], "no training step after the first run"
+    assert scored == [], "the scores made before the stop are read back, not made again"
+    (finished,) = runs(home)
+    assert finished.info.run_id == run_id and finished.info.status == "FINISHED"
+    final = final_metrics(uninterrupted["metrics"])
+    assert {k: finished.data.metrics[k] for k in final} == pytest.approx(final, abs=1e-6)
+    (version,) = versions()
+    assert (version.run_id, version.tags["weights_digest"]) == (run_id, weights), "the weights trained the first time"
+    assert rows(run_id, "per_image/validation.json") == uninterrupted["rows"], "each image's row logged once"

@@ -130,7 +130,9 @@ class CaptionMetricsCallback(TrainerCallback):
 def _divergence_fix(args) -> str:
     """What to change when the training loss runs off: the learning rate, and clipping when it is off."""
     fix = f"lower learning_rate (now {args.learning_rate:g})"
-    return fix + " or clip gradients (max_grad_norm, now 0)" if not args.max_grad_norm else fix
+    if not args.max_grad_norm:  # unclipped, one large gradient is enough
+        fix += " or clip gradients (max_grad_norm, now 0)"
+    return fix
 
 
 def _is_timing(key: str) -> bool:

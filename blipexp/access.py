@@ -5,7 +5,7 @@ and the fix (tracking.configure and the commands raise it as a ValueError), foun
 MLflow's basic-auth app (`mlflow server --app-name basic-auth`, README: Scaling out) answers a missing or wrong
 login with 401 and a missing permission with 403; MLflow's client raises either as an MlflowException with the
 server's response in it, and retries a server that does not answer for minutes. A server without the app has no
-accounts: every check passes there. Passwords are never part of a message.
+accounts: every check passes there. Passwords are never part of a message: a URI is shown through secrecy.masked.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from . import secrecy
 
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
@@ -24,7 +26,7 @@ USER_PERMISSION = "/api/3.0/mlflow/users/permissions/get"  # an account's effect
 LEVELS = ("DENY", "NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
 LOGIN_FIX = f"set {USERNAME_ENV} and {PASSWORD_ENV} to your account's (or write them to ~/.mlflow/credentials)"
 ROLES_FIX = "README: Scaling out, roles"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")  # a request there never leaves the machine
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # a request there, or to a server bound there, never leaves the machine
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ def _get(uri: str, path: str, fix: str, params: dict | None = None):
     except requests.exceptions.SSLError as exc:
         raise ValueError(_tls_refused(uri, exc)) from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        reason, fix = _reason(exc), f"start it, or {fix}"
+        reason, fix = _reason(exc, uri), f"start it, or {fix}"
         if uri.startswith("http://") and "closed" in reason:  # what a server speaking TLS does to plain HTTP
             fix = f"if it serves HTTPS, reach it with https://; else {fix}"
-        raise ValueError(f"MLflow tracking server {uri} cannot be reached ({reason}): {fix}") from exc
+        raise ValueError(f"MLflow tracking server {secrecy.masked(uri)} cannot be reached ({reason}): {fix}") from exc
     except OSError as exc:  # requests' own check of the CA path
         raise ValueError(f"${CERT_ENV} names {creds.server_cert_path}, which is not a readable file: set it to the "
                          "CA certificate that signed the server's certificate (ca.pem)") from exc
@@ -75,31 +77,31 @@ def _get(uri: str, path: str, fix: str, params: dict | None = None):
 def _login_refused(uri: str) -> str:
     from mlflow.utils.credentials import read_mlflow_creds
 
-    creds = read_mlflow_creds()
+    creds, shown = read_mlflow_creds(), secrecy.masked(uri)
     if not (creds.username and creds.password):
-        return f"MLflow tracking server {uri} requires a login: {LOGIN_FIX}"
-    return (f"MLflow tracking server {uri} refused the login of account {creds.username!r} (wrong user name or "
+        return f"MLflow tracking server {shown} requires a login: {LOGIN_FIX}"
+    return (f"MLflow tracking server {shown} refused the login of account {creds.username!r} (wrong user name or "
             f"password): check ${USERNAME_ENV} and ${PASSWORD_ENV} (or ~/.mlflow/credentials)")
 
 
 def _tls_refused(uri: str, exc: Exception) -> str:
-    reason, cert = _reason(exc), os.environ.get(CERT_ENV)
+    reason, cert, shown = _reason(exc, uri), os.environ.get(CERT_ENV), secrecy.masked(uri)
     if "certificate verify failed" not in str(exc):
-        return (f"TLS with MLflow tracking server {uri} failed ({reason}): check that the server serves HTTPS on "
+        return (f"TLS with MLflow tracking server {shown} failed ({reason}): check that the server serves HTTPS on "
                 "that port (a server without TLS is reached with http://)")
     if "mismatch" in reason:
-        return (f"MLflow tracking server {uri} presents a certificate for another name ({reason}): reach it by a "
+        return (f"MLflow tracking server {shown} presents a certificate for another name ({reason}): reach it by a "
                 "name its certificate holds, or give it a certificate for this one (deploy/make-certs.sh)")
     if cert:
-        return (f"MLflow tracking server {uri} presents a certificate that the CA in ${CERT_ENV} ({cert}) did not "
+        return (f"MLflow tracking server {shown} presents a certificate that the CA in ${CERT_ENV} ({cert}) did not "
                 f"sign ({reason}): set ${CERT_ENV} to the CA certificate that signed the server's")
-    return (f"MLflow tracking server {uri} presents a certificate this machine does not trust ({reason}): set "
+    return (f"MLflow tracking server {shown} presents a certificate this machine does not trust ({reason}): set "
             f"${CERT_ENV} to the CA certificate that signed it (the ca.pem of README: Scaling out)")
 
 
-def _reason(exc: Exception) -> str:
-    """The cause inside requests' nested exception text, e.g. 'Connection refused'."""
-    text = str(exc)
+def _reason(exc: Exception, uri: str) -> str:
+    """The cause inside requests' nested exception text, e.g. 'Connection refused' (`uri`'s secrets masked)."""
+    text = secrecy.scrubbed(str(exc), uri)
     for pattern in (r"certificate verify failed: ([^(')\"]+)", r"\[SSL: \w+\] ([^(')\"]+)",
                     r"\[Errno -?\d+\] ([^(')\"]+)", r"Disconnected\('([^']+)'", r"(timed out)"):
         match = re.search(pattern, text)
@@ -115,8 +117,8 @@ def warn_if_clear_text(uri: str) -> str | None:
     parts = urlsplit(uri)
     if parts.scheme != "http" or parts.hostname in LOOPBACK or not read_mlflow_creds().password:
         return None
-    return (f"warning: the password of the MLflow account goes to {uri} unencrypted (http://): serve the tracking "
-            "server over HTTPS (README: Scaling out)")
+    return (f"warning: the password of the MLflow account goes to {secrecy.masked(uri)} unencrypted (http://): "
+            "serve the tracking server over HTTPS (README: Scaling out)")
 
 
 # --- permissions, checked before the work that needs them
@@ -146,9 +148,9 @@ def require_run(uri: str, experiment: str, registered_model: str) -> None:
         lacking += _lacks(uri, account, "registered_model", registered_model, registered_model, "EDIT",
                           "to register versions")
     if lacking:
-        raise ValueError(f"account {account.username!r} may not run this on {uri}: it has {' and '.join(lacking)}; "
-                         f"nothing was trained. Run it with a worker account ({USERNAME_ENV}, {PASSWORD_ENV}), or ask "
-                         f"the server's admin for the worker role ({ROLES_FIX})")
+        raise ValueError(f"account {account.username!r} may not run this on {secrecy.masked(uri)}: it has "
+                         f"{' and '.join(lacking)}; nothing was trained. Run it with a worker account ({USERNAME_ENV}, "
+                         f"{PASSWORD_ENV}), or ask the server's admin for the worker role ({ROLES_FIX})")
 
 
 def require_alias(uri: str, registered_model: str, alias: str) -> None:
@@ -160,9 +162,9 @@ def require_alias(uri: str, registered_model: str, alias: str) -> None:
     lacking = _lacks(uri, account, "registered_model", registered_model, registered_model, "EDIT",
                      f"to move its alias {alias!r}")
     if lacking:
-        raise ValueError(f"account {account.username!r} may not promote on {uri}: it has {lacking[0]}; nothing was "
-                         f"changed. Promote with an account of the release role, or ask the server's admin for it "
-                         f"({ROLES_FIX})")
+        raise ValueError(f"account {account.username!r} may not promote on {secrecy.masked(uri)}: it has "
+                         f"{lacking[0]}; nothing was changed. Promote with an account of the release role, or ask the "
+                         f"server's admin for it ({ROLES_FIX})")
 
 
 def _account(uri: str) -> Account | None:
@@ -215,11 +217,11 @@ def refusal(exc: BaseException) -> str | None:
         return _login_refused(uri)
     from mlflow.utils.credentials import read_mlflow_creds
 
-    where = re.search(r"endpoint (\S+)|for url: (\S+)", str(exc))
+    where = re.search(r"endpoint (\S+)|for url: (\S+)", secrecy.scrubbed(str(exc), uri))
     what = f" for {where.group(1) or where.group(2)}" if where else ""
-    return (f"MLflow tracking server {uri} refused account {read_mlflow_creds().username!r}: permission "
-            f"denied{what}. Use an account whose role allows this ({USERNAME_ENV}), or ask the server's admin "
-            f"({ROLES_FIX})")
+    return (f"MLflow tracking server {secrecy.masked(uri)} refused account {read_mlflow_creds().username!r}: "
+            f"permission denied{what}. Use an account whose role allows this ({USERNAME_ENV}), or ask the server's "
+            f"admin ({ROLES_FIX})")
 
 
 def _status(exc: BaseException) -> int | None:

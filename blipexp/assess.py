@@ -21,7 +21,7 @@ from typing import Any
 import mlflow
 
 from . import eval_cache, evidence, generation, tracking
-from .evaluation import SplitScores, format_scores
+from .evaluation import SplitScores, format_scores, intervals_note
 from .spec import ExperimentSpec
 
 SPLITS = ("validation", "test", "train")
@@ -55,6 +55,10 @@ class Target:
 
 class EmptySplit(ValueError):
     """The split asked for holds no image."""
+
+
+class Incomparable(ValueError):
+    """Two models cannot be judged on these images: other data each, or images one of them learnt from."""
 
 
 @dataclass
@@ -164,9 +168,11 @@ def _base_model_folder(spec: ExperimentSpec, home: Path, scratch: Path) -> Path:
 
 
 def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[str, ...] = (),
-             data_spec: ExperimentSpec | None = None, use_cache: bool = True, echo: bool = True) -> Evaluation:
+             data_spec: ExperimentSpec | None = None, use_cache: bool = True, echo: bool = True,
+             unseen: bool = False) -> Evaluation:
     """Score `target` on `split` of its spec's data (with `overrides`), or of `data_spec`'s (a comparison scores
-    both models on the first one's data): from the cache when it was scored so before."""
+    both models on the first one's data): from the cache when it was scored so before. `unseen`: refuse images of
+    other data that the target learnt from (check_unseen), before captioning any."""
     from .data import load_data
 
     spec = (data_spec or target.spec).with_overrides(overrides)
@@ -177,6 +183,8 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
     if not examples:
         raise EmptySplit(f"the {split} split of {data.source} is empty (test_fraction=0, or the data have no {split} "
                          "split): pass --split validation")
+    if unseen:
+        check_unseen(target, data, examples, split)
     settings = {**generation.settings(target.spec.with_overrides(overrides))}
     with tempfile.TemporaryDirectory() as scratch:
         entry = eval_cache.key(target.digest(Path(scratch)), data.fingerprint, split, settings, spec.cider_df)
@@ -190,6 +198,24 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
             eval_cache.write(home, entry, scores.to_json())
     return Evaluation(target.label, scores, scores.intervals(spec.bootstrap_resamples, spec.seed),
                       scores.signature(spec.bootstrap_resamples, spec.seed), data.fingerprint, cached)
+
+
+def check_unseen(target: Target, data, examples, split: str) -> None:
+    """Incomparable when `examples` of data other than the target's own hold images (by content) it was trained or
+    selected on, as its run's data manifest lists them: its score there would be no test. On its own data the split
+    keeps them apart; a model with no run (a folder, a base model) or no manifest is not checked."""
+    from .data import manifest
+
+    if target.run_id is None or target.fingerprint == data.fingerprint:
+        return
+    logged = tracking.Run(target.run_id).logged_dict(manifest.ARTIFACT) or {}
+    learnt = {digest for digest, _, held in logged.get("images", {}).values() if held != "test" and digest}
+    scored = manifest.build(data)["images"]  # today's digests, in the form the manifest keeps them
+    overlap = [e.key for e in examples if scored[e.key][0] in learnt]
+    if overlap:
+        raise Incomparable(f"{len(overlap)} of the {len(examples)} {split} images of {data.source} are images "
+                           f"{target.label} was trained or selected on ({manifest.names(overlap)}): its score there "
+                           "is no test. Judge on a set that holds none of them (--set dataset=...)")
 
 
 def _score(folder: Path, data, examples, split: str, spec: ExperimentSpec, settings: dict) -> SplitScores:
@@ -244,7 +270,7 @@ def describe(evaluation: Evaluation) -> str:
     lines = [f"{evaluation.label} on {len(scores.keys)} {scores.split} images"
              f"{' (from the evaluation cache)' if evaluation.cached else ''}",
              f"  {format_scores(scores.metrics, evaluation.intervals)}",
-             f"  95% intervals over images ({evaluation.signature})",
+             f"  {intervals_note(evaluation.intervals, evaluation.signature, len(scores.keys))}",
              "  worst captions by cider:"]
     lines += [f"    {score:.3f}  {image}: {caption!r} (references: {' | '.join(refs)})"
               for image, caption, refs, score in scores.worst("cider")]
@@ -282,17 +308,22 @@ class Comparison:
         return self.differences[self.metric].verdict(alpha, a="A", b="B")
 
     def as_json(self, alpha: float = evidence.ALPHA) -> dict[str, Any]:
+        """`verdict_metric`: the one metric whose p decides the verdict; the others' p-values are uncorrected."""
         return {"images": self.images, "split": self.a.scores.split, "a": self.a.label, "b": self.b.label,
                 "signature": evidence.signature(self.resamples, self.seed, self.a.scores.idf, self.images, "ar"),
-                "verdict": self.verdict(alpha),
+                "verdict": self.verdict(alpha), "verdict_metric": self.metric,
                 "metrics": {key: difference.as_dict() for key, difference in self.differences.items()}}
 
     def describe(self, alpha: float = evidence.ALPHA) -> str:
         rows = [("metric", "A", "B", "B - A", "95% interval", "p")]
-        rows += [(key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.difference:+.4f}", f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]",
-                  f"{d.p_value:.3f}") for key, d in self.differences.items()]
+        rows += [(f"{key} (verdict)" if key == self.metric else key, f"{d.a:.4f}", f"{d.b:.4f}",
+                  f"{d.difference:+.4f}", "-" if d.ci_low is None else f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]",
+                  "-" if d.p_value is None else f"{d.p_value:.3f}") for key, d in self.differences.items()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         table = ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        if self.differences[self.metric].tested:
+            table.append(f"  p: each metric's own, uncorrected for testing {len(self.differences)} metrics; only "
+                         f"{self.metric}'s decides the verdict")
         how = evidence.signature(self.resamples, self.seed, self.a.scores.idf, self.images, "ar")
         return "\n".join([f"A  {self.a.label}", f"B  {self.b.label}",
                           f"on {self.images} {self.a.scores.split} images (paired; {how})", *table,
@@ -300,27 +331,26 @@ class Comparison:
 
 
 def check_same_data(a: Target, b: Target, overrides: tuple[str, ...]) -> None:
-    """ValueError when the two were trained on data with different fingerprints and no common set was named."""
+    """Incomparable when the two were trained on data with different fingerprints and no common set was named."""
     if any(o.strip().startswith("dataset=") for o in overrides):
         return
     if a.fingerprint and b.fingerprint and a.fingerprint != b.fingerprint:
-        raise ValueError(f"{a.label} was trained on data {a.fingerprint} and {b.label} on data {b.fingerprint}: "
-                         "their own test images differ, so their scores cannot be paired. Judge both on one set: "
-                         "--set dataset=FOLDER_OR_HUB_ID")
+        raise Incomparable(f"{a.label} was trained on data {a.fingerprint} and {b.label} on data {b.fingerprint}: "
+                           "their own test images differ, so their scores cannot be paired. Judge both on one set: "
+                           "--set dataset=FOLDER_OR_HUB_ID")
 
 
 def compare(a: Target, b: Target, home: Path, split: str = "test", overrides: tuple[str, ...] = (),
             echo: bool = True, data: Target | None = None) -> Comparison:
     """Both models captioned on the same images of `data`'s data (default A's; `overrides` apply to both),
-    compared per metric."""
+    compared per metric. Incomparable: other data each, or images of other data one of them learnt from."""
     check_same_data(a, b, overrides)
     data_spec = (data or a).spec
-    first = evaluate(a, home, split, overrides, data_spec=data_spec, echo=echo)
-    second = evaluate(b, home, split, overrides, data_spec=data_spec, echo=echo)
-    common = [key for key in first.scores.keys if key in set(second.scores.keys)]  # both could read them
+    first = evaluate(a, home, split, overrides, data_spec=data_spec, echo=echo, unseen=True)
+    second = evaluate(b, home, split, overrides, data_spec=data_spec, echo=echo, unseen=True)
     spec = data_spec.with_overrides(overrides)
     resamples = spec.bootstrap_resamples or 1000
-    differences = evidence.paired(_rows(first.scores, common), _rows(second.scores, common), resamples, spec.seed)
+    differences = first.scores.paired(second.scores, resamples, spec.seed)
     metric = spec.objective_metric if spec.objective_metric in differences else "cider"
     return Comparison(first, second, differences, metric, resamples, spec.seed)
 
@@ -334,46 +364,56 @@ REQUIRE = ("not-worse", "better")  # promote's rules: refuse a significantly wor
 def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evidence.ALPHA,
                     overrides: tuple[str, ...] = ()) -> Callable:
     """registry.promote's judge: the candidate against the alias's holder as `compare` does, on the candidate's
-    test images (its data, or the set --set dataset= names), on the objective metric. Refused: a candidate
-    significantly worse; with require="better", also one that is not significantly better."""
+    test images (its data, or the set --set dataset= names), on the objective metric; see promotion_refusal. Two
+    versions that cannot be compared (other data each, images one learnt from) are refused too, so --force can
+    override every refusal."""
     from .registry import Judgement
 
     if require not in REQUIRE:
         raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"--alpha {alpha}: a significance level in (0, 1), e.g. 0.05")
+    evidence.check_alpha(alpha)
 
     def judge(candidate, holder) -> Judgement:
         new, held = (_version_target(f"models:/{v.name}/{v.version}") for v in (candidate, holder))
-        try:
-            comparison, note = compare(held, new, home, "test", overrides, data=new), ""
-        except EmptySplit:  # a model trained without a test split: its validation images are all there is
-            comparison = compare(held, new, home, "validation", overrides, data=new)
-            note = ("\nnote: the data have no test split, so the versions were compared on the validation images, "
-                    "which chose the candidate's epoch: its lead there is optimistic")
-        difference = comparison.differences[comparison.metric]
-        worse = difference.significant(alpha) and difference.difference < 0
-        better = difference.significant(alpha) and difference.difference > 0
         who = f"version {candidate.version} (B) against version {holder.version} (A)"
-        refusal = None
-        if worse:
-            refusal = f"version {candidate.version} is significantly worse than version {holder.version}"
-        elif require == "better" and not better:
-            refusal = (f"version {candidate.version} is not significantly better than version {holder.version} "
-                       f"(--require better, alpha {alpha:g})")
-        tags = {"promote_compared_with": str(holder.version), "promote_metric": comparison.metric,
-                "promote_difference": f"{difference.difference:.6g}", "promote_ci_low": f"{difference.ci_low:.6g}",
-                "promote_ci_high": f"{difference.ci_high:.6g}", "promote_p_value": f"{difference.p_value:.4g}",
-                "promote_images": str(difference.images), "promote_split": comparison.a.scores.split,
-                "promote_data_fingerprint": comparison.a.fingerprint, "promote_rule": f"{require}, alpha {alpha:g}"}
+        always = {"promote_compared_with": str(holder.version), "promote_rule": f"{require}, alpha {alpha:g}"}
+        try:
+            try:
+                comparison, note = compare(held, new, home, "test", overrides, data=new), ""
+            except EmptySplit:  # a model trained without a test split: its validation images are all there is
+                comparison = compare(held, new, home, "validation", overrides, data=new)
+                note = ("\nnote: the data have no test split, so the versions were compared on the validation "
+                        "images, which chose the candidate's epoch: its lead there is optimistic")
+        except Incomparable as exc:
+            return Judgement(str(exc), f"{who}: not compared", {**always, "promote_not_compared": str(exc)[:4000]})
+        difference = comparison.differences[comparison.metric]
+        evidence_tags = {"promote_metric": comparison.metric, "promote_difference": difference.difference,
+                         "promote_ci_low": difference.ci_low, "promote_ci_high": difference.ci_high,
+                         "promote_p_value": difference.p_value, "promote_images": difference.images,
+                         "promote_split": comparison.a.scores.split,
+                         "promote_data_fingerprint": comparison.a.fingerprint}
+        tags = {**always, **{key: f"{value:.6g}" if isinstance(value, float) else str(value)
+                           for key, value in evidence_tags.items() if value is not None}}  # none on too few images
+        refusal = promotion_refusal(difference, require, alpha, str(candidate.version), str(holder.version))
         return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
 
     return judge
 
 
-def _rows(scores: SplitScores, keys: list[str]):
-    position = {key: i for i, key in enumerate(scores.keys)}
-    return scores.images.subset([position[key] for key in keys])
+def promotion_refusal(difference: evidence.Difference, require: str, alpha: float, candidate: str,
+                      holder: str) -> str | None:
+    """Why the candidate (B) may not replace the holder (A), or None. Both rules read the two-sided paired test at
+    `alpha` that the printed verdict reads: "worse" is p < alpha with the candidate behind, "better" p < alpha with
+    it ahead, so each is in effect a one-sided test at alpha / 2. Too few images for a test refuse only "better"."""
+    if difference.significant(alpha) and difference.difference < 0:
+        return f"version {candidate} is significantly worse than version {holder}"
+    if require != "better" or (difference.significant(alpha) and difference.difference > 0):
+        return None
+    if not difference.tested:
+        return (f"version {candidate} cannot be shown better than version {holder} (--require better): "
+                f"{evidence.too_few(difference.images)}")
+    return (f"version {candidate} is not significantly better than version {holder} (--require better: a two-sided "
+            f"p < {alpha:g} with the candidate ahead; p = {difference.p_value:.3f})")
 
 
 def to_json_text(value: dict[str, Any]) -> str:

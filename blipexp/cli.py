@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh instead of resuming an interrupted run or the sweep's study")
     p.add_argument("--storage", metavar="URL",
                    help="database for the sweep's study, shared by workers on several machines, e.g. "
-                        "postgresql://user:password@host/optuna (default: $BLIPEXP_STORAGE, else a file in --home)")
+                        "postgresql://user@host/optuna, a password in ~/.pgpass or the whole URL in $BLIPEXP_STORAGE "
+                        "rather than on the command line (default: $BLIPEXP_STORAGE, else a file in --home)")
     p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking server, e.g. http://mlflow-host:5000 (default: $MLFLOW_TRACKING_URI, "
+                   help="MLflow tracking server, e.g. https://mlflow-host:5000, the login in "
+                        "$MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD (default: $MLFLOW_TRACKING_URI, "
                         "else a database in --home)")
     p.set_defaults(handler=cmd_run)
 
@@ -87,11 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True)
     p.add_argument("--alias", default="champion")
     p.add_argument("--force", action="store_true",
-                   help="promote even when the comparison with the alias's holder refuses it (recorded on the version)")
+                   help="promote even when the judgement refuses it: a worse or not-better candidate, or one that "
+                        "cannot be compared with the alias's holder (recorded on the version)")
     p.add_argument("--require", choices=("not-worse", "better"), default="not-worse",
                    help="not-worse (default): refuse a candidate significantly worse than the holder; better: also "
-                        "refuse one that is not significantly better")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+                        "refuse one that is not significantly better. Both read the two-sided paired test at "
+                        "--alpha (so each direction is in effect a one-sided test at alpha/2)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of the two-sided paired test (default 0.05)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. --set dataset=FOLDER: judge both versions on that set's test images")
     p.set_defaults(handler=cmd_promote)
@@ -229,22 +234,29 @@ def interrupted_message(spec: ExperimentSpec, signame: str, run_id: str | None, 
 def resume_command(argv: list[str]) -> str:
     """The same command without --new, which would start afresh instead of resuming.
 
-    A --storage URL with a password is not repeated (on screen, in the shell history): the command reads it from
-    $BLIPEXP_STORAGE instead, and a comment says to export it (shown with the password masked)."""
-    from .sweep.study import STORAGE_ENV, password_masked
+    A --storage or --tracking-uri URL with a password is not repeated (on screen, in the shell history): the
+    command reads it from its environment variable instead, and a comment says to export it (password masked)."""
+    from .secrecy import password_masked
+    from .sweep.study import STORAGE_ENV
+    from .tracking import TRACKING_URI_ENV
 
-    args, hidden, words = [], None, iter(argv)
+    variables = {"--storage": STORAGE_ENV, "--tracking-uri": TRACKING_URI_ENV}
+    args, hidden, words = [], {}, iter(argv)
     for arg in words:
-        if arg == "--storage" or arg.startswith("--storage="):
-            url = next(words, "") if arg == "--storage" else arg.split("=", 1)[1]
+        flag, inline, value = arg.partition("=")
+        if flag in variables:
+            url = value if inline else next(words, "")
             masked = password_masked(url)
-            hidden = masked or hidden
-            args += [] if masked else ["--storage", url]
+            if masked:
+                hidden[variables[flag]] = masked
+            else:
+                args += [flag, url]
         elif arg != "--new":
             args.append(arg)
     command = shlex.join(["python", "-m", "blipexp", *args])
     if hidden:
-        command += f"  # first: export {STORAGE_ENV}={shlex.quote(hidden)} with the real password for ***"
+        exports = " ".join(f"{name}={shlex.quote(url)}" for name, url in hidden.items())
+        command += f"  # first: export {exports} with the real password for ***"
     return command
 
 
@@ -308,9 +320,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .evidence import check_alpha
+
     assess, home, (a, b) = _judged(args, [args.a, args.b])
-    if not 0 < args.alpha < 1:
-        raise ValueError(f"--alpha {args.alpha}: a significance level in (0, 1), e.g. 0.05")
+    check_alpha(args.alpha)
     comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
     print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
     return 0
@@ -352,15 +365,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from . import tracking
+    from . import secrecy, tracking
+    from .access import LOOPBACK
 
-    if args.host not in LOOPBACK_HOSTS:
+    if args.host not in LOOPBACK:
         print(f"warning: the MLflow UI has no authentication; binding {args.host} exposes every run and model "
               "to anyone who can reach this machine", file=sys.stderr, flush=True)
     home = _home(args)
     uri = tracking.configure(home)  # a clear error now for an unusable home or store, not a server traceback later
     if uri.startswith(("http://", "https://")):
-        print(f"runs go to the MLflow tracking server {uri}: open it in a browser (it serves the UI)")
+        print(f"runs go to the MLflow tracking server {secrecy.masked(uri)}: open it in a browser (it serves the UI)")
         return 0
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--default-artifact-root", (home / "artifacts").as_uri(),  # not ./mlartifacts of the cwd
@@ -376,15 +390,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execve(sys.executable, command, env)
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """optuna-dashboard in this process, on the storage object `run` uses (for a journal file: its lock too)."""
     import optuna
     import optuna_dashboard
 
-    from .sweep import optuna_storage, password_masked, storage_url, study_name
+    from .access import LOOPBACK
+    from .secrecy import masked
+    from .sweep import optuna_storage, storage_url, study_name
     from .sweep.study import JOURNAL
 
     spec = resolve_spec(args)
@@ -396,10 +410,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     storage = optuna_storage(home, url)
     name = study_name(spec)
     if name not in optuna.get_all_study_names(storage=storage):
-        where = password_masked(url or "") or url or str(home / JOURNAL)
+        where = masked(url) if url else str(home / JOURNAL)
         raise ValueError(f"no study {name!r} in {where}: run the sweep first (python -m blipexp run {spec.name}"
                          f"{' --tiny' if spec.is_tiny else ''}), or pass the --home / --storage it used")
-    if args.host not in LOOPBACK_HOSTS:
+    if args.host not in LOOPBACK:
         print(f"warning: optuna-dashboard has no authentication; binding {args.host} exposes the study to anyone "
               "who can reach this machine", file=sys.stderr, flush=True)
     study_id = storage.get_study_id_from_name(name)

@@ -1,9 +1,10 @@
 """The environment a run trains in: Python and the versions of the packages that decide its numbers, blipexp's
 commit and whether its checkout had uncommitted changes, the CPU and GPU, torch's threads, the precision used.
 
-Every training run logs it (train.py: artifact environment.json, a few `env_*` params, and the checkout's diff as
-uncommitted.diff when it was dirty); `rerun` reads it back and prints how the machine it runs on differs
-(`differences`) before it trains. This module reads the machine; tracking.Run writes what it found.
+Every training run logs it (train.py: artifact environment.json, a few `env_*` params, and the checkout's changes as
+uncommitted.diff when it was dirty: the diff of its code, any other file by name, size and sha256, never a
+secret); `rerun` reads it back and prints how the machine it runs on differs (`differences`) before it trains.
+This module reads the machine; tracking.Run writes what it found.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import secrecy
+
 VERSION = 1  # of environment.json's layout
 ARTIFACT = "environment.json"
 DIFF_ARTIFACT = "uncommitted.diff"
@@ -23,6 +26,7 @@ PACKAGES = ("torch", "transformers", "accelerate", "datasets", "mlflow", "optuna
             "blipexp")
 PARAM_PACKAGES = ("torch", "transformers")  # also logged as params (env_torch, ...): the run table's columns
 UNTRACKED_DIFF_MAX_BYTES = 256 * 1024  # an untracked file larger than this is named in the diff, not copied
+EXPERIMENTS_DIR = "experiments"  # the checkout's experiments folder: its .py files are copied into the diff
 PACKAGE_DIR = Path(__file__).resolve().parent
 GIT_TIMEOUT_S = 10
 
@@ -33,7 +37,7 @@ class Checkout:
 
     commit: str  # short hash; "unknown" when blipexp is not run from a git checkout
     dirty: bool | None  # None: unknown (no checkout)
-    diff: str  # `git diff HEAD` plus untracked files as new ones; empty when clean
+    diff: str  # changed and untracked files: code as its diff, others by name (_changes); empty when clean
 
 
 def _git(*args: str) -> str | None:
@@ -53,8 +57,7 @@ def checkout() -> Checkout:
     status = _git("status", "--porcelain")
     if status is None:
         return Checkout(commit, None, "")
-    diff = (_git("diff", "HEAD") or "") + _untracked_diffs() if status.strip() else ""
-    return Checkout(commit, bool(status.strip()), diff)
+    return Checkout(commit, bool(status.strip()), _changes() if status.strip() else "")
 
 
 def git_commit() -> str:
@@ -62,27 +65,61 @@ def git_commit() -> str:
     return (_git("rev-parse", "--short", "HEAD") or "").strip() or "unknown"
 
 
-def _untracked_diffs() -> str:
-    """Untracked files (not ignored) as diffs that create them; a large or binary one by name only."""
-    top = (_git("rev-parse", "--show-toplevel") or "").strip()
-    if not top:
-        return ""
+def _changes() -> str:
+    """Every file that differs from the commit, tracked then untracked (not ignored): code a rerun needs as the diff
+    that makes it, holding no secret; any other file by name, size and sha256. Ignored by git or not: the same rule."""
+    top = Path((_git("rev-parse", "--show-toplevel") or "").strip() or PACKAGE_DIR).resolve()
     parts = []
-    for name in (_git("ls-files", "--others", "--exclude-standard", "--full-name", ":/") or "").splitlines():
-        path = Path(top) / name
-        try:
-            data = path.read_bytes() if path.stat().st_size <= UNTRACKED_DIFF_MAX_BYTES else None
-            text = data.decode() if data is not None else None
-        except (OSError, UnicodeDecodeError):
-            text = None
-        if text is None:
-            parts.append(f"# untracked, not copied (binary or over {UNTRACKED_DIFF_MAX_BYTES} bytes): {name}\n")
-            continue
-        lines = text.splitlines(keepends=True)
-        body = "".join(f"+{line}" for line in lines) + ("" if text.endswith("\n") or not text else "\n")
-        parts.append(f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n+++ b/{name}\n"
-                     f"@@ -0,0 +1,{len(lines)} @@\n{body}")
+    for name in _names("diff", "HEAD", "--no-renames", "--name-only"):
+        diff = _git("diff", "HEAD", "--no-renames", "--", f":(top,literal){name}") if _is_code(top, name) else None
+        parts.append(diff if diff and not secrecy.holds_secret(diff) else _named(top, name))
+    for name in _names("ls-files", "--others", "--exclude-standard", "--full-name", ":/"):
+        diff = _new_file_diff(top, name) if _is_code(top, name) else None
+        parts.append(diff if diff and not secrecy.holds_secret(diff) else _named(top, name))
     return "".join(parts)
+
+
+def _names(*args: str) -> list[str]:
+    """The file names (relative to the checkout's top) a git command lists."""
+    return [name for name in (_git(*args, "-z") or "").split("\0") if name]
+
+
+def _is_code(top: Path, name: str) -> bool:
+    """Whether file `name` is code a rerun needs: a .py of the package or the experiments folder, not named like a
+    secret."""
+    package = PACKAGE_DIR.resolve()
+    folders = [Path(EXPERIMENTS_DIR), *([package.relative_to(top)] if package.is_relative_to(top) else [])]
+    in_folder = any(folder in Path(name).parents for folder in folders)
+    return name.endswith(".py") and in_folder and not secrecy.secret_file(name)
+
+
+def _named(top: Path, name: str) -> str:
+    """One line naming a file whose content is not copied: its size and sha256, or that it was deleted."""
+    path = top / name
+    if not path.is_file():
+        return f"# not copied: {name} (deleted)\n"
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return f"# not copied: {name} ({path.stat().st_size} bytes, sha256 {digest.hexdigest()})\n"
+
+
+def _new_file_diff(top: Path, name: str) -> str | None:
+    """An untracked file as the diff that creates it; None when it is binary or over UNTRACKED_DIFF_MAX_BYTES."""
+    path = top / name
+    try:
+        text = path.read_bytes().decode() if path.stat().st_size <= UNTRACKED_DIFF_MAX_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text is None:
+        return None
+    header = f"diff --git a/{name} b/{name}\nnew file mode 100644\n"
+    lines = text.split("\n")  # git's lines: \r, form feeds and the like stay inside theirs
+    last = lines.pop()  # "" when the text ends with a newline
+    body = "".join(f"+{line}\n" for line in lines) + (f"+{last}\n\\ No newline at end of file\n" if last else "")
+    count = len(lines) + bool(last)
+    return f"{header}--- /dev/null\n+++ b/{name}\n@@ -0,0 +1,{count} @@\n{body}" if count else header
 
 
 def cpu() -> tuple[str, list[str]]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 VERSION = 1  # bump when scoring changes: entries of another version are not read
-SKIPPED_FILES = ("README.md",)  # the model card says how the model was made, not what it computes
+# How the model was made, not what it computes: the model card, and the Trainer's arguments (its run's own paths)
+SKIPPED_FILES = ("README.md", "training_args.bin")
 
 
 def weights_digest(folder: Path) -> str:

@@ -203,6 +203,17 @@ class SplitScores:
     def signature(self, resamples: int, seed: int) -> str:
         return evidence.signature(resamples, seed, self.idf, len(self.keys))
 
+    def paired(self, other: SplitScores, resamples: int, seed: int) -> dict[str, evidence.Difference]:
+        """`other` (B) against these scores (A), per caption metric, on the images both scored, matched by key (an
+        image one scoring could not read is left out of both). ValueError when they share no image."""
+        position = {key: i for i, key in enumerate(other.keys)}
+        mine = [i for i, key in enumerate(self.keys) if key in position]
+        if not mine:
+            raise ValueError(f"a paired comparison needs both models scored on the same images: the {len(self.keys)} "
+                             f"and {len(other.keys)} scored {self.split} images share none")
+        theirs = [position[self.keys[i]] for i in mine]
+        return evidence.paired(self.images.subset(mine), other.images.subset(theirs), resamples, seed)
+
     def table(self) -> dict[str, list]:
         """One row per image (`per_image/<split>.json`): key, caption, references and its scores; sorted by a score
         in the MLflow UI, it shows the worst captions."""
@@ -302,6 +313,13 @@ class LoggedScores:
     def line(self) -> str:
         """'cider 4.6500 [3.92, 5.40]  bleu4 ...': each metric with its interval where it has one."""
         return format_scores(self.metrics, self.intervals)
+
+
+def intervals_note(intervals: dict[str, evidence.Interval], signature: str, images: int) -> str:
+    """How a split's intervals were made, or why it has none."""
+    if intervals:
+        return f"95% intervals over images ({signature})"
+    return evidence.too_few(images) or "no intervals (bootstrap_resamples=0)"
 
 
 def format_scores(metrics: dict[str, float], intervals: dict[str, evidence.Interval]) -> str:

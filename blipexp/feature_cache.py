@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from . import progress
 from .data.features import CaptionDataset, PixelRows
 from .data.images import BadImage
 from .data.sources import CaptionData, Example
@@ -154,8 +155,6 @@ class FeatureCache:
 
     def _fill(self, path: Path, bad_path: Path, split: str, examples: Sequence[Example]) -> dict[int, str]:
         """Stream the split's images through the encoder into a half-precision file, batch by batch."""
-        from tqdm.auto import tqdm
-
         rows = PixelRows(self.data, examples, self.image_processor)
         dataset = CaptionDataset(rows, [(i, "") for i in range(len(examples))], training=False)
         loader = torch.utils.data.DataLoader(dataset, batch_size=ENCODE_BATCH, num_workers=self.workers,
@@ -164,8 +163,8 @@ class FeatureCache:
         partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npy")
         bad: dict[int, str] = {}
         array = None
-        with tqdm(total=len(examples), desc=f"vision features ({split})", unit="img", disable=not self.progress,
-                  mininterval=1.0, leave=False) as bar:
+        with progress.bar(f"vision features ({split})", len(examples), "img", show=self.progress, mininterval=1.0,
+                          leave=False) as bar:
             for start, (pixels, failures) in zip(range(0, len(examples), ENCODE_BATCH), loader):
                 features = encode_vision(self.vision, pixels).to(torch.float16).numpy()
                 if array is None:

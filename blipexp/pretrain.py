@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear_schedule_with_warmup
 
+from . import progress
 from .data import outdoor, pitch
 from .data.collator import CaptionCollator
 from .locks import file_lock
@@ -112,8 +113,6 @@ def load_pretrained_tiny(home: Path, echo: bool = True) -> tuple[BlipForConditio
 
 def build(recipe: Recipe, echo: bool) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
     """Train the tiny model from random weights on the generated corpus (captioning loss, whole model)."""
-    from tqdm.auto import tqdm
-
     model, processor = recipe.architecture()
     drawn = outdoor.scenes(recipe.images, seed=recipe.seed)
     pixels = processor.image_processor([image for _, image in drawn], return_tensors="pt")["pixel_values"]
@@ -123,8 +122,7 @@ def build(recipe: Recipe, echo: bool) -> tuple[BlipForConditionalGeneration, Bli
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, recipe.steps // 20), recipe.steps)
     order = _batch_order(len(drawn), recipe)
     model.train()
-    with torch.random.fork_rng(), tqdm(total=recipe.steps, desc="pretraining the tiny BLIP", unit="step",
-                                       disable=not echo) as bar:
+    with torch.random.fork_rng(), progress.bar("pretraining the tiny BLIP", recipe.steps, "step", show=echo) as bar:
         torch.manual_seed(recipe.seed)  # dropout
         for indices in order:
             batch = collate([{"pixel_values": pixels[i], "caption": captions[i]} for i in indices])

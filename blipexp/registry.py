@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import locks, tracking
+from . import locks, secrecy, tracking
 from .serving import ARTIFACT_KEY, CARD_KEY, DEFAULT_GENERATION, GENERATION_KEY, example_image_base64, signature
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
@@ -109,7 +109,7 @@ def _log_in_run(run_id: str, log):
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise ValueError(f"run {run_id!r} not found in {mlflow.get_tracking_uri()}: "
+        raise ValueError(f"run {run_id!r} not found in {secrecy.masked(mlflow.get_tracking_uri())}: "
                          "pass the trial's run_id and configure the same home") from exc
     if run.info.lifecycle_stage == "deleted":
         raise ValueError(f"run {run_id} is deleted: restore it (mlflow runs restore) or register another run")
@@ -333,6 +333,11 @@ def _versions_if_any(name: str) -> list[ModelVersion]:
         return versions_of(MlflowClient(), name)
     except MlflowException:
         return []
+
+
+def tags_of(version: ModelVersion) -> dict[str, str]:
+    """A registered version's tags as the registry holds them now (another worker may have set some since)."""
+    return dict(MlflowClient().get_model_version(version.name, version.version).tags)
 
 
 def tag_version(version: ModelVersion, tags: dict[str, str]) -> None:

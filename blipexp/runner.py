@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import access, distributed, generation, locks, resume, tracking
 from .data import CaptionData, load_data
-from .evaluation import LoggedScores
+from .evaluation import LoggedScores, intervals_note
 from .spec import ExperimentSpec
 from .train import TrialResult, train_trial
 
@@ -175,20 +175,17 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
 
 
 def _confirm(spec: ExperimentSpec, data: CaptionData, home: Path, result, version) -> None:
-    """confirm_seeds: the best parameters with K more seeds; the spread is printed, logged on the sweep run and
-    tagged on the version."""
-    from .registry import tag_version
+    """confirm_seeds (sweep/confirm.py): the best parameters with fresh seeds, each trained by one worker; the
+    worker that logs the spread prints it."""
     from .sweep import confirm
 
-    spread = confirm.confirm_seeds(spec, data, home, result.best_trial, result.parent_run_id)
-    runs = spec.confirm_seeds + 1
-    key = f"test_{spec.objective_metric}"
-    tags = {}
-    for name, tag in ((key, f"seed_spread_{key}"), ("objective", confirm.SPREAD_TAG)):  # the marker tag last
+    spread = confirm.confirm_seeds(spec, data, home, result.study, result.best_trial, result.parent_run_id, version)
+    if spread is None:
+        print("  confirm: the spread over fresh seeds is logged by the worker that finishes the last confirmation run")
+        return
+    for name in ("objective", f"test_{spec.objective_metric}"):
         if name in spread:
-            tags[tag] = confirm.spread_text(*spread[name], runs)
-            print(f"  {name:<11} {tags[tag]} (the best trial's parameters, seeds {spec.seed}..{spec.seed + runs - 1})")
-    tag_version(version, tags)
+            print(f"  {name:<11} {spread[name].text()} (trial {result.best_trial.number}'s parameters)")
 
 
 def _register_best(spec: ExperimentSpec, data: CaptionData, result):
@@ -225,11 +222,11 @@ def summary(spec: ExperimentSpec, result: TrialResult, home: Path) -> str:
     ]
     run = tracking.Run(result.run_id).read()
     for split in ("validation", "test"):
-        scores = LoggedScores.of(run, split)
+        scores, scored = LoggedScores.of(run, split), getattr(result, split)
         if scores.metrics:
             lines.append(f"  {split:<11} {scores.line()}")
-        if scores.intervals:
-            lines.append(f"  {'':<11} 95% intervals over images ({scores.signature})")
+        if scores.metrics and scored is not None:
+            lines.append(f"  {'':<11} {intervals_note(scores.intervals, scores.signature, len(scored.keys))}")
     if result.test is not None:
         lines.append(f"  worst test captions by {key if key in result.test.images.means else 'cider'}:")
         lines += [f"    {score:.3f}  {image}: {caption!r} (references: {' | '.join(refs)})"

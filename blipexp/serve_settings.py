@@ -23,6 +23,7 @@ MAX_BATCH_VARIABLE = "BLIPEXP_SERVE_MAX_BATCH"
 MAX_WAIT_VARIABLE = "BLIPEXP_SERVE_MAX_WAIT_MS"
 BUSY_WAIT_VARIABLE = "BLIPEXP_SERVE_BUSY_WAIT_MS"
 REQUEST_THREADS_VARIABLE = "BLIPEXP_SERVE_REQUEST_THREADS"
+CAPTION_TIMEOUT_VARIABLE = "BLIPEXP_SERVE_CAPTION_TIMEOUT_S"
 LIMIT_PREFIX = "BLIPEXP_SERVE_LIMIT_"  # + a Limits field in capitals, e.g. BLIPEXP_SERVE_LIMIT_NUM_BEAMS
 LOG_LEVEL_VARIABLE = "BLIPEXP_SERVE_LOG_LEVEL"  # e.g. DEBUG: one line per batch on the server's stderr
 
@@ -44,13 +45,18 @@ class Batching:
     # requests MLflow's scoring server runs at once (each decodes its images, then waits for its batch): asyncio's
     # default, cores + 4 (6 on 2 cores), would keep batches of one-image requests below max_batch
     request_threads: int = 16
+    # how long a request waits for its captions at most, then each row not captioned says so: long enough for a slow
+    # CPU, and below MLflow's request timeout (60 s, `mlflow models serve --timeout`), whose bare 504 would come first
+    caption_timeout_s: float = 50.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Batching:
         return cls(max_batch=_env_number(environ, MAX_BATCH_VARIABLE, int, cls.max_batch, low=0),
                    max_wait_ms=_env_number(environ, MAX_WAIT_VARIABLE, float, cls.max_wait_ms, low=0),
                    busy_wait_ms=_env_number(environ, BUSY_WAIT_VARIABLE, float, cls.busy_wait_ms, low=0),
-                   request_threads=_env_number(environ, REQUEST_THREADS_VARIABLE, int, cls.request_threads, low=1))
+                   request_threads=_env_number(environ, REQUEST_THREADS_VARIABLE, int, cls.request_threads, low=1),
+                   caption_timeout_s=_env_number(environ, CAPTION_TIMEOUT_VARIABLE, float, cls.caption_timeout_s,
+                                                 low=1))
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,9 @@ class ExperimentSpec:
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
     prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
     confirm_seeds: int = arg(
-        0, "After a sweep, train the best trial's parameters again with this many other seeds and log the spread of "
-        "the objective and test metrics over all of them (the registered version stays the best trial's)")
+        0, "After a sweep, train the best trial's parameters again with this many fresh seeds and log the spread of "
+        "the objective and test metrics over them, the best trial's own value beside (the registered version stays "
+        "the best trial's)")
     system_metrics: bool = arg(
         True, "Log MLflow system metrics on each training run (CPU, memory, disk, network; GPU where present), sampled "
         "every 10 s ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) in a background thread")

@@ -7,7 +7,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import distributed, generation, interrupts
+from . import distributed, generation, interrupts, progress
 from .data.collator import IGNORE_INDEX, SKIP_KEYS
 from .data.features import SkipTally, fits_in_memory
 from .data.sources import CaptionData
@@ -104,7 +104,7 @@ class _BarOnly(ProgressCallback):
 def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model, train_set, val_set, collator,
                   compute_metrics, callbacks: list[TrainerCallback], echo: bool) -> CaptionTrainer:
     """A CaptionTrainer generating as the spec says and reporting through `callbacks`: on the console only the
-    progress bar (when echo) besides the callbacks' own lines."""
+    progress bar (when echo, on a terminal) besides the callbacks' own lines (one per epoch)."""
     trainer = CaptionTrainer(
         model=model,
         args=args,
@@ -117,7 +117,7 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)  # added instead of the bar when echo is off: it prints raw log dicts
-    if echo:
+    if echo and progress.on_terminal():  # elsewhere each redraw would be a line: the epoch lines say enough
         trainer.add_callback(_BarOnly())
     return trainer
 
@@ -178,7 +178,7 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
         # several processes without a GPU: DDP on CPU (gloo); without this the Trainer takes each for a world of one.
         # bf16 without a GPU: transformers refuses bf16 unless told the CPU is meant
         use_cpu=(distributed.world_size() > 1 or precision == "bf16") and not torch.cuda.is_available(),
-        disable_tqdm=not echo,
+        disable_tqdm=not (echo and progress.on_terminal()),
     )
     # the spec's pass-through: fields it does not set itself (trainer_args refuses those it or blipexp sets)
     return Seq2SeqTrainingArguments(**{**arguments, **spec.trainer})

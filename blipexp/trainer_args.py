@@ -2,7 +2,9 @@
 against the installed transformers (its dataclass fields and type hints) and parsed from `--set` text.
 
 Fields the spec already owns (learning_rate, bf16, ...) are refused with the spec field to use instead, and so
-are the ones blipexp's own loop depends on (per-epoch evaluation, checkpoints, logging).
+are the ones blipexp's own loop depends on (per-epoch evaluation, checkpoints, logging), and any that holds a secret
+(hub_token): a spec is logged (params, spec.json, the model card) and the Trainer pickles its arguments into every
+checkpoint, so a secret comes from its environment variable instead.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+
+from . import secrecy
 
 PREFIX = "trainer."  # --set trainer.label_smoothing_factor=0.1, search_space key "trainer.label_smoothing_factor"
 
@@ -64,8 +68,11 @@ MANAGED = {
     "dataloader_persistent_workers": "follows dataloader_workers",
     "dataloader_pin_memory": "on when there is a GPU",
     "use_cpu": "follows the processes launched (DDP on CPU)",
-    "disable_tqdm": "follows the console output (echo)",
+    "disable_tqdm": "follows the console output (echo; bars on a terminal only)",
 }
+
+
+SECRET_ENV = "HF_TOKEN"  # the Hub's token (hub_token, the one secret a Trainer field takes), read by the Hub's client
 
 
 @functools.cache
@@ -78,7 +85,12 @@ def _hints() -> dict[str, Any]:
 
 
 def check_name(name: str) -> Any:
-    """The field's type hint; ValueError for an unknown field or one the spec or blipexp sets."""
+    """The field's type hint; ValueError for an unknown field, one the spec or blipexp sets, or one holding a secret
+    (its name says token, password or secret). No message holds the value."""
+    if secrecy.names_secret(name):
+        raise ValueError(f"trainer.{name} would hold a secret, and a spec is logged (params, spec.json, the model "
+                         f"card) and pickled into every checkpoint: set the environment variable {SECRET_ENV} "
+                         "instead, which the Hub's client reads")
     if name in SPEC_OWNED:
         raise ValueError(f"trainer.{name} is set by the spec: use the spec field {SPEC_OWNED[name]} instead "
                          f"(e.g. --set {SPEC_OWNED[name].split(',')[0]}=...)")

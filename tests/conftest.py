@@ -19,12 +19,47 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): a worker per core this process may use, at most MAX_WORKERS (each worker
+    holds torch, transformers and MLflow, and its tests start servers and training processes of their own)."""
+    from blipexp.data.survey import available_cores
+
+    return min(available_cores(), MAX_WORKERS)
+
+
+MAX_WORKERS = 4
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    share_cores_among_workers()
+    name_the_pretrained_cache(config)
+
+
+def share_cores_among_workers() -> None:
+    """Under xdist, each worker's torch (and every process it starts: the variables are inherited) uses its share of
+    the cores, so that workers do not fight over them: two workers of two threads each on two cores run slower than
+    two of one thread (the threads spin-wait for each other). Set before torch is imported."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    from blipexp.data.survey import available_cores
+
+    threads = str(max(1, available_cores() // workers))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = threads
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def name_the_pretrained_cache(config: pytest.Config) -> None:
     """Name the shared folder of the pretrained tiny model before test modules are imported: some build their
     child processes' environment at import time, and a child without it would pretrain on its own (minutes).
     The folder is in pytest's cache, so later sessions reuse the build until its recipe changes."""
     from blipexp import pretrain
 
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(pretrain.CACHE_VARIABLE):
+        return  # an xdist worker: the folder its controller named (inherited), so that all workers share one build
     cache = getattr(config, "cache", None)  # None under `-p no:cacheprovider`
     shared = cache.mkdir("blipexp-pretrained") if cache else Path(tempfile.mkdtemp(prefix="blipexp-pretrained-"))
     os.environ[pretrain.CACHE_VARIABLE] = str(shared)
@@ -32,12 +67,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def pretrained_tiny_cache() -> Path:
-    """The pretrained tiny model ("tiny"), built once and shared by every test's home, child processes included
-    (through BLIPEXP_PRETRAINED_CACHE), so no test pays for pretraining; tests of the cache itself unset it."""
+    """The pretrained tiny model ("tiny"), built once and shared by every test's home and every xdist worker, child
+    processes included (through BLIPEXP_PRETRAINED_CACHE), so no test pays for pretraining; tests of the cache
+    itself unset it. One worker builds it under the cache's lock with every core (the others wait on that lock)."""
+    import torch
+
     from blipexp import pretrain
+    from blipexp.data.survey import available_cores
 
     shared = Path(os.environ[pretrain.CACHE_VARIABLE])
-    pretrain.pretrained_tiny(shared)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(available_cores())
+    try:
+        pretrain.pretrained_tiny(shared)
+    finally:
+        torch.set_num_threads(threads)
     return shared
 
 

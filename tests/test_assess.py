@@ -4,12 +4,13 @@ vision encoder frozen and its features cached (its final scores must still be th
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pytest
 
-from blipexp import assess, cli, eval_cache, registry, runner, tracking
-from blipexp.data import load_data
+from blipexp import assess, cli, eval_cache, evidence, registry, runner, tracking
+from blipexp.data import PITCH_SEED, load_data, write_pitch_dataset
 from blipexp.spec import ExperimentSpec
 from blipexp.train import train_trial
 
@@ -62,10 +63,15 @@ def test_an_evaluation_is_read_from_the_cache_the_second_time(versions):
     again = assess.evaluate(assess.resolve(uri(made["long"][1]), home), home, "validation", echo=False)
     assert first.cached and again.cached, "training left the validation and test scores in the cache"
     assert again.scores.metrics == first.scores.metrics and again.intervals == first.intervals
+    folder = home / "cache" / "evaluations"
+    before = set(folder.glob("*.json"))
     beams = assess.evaluate(target, home, "validation", ("num_beams=2",), echo=False)
     assert not beams.cached, "other generation settings are another evaluation"
-    entries = sorted(p.name for p in (home / "cache" / "evaluations").glob("*.json"))
-    assert len(entries) == 5, entries  # two splits of each trained model, and the beam-search one
+    (entry,) = set(folder.glob("*.json")) - before  # stored as an entry of its own, the others kept
+    assert eval_cache.read(home, entry.stem) == json.loads(json.dumps(beams.scores.to_json()))
+    beams_again = assess.evaluate(target, home, "validation", ("num_beams=2",), echo=False)
+    assert beams_again.cached and beams_again.scores.metrics == beams.scores.metrics
+    assert set(folder.glob("*.json")) - before == {entry}, "read back, not stored again"
 
 
 def test_evaluate_prints_intervals_logs_a_run_linked_to_the_version_and_prints_json(versions, capsys):
@@ -99,11 +105,13 @@ def test_compare_finds_the_one_epoch_model_significantly_worse(versions, capsys)
     assert set(cider) == {"a", "b", "difference", "ci_low", "ci_high", "p_value"}
     assert cider["difference"] == pytest.approx(cider["b"] - cider["a"]) and cider["difference"] > 0
     assert cider["ci_low"] > 0 and cider["p_value"] < 0.05
-    assert printed["verdict"].startswith("B is better than A on cider by")
+    assert printed["verdict"].startswith("B is better than A on cider by") and printed["verdict_metric"] == "cider"
 
     assert run_cli(home, "compare", long, short) == 0
     out = capsys.readouterr().out
     assert "A is better than B on cider by" in out and "p = " in out and "(30 images)" in out
+    assert "  cider (verdict)  " in out and "  bleu4  " in out, "the metric whose p decides is marked"
+    assert "p: each metric's own, uncorrected for testing 7 metrics; only cider's decides the verdict" in out
 
 
 def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(versions, tmp_path, capsys):
@@ -117,10 +125,77 @@ def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(version
     assert data.fingerprint in err and moved.tags["data_fingerprint"] in err and "--set dataset=" in err
     assert run_cli(home, "promote", NAME, "--version", str(moved.version), "--alias", "other-data") == 0  # no holder yet
     assert run_cli(home, "promote", NAME, "--version", str(made["short"][1].version), "--alias", "other-data") == 2
-    assert "--set dataset=" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--set dataset=" in err and "nothing changed (--force promotes anyway)" in err
     assert registry.list_models(NAME)  # still readable
-    holder = mlflow.MlflowClient().get_registered_model(NAME).aliases["other-data"]
-    assert str(holder) == str(moved.version), "nothing changed"
+    client = mlflow.MlflowClient()
+    assert str(client.get_registered_model(NAME).aliases["other-data"]) == str(moved.version), "nothing changed"
+    assert run_cli(home, "promote", NAME, "--version", str(made["short"][1].version), "--alias", "other-data",
+                   "--force") == 0, "a refusal to compare is a refusal --force overrides"
+    tags = client.get_model_version(NAME, made["short"][1].version).tags
+    assert tags["promote_forced"] == "True" and data.fingerprint in tags["promote_not_compared"]
+    assert str(client.get_registered_model(NAME).aliases["other-data"]) == str(made["short"][1].version)
+
+
+def test_a_named_set_must_hold_none_of_either_models_training_images(versions, tmp_path, capsys):
+    home, _, made = versions
+    short, long = made["short"][1], made["long"][1]
+    seen = write_pitch_dataset(tmp_path, 40, seed=PITCH_SEED)  # the first 40 of the scenes both trained on
+    assert run_cli(home, "compare", uri(short), uri(long), "--set", f"dataset={seen}") == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"\d+ of the 4 test images of .+ are images {re.escape(uri(short))} was trained or "
+                     r"selected on \(images/000\d\d\.png", err), err
+    assert run_cli(home, "promote", NAME, "--version", str(short.version), "--alias", "named") == 0  # no holder
+    named = ("--alias", "named", "--set", f"dataset={seen}")
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), *named) == 2
+    assert "was trained or selected on" in capsys.readouterr().err
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), *named, "--force") == 0
+    assert mlflow.MlflowClient().get_model_version(NAME, long.version).tags["promote_forced"] == "True"
+
+
+def test_too_few_images_get_no_interval_no_test_and_no_promotion_that_requires_better(versions, tmp_path, capsys):
+    home, _, made = versions
+    short, long = made["short"][1], made["long"][1]
+    unseen = ("--set", f"dataset={write_pitch_dataset(tmp_path, 40, seed=PITCH_SEED + 1)}")  # 4 test images
+    assert run_cli(home, "evaluate", uri(long), *unseen, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 4 and set(printed["metrics"]["cider"]) == {"value"}
+    assert not any("_ci_" in key for key in mlflow.get_run(printed["run_id"]).data.metrics), "none logged"
+    assert run_cli(home, "evaluate", uri(long), *unseen) == 0
+    assert "\n  too few images for an interval (n=4, fewer than 10)\n" in capsys.readouterr().out
+
+    assert run_cli(home, "compare", uri(short), uri(long), *unseen, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["metrics"]["cider"]["ci_low"] is None and printed["metrics"]["cider"]["p_value"] is None
+    assert printed["verdict"].startswith("too few images for an interval (n=4, fewer than 10): B - A on cider is ")
+
+    assert run_cli(home, "promote", NAME, "--version", str(short.version), "--alias", "few") == 0  # no holder
+    assert run_cli(home, "promote", NAME, "--version", str(long.version), "--alias", "few", "--require", "better",
+                   *unseen) == 2
+    assert (f"cannot be shown better than version {short.version} (--require better): too few images for an "
+            "interval (n=4, fewer than 10); nothing changed") in capsys.readouterr().err
+    judgement = assess.promotion_judge(home, "not-worse", overrides=unseen[1:])(long, short)
+    assert judgement.refusal is None, "not-worse: nothing was shown worse"
+    assert "too few images for an interval (n=4" in judgement.report
+    assert judgement.tags["promote_images"] == "4" and not {"promote_p_value", "promote_ci_low"} & set(judgement.tags)
+
+
+def test_require_better_reads_the_two_sided_test_at_alpha():
+    def judged(difference: float, p: float | None, require: str, alpha: float = 0.05) -> str | None:
+        low, high = (None, None) if p is None else (difference - 0.1, difference + 0.1)
+        found = evidence.Difference("cider", 4.0, 4.0 + difference, low, high, p, 30 if p is not None else 4)
+        return assess.promotion_refusal(found, require, alpha, "2", "1")
+
+    assert judged(+0.3, 0.04, "better") is None
+    assert judged(+0.3, 0.07, "better") == ("version 2 is not significantly better than version 1 (--require better: "
+                                            "a two-sided p < 0.05 with the candidate ahead; p = 0.070)"), \
+        "p = 0.07 two-sided is 0.035 one-sided: still refused, as the printed verdict says no significant difference"
+    assert judged(+0.3, 0.07, "better", alpha=0.1) is None
+    assert judged(-0.3, 0.04, "better") == judged(-0.3, 0.04, "not-worse") == \
+        "version 2 is significantly worse than version 1"
+    assert judged(-0.3, 0.07, "not-worse") is None and judged(+0.3, 0.07, "not-worse") is None
+    assert judged(+0.3, None, "not-worse") is None
+    assert judged(+0.3, None, "better").endswith("too few images for an interval (n=4, fewer than 10)")
 
 
 def test_promote_moves_the_alias_on_evidence_from_the_test_images(versions, capsys):

@@ -130,7 +130,7 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
 
     sweeps = str(Path(__file__).parent / "experiments_sweep")
     argv = ["run", "small_sweep", "--home", str(home), "--experiments", sweeps, "--trials", "3", "--set", "epochs=2",
-            "--set", "confirm_seeds=1"]
+            "--set", "confirm_seeds=1", "--set", "learning_rate=5e-4"]  # no trial's rate: the spec's is not the best's
     assert cli.main(argv) == 0
     first = capsys.readouterr().out
     assert cli.main(argv) == 0  # a finished sweep run again: nothing new, nothing registered or confirmed again
@@ -145,13 +145,23 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
     assert len(versions) == 1
     assert versions[0].run_id == study.best_trial.user_attrs["mlflow_run_id"]
     assert float(versions[0].tags["objective"]) == study.best_trial.value
-    assert versions[0].tags["seed_spread_objective"].endswith("over 2 seeds")
     sweep_run = mlflow.get_run(study.user_attrs["mlflow_parent_run_id"])
-    assert {"confirm_objective_mean", "confirm_objective_sd", "runner_up_p_value"} <= set(sweep_run.data.metrics)
     assert sweep_run.data.tags["best_vs_runner_up"].startswith("best vs runner-up on the validation images: ")
+    assert "runner_up_p_value" in sweep_run.data.metrics
+    # confirm_seeds=1: the best trial's parameters once more, with a seed not its own; the chosen trial is not in the
+    # mean (it was picked for being the best), but beside it
     confirmations = tracking.find_runs("tags.`blipexp.role` = 'confirm_seed'")
     assert len(confirmations) == 1 and confirmations[0].data.tags["mlflow.parentRunId"] == sweep_run.info.run_id
-    assert confirmations[0].data.params["seed"] == str(int(study.best_trial.params.get("seed", 42)) + 1)
+    confirmation, chosen = confirmations[0].data, mlflow.get_run(versions[0].run_id).data
+    assert confirmation.params["learning_rate"] == chosen.params["learning_rate"] != "0.0005", "the best's parameters"
+    assert confirmation.params["seed"] == str(int(chosen.params["seed"]) + 1), "a fresh seed"
+    fresh, best = confirmation.metrics["objective"], study.best_trial.value
+    assert sweep_run.data.metrics["confirm_objective_mean"] == fresh, "the fresh seed's alone"
+    assert sweep_run.data.metrics["confirm_objective_chosen"] == best
+    assert "confirm_objective_sd" not in sweep_run.data.metrics, "one fresh seed: no spread to give"
+    assert versions[0].tags["seed_spread_objective"] == f"{fresh:.4f} over 1 fresh seed (the chosen trial: {best:.4f})"
+    assert f"  objective   {versions[0].tags['seed_spread_objective']} (trial {study.best_trial.number}'s" in out
+    assert not (home / "checkpoints" / confirmations[0].info.run_id).exists(), "its model is not kept"
 
     assert cli.main(["promote", "small-sweep", "--version", "1", "--home", str(home)]) == 0
     image = tmp_path / "scene.png"
@@ -171,6 +181,14 @@ def test_the_resume_command_never_repeats_a_storage_password(storage):
     run, _, hint = command.partition("  # ")
     assert run == "python -m blipexp run small_sweep --trials 4", "the storage comes from $BLIPEXP_STORAGE"
     assert hint.startswith("first: export BLIPEXP_STORAGE='postgresql://ana:***@db.lab:5432/optuna'")
+
+
+def test_the_resume_command_never_repeats_a_tracking_uri_password():
+    command = cli.resume_command(["run", "sweep", "--tracking-uri", "https://bob:SECRET@mlflow.lab:5000",
+                                  "--storage=postgresql://ana:SECRET@db.lab/optuna", "--trials", "4"])
+    assert command == ("python -m blipexp run sweep --trials 4  # first: export "
+                       "MLFLOW_TRACKING_URI='https://bob:***@mlflow.lab:5000' "
+                       "BLIPEXP_STORAGE='postgresql://ana:***@db.lab/optuna' with the real password for ***")
 
 
 def test_the_resume_command_keeps_a_storage_without_password():

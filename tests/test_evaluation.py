@@ -1,12 +1,22 @@
-"""Scoring: generated captions against references, subsets, the best epoch, CIDEr's idf."""
+"""Scoring: generated captions against references, subsets, the best epoch, CIDEr's idf, paired scores."""
+import random
+
 import numpy as np
 import pytest
 from transformers import EvalPrediction
 
 from blipexp.data.collator import IGNORE_INDEX
 from blipexp.data.sources import CaptionData, Example
-from blipexp.evaluation import best_epoch, cider_document_frequency, compute_metrics_for, decode, validation_subset
-from blipexp.metrics import caption_scores
+from blipexp.data.pitch import random_scene
+from blipexp.evaluation import (
+    SplitScores,
+    best_epoch,
+    cider_document_frequency,
+    compute_metrics_for,
+    decode,
+    validation_subset,
+)
+from blipexp.metrics import caption_scores, corpus_document_frequency, score_images
 from blipexp.spec import ExperimentSpec
 from blipexp.tiny import build_tiny_processor
 
@@ -79,3 +89,26 @@ def test_cider_takes_its_idf_from_the_corpus_when_too_few_images_are_scored(caps
     assert corpus is not None
     assert "idf from the references of 9 training + validation images" in capsys.readouterr().out
     assert cider_document_frequency(spec.replace(cider_df="corpus"), data, n_scored=100, echo=False) is not None
+
+
+def scored(split: str, keys: list[str], captions: list[str], references: list[list[str]]) -> SplitScores:
+    metrics, images = score_images(captions, references, corpus_document_frequency(references))
+    return SplitScores(split, keys, captions, references, metrics, images, idf="corpus")
+
+
+def test_a_paired_comparison_matches_the_images_by_key():
+    rng = random.Random(0)
+    scenes = [random_scene(rng) for _ in range(24)]
+    keys, references = [f"images/{i:02d}.png" for i in range(24)], [[s.caption] for s in scenes]
+    captions = [s.caption if i % 3 else random_scene(rng).caption for i, s in enumerate(scenes)]
+    a = scored("test", keys, captions, references)
+    reordered = scored("test", keys[::-1], captions[::-1], references[::-1])  # the same captions, listed backwards
+    same = a.paired(reordered, 200, seed=0)["cider"]
+    assert same.images == 24 and same.difference == 0 and same.ci_low == same.ci_high == 0 and same.p_value == 1
+
+    fewer = scored("test", keys[1:][::-1], [s.caption for s in scenes[1:]][::-1], references[1:][::-1])
+    gain = a.paired(fewer, 200, seed=0)["cider"]  # B could not read the first image: both are judged without it
+    assert gain.images == 23 and gain.a == pytest.approx(float(np.mean(a.images.means["cider"][1:])))
+    assert gain.b == pytest.approx(fewer.metrics["cider"]) and gain.difference > 0
+    with pytest.raises(ValueError, match="the 24 and 2 scored test images share none"):
+        a.paired(scored("test", ["other/1.png", "other/2.png"], captions[:2], references[:2]), 200, seed=0)

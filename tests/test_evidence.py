@@ -14,7 +14,7 @@ import pytest
 
 from blipexp import evidence
 from blipexp.data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
-from blipexp.metrics import ImageScores, corpus_document_frequency, score_images
+from blipexp.metrics import METRIC_KEYS, ImageScores, corpus_document_frequency, score_images
 
 POPULATION = 1500  # images
 SAMPLE = 100  # images per draw: a small test split
@@ -108,12 +108,31 @@ def test_no_resamples_means_no_intervals(population):
         evidence.paired(population["a"].subset(range(10)), population["b"].subset(range(10)), 0, seed=0)
 
 
+def test_too_few_images_get_no_interval_and_no_test(population):
+    few, enough = evidence.MIN_IMAGES - 1, evidence.MIN_IMAGES
+    assert evidence.intervals(population["b"].subset(range(few)), 1000, seed=0) == {}
+    assert set(evidence.intervals(population["b"].subset(range(enough)), 1000, seed=0)) == set(METRIC_KEYS)
+    one = evidence.paired(population["a"].subset([0]), population["b"].subset([0]), 1000, seed=0)["cider"]
+    assert (one.ci_low, one.ci_high, one.p_value) == (None, None, None) and not one.significant(0.99)
+    result = evidence.paired(population["a"].subset(range(few)), population["b"].subset(range(few)), 1000, seed=0)
+    cider = result["cider"]
+    assert not cider.tested and cider.difference == pytest.approx(cider.b - cider.a) != 0
+    assert cider.verdict(a="version 1", b="version 2") == (
+        f"too few images for an interval (n={few}, fewer than {enough}): version 2 - version 1 on cider is "
+        f"{cider.difference:+.3g}, untested")
+    assert cider.as_dict()["p_value"] is None
+    assert evidence.paired(population["a"].subset(range(enough)), population["b"].subset(range(enough)), 1000,
+                           seed=0)["cider"].tested
+
+
 def test_a_comparison_needs_the_same_images(population):
     with pytest.raises(ValueError, match="same images: got 10 and 12"):
         evidence.paired(population["a"].subset(range(10)), population["b"].subset(range(12)), 100, seed=0)
+    with pytest.raises(ValueError, match="same images: got 0 and 0"):
+        evidence.paired(population["a"].subset([]), population["b"].subset([]), 100, seed=0)
 
 
-def test_verdict_lines_name_the_winner_the_interval_and_p():
+def test_verdict_lines_name_the_winner_and_the_signed_interval_of_its_lead():
     better = evidence.Difference("cider", a=4.2, b=4.61, ci_low=0.12, ci_high=0.7, p_value=0.004, images=64)
     assert better.verdict(a="version 1", b="version 2") == \
         "version 2 is better than version 1 on cider by 0.41 [0.12, 0.7], p = 0.004 (64 images)"
@@ -123,6 +142,32 @@ def test_verdict_lines_name_the_winner_the_interval_and_p():
     assert dropped.verdict() == "A is better than B on cider by 3.5 [2.7, 4.4], p = 0.001 (64 images)"
     noise = evidence.Difference("cider", a=4.647, b=4.695, ci_low=-0.58, ci_high=0.64, p_value=0.42, images=64)
     assert noise.verdict() == "no significant difference on cider: +0.048 [-0.58, +0.64], p = 0.420 (64 images)"
+    ahead = evidence.Difference("cider", a=4.0, b=4.669, ci_low=-0.051, ci_high=1.313, p_value=0.07, images=30)
+    assert ahead.verdict(alpha=0.1) == "B is better than A on cider by 0.669 [-0.051, 1.31], p = 0.070 (30 images)"
+    behind = evidence.Difference("cider", a=4.669, b=4.0, ci_low=-1.313, ci_high=0.051, p_value=0.07, images=30)
+    assert behind.verdict(alpha=0.1) == "A is better than B on cider by 0.669 [-0.051, 1.31], p = 0.070 (30 images)"
+
+
+def test_a_verdict_says_where_the_interval_and_p_disagree():
+    ahead = evidence.Difference("cider", a=4.0, b=4.669, ci_low=-0.051, ci_high=1.313, p_value=0.03, images=30)
+    assert ahead.verdict() == (
+        "B is better than A on cider by 0.669 [-0.051, 1.31], p = 0.030 (30 images); but the 95% interval includes 0 "
+        "(the bootstrap finds no difference at 0.05 where the randomization test does): borderline evidence")
+    behind = evidence.Difference("cider", a=4.669, b=4.0, ci_low=-1.313, ci_high=0.051, p_value=0.03, images=30)
+    assert behind.verdict().startswith("A is better than B on cider by 0.669 [-0.051, 1.31], p = 0.030 (30 images); "
+                                       "but the 95% interval includes 0")
+    unconfirmed = evidence.Difference("cider", a=4.0, b=4.3, ci_low=0.02, ci_high=0.61, p_value=0.07, images=30)
+    assert unconfirmed.verdict() == (
+        "no significant difference on cider: +0.3 [+0.02, +0.61], p = 0.070 (30 images); but the 95% interval "
+        "excludes 0 (the bootstrap finds a difference at 0.05 where the randomization test does not): borderline "
+        "evidence")
+
+
+def test_alpha_is_a_significance_level():
+    assert evidence.check_alpha(0.05) == 0.05
+    for alpha in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match=f"--alpha {alpha}: a significance level in .0, 1."):
+            evidence.check_alpha(alpha)
 
 
 def test_signature_records_how_the_numbers_were_made():

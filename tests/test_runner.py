@@ -23,9 +23,9 @@ class WarmupSweep(ExperimentSpec):
 def trained(tmp_path_factory):
     """A tiny model trained with the values a sweep of WarmupSweep might have picked."""
     home = tmp_path_factory.mktemp("home")
-    spec = WarmupSweep().tiny().replace(pitch_scenes=60, epochs=1, train_batch_size=16, sample_captions=0,
-                                        warmup_ratio=0.125, lr_scheduler="cosine",
-                                        freeze_vision_encoder=True, cache_vision_features=False)
+    spec = WarmupSweep().tiny().replace(pitch_scenes=60, test_fraction=0.2,  # 12 test images: enough for an interval
+                                        epochs=1, train_batch_size=16, sample_captions=0, warmup_ratio=0.125,
+                                        lr_scheduler="cosine", freeze_vision_encoder=True, cache_vision_features=False)
     WarmupSweep.name = "warmup_sweep"
     tracking.configure(home)
     tracking.use_experiment("warmup_sweep", home)

@@ -63,9 +63,11 @@ def test_numpy_numbers_are_taken_as_plain_ones():
 
 def test_the_operator_sets_limits_and_batching_through_the_environment():
     env = {"BLIPEXP_SERVE_LIMIT_NUM_BEAMS": "2", "BLIPEXP_SERVE_MAX_BATCH": "0", "BLIPEXP_SERVE_MAX_WAIT_MS": "7.5",
-           "BLIPEXP_SERVE_BUSY_WAIT_MS": "20", "BLIPEXP_SERVE_REQUEST_THREADS": "24"}
+           "BLIPEXP_SERVE_BUSY_WAIT_MS": "20", "BLIPEXP_SERVE_REQUEST_THREADS": "24",
+           "BLIPEXP_SERVE_CAPTION_TIMEOUT_S": "300"}
     assert Limits.from_env(env) == Limits(num_beams=2)
-    assert Batching.from_env(env) == Batching(max_batch=0, max_wait_ms=7.5, busy_wait_ms=20, request_threads=24)
+    assert Batching.from_env(env) == Batching(max_batch=0, max_wait_ms=7.5, busy_wait_ms=20, request_threads=24,
+                                              caption_timeout_s=300)
     assert Limits.from_env({}) == Limits() and Batching.from_env({}) == Batching()
     assert "num_beams=3 is outside this server's range of 1-2" in refusal({"num_beams": 3}, limits=Limits.from_env(env))
 
@@ -73,6 +75,7 @@ def test_the_operator_sets_limits_and_batching_through_the_environment():
 @pytest.mark.parametrize("variable, value", [
     ("BLIPEXP_SERVE_MAX_BATCH", "-1"), ("BLIPEXP_SERVE_MAX_BATCH", "eight"), ("BLIPEXP_SERVE_MAX_WAIT_MS", "inf"),
     ("BLIPEXP_SERVE_BUSY_WAIT_MS", "-5"), ("BLIPEXP_SERVE_REQUEST_THREADS", "0"),
+    ("BLIPEXP_SERVE_CAPTION_TIMEOUT_S", "0"),
     ("BLIPEXP_SERVE_LIMIT_BATCH_SIZE", "0"), ("BLIPEXP_SERVE_LIMIT_MAX_NEW_TOKENS", "1.5"),
 ])
 def test_a_bad_environment_value_names_its_variable(variable, value):

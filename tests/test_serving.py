@@ -404,6 +404,33 @@ def test_a_failing_batch_fails_only_its_own_rows_and_the_server_goes_on(batching
     assert [caption for caption, _ in rows(after[0])] == captions[:BATCH]
 
 
+def test_a_request_waits_a_bounded_time_for_its_captions_then_its_rows_say_so(registered, scenes, monkeypatch,
+                                                                             caplog):
+    """A lone image waits for a batch of 4 that never fills (10 minutes' max_wait): its request answers after
+    BLIPEXP_SERVE_CAPTION_TIMEOUT_S with a row error naming the variable, its image leaves the queue unrun, and
+    the next requests are served. Before: the request waited forever (MLflow's own timeout answers the client
+    but leaves the thread waiting)."""
+    import logging
+
+    import mlflow
+    import pandas as pd
+
+    for variable, value in [("BLIPEXP_SERVE_MAX_BATCH", "4"), ("BLIPEXP_SERVE_MAX_WAIT_MS", "600000"),
+                            ("BLIPEXP_SERVE_CAPTION_TIMEOUT_S", "1")]:
+        monkeypatch.setenv(variable, value)
+    model = mlflow.pyfunc.load_model(registered[1])
+    lone = model.predict(pd.DataFrame({"image": [scenes[0]]}))
+    assert lone["caption"][0] is None
+    assert lone["error"][0] == "row 0: captioning timed out: no caption within 1 s " \
+                               "(BLIPEXP_SERVE_CAPTION_TIMEOUT_S raises this bound); send it again"
+    model.unwrap_python_model().caption_timeout_s = 600  # what follows may take its time on a loaded machine
+    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+        full = model.predict(pd.DataFrame({"image": scenes[:4]}))
+    assert full["error"].isna().all() and full["caption"].notna().all(), full
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["batch of 4 from 1 request(s)"], \
+        "the timed-out image was not run with them"
+
+
 @pytest.mark.serving
 def test_more_one_image_clients_than_mlflows_default_threads_share_one_call(wide_batching_server, scenes):
     """12 concurrent one-image requests make one batch of 12 (it waits until full): only if the server runs 12

@@ -253,6 +253,23 @@ def test_the_edge_is_on_the_sweep_run_and_the_console_says_which_way_to_widen(ho
         "range in search_space() and run a new sweep (--new) to find out"]
 
 
+def test_on_too_few_validation_images_the_runner_up_line_says_so_and_logs_no_interval_or_p(home):
+    from blipexp import evidence
+    from blipexp.sweep.report import log_separation
+
+    tracking.configure(home)
+    tracking.use_experiment("separation", home)
+    few = evidence.Difference("cider", 4.0, 4.5, None, None, None, images=6)  # as evidence.paired gives on 6 images
+    with tracking.new_run("sweep", tags={}) as run:
+        log_separation(run, 3, 1, few)
+    logged = mlflow.get_run(run.id).data
+    assert logged.tags["best_vs_runner_up"] == ("best vs runner-up on the validation images: too few images for an "
+                                                "interval (n=6, fewer than 10): trial 3 - trial 1 on cider is +0.5, "
+                                                "untested")
+    assert logged.metrics["runner_up_difference"] == 0.5
+    assert not {"runner_up_ci_low", "runner_up_ci_high", "runner_up_p_value"} & set(logged.metrics)
+
+
 @pytest.mark.parametrize("value, shown", [(0.0012345, "0.00123"), (3e-3, "0.003"), (12345, "12345"),
                                           (True, "True"), (False, "False"), ("cosine", "cosine")])
 def test_a_search_value_of_any_choice_type_is_formatted(value, shown):
@@ -346,21 +363,134 @@ NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system me
 
 @pytest.mark.slow
 def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tmp_path):
-    """A real `blipexp run` of a tiny sweep, its console as a user sees it (stdout and stderr)."""
+    """A real `blipexp run` of a tiny sweep on a fresh home, its console as a user sees it (stdout and stderr), here
+    as a log file gets it: outside a terminal, a line per epoch instead of progress bars (no redraws)."""
     import re
 
     from processes import child_env
 
     done = subprocess.run([sys.executable, "-m", "blipexp", "run", "small_sweep", "--home", str(tmp_path),
                            "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "2", "--set", "epochs=2"],
-                          env=child_env(), capture_output=True, text=True, timeout=600)
+                          env=child_env(), capture_output=True, timeout=600)
+    # decoded here, not by text=True, which would turn each \r (a progress bar's redraw) into \n
+    done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
     assert not [noise for noise in NOISE if noise in console], console
+    assert "\r" not in console, "a progress bar's redraws"
+    assert "Creating initial MLflow database tables" not in console and "alembic" not in console, console
+    assert re.findall(r"^ +epoch (\d)/2 +val ", done.stdout, re.M) == ["1", "2"] * 2, done.stdout
     assert re.search(r"^trial 0: learning_rate=\S+   \[sweep 0/2 done, 0 pruned, 0 failed; no best yet; "
                      r"ETA after the first trial\]$", done.stdout, re.M), done.stdout
-    assert re.search(r"^trial 0 COMPLETE cider \d+\.\d{4} in \d+ s   \[sweep 1/2 done, 0 pruned, 0 failed; "
-                     r"best cider \d+\.\d{4} \(trial 0\); ETA \d+ s\]$", done.stdout, re.M), done.stdout
-    assert re.search(r"^trial 1: .*\[sweep 1/2 done.*ETA \d+ s\]$", done.stdout, re.M), done.stdout
+    took = r"(\d+ s|\d+ min|\d+ h \d+ min)"  # report._duration: a loaded machine may take minutes
+    assert re.search(rf"^trial 0 COMPLETE cider \d+\.\d{{4}} in {took}   \[sweep 1/2 done, 0 pruned, 0 failed; "
+                     rf"best cider \d+\.\d{{4}} \(trial 0\); ETA {took}\]$", done.stdout, re.M), done.stdout
+    assert re.search(rf"^trial 1: .*\[sweep 1/2 done.*ETA {took}\]$", done.stdout, re.M), done.stdout
     assert re.search(r"^trial 1 COMPLETE .*\[sweep 2/2 done, 0 pruned, 0 failed; best cider .*\(trial \d\)\]$",
                      done.stdout, re.M), done.stdout
+
+
+# --- confirm_seeds: fresh seeds only, each confirmation run trained once whatever the number of workers
+
+
+def chosen_trial(home, spec) -> tuple[optuna.Study, str, optuna.trial.FrozenTrial, object]:
+    """A study (journal in home) with one complete trial, its run, the sweep run and the trial's registered version:
+    what a sweep leaves before confirm_seeds, without training."""
+    from blipexp.sweep import loop
+
+    tracking.configure(home)
+    tracking.use_experiment(spec.experiment_name, home)
+    study = open_study(spec, home)
+    sweep_run = loop._parent_run(study, spec)
+    with tracking.new_run("trial-0", tags={}) as run:
+        run.metrics({"test_cider": 9.5, "test_cider_ci_low": 9.0})
+    lr = spec.search_space()["learning_rate"]
+    study.add_trial(optuna.trial.create_trial(
+        params={"learning_rate": 3e-3}, distributions={"learning_rate": optuna.distributions.CategoricalDistribution(
+            list(lr.options))}, value=9.0, user_attrs={"mlflow_run_id": run.id}))
+    client = mlflow.MlflowClient()
+    client.create_registered_model(spec.registered_model)
+    version = client.create_model_version(spec.registered_model, f"runs:/{run.id}/model", run_id=run.id)
+    return study, sweep_run, study.best_trial, version
+
+
+def test_two_workers_confirm_once_and_average_fresh_seeds_only(home, monkeypatch, capsys):
+    """Two workers of one sweep (two threads, each with its own view of the journal study) finish together: each
+    confirmation run (trial 0's parameters, seeds 43 and 44: never its own 42) trains once, in one of them, while
+    the other trains; the spread is logged once, its mean over the fresh seeds alone, the chosen trial's value
+    beside it (not in it: it was picked for being the best)."""
+    import statistics
+    import threading
+
+    from blipexp import runner
+    from blipexp.sweep import SweepResult, confirm
+    from blipexp.train import TrialResult
+
+    spec = small_spec(confirm_seeds=2)
+    study, sweep_run, best, version = chosen_trial(home, spec)
+    trained, overlapping = [], threading.Event()
+
+    def train(configuration, data, home, **kwargs):  # the Trainer's part: what it returns, not its time
+        trained.append((configuration.seed, configuration.learning_rate))
+        if len(trained) == 1:  # the first run lasts until another starts: both workers train at once
+            assert overlapping.wait(120), "the second worker never trained while the first did"
+        overlapping.set()
+        folder = home / "checkpoints" / f"confirm-{configuration.seed}" / "model"
+        folder.mkdir(parents=True, exist_ok=True)
+        return TrialResult(f"run-{configuration.seed}", configuration.seed / 10, 1, {}, {"cider": configuration.seed},
+                           {}, model_dir=folder)
+
+    monkeypatch.setattr(confirm, "train_trial", train)
+    errors = []
+
+    def worker() -> None:
+        try:
+            mine = open_study(spec, home)  # a worker's own view of the shared study
+            runner._confirm(spec, None, home, SweepResult(mine, sweep_run, best, None), version)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert sorted(trained) == [(43, 3e-3), (44, 3e-3)], "each fresh seed once, with the chosen parameters"
+    assert not (home / "checkpoints" / "confirm-43").exists(), "a confirmation's model is not kept"
+    out = capsys.readouterr().out
+    assert out.count("  objective ") == 1 and out.count("logged by the worker that finishes the last") == 1, out
+    metrics = mlflow.get_run(sweep_run).data.metrics
+    assert metrics["confirm_objective_mean"] == pytest.approx(4.35) and metrics["confirm_objective_chosen"] == 9.0
+    assert metrics["confirm_objective_sd"] == pytest.approx(statistics.stdev([4.3, 4.4]))
+    assert metrics["confirm_test_cider_mean"] == pytest.approx(43.5) and metrics["confirm_test_cider_chosen"] == 9.5
+    tags = mlflow.MlflowClient().get_model_version(version.name, version.version).tags
+    assert tags[confirm.SPREAD_TAG] == "4.3500 ± 0.0707 over 2 fresh seeds (the chosen trial: 9.0000)"
+    assert tags["seed_spread_test_cider"].startswith("43.5000 ± 0.7071 over 2 fresh seeds (the chosen trial: 9.5")
+    records = [study.user_attrs[unit.attr] for unit in confirm.units(spec, best, 2)]
+    assert [(r["state"], r["run_id"]) for r in records] == [("done", "run-43"), ("done", "run-44")]
+
+
+def test_a_confirmation_run_claimed_by_a_killed_worker_is_trained_again_and_a_live_ones_is_not(home):
+    from blipexp import liveness
+    from blipexp.sweep import confirm
+
+    spec = small_spec(confirm_seeds=3)
+    study, _, best, _ = chosen_trial(home, spec)
+    killed, live, free = confirm.units(spec, best, 3)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study.set_user_attr(killed.attr, {"state": "claimed", **liveness.this_process(), "pid": str(gone.pid)})
+    study.set_user_attr(live.attr, {"state": "claimed", **liveness.this_process()})  # a live worker trains it
+    trained = []
+    confirm.run_units(study, home, [killed, live, free], lambda unit: trained.append(unit) or {"objective": 1.0})
+    assert trained == [killed, free]
+    assert [study.user_attrs[u.attr]["state"] for u in (killed, live, free)] == ["done", "claimed", "done"]
+
+    def interrupted(unit):
+        raise KeyboardInterrupt
+
+    study.set_user_attr(live.attr, {"state": "claimed", **liveness.this_process(), "pid": str(gone.pid)})
+    with pytest.raises(KeyboardInterrupt):
+        confirm.run_units(study, home, [live], interrupted)
+    assert study.user_attrs[live.attr] == {"state": "released"}, "an interrupted run is left for the next worker"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor, TrainerCallback
 
-from blipexp import precision, tracking
+from blipexp import evidence, precision, tracking
 from blipexp.data import load_data
 from blipexp.evaluation import cider_document_frequency
 from blipexp.metrics import caption_scores
@@ -75,8 +75,10 @@ def test_final_scores_carry_intervals_signatures_and_per_image_tables(trained):
     spec, data, result, _, home = trained
     tracking.configure(home)
     run = mlflow.get_run(result.run_id).data
+    assert len(result.test.keys) < evidence.MIN_IMAGES <= len(result.validation.keys), "one split on each side"
+    assert not any(key.startswith("test_") and "_ci_" in key for key in run.metrics), "too few test images"
     for prefix, split, scores in (("best_val", "validation", result.validation), ("test", "test", result.test)):
-        for key in ("cider", "bleu4", "rougeL"):
+        for key in ("cider", "bleu4", "rougeL") if prefix == "best_val" else ():
             low, high = run.metrics[f"{prefix}_{key}_ci_low"], run.metrics[f"{prefix}_{key}_ci_high"]
             assert low <= run.metrics[f"{prefix}_{key}"] <= high and low < high, (prefix, key)
         assert run.tags[f"{prefix}_signature"] == f"bs:1000|seed:42|idf:corpus|images:{len(scores.keys)}"

@@ -6,7 +6,7 @@ import safetensors.torch
 import torch
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from blipexp import generation
+from blipexp import generation, progress
 from blipexp.callbacks import CaptionMetricsCallback
 from blipexp.data.sources import CaptionData
 from blipexp.spec import ExperimentSpec
@@ -55,12 +55,16 @@ def test_auto_workers_are_none_when_decoding_is_not_the_work():
     assert dataloader_workers(auto, data, processor, cached=False) == 0, "tiny pixels are kept after one epoch"
 
 
-@pytest.mark.parametrize("echo", [True, False])
-def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
+@pytest.mark.parametrize("echo, terminal", [(True, True), (True, False), (False, True)])
+def test_the_console_shows_the_bar_on_a_terminal_and_the_epoch_lines_only(tmp_path, monkeypatch, echo, terminal):
+    """Outside a terminal (a log file, a pipe) no bar: each of its redraws would be a line there."""
+    monkeypatch.setattr(progress, "on_terminal", lambda: terminal)
     spec = tiny_spec().replace(max_new_tokens=7, num_beams=2)
     processor = build_tiny_processor(["a red player"])
     callback = CaptionMetricsCallback(spec.epochs, echo=echo)
-    trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=echo),
+    args = training_arguments(spec, tmp_path, steps_per_epoch=4, echo=echo)
+    assert args.disable_tqdm == (not (echo and terminal))
+    trainer = build_trainer(spec, args,
                             model=build_tiny_model(processor, seed=0), train_set=None, val_set=["not read"], collator=None,
                             compute_metrics=None, callbacks=[callback], echo=echo)
     assert isinstance(trainer, CaptionTrainer)
@@ -70,7 +74,7 @@ def test_the_console_shows_the_bar_and_the_epoch_lines_only(tmp_path, echo):
     assert callback in callbacks
     assert not any(isinstance(c, PrinterCallback) for c in callbacks), "raw log dicts are never printed"
     bars = [c for c in callbacks if isinstance(c, ProgressCallback)]
-    assert len(bars) == int(echo)
+    assert len(bars) == int(echo and terminal)
 
 
 def test_bf16_without_a_gpu_builds_arguments_for_the_cpu(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 import pytest
 
 from blipexp import trainer_args
+from blipexp.search_space import Choice
 from blipexp.spec import ExperimentSpec
 from blipexp.trainer import training_arguments
 
@@ -61,3 +62,34 @@ def test_the_refusals_say_what_blipexp_does_with_checkpoints(tmp_path):
         trainer_args.check_name("save_only_model")
     with pytest.raises(ValueError, match="the best and the latest epoch's checkpoints are kept while training"):
         trainer_args.check_name("save_total_limit")
+
+
+SECRET = "hf_planted0123456789"
+
+
+class WithToken(ExperimentSpec):
+    trainer = {"hub_token": SECRET}
+
+
+class SearchingTokens(ExperimentSpec):
+    def search_space(self):
+        return {"trainer.hub_token": Choice((SECRET, "other"))}
+
+
+def test_a_field_holding_a_secret_is_refused_from_every_door_naming_the_environment_variable():
+    """--set, an experiment file's `trainer` and a search space key: refused before the value is kept anywhere, with
+    a message naming $HF_TOKEN and not the value. Fields about tokens that hold none still pass."""
+    refusals = {}
+    for door in (lambda: ExperimentSpec().with_overrides([f"trainer.hub_token={SECRET}"]),
+                 lambda: WithToken(),
+                 lambda: SearchingTokens(),
+                 lambda: trainer_args.check({"hub_token": SECRET}),
+                 lambda: trainer_args.parse("push_to_hub_token", SECRET),  # older transformers' name
+                 lambda: trainer_args.parse("api_secret", SECRET),  # any name saying secret or password: no field
+                 lambda: trainer_args.check_name("db_password")):
+        with pytest.raises(ValueError) as refused:
+            door()
+        refusals[str(refused.value)] = refused.value
+    for message in refusals:
+        assert "would hold a secret" in message and "HF_TOKEN" in message and SECRET not in message, message
+    assert trainer_args.parse("include_num_input_tokens_seen", "true") is True  # "tokens": no secret

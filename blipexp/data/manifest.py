@@ -44,17 +44,17 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         ("edited (other image content)", [key for key in both if old[key][0] != new[key][0]]),
         ("with edited captions", [key for key in both if old[key][1] != new[key][1]]),
     ]
-    lines = [f"{len(keys)} image(s) {what}: {_names(keys)}" for what, keys in found if keys]
+    lines = [f"{len(keys)} image(s) {what}: {names(keys)}" for what, keys in found if keys]
     settings_before, settings_after = before.get("settings", {}), after.get("settings", {})
     lines += [f"split setting {key}: {settings_before.get(key)!r} then, {settings_after.get(key)!r} now"
               for key in sorted(set(settings_before) | set(settings_after))
               if settings_before.get(key) != settings_after.get(key)]
     moved = [key for key in both if old[key][2] != new[key][2]]
     if moved:
-        lines.append(f"{len(moved)} image(s) in another split than before: {_names(moved)}")
+        lines.append(f"{len(moved)} image(s) in another split than before: {names(moved)}")
     return lines
 
 
-def _names(keys: list[str]) -> str:
+def names(keys: list[str]) -> str:
     more = len(keys) - NAMES_SHOWN
     return ", ".join(keys[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")

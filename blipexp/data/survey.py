@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blipexp.data.images import BadImage, check_decodes
+from blipexp.progress import bar as progress_bar
 
 VERSION = 1  # bump when what a check decides changes: older records are then ignored
 CHUNK = 128  # images per task handed to a worker process
@@ -84,14 +85,11 @@ def _check_chunk(reader: ImageReader, chunk: list[tuple[str, Any]]) -> list[tupl
 def _check_all(todo: list[tuple[str, Any]], reader: ImageReader, progress: bool) -> dict[str, ImageCheck]:
     if not todo:
         return {}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(todo), desc="first look at the images", unit="img",
-               disable=not progress or len(todo) < IN_PROCESS_BELOW,  # a few images: done before a bar helps
-               mininterval=1.0, leave=False)
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     results: dict[str, ImageCheck] = {}
-    with bar:
+    with progress_bar("first look at the images", len(todo), "img",
+                      show=progress and len(todo) >= IN_PROCESS_BELOW,  # a few images: done before a bar helps
+                      mininterval=1.0, leave=False) as bar:
         if len(todo) < IN_PROCESS_BELOW or available_cores() == 1:
             for chunk in chunks:
                 results.update(_check_chunk(reader, chunk))

@@ -9,7 +9,6 @@ from .study import (
                     counted,
                     open_study,
                     optuna_storage,
-                    password_masked,
                     sampler,
                     storage_url,
                     study_lock,
@@ -18,5 +17,5 @@ from .study import (
 )
 
 __all__ = ["FINAL_STATES", "STORAGE_ENV", "SweepResult", "counted", "format_param", "log_separation", "open_study",
-           "optuna_storage", "password_masked", "range_edge_advice", "retry", "run_sweep", "sampler", "separation",
-           "separation_line", "storage_url", "study_lock", "study_name", "suggest", "summary_table"]
+           "optuna_storage", "range_edge_advice", "retry", "run_sweep", "sampler", "separation", "separation_line",
+           "storage_url", "study_lock", "study_name", "suggest", "summary_table"]

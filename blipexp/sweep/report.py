@@ -56,16 +56,14 @@ def separation(study: optuna.Study, spec: ExperimentSpec) -> tuple[int, int, evi
     best, runner_up = complete[:2]
     scores = [SplitScores.from_table(tracking.Run(t.user_attrs["mlflow_run_id"]).table_columns(
         "per_image/validation.json"), "validation", {}, idf="") for t in (runner_up, best)]
-    common = [key for key in scores[0].keys if key in set(scores[1].keys)]
-    rows = [s.images.subset([s.keys.index(key) for key in common]) for s in scores]
-    difference = evidence.paired(rows[0], rows[1], spec.bootstrap_resamples or 1000, spec.seed)[spec.objective_metric]
+    difference = scores[0].paired(scores[1], spec.bootstrap_resamples or 1000, spec.seed)[spec.objective_metric]
     return best.number, runner_up.number, difference
 
 
 def separation_line(best: int, runner_up: int, difference: evidence.Difference) -> str:
     """Whether the sweep's best trial stands out from the runner-up, in one line."""
     verdict = difference.verdict(a=f"trial {runner_up}", b=f"trial {best}")
-    if difference.significant():
+    if difference.significant() or not difference.tested:
         return f"best vs runner-up on the validation images: {verdict}"
     return (f"best vs runner-up on the validation images: {verdict}: the two are indistinguishable, and either "
             "could be the best (confirm_seeds=K trains the chosen parameters again with K more seeds)")
@@ -73,8 +71,9 @@ def separation_line(best: int, runner_up: int, difference: evidence.Difference) 
 
 def log_separation(run: tracking.Run, best: int, runner_up: int, difference: evidence.Difference) -> None:
     run.tags({"best_vs_runner_up": separation_line(best, runner_up, difference), "runner_up_trial": runner_up})
-    run.metrics({"runner_up_difference": difference.difference, "runner_up_ci_low": difference.ci_low,
-                 "runner_up_ci_high": difference.ci_high, "runner_up_p_value": difference.p_value})
+    values = {"runner_up_difference": difference.difference, "runner_up_ci_low": difference.ci_low,
+              "runner_up_ci_high": difference.ci_high, "runner_up_p_value": difference.p_value}
+    run.metrics({key: value for key, value in values.items() if value is not None})  # none on too few images
 
 
 EDGE_SHARE = 0.05  # a best value within this share of its range from a bound (on the range's own scale) is at its edge

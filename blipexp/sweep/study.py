@@ -28,7 +28,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
-from .. import interrupts, locks
+from .. import interrupts, locks, secrecy
 from ..search_space import Choice, FloatRange, IntRange, SearchDim
 from ..spec import ExperimentSpec
 from .pruner import ScheduleMedianPruner
@@ -114,8 +114,10 @@ def heartbeat_seconds() -> int:
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open (creating its tables if needed) the study database with heartbeats; ValueError naming the fix."""
-    shown = _redacted(url)
+    """Open (creating its tables if needed) the study database with heartbeats; ValueError naming the fix (the URL
+    shown with its password masked)."""
+    shown = secrecy.masked(url)
+    _check_url(url)
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if _is_postgres(url) else {}
     interval = heartbeat_seconds()
     try:
@@ -127,7 +129,7 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
         raise ValueError(f"Optuna storage {shown} needs the database driver {exc.name!r}: "
                          "pip install 'blipexp[scale]'") from exc
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = secrecy.scrubbed(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], url)
         raise ValueError(f"Optuna storage {shown} cannot be opened ({type(exc).__name__}: {reason}): "
                          "check --storage / $BLIPEXP_STORAGE, that the database exists and the server is "
                          "reachable from this machine") from exc
@@ -213,17 +215,9 @@ def _is_postgres(url: str) -> bool:
     return sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql"
 
 
-def password_masked(url: str) -> str | None:
-    """`url` with its password masked, or None if it has none (or is no URL): for printing a --storage value."""
+def _check_url(url: str) -> None:
     try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return None
-    return parsed.render_as_string(hide_password=True) if parsed.password else None
-
-
-def _redacted(url: str) -> str:
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError as exc:
-        raise ValueError(f"--storage {url!r} is not a database URL (e.g. postgresql://user:password@host/db)") from exc
+        raise ValueError(f"--storage {secrecy.masked(url)!r} is not a database URL (e.g. postgresql://user@host/db; "
+                         f"a password goes in ~/.pgpass, or the whole URL in ${STORAGE_ENV})") from exc

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import mlflow
 
+from .. import secrecy
+
 DEFAULT_HOME = "mlruns"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
@@ -24,6 +26,10 @@ TRAINING_KIND = "custom_model_development"
 # The system-metrics monitor says "Started/Stopping monitoring system metrics" (INFO) at every run's start and
 # end: noise in a sweep's console. Its warnings (a failed sample) still show.
 logging.getLogger("mlflow.system_metrics.system_metrics_monitor").setLevel(logging.WARNING)
+# A new store's first use says "Creating initial MLflow database tables..." and "Updating database tables" (INFO),
+# and its schema migration alembic's INFO lines: noise on a first run's console. Their warnings and errors still show.
+for _setup_logger in ("mlflow.store.db.utils", "alembic"):
+    logging.getLogger(_setup_logger).setLevel(logging.WARNING)
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
@@ -105,8 +111,8 @@ def _check_store(uri: str, fix: str) -> None:
         # opens (and, for sqlite, creates) the store
         mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # any failure to open the store: name it before training, not after
-        raise ValueError(f"MLflow tracking store {uri} cannot be opened ({type(exc).__name__}: {exc}); "
-                         f"{fix}") from exc
+        raise ValueError(f"MLflow tracking store {secrecy.masked(uri)} cannot be opened ({type(exc).__name__}: "
+                         f"{secrecy.scrubbed(str(exc), uri)}); {fix}") from exc
 
 
 def use_experiment(name: str, home: Path) -> str:
@@ -152,7 +158,8 @@ def ui_command(home: Path, experiment_name: str | None = None) -> str:
     """How to browse the runs: the command that serves the UI (a local store), then the page to open."""
     found = mlflow.get_experiment_by_name(experiment_name) if experiment_name else None
     experiment_id = found.experiment_id if found else None
-    if is_server(mlflow.get_tracking_uri()):
-        return ui_link(mlflow.get_tracking_uri(), experiment_id) + "   (the tracking server serves the UI)"
+    uri = mlflow.get_tracking_uri()
+    if is_server(uri):
+        return ui_link(secrecy.masked(uri), experiment_id) + "   (the tracking server serves the UI)"
     return (f"python -m blipexp ui --home {home}   (or: mlflow ui --backend-store-uri {tracking_uri(home)})\n"
             f"  then open   {ui_link(f'http://127.0.0.1:{UI_PORT}', experiment_id)}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 from transformers import TrainerCallback
@@ -63,13 +63,23 @@ class CaptionMetricsCallback(TrainerCallback):
         logs = logs or {}
         if "loss" in logs:
             if not math.isfinite(logs["loss"]):
-                self.flush()  # the curve up to the failure stays visible
-                raise NonFiniteMetric(f"training loss is {logs['loss']} at step {state.global_step}")
+                epoch = max(1, math.ceil(state.epoch or 0))  # the epoch this step belongs to, counted from 1
+                self._fail(f"training loss is {logs['loss']} at step {state.global_step} (epoch {epoch} of "
+                           f"{self.total_epochs}): the training diverged; {_divergence_fix(args)}")
             metrics = {"train_loss": logs["loss"]}
             if "learning_rate" in logs:
                 metrics["learning_rate"] = logs["learning_rate"]
             if self.is_main_process and state.global_step > self._logged_step:
                 self._pending += [(k, float(v), state.global_step) for k, v in metrics.items()]
+
+    def _fail(self, reason: str) -> NoReturn:
+        """Stop the trial: the curve up to the failure written, the reason tagged on its run (fail_reason, as on a
+        sweep's failed trials), NonFiniteMetric raised."""
+        self.flush()
+        run = tracking.Run.active()
+        if self.is_main_process and run:
+            run.tags({"fail_reason": f"{NonFiniteMetric.__name__}: {reason}"})
+        raise NonFiniteMetric(reason)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if time.perf_counter() - self._written >= tracking.WRITE_EVERY_SECONDS:  # else with the epoch's val_*
@@ -103,7 +113,8 @@ class CaptionMetricsCallback(TrainerCallback):
         """
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
-            raise NonFiniteMetric(f"validation {', '.join(bad)} not finite after epoch {epoch}")
+            self._fail(f"validation {', '.join(bad)} not finite after epoch {epoch}"
+                       + (": the training diverged; lower learning_rate" if epoch else ""))
         logged = {f"val_{k}": v for k, v in values.items()}
         if epoch > 0 and seconds is not None:
             logged["epoch_seconds"] = seconds
@@ -114,6 +125,14 @@ class CaptionMetricsCallback(TrainerCallback):
             print(_epoch_line(epoch, self.total_epochs, values, seconds if epoch else None), flush=True)
         for listener in self.listeners:
             listener(epoch, values)
+
+
+def _divergence_fix(args) -> str:
+    """What to change when the training loss runs off: the learning rate, and clipping when it is off."""
+    fix = f"lower learning_rate (now {args.learning_rate:g})"
+    if not args.max_grad_norm:  # unclipped, one large gradient is enough
+        fix += " or clip gradients (max_grad_norm, now 0)"
+    return fix
 
 
 def _is_timing(key: str) -> bool:

@@ -30,9 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad input: one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # a tracking server's 401 or 403 met mid-command: one line too
+    except Exception as exc:  # a tracking server's 401 or 403 met mid-command, a diverging run: one line too
         from .access import refusal  # imports MLflow: only once something failed
+        from .callbacks import NonFiniteMetric
 
+        if isinstance(exc, NonFiniteMetric):  # what went non-finite, where, and the fix; its run ended FAILED
+            print(f"\nerror: {exc}", file=sys.stderr)  # on a line of its own, after the progress bar
+            return 1
         line = refusal(exc)
         if line is None:
             raise

@@ -44,6 +44,19 @@ def from_main(value: T) -> T:
     return broadcast_object_list([value], from_process=0)[0]
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value`, on every rank (each calls it at the same point): e.g. the signal any rank
+    was stopped by, so that all stop at the same step. A world of one: `value`, nothing exchanged."""
+    if world_size() == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], device=_state().device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def _state():
     """Accelerate's process state (joining the process group if the Trainer has not yet). On CPU it must be
     asked for: without cpu=True a GPU-less machine would come up as a world of one, and the Trainer after it."""

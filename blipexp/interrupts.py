@@ -1,18 +1,22 @@
 """Ctrl-C and SIGTERM stop a command at a safe point, never in the middle of a decision.
 
-A first signal only asks to stop: training ends at the next step's end or evaluation batch (`check`), a sweep
-before its next trial. Code that must not be cut in two (a trial's run ended and the study told, under the study
-lock) runs `held()`: a stop is never raised inside it. Where no safe point comes within the grace period (a long
-phase with none, a stalled step), the stop is raised where the program is, as Python does for Ctrl-C; a second
-signal stops at once; a third one gets the default behaviour (SIGTERM ends the process). The grace is short by
-default because `docker stop` sends SIGKILL 10 s after SIGTERM, and clean-up needs some of those seconds.
+A first signal only asks to stop: training ends at the next step's end or evaluation batch (`check`; the ranks of
+a DDP run agree on the step), a sweep before its next trial. Code that must not be cut in two (a trial's run ended
+and the study told, under the study lock) runs `held()`: a stop is never raised inside it. Where no safe point
+comes within the grace period (a long phase with none, a stalled step), the stop is raised where the program is, as
+Python does for Ctrl-C; a second signal stops at once; a third one gets the default behaviour (SIGTERM ends the
+process). The grace is short by default because `docker stop` sends SIGKILL 10 s after SIGTERM, and clean-up needs
+some of those seconds.
+
+Ctrl-C in a terminal, `kill -- -PGID` and systemd signal every process of the group, DataLoader workers too: a child
+forked while signals are caught here leaves stopping to its parent, which ends it (`_leave_stopping_to_the_parent`).
 """
 from __future__ import annotations
 
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -36,6 +40,7 @@ def signum_of(stop: KeyboardInterrupt) -> int:
 
 @dataclass
 class _State:
+    owner: int | None = None  # the process catching the signals (its forked children leave stopping to it)
     signum: int | None = None  # the first signal: a stop was asked
     signals: int = 0
     held: int = 0  # depth of held() sections
@@ -66,10 +71,9 @@ def stop_at_safe_points() -> Iterator[None]:
         return
     grace = grace_seconds()
     saved = {signum: signal.getsignal(signum) for signum in (*SIGNALS, signal.SIGALRM)}
-    outer, _state = _state, _State()
-    owner = os.getpid()  # forked children (DataLoader workers) inherit the handler: they leave stopping to this one
+    outer, _state = _state, _State(owner=os.getpid())
     for signum in SIGNALS:
-        signal.signal(signum, lambda number, frame: _on_signal(number, grace) if os.getpid() == owner else None)
+        signal.signal(signum, lambda number, frame: _on_signal(number, grace))
     signal.signal(signal.SIGALRM, lambda number, frame: _stop_now())
     try:
         yield
@@ -85,9 +89,14 @@ def requested() -> bool:
     return _state.signum is not None and not _state.raised
 
 
-def check() -> None:
-    """A safe point: stop here if a stop was asked."""
-    if requested() and not _state.held:
+def check(agree: Callable[[int], int] | None = None) -> None:
+    """A safe point: stop here if a stop was asked. `agree`: for processes that must stop at the same point (the
+    ranks of a DDP run, which all call it here), the signal asked in any of them (0: none) from this one's."""
+    asked = _state.signum if requested() else 0
+    if agree is not None:
+        asked = agree(asked)  # every process calls it here, asked or not
+    if asked and not _state.held and not _state.raised:
+        _state.signum = _state.signum or asked  # asked in another process: this one stops with its signal
         _raise()
 
 
@@ -101,6 +110,29 @@ def held() -> Iterator[None]:
         _state.held -= 1
     if _state.overdue and not _state.held and not _state.raised:
         _raise()
+
+
+def _leave_stopping_to_the_parent() -> None:
+    """In a child forked while its parent catches the signals (a DataLoader worker, forked as torch does on Linux):
+    a signal to the whole group is the parent's to act on, and the child goes on serving it until the parent ends
+    it. SIGINT is ignored. SIGTERM is blocked and taken by a thread that ends the child only when its parent sent it
+    (as multiprocessing ends workers): torch's own handler ends a worker on anyone's, and the parent then fails."""
+    global _state
+    if _state.owner is None:  # forked outside stop_at_safe_points: the child's signals are its own
+        return
+    _state = _State()  # the parent's stop is not the child's
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_end_on_sigterm_from, args=(os.getppid(),), daemon=True).start()
+
+
+def _end_on_sigterm_from(parent: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+        pass
+    os._exit(0)
+
+
+os.register_at_fork(after_in_child=_leave_stopping_to_the_parent)
 
 
 def _on_signal(signum: int, grace: float) -> None:

@@ -3,8 +3,8 @@ layer sizes, cached under the home per machine, and a rule that takes bf16 only 
 keeps quality.
 
 Why measure: on CPUs with bf16 matrix instructions (avx512_bf16, AMX) bf16 autocast trained the tiny BLIP 1.5-1.7x
-faster than fp32; on a CPU without them bf16 matrix products ran over 100x slower. GPUs keep the static rule
-(`trainer.resolve_precision`: bf16 where supported, else fp16). fp16 is no CPU candidate: accelerate gives fp16 on
+faster than fp32; on a CPU without them bf16 matrix products ran over 100x slower. GPUs keep a static rule (bf16
+where supported, else fp16). fp16 is no CPU candidate: accelerate gives fp16 on
 CPU no loss scaler, so small gradients would underflow to zero.
 """
 from __future__ import annotations
@@ -142,14 +142,12 @@ def decide(gflops: dict[str, float], keeps_quality: dict[str, bool] = KEEPS_QUAL
 
 
 def choose(requested: str, model, home: Path, run_probe: Probe = probe) -> Choice:
-    """The precision a run trains in: the spec's when set; for "auto" the static rule on a GPU, else the
-    (cached) probe on `model`'s shapes and `decide`."""
-    from .trainer import resolve_precision  # trainer imports the HF Trainer: only when a run is built
-
+    """The precision a run trains in: the spec's when set; for "auto" on a GPU bf16 where supported, else fp16;
+    on a CPU the (cached) probe on `model`'s shapes and `decide`."""
     if requested != "auto":
         return Choice(requested, f"{requested}: set in the spec")
     if torch.cuda.is_available():
-        chosen = resolve_precision("auto")
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return Choice(chosen, f"{chosen}: GPU {torch.cuda.get_device_name(0)} (bf16 where supported, else fp16)")
     gflops, cached = cached_probe(home, model_shapes(model), run_probe)
     choice = decide(gflops)

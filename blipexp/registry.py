@@ -339,12 +339,20 @@ def versions_of(client: MlflowClient, name: str) -> list[ModelVersion]:
 def version_tagged(name: str, tag: str, value: str) -> ModelVersion | None:
     """The version of registered model `name` whose tag `tag` is `value` (e.g. the one a sweep registered), or None,
     also when no model of that name exists yet."""
-    client = MlflowClient()
+    return next((v for v in _versions_if_any(name) if v.tags.get(tag) == value), None)
+
+
+def version_of_run(name: str, run_id: str) -> ModelVersion | None:
+    """The version of registered model `name` logged by run `run_id`, or None."""
+    return next((v for v in _versions_if_any(name) if v.run_id == run_id), None)
+
+
+def _versions_if_any(name: str) -> list[ModelVersion]:
+    """Every version of registered model `name`; none when no model of that name exists yet."""
     try:
-        versions = versions_of(client, name)
+        return versions_of(MlflowClient(), name)
     except MlflowException:
-        return None
-    return next((v for v in versions if v.tags.get(tag) == value), None)
+        return []
 
 
 def tags_of(version: ModelVersion) -> dict[str, str]:

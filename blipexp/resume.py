@@ -1,10 +1,12 @@
 """Resuming an interrupted single run: which run (same spec and data, stopped before it finished, with a whole
-epoch checkpoint), where it stopped, and what it had already logged.
+epoch checkpoint or a finished training), where it stopped, and what it had already logged.
 
 A single run is tagged with a hash of its spec and data (RESUME_KEY_TAG) and with its host and process id. A run
 that a SIGKILL left RUNNING, or that Ctrl-C / SIGTERM ended KILLED, is resumed by the next `run` of the same
 spec: the Trainer continues from its last checkpoint (weights, optimizer, scheduler, RNG state) inside the same
-MLflow run. Sweep trials are never resumed (a sweep retries an interrupted trial's parameters from the start).
+MLflow run. A run stopped after its training ended (its best model saved whole and marked: TRAINED) is not
+trained again: its saved model is scored, logged and registered. Sweep trials are never resumed (a sweep retries
+an interrupted trial's parameters from the start).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ INTERRUPTED = ("RUNNING", "KILLED")  # RUNNING: its process was killed (or still
 NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "dataloader_workers", "sample_captions",
                           "bootstrap_resamples", "confirm_seeds"})
 FULL_CHECKPOINT = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
+TRAINED = "trained.json"  # beside a run's model folder once its training has ended and the model is saved whole
 
 
 @dataclass
@@ -33,11 +36,17 @@ class ResumePoint:
     """Where an interrupted run stopped: its last whole checkpoint and what the run had logged by then."""
 
     run_id: str
-    checkpoint: Path
-    epoch: int  # epochs done at the checkpoint
+    checkpoint: Path | None  # None when its training had ended (`trained`): nothing is trained again
+    epoch: int  # epochs done at the checkpoint (all logged ones once trained)
     history: list[dict[str, float]]  # validation metrics of epochs 0..epoch, as CaptionMetricsCallback keeps them
     logged_step: int  # the last optimizer step whose training loss the run holds (it may be past the checkpoint)
     logged_epoch: int  # the last epoch whose validation metrics the run holds
+    train_steps: int | None = None  # the optimizer steps of a training that had ended (its model saved: TRAINED)
+    results_logged: bool = False  # the saved model's final scores are logged too: registering it was left
+
+    @property
+    def trained(self) -> bool:
+        return self.train_steps is not None
 
 
 @dataclass
@@ -79,7 +88,10 @@ def plan(spec: ExperimentSpec, data_fingerprint: str, home: Path, new: bool, ech
     for run in mine:
         point = _resume_point(run, home)
         if point is not None:
-            if echo:
+            if echo and point.trained:
+                print(f"resuming run {point.run_id} after its training ended: its saved best model is scored, logged "
+                      "and registered (--new starts afresh)", flush=True)
+            elif echo:
                 print(f"resuming run {point.run_id} from epoch {point.epoch} (its last checkpoint; --new starts "
                       "afresh)", flush=True)
             return Resumable(key, point)
@@ -110,15 +122,33 @@ def _stopped(run) -> bool:
 
 
 def _resume_point(run, home: Path) -> ResumePoint | None:
-    checkpoint = last_checkpoint(home / "checkpoints" / run.info.run_id)
-    if checkpoint is None:
+    folder = home / "checkpoints" / run.info.run_id
+    train_steps = _trained_steps(folder)
+    checkpoint = last_checkpoint(folder) if train_steps is None else None
+    if train_steps is None and checkpoint is None:
         return None
-    epoch = round(json.loads((checkpoint / "trainer_state.json").read_text())["epoch"])
     logged = _logged_history(run)
+    epoch = (round(json.loads((checkpoint / "trainer_state.json").read_text())["epoch"]) if checkpoint
+             else max(logged, default=0))
     history = [{"epoch": e, **values} for e, values in sorted(logged.items()) if e <= epoch]
     steps = [m.step for m in tracking.Run(run.info.run_id).metric_history("train_loss")]
     return ResumePoint(run.info.run_id, checkpoint, epoch, history, logged_step=max(steps, default=-1),
-                       logged_epoch=max(logged, default=-1))
+                       logged_epoch=max(logged, default=-1), train_steps=train_steps,
+                       results_logged="objective" in run.data.metrics)  # the last of the final results logged
+
+
+def mark_trained(folder: Path, train_steps: int) -> None:
+    """The training in `folder` (checkpoints/<run id>) has ended and its best model is saved whole in model/: a run
+    stopped from here on is resumed from that model, its epoch checkpoints no longer needed."""
+    (folder / TRAINED).write_text(json.dumps({"train_steps": train_steps}))
+
+
+def _trained_steps(folder: Path) -> int | None:
+    """The optimizer steps of a training that has ended (mark_trained), or None: still training."""
+    try:
+        return int(json.loads((folder / TRAINED).read_text())["train_steps"])
+    except (OSError, ValueError, KeyError):  # none, or cut by a kill: its epoch checkpoints are still there
+        return None
 
 
 def last_checkpoint(folder: Path) -> Path | None:

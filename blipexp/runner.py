@@ -37,13 +37,22 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
         return _sweep(spec, data, home, new_study, study_storage)
     # an interrupted run of this spec and data is continued (`--new`: a new run); every rank resumes the same one
     resumable = distributed.from_main(resume.plan(spec, data.fingerprint, home, new_study) if is_main_process else None)
-    result = train_trial(spec, data, home, resumable=resumable)
+    result = train_trial(spec, data, home, resumable=resumable,
+                         register=lambda result: _register_once(spec, data, result))
     if not is_main_process:
         return 0  # this rank trained; the main process registers and reports
-    version = register_trial_model(spec, data, result.model_dir, result.run_id, {})
     print(summary(spec, result, home))
-    print(next_steps(spec, version))
+    print(next_steps(spec, result.version))
     return 0
+
+
+def _register_once(spec: ExperimentSpec, data: CaptionData, result: TrialResult):
+    """A single run's model, registered inside its run (a stop while logging it leaves the run resumable); a
+    resumed run stopped after registering keeps the version it has."""
+    from .registry import version_of_run
+
+    return (version_of_run(spec.registered_model, result.run_id)
+            or register_trial_model(spec, data, result.model_dir, result.run_id, {}))
 
 
 # Spec fields that define a registered model; a version is tagged with these and with every field its sweep searched.

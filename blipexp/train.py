@@ -1,20 +1,21 @@
 """One trial, as a recipe of named steps: `_setup` (model, adaptation, data sets, callbacks), then inside one MLflow
 run `_setup_trainer`, `_train` (the epochs, each scored on validation), `_save_best` and `_score_as_served` (the best
 model loaded as the registry will serve it, scored on the whole validation and test splits, per image, with
-intervals), and `_log_results`."""
+intervals), and `_log_results`. A single run stopped after its training ended is resumed from its saved best model:
+scored, logged and registered, not trained again (resume.py)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, environment, eval_cache, generation, precision, pretrain, tracking
+from . import distributed, environment, eval_cache, generation, interrupts, precision, pretrain, tracking
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .data import manifest
 from .data.collator import CaptionCollator
@@ -47,7 +48,7 @@ from .modeling import (
     no_weight_progress_bars,
     prepare_for_training,
 )
-from .resume import Resumable, ResumePoint
+from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
 from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
@@ -64,6 +65,7 @@ class TrialResult:
     model_dir: Path | None = None  # model + processor, loadable with from_pretrained
     validation: SplitScores | None = None  # per-image captions and scores behind val_metrics
     test: SplitScores | None = None  # ... behind test_metrics
+    version: object = None  # the registered model version, when train_trial registered it (`register`)
 
 
 @dataclass
@@ -107,13 +109,16 @@ def train_trial(
     untrained: dict[str, float] | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     resumable: Resumable | None = None,
+    register: Callable[[TrialResult], object] | None = None,
 ) -> TrialResult:
     """Fine-tune once as the spec says, inside one MLflow run; return the best model's scores and its folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
     logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
     clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
-    from `resumable.point` (an interrupted run of the same spec and data) when set.
+    from `resumable.point` (an interrupted run of the same spec and data) when set. `register`: registers the
+    model inside the run, once its results are logged (a stop there leaves the run resumable); its answer is
+    the result's `version`.
     """
     setup = _setup(spec, data, home, listeners, echo)
     point = resumable.point if resumable else None
@@ -121,14 +126,19 @@ def train_trial(
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
     with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested,
                             resume_run_id=point.run_id if point else None) as run:
-        trainer = _setup_trainer(setup, run, untrained, point, callbacks, resumable is not None, is_main_process)
-        history = _train(setup, trainer, point)
         model_dir = home / "checkpoints" / run.id / "model"
-        _save_best(setup, trainer, model_dir, is_main_process)
+        after_training = point is not None and point.trained  # stopped later: its saved best model is used as it is
+        if after_training:
+            trained = _Trained(point.history, point.train_steps, SkipTally())
+        else:
+            trainer = _setup_trainer(setup, run, untrained, point, callbacks, resumable is not None, is_main_process)
+            trained = _train(setup, trainer, point)
+            _save_best(setup, trainer, model_dir, is_main_process, resumable is not None)
+        history = trained.history
         if not is_main_process:  # the main process scores, logs and registers
             return TrialResult(run.id, math.nan, int(best_epoch(history, spec)["epoch"]), {}, {}, {}, history,
                                model_dir)
-        validation, test = _score_as_served(setup, model_dir, trainer.skips)
+        validation, test = _score_as_served(setup, model_dir, trained.skips, resumed=after_training)
         result = TrialResult(
             run_id=run.id,
             objective=validation.metrics[spec.objective_metric],
@@ -141,7 +151,11 @@ def train_trial(
             validation=validation,
             test=test,
         )
-        _log_results(setup, run, trainer, result)
+        if not (after_training and point.results_logged):  # a run stopped while registering logged them before
+            with interrupts.held():  # whole or not at all: a resumed run never logs a table's rows twice
+                _log_results(setup, run, trained, result)
+        if register is not None:
+            result.version = register(result)
     return result
 
 
@@ -216,22 +230,33 @@ def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float]
 # --- train
 
 
-def _train(setup: _Setup, trainer: CaptionTrainer, point: ResumePoint | None) -> list[dict[str, float]]:
-    """Every epoch, each scored on validation; ends with the best epoch's weights loaded. The history of scores."""
+@dataclass
+class _Trained:
+    """What training leaves for scoring and logging."""
+
+    history: list[dict[str, float]]  # validation scores by epoch, 0 (untrained) first
+    steps: int  # optimizer steps taken
+    skips: SkipTally  # images found unusable while training
+
+
+def _train(setup: _Setup, trainer: CaptionTrainer, point: ResumePoint | None) -> _Trained:
+    """Every epoch, each scored on validation; ends with the best epoch's weights loaded."""
     with setup.prepared.vision_inputs(), no_weight_progress_bars():  # checkpoints are written each epoch
         try:
             trainer.train(resume_from_checkpoint=str(point.checkpoint) if point else None)
         finally:  # the sample rows not written yet, also when a sweep prunes the trial
             setup.samples.flush()
-    return setup.metrics_callback.history
+    return _Trained(setup.metrics_callback.history, trainer.state.global_step, trainer.skips)
 
 
 # --- the best model, as it will be served
 
 
-def _save_best(setup: _Setup, trainer: CaptionTrainer, model_dir: Path, is_main_process: bool) -> None:
-    """The best model and its processor, as from_pretrained loads them; the epoch checkpoints go. With LoRA the
-    adapter is merged in first, so loading needs no peft, and kept alone beside (modeling.adapter_dir)."""
+def _save_best(setup: _Setup, trainer: CaptionTrainer, model_dir: Path, is_main_process: bool,
+               resumable: bool) -> None:
+    """The best model and its processor, as from_pretrained loads them; a resumable run's folder is then marked
+    trained (a re-run scores and logs this model instead of training again); the epoch checkpoints go. With LoRA
+    the adapter is merged in first, so loading needs no peft, and kept alone beside (modeling.adapter_dir)."""
     with no_weight_progress_bars():
         if not setup.prepared.is_lora:
             trainer.save_model(str(model_dir))  # written by the main process only
@@ -240,45 +265,59 @@ def _save_best(setup: _Setup, trainer: CaptionTrainer, model_dir: Path, is_main_
             trainer.model.save_pretrained(str(model_dir))
     if is_main_process:
         setup.processor.save_pretrained(str(model_dir))
+        if resumable:
+            mark_trained(model_dir.parent, trainer.state.global_step)
         for checkpoint in model_dir.parent.glob("checkpoint-*"):  # the best weights now live in model_dir
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _score_as_served(setup: _Setup, model_dir: Path, skips: SkipTally) -> tuple[SplitScores, SplitScores | None]:
+def _score_as_served(setup: _Setup, model_dir: Path, skips: SkipTally,
+                     resumed: bool = False) -> tuple[SplitScores, SplitScores | None]:
     """The whole validation and test splits scored by the saved model loaded as the registry serves it (in its own
     precision, from pixels), and kept in the evaluation cache for `evaluate`, `compare` and `promote`. Whatever the
-    trial trained in (bf16 autocast, cached half-precision features), these are the registered model's numbers."""
-    import torch
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
+    trial trained in (bf16 autocast, cached half-precision features), these are the registered model's numbers.
+    `resumed`: a run stopped after its training; a split it had scored is read back from the cache."""
     spec, data = setup.spec, setup.data
-    with no_weight_progress_bars():
-        model = BlipForConditionalGeneration.from_pretrained(str(model_dir))
-        processor = BlipProcessor.from_pretrained(str(model_dir))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
     settings = generation.settings(spec)
     weights = eval_cache.weights_digest(model_dir)
+    served = None  # the model and processor, loaded once a split is to be scored
     scored = []
     for split, examples in (("validation", data.validation), ("test", data.test)):
         if not examples:
             scored.append(None)
             continue
-        scores = score_split(model, processor, data, examples, split, spec, settings, setup.workers, skips)
-        eval_cache.write(setup.home, eval_cache.key(weights, data.fingerprint, split, settings, spec.cider_df),
-                         scores.to_json())
+        entry = eval_cache.key(weights, data.fingerprint, split, settings, spec.cider_df)
+        stored = eval_cache.read(setup.home, entry) if resumed else None
+        if stored is not None:
+            scored.append(SplitScores.from_json(stored))
+            continue
+        served = served or _load_served(model_dir)
+        scores = score_split(*served, data, examples, split, spec, settings, setup.workers, skips)
+        eval_cache.write(setup.home, entry, scores.to_json())
         scored.append(scores)
     return scored[0], scored[1]
+
+
+def _load_served(model_dir: Path) -> tuple[object, object]:
+    """The saved model and processor as the registry serves them."""
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    with no_weight_progress_bars():
+        model = BlipForConditionalGeneration.from_pretrained(str(model_dir))
+        processor = BlipProcessor.from_pretrained(str(model_dir))
+    return model.to("cuda" if torch.cuda.is_available() else "cpu"), processor
 
 
 # --- what the run found
 
 
-def _log_results(setup: _Setup, run: tracking.Run, trainer: CaptionTrainer, result: TrialResult) -> None:
+def _log_results(setup: _Setup, run: tracking.Run, trained: _Trained, result: TrialResult) -> None:
     spec = setup.spec
     if setup.prepared.cache:
         _log_cache(run, setup.prepared.cache)
     log_samples(run, setup.data, result.validation, spec.sample_captions)
-    _log_skips(run, trainer.skips, setup.echo)
+    _log_skips(run, trained.skips, setup.echo)
     best = best_epoch(result.history, spec)
     evidence_metrics, signatures = {}, {}
     for prefix, scores in (("best_val", result.validation), ("test", result.test)):
@@ -293,7 +332,7 @@ def _log_results(setup: _Setup, run: tracking.Run, trainer: CaptionTrainer, resu
     run.metrics({
         "objective": result.objective,
         "best_epoch": result.best_epoch,
-        "train_steps": trainer.state.global_step,  # optimizer steps: fewer per epoch with more processes
+        "train_steps": trained.steps,  # optimizer steps: fewer per epoch with more processes
         **{f"best_val_{k}": v for k, v in result.val_metrics.items()},
         # the best epoch's own scores on the per-epoch subset (in the training's precision)
         **({f"best_val_subset_{k}": v for k, v in _without_epoch(best).items()} if setup.subset else {}),
@@ -307,15 +346,15 @@ def _without_epoch(entry: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in entry.items() if k != "epoch"}
 
 
-# Fields that change training but not the model before it: trials differing only in these share epoch 0.
-TRAINING_ONLY = frozenset({
+# Fields that change training but not the model before it: trials differing only in these share epoch 0. Those
+# that change not even the training (resume.NOT_TRAINING) are among them by construction: one list each.
+TRAINING_ONLY = NOT_TRAINING | frozenset({
     "learning_rate", "epochs", "train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_ratio",
-    "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "dataloader_workers",
-    "sample_captions", "n_trials", "prune", "registered_model", "mlflow_experiment",
+    "lr_scheduler", "max_grad_norm", "freeze_vision_encoder", "cache_vision_features", "mlflow_experiment",
     # LoRA starts with a zero update (lora_B = 0): the untrained model is the base model whatever these are
     "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
     "early_stopping_patience", "early_stopping_threshold",
-    "system_metrics", "bootstrap_resamples", "confirm_seeds",
+    "system_metrics",
 })
 
 

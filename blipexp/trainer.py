@@ -70,7 +70,7 @@ class CaptionTrainer(Seq2SeqTrainer):
             self.args.dataloader_persistent_workers = persistent
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-        interrupts.check()  # between evaluation batches: a safe point to stop at
+        interrupts.check(distributed.max_over_ranks)  # between evaluation batches: a safe point, the same for all ranks
         inputs = self._count_skips(self._prepare_inputs(inputs), self.eval_split)
         with torch.no_grad():
             loss = None  # a batch of unusable images only has no loss (every label masked)
@@ -87,10 +87,11 @@ class CaptionTrainer(Seq2SeqTrainer):
 
 
 class StopAtSafePoints(TrainerCallback):
-    """Ctrl-C or SIGTERM stop training at a step's end (interrupts.py), not inside the step."""
+    """Ctrl-C or SIGTERM stop training at a step's end (interrupts.py), not inside the step; the ranks of a DDP run
+    at the same step's (one may be signalled a step before another: it would wait for the others forever)."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        interrupts.check()
+        interrupts.check(distributed.max_over_ranks)
 
 
 class _BarOnly(ProgressCallback):
@@ -121,17 +122,6 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
     return trainer
 
 
-def resolve_precision(precision: str) -> str:
-    """The static rule: 'auto' is bf16 on GPUs that have it, else fp16 on GPUs; fp32 on CPU. A trial resolves
-    'auto' on CPU by measurement before it gets here (blipexp.precision: bf16 autocast trained 1.5-1.7x faster
-    on CPUs with bf16 instructions and ran matrix products over 100x slower on one without)."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
 def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cached: bool) -> int:
     """The spec's number, or for "auto" (-1): none when decoding is not the work (cached features, or pixels
     small enough to keep after the first epoch), else one process per core but one, up to 4."""
@@ -146,8 +136,10 @@ def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: 
                        evaluate_untrained: bool = True, workers: int = 0,
                        resumable: bool = False) -> Seq2SeqTrainingArguments:
     """`resumable`: checkpoints also hold the optimizer, scheduler and RNG states a resumed run needs (about
-    three times the model's size each; the best and the last epoch's are kept while training)."""
-    precision = resolve_precision(spec.precision)
+    three times the model's size each; the best and the last epoch's are kept while training). The spec's precision
+    is the one to train in: "auto" is resolved before (precision.choose, precision.used)."""
+    precision = spec.precision
+    assert precision != "auto", "precision=auto is resolved by blipexp.precision before the Trainer is built"
     arguments = dict(
         output_dir=str(output_dir),
         learning_rate=spec.learning_rate,

@@ -55,12 +55,20 @@ def test_a_long_epoch_writes_its_loss_points_as_it_ends(run, monkeypatch):
     assert history(run, "train_loss") == [(2, 3.0), (4, 2.0)], "what is left is written when training ends"
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_curve_so_far(run):
+def test_a_nan_loss_stops_training_keeps_the_curve_so_far_and_says_where_and_the_fix(run):
     callback = CaptionMetricsCallback(total_epochs=2, echo=False)
-    callback.on_log(*hooks(2), logs={"loss": 3.0})
-    with pytest.raises(NonFiniteMetric, match="training loss is nan at step 4"):
-        callback.on_log(*hooks(4), logs={"loss": math.nan})
+    callback.on_log(*hooks(2, epoch=0.5), logs={"loss": 3.0})
+    args, state, control = hooks(6, epoch=1.5)
+    message = "training loss is nan at step 6 (epoch 2 of 2): the training diverged; lower learning_rate (now 5e-05)"
+    with pytest.raises(NonFiniteMetric) as failed:
+        callback.on_log(args, state, control, logs={"loss": math.nan})
+    assert str(failed.value) == message
     assert history(run, "train_loss") == [(2, 3.0)]
+    assert run.read().data.tags["fail_reason"] == f"NonFiniteMetric: {message}", "on the run, as a sweep trial's"
+    args.max_grad_norm = 0.0
+    with pytest.raises(NonFiniteMetric, match=r"lower learning_rate \(now 5e-05\) or clip gradients "
+                                              r"\(max_grad_norm, now 0\)$"):
+        callback.on_log(args, state, control, logs={"loss": math.inf})
 
 
 def test_each_epoch_is_logged_kept_printed_and_passed_to_the_listeners(run, capsys):
@@ -87,7 +95,8 @@ def test_another_split_evaluated_is_not_a_validation_epoch(run):
 def test_a_non_finite_validation_metric_stops_the_trial(run):
     heard = []
     callback = CaptionMetricsCallback(total_epochs=1, listeners=[lambda *a: heard.append(a)], echo=False)
-    with pytest.raises(NonFiniteMetric, match="validation loss not finite after epoch 1"):
+    with pytest.raises(NonFiniteMetric, match="validation loss not finite after epoch 1: the training diverged; "
+                                              "lower learning_rate"):
         callback.record(1, {"loss": math.inf, "cider": 0.5})
     assert heard == [] and callback.history == []
 

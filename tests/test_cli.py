@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,30 @@ def test_an_interrupted_single_run_ends_killed_and_says_so_in_one_line(home, tmp
     assert lines == [f"interrupted ({signum.name}): MLflow run {runs[0].info.run_id} ended KILLED; re-run "
                      f"`{cli.resume_command(command[3:])}` to resume it from its last epoch checkpoint (--new starts "
                      "afresh)"]
+
+
+def test_a_diverging_run_ends_failed_with_one_line_naming_the_step_and_the_fix(capsys, home):
+    """--set learning_rate=1000: the training loss runs off within a few steps. The run stops at the step it turns
+    non-finite, before that epoch's validation (the Trainer's logging_nan_inf_filter, off, would log it as a running
+    mean and train on), ends FAILED with its fail_reason, and the command says what, where and the fix in one line,
+    exit status 1."""
+    code = run_cli("run", "football_baseline", "--tiny", "--home", str(home), "--set", "pitch_scenes=60",
+                   "--set", "epochs=4", "--set", "learning_rate=1000", "--set", "test_fraction=0",
+                   "--set", "sample_captions=0", "--set", "max_new_tokens=6")
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    found = re.fullmatch(r"error: training loss is (nan|inf|-inf) at step (\d+) \(epoch (\d) of 4\): the training "
+                         r"diverged; lower learning_rate \(now 1000\)", line)
+    assert found, line
+    step, epoch = int(found[2]), int(found[3])
+    tracking.configure(home)
+    (run,) = tracking.experiment_runs("football_baseline")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["fail_reason"] == "NonFiniteMetric: " + line.removeprefix("error: ")
+    record = tracking.Run(run.info.run_id)
+    assert max(m.step for m in record.metric_history("val_cider")) == epoch - 1, "stopped before its validation"
+    assert max(m.step for m in record.metric_history("train_loss")) < step, "the finite curve up to it is kept"
 
 
 def test_run_without_the_hub_fails_fast_and_names_tiny(capsys, home):

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +62,38 @@ def test_a_sweep_under_a_multi_process_launcher_is_refused_before_anything_runs(
     assert cli.main(args) == 2
     assert "a sweep cannot run under `accelerate launch`" in capsys.readouterr().err
     assert not (tmp_path / "home").exists(), "refused before touching the store or data"
+
+
+def _rank(rank: int, port: int, stopped) -> None:
+    """One of two gloo ranks stepping through the Trainer's safe point; only rank 0 is signalled, at step 3."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from blipexp import interrupts
+    from blipexp.trainer import StopAtSafePoints
+
+    safe_point = StopAtSafePoints()
+    with interrupts.stop_at_safe_points():
+        try:
+            for step in range(1, 21):
+                if rank == 0 and step == 3:  # one rank signalled mid-step, as a launcher's forwarded signal can be
+                    os.kill(os.getpid(), signal.SIGTERM)
+                safe_point.on_step_end(None, None, None)
+        except interrupts.Interrupted as stop:
+            stopped.put((rank, step, stop.signum))
+            return
+    stopped.put((rank, "never stopped", None))
+
+
+def test_ranks_stop_at_the_same_safe_point_when_one_is_signalled():
+    """A rank that stopped a step before the other would leave it waiting forever in the next step's all-reduce:
+    at each safe point the ranks combine what they were asked, and all stop at the step one was signalled in."""
+    context = multiprocessing.get_context("spawn")  # a fresh process per rank, as a launcher starts them
+    stopped, port = context.Queue(), free_port()
+    ranks = [context.Process(target=_rank, args=(rank, port, stopped)) for rank in (0, 1)]
+    for process in ranks:
+        process.start()
+    results = sorted(stopped.get(timeout=300) for _ in ranks)
+    for process in ranks:
+        process.join(60)
+    assert results == [(0, 3, signal.SIGTERM), (1, 3, signal.SIGTERM)], "both at step 3, with rank 0's signal"
+    assert [process.exitcode for process in ranks] == [0, 0]

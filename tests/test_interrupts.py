@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
+from conftest import EXPERIMENTS
+from processes import child_env
 from transformers import TrainerCallback
 
-from blipexp import catalog, interrupts, runner, tracking
+from blipexp import catalog, cli, interrupts, runner, tracking
 from blipexp.data import load_data
 from blipexp.spec import ExperimentSpec
 from blipexp.sweep import loop, open_study
 from blipexp.train import train_trial
 
 SWEEPS = Path(__file__).parent / "experiments_sweep"
+HOOKS = Path(__file__).parent / "fault_hooks.py"
 BOUND_S = 60  # a wait that must end long before this
 
 
@@ -31,6 +38,15 @@ def spin_until_raised(seconds: float = BOUND_S) -> None:
     while time.monotonic() < deadline:
         time.sleep(0.01)
     raise AssertionError(f"no stop came in {seconds} s")
+
+
+def wait_for_the_grace_to_end() -> None:
+    """Until the grace timer has fired, however long the machine takes: its handler has run when this returns."""
+    deadline = time.monotonic() + BOUND_S
+    while signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        assert time.monotonic() < deadline, f"the grace did not end in {BOUND_S} s"
+        time.sleep(0.01)
+    time.sleep(0)  # a line for the handler to run at, should the signal have come during the last check
 
 
 @pytest.fixture
@@ -58,7 +74,7 @@ def test_a_held_section_is_never_cut_and_an_overdue_stop_comes_at_its_end(short_
         with interrupts.held():
             send()
             interrupts.check()  # a safe point inside a held section does not stop it
-            time.sleep(1.0)  # past the 0.3 s grace: the stop is overdue
+            wait_for_the_grace_to_end()  # the stop is overdue
             steps.append("the section's last line")
         steps.append("after the section")
     assert steps == ["the section's last line"]
@@ -94,25 +110,84 @@ def test_handlers_are_restored_and_a_bad_grace_is_refused(monkeypatch):
             pass
 
 
-def _signalled_child(queue) -> None:
-    send()
-    time.sleep(1.0)  # past the grace: a stop would have been raised by now
-    queue.put(interrupts.requested())
+class SignalledInWorker(torch.utils.data.Dataset):
+    """Items 0..n-1 as (item, whether a stop was asked in the worker); fetching item `at` signals the worker as a
+    signal to the whole process group reaches it: from another process than its parent (here itself)."""
+
+    def __init__(self, n: int, at: int):
+        self.n, self.at = n, at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, item: int) -> tuple[int, bool]:
+        if item == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return item, interrupts.requested()
 
 
-def test_a_forked_child_such_as_a_dataloader_worker_leaves_stopping_to_its_parent(short_grace):
-    """Ctrl-C in a terminal reaches every process of the group: a DataLoader worker that stopped on it would die,
-    and the parent's next batch fail; a worker ignores it, and the parent ends its workers when it stops."""
+def test_a_dataloader_worker_leaves_a_group_signal_to_its_parent_and_goes_on():
+    """Ctrl-C in a terminal, `kill -- -PGID` or systemd reach every process of the group: a worker that stopped on
+    it would die (torch's SIGTERM handler) or end quietly (Ctrl-C), and the parent's next batch would fail. A worker
+    ignores it and serves every item; the parent, not asked, does not stop."""
+    loader = torch.utils.data.DataLoader(SignalledInWorker(12, at=3), num_workers=2, batch_size=None,
+                                         multiprocessing_context="fork")  # as torch starts workers on Linux
+    with interrupts.stop_at_safe_points():
+        served = list(loader)
+        assert not interrupts.requested(), "the worker's signals were the worker's"
+    assert sorted(item for item, _ in served) == list(range(12)), "no worker died: every item was served"
+    assert not any(asked for _, asked in served), "no worker was asked to stop by its own signal"
+
+
+def _wait_forever(ready) -> None:
+    ready.set()
+    threading.Event().wait()
+
+
+def test_a_forked_child_still_ends_when_its_parent_terminates_it():
+    """multiprocessing ends its workers with SIGTERM (Process.terminate, at exit): that signal, the parent's, ends a
+    forked child at once and cleanly, where another process's is ignored."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")  # as DataLoader workers start on Linux
-    queue = context.Queue()
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
     with interrupts.stop_at_safe_points():
-        child = context.Process(target=_signalled_child, args=(queue,))
+        child = context.Process(target=_wait_forever, args=(ready,), daemon=True)
         child.start()
-        child.join(BOUND_S)
-        assert (child.exitcode, queue.get(timeout=BOUND_S)) == (0, False)
-        assert not interrupts.requested(), "the child's signal was the child's"
+        try:
+            assert ready.wait(BOUND_S)
+            child.terminate()
+            child.join(BOUND_S)
+        finally:
+            child.kill()  # one that outlived the test would hang this process's exit
+    assert child.exitcode == 0, "ended by its parent's SIGTERM, as torch's handler ends a worker"
+
+
+def test_a_group_sigterm_with_dataloader_workers_stops_the_run_at_its_steps_end(home, tmp_path):
+    """SIGTERM to the run's whole process group (its DataLoader workers too) as step 2 begins: step 2 ends, the run
+    stops there KILLED with the one-line notice, and no worker outlives it."""
+    steps = tmp_path / "steps"
+    command = [sys.executable, str(HOOKS), "group_sigterm:2", str(steps), "run", "football_baseline", "--tiny",
+               "--home", str(home), "--experiments", str(EXPERIMENTS), "--set", "pitch_scenes=24", "--set", "epochs=2",
+               "--set", "dataloader_workers=2", "--set", "test_fraction=0", "--set", "sample_captions=0"]
+    with open(tmp_path / "stderr.txt", "w+") as stderr:  # a file: the progress bar could fill a pipe nobody reads
+        process = subprocess.Popen(command, env=child_env(), stdout=subprocess.DEVNULL, stderr=stderr,
+                                   start_new_session=True)  # a process group of its own, as a service has
+        process.wait(timeout=300)
+        stderr.seek(0)
+        err = stderr.read()
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # nothing left in the group: the workers were ended with the run
+    assert steps.read_text().split() == ["1", "2"], "the step the signal landed in ended; no other began"
+    assert "Traceback" not in err and "DataLoader worker" not in err, err[-3000:]
+    tracking.configure(home)
+    (run,) = tracking.experiment_runs("football_baseline")
+    assert run.info.status == "KILLED"
+    assert [line for line in err.splitlines() if line.startswith("interrupted")] == [
+        f"interrupted (SIGTERM): MLflow run {run.info.run_id} ended KILLED; re-run "
+        f"`{cli.resume_command(command[4:])}` to resume it from its last epoch checkpoint (--new starts afresh)"]
 
 
 # --- the safe points: a training step's end, between trials; the held section: a trial's end told to the study
@@ -155,7 +230,7 @@ def test_a_signal_while_a_trial_is_told_complete_keeps_it_complete_and_stops_bef
         original(self, state, status)
         if state == "COMPLETE":
             send(signal.SIGTERM)
-            time.sleep(1.0)  # the rest of the section takes longer than the grace: the stop falls due inside it
+            wait_for_the_grace_to_end()  # the rest of the section takes longer than the grace: the stop falls due
 
     monkeypatch.setattr(loop._TrialRun, "end_run", end_run)
     monkeypatch.setenv(interrupts.GRACE_ENV, "0.2")  # overdue within the section, which holds it to its end

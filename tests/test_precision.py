@@ -90,13 +90,15 @@ def test_auto_probes_on_cpu_and_an_explicit_precision_is_kept(home, monkeypatch)
     assert again.reason == auto.reason + " (cached)" and probe.calls == 1
 
 
-def test_a_gpu_keeps_the_static_rule_without_probing(home, monkeypatch):
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16"), (False, "fp16")])
+def test_a_gpu_keeps_the_static_rule_without_probing(home, monkeypatch, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
     probe = CountingProbe(100.0, 200.0)
     chosen = precision.choose("auto", None, home, probe)
-    assert chosen.precision == "bf16" and "GPU Some GPU" in chosen.reason and probe.calls == 0
+    assert chosen.precision == expected and "GPU Some GPU" in chosen.reason and probe.calls == 0
+    assert precision.choose("fp16", None, home, probe).precision == "fp16", "an explicit choice is kept"
 
 
 def test_the_shapes_are_the_models_own():

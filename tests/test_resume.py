@@ -1,8 +1,10 @@
 """Resuming an interrupted single run for real: `python -m blipexp run` on the tiny model, SIGKILLed mid-epoch
-after its first epoch checkpoint, then the same command again continues the same MLflow run and ends where an
-uninterrupted run ends. Real subprocesses, a real MLflow store in temp dirs."""
+after its first epoch checkpoint, or stopped by Ctrl-C after its training ended (in its final scoring, in logging
+its model), then the same command again continues the same MLflow run and ends where an uninterrupted run ends.
+Real subprocesses, a real MLflow store in temp dirs."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 from conftest import EXPERIMENTS
 from processes import child_env
 
-from blipexp import cli, resume, tracking
+from blipexp import cli, interrupts, resume, tracking
 from blipexp.data import load_data
 
 HOOKS = Path(__file__).parent / "fault_hooks.py"
@@ -29,20 +31,26 @@ def run_args(home: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def kill_mid_epoch_2(args: list[str], tmp_path: Path) -> None:
-    """Start the run with the fault hook stalling it in epoch 2 (epoch 1's checkpoint written), then SIGKILL it."""
-    marker = tmp_path / "stalled"
-    marker.unlink(missing_ok=True)
-    process = subprocess.Popen([sys.executable, str(HOOKS), "train:1", str(marker), *args], env=child_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def wait_for(marker: Path, process: subprocess.Popen, what: str, err: Path) -> None:
+    """Until the fault hook has created `marker`; fails with the process's stderr if it ends first."""
     deadline = time.monotonic() + TIMEOUT
     while not marker.exists():
         if process.poll() is not None:
-            raise AssertionError(f"the run ended before epoch 2:\n{process.communicate()[1][-3000:]}")
-        assert time.monotonic() < deadline, "timed out waiting for epoch 2"
+            raise AssertionError(f"the run ended before {what}:\n{err.read_text()[-3000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.3)
-    process.kill()
-    process.communicate()
+
+
+def kill_mid_epoch_2(args: list[str], tmp_path: Path) -> None:
+    """Start the run with the fault hook stalling it in epoch 2 (epoch 1's checkpoint written), then SIGKILL it."""
+    marker, err = tmp_path / "stalled", tmp_path / "stalled.err"
+    marker.unlink(missing_ok=True)
+    with err.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, str(HOOKS), "train:1", str(marker), *args], env=child_env(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        wait_for(marker, process, "epoch 2", err)
+        process.kill()
+        process.wait()
 
 
 def runs(home: Path) -> list:
@@ -55,6 +63,19 @@ def history(run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, key))
 
 
+def rows(run_id: str, table: str) -> int:
+    return len(next(iter(tracking.Run(run_id).table_columns(table).values())))
+
+
+def versions() -> list:
+    return mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
+
+
+def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items()
+            if k.startswith(("best_val_", "untrained_val_")) or k in ("objective", "best_epoch", "train_steps")}
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The same spec trained without interruption in another home: the metrics a resumed run must end with."""
@@ -62,7 +83,8 @@ def uninterrupted(tmp_path_factory) -> dict:
     assert cli.main(run_args(home)) == 0
     (run,) = runs(home)
     return {"metrics": run.data.metrics, "val_cider": history(run.info.run_id, "val_cider"),
-            "train_loss": history(run.info.run_id, "train_loss")}
+            "train_loss": history(run.info.run_id, "train_loss"),
+            "rows": rows(run.info.run_id, "per_image/validation.json")}
 
 
 def test_a_killed_run_resumes_in_the_same_mlflow_run_and_ends_as_an_uninterrupted_one(home, tmp_path, capsys,
@@ -83,11 +105,9 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_ends_as_an_uninterrupte
         steps, values = zip(*history(run_id, key))
         expected_steps, expected_values = zip(*uninterrupted[key])
         assert steps == expected_steps and values == pytest.approx(expected_values, abs=1e-6), key
-    final = {k: v for k, v in uninterrupted["metrics"].items()
-             if k.startswith(("best_val_", "untrained_val_")) or k in ("objective", "best_epoch", "train_steps")}
+    final = final_metrics(uninterrupted["metrics"])
     assert {k: resumed.data.metrics[k] for k in final} == pytest.approx(final, abs=1e-6)
-    versions = mlflow.MlflowClient().search_model_versions("name='blip-football-tiny'")
-    assert [v.run_id for v in versions] == [run_id], "registered once, from the resumed run"
+    assert [v.run_id for v in versions()] == [run_id], "registered once, from the resumed run"
     assert not list((home / "checkpoints" / run_id).glob("checkpoint-*")), "its checkpoints are dropped at the end"
 
 
@@ -111,3 +131,61 @@ def test_new_starts_afresh_and_a_differing_spec_is_not_resumed(home, tmp_path, c
     assert second.info.status == "FINISHED"
     assert not (home / "checkpoints" / killed.info.run_id).exists(), "--new deletes the checkpoints it abandons"
     assert resume.plan(spec, fingerprint, home, new=False, echo=False).point is None, "nothing left to resume"
+
+
+def stopped_at(point: str, args: list[str], tmp_path: Path, **env: str) -> str:
+    """The command run with the fault hook waiting at `point` (fault_hooks.py: stop:score, stop:log_model), Ctrl-C
+    sent from here once it is there; what it printed. It must end as a Ctrl-C does."""
+    marker, out, err = (tmp_path / f"{point.replace(':', '_')}.{name}" for name in ("marker", "out", "err"))
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, str(HOOKS), point, str(marker), *args], env=child_env(**env),
+                                   stdout=stdout, stderr=stderr)
+        wait_for(marker, process, point, err)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(TIMEOUT) == 128 + signal.SIGINT, err.read_text()[-3000:]
+    return out.read_text()
+
+
+def test_a_run_stopped_after_its_training_is_finished_from_its_saved_model_without_training_again(
+        home, tmp_path, capsys, monkeypatch, uninterrupted):
+    """Ctrl-C lands in the final scoring; the same command then goes on from the saved best model and is stopped
+    again while logging it for registration; the same command again registers it. No training after the first
+    run, and the run ends as an uninterrupted one: the weights it trained, its metrics, one version, each
+    per-image row logged once."""
+    from blipexp import eval_cache, train
+
+    args = run_args(home)
+    stopped_at("stop:score", args, tmp_path)
+    (stopped,) = runs(home)
+    run_id = stopped.info.run_id
+    assert stopped.info.status == "KILLED" and "objective" not in stopped.data.metrics
+    folder = home / "checkpoints" / run_id
+    assert not list(folder.glob("checkpoint-*")), "the saved best model is all a resumed run needs: the epochs' go"
+    weights = eval_cache.weights_digest(folder / "model")
+    resuming = (f"resuming run {run_id} after its training ended: its saved best model is scored, logged and "
+                "registered (--new starts afresh)")
+
+    out = stopped_at("stop:log_model", args, tmp_path, **{interrupts.GRACE_ENV: "0.2"})
+    assert resuming in out.splitlines()
+    epoch_lines = [line for line in out.splitlines() if " val " in line]  # '  epoch 1/3        val cider ...'
+    assert epoch_lines == [], "no epoch trained or evaluated again"
+    (stopped,) = runs(home)
+    assert stopped.info.status == "KILLED" and "objective" in stopped.data.metrics, "scored and logged"
+    assert versions() == [], "stopped while logging the model: not registered"
+
+    scored = []
+    monkeypatch.setattr(train, "score_split", lambda *a, **k: scored.append(a))
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert resuming in out.splitlines() and not [line for line in out.splitlines() if " val " in line]
+    assert scored == [], "the scores made before the stop are read back, not made again"
+    (finished,) = runs(home)
+    assert finished.info.run_id == run_id and finished.info.status == "FINISHED"
+    steps = [step for step, _ in history(run_id, "train_loss")]
+    assert steps == [step for step, _ in uninterrupted["train_loss"]], "each training step logged once: no more"
+    final = final_metrics(uninterrupted["metrics"])
+    assert {k: finished.data.metrics[k] for k in final} == pytest.approx(final, abs=1e-6)
+    (version,) = versions()
+    assert (version.run_id, version.tags["weights_digest"]) == (run_id, weights), "the weights trained the first time"
+    assert rows(run_id, "per_image/validation.json") == uninterrupted["rows"], "each image's row logged once"
+    assert not list(folder.glob("checkpoint-*")), "nothing trained again"

@@ -11,19 +11,22 @@ from blipexp.callbacks import CaptionMetricsCallback
 from blipexp.data.sources import CaptionData
 from blipexp.spec import ExperimentSpec
 from blipexp.tiny import build_tiny_model, build_tiny_processor
-from blipexp.trainer import CaptionTrainer, build_trainer, dataloader_workers, resolve_precision, training_arguments
+from blipexp.trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 
-@pytest.mark.parametrize("cuda, bf16, expected", [(False, False, "fp32"), (True, True, "bf16"), (True, False, "fp16")])
-def test_auto_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert resolve_precision("auto") == expected
-    assert resolve_precision("fp16") == "fp16"  # an explicit choice is kept
+def tiny_spec() -> ExperimentSpec:
+    """The tiny profile in a resolved precision, as training_arguments gets it (precision.choose resolves auto)."""
+    return ExperimentSpec().tiny().replace(precision="fp32")
+
+
+def test_auto_precision_is_resolved_before_the_arguments_are_built(tmp_path):
+    """precision=auto has one home, blipexp.precision (a probe on CPU): the Trainer's arguments take what it chose."""
+    with pytest.raises(AssertionError, match="precision=auto is resolved by blipexp.precision"):
+        training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=4, echo=False)
 
 
 def test_training_arguments_follow_the_spec(tmp_path):
-    spec = ExperimentSpec().tiny().replace(learning_rate=3e-4, epochs=5, objective_metric="loss")
+    spec = tiny_spec().replace(learning_rate=3e-4, epochs=5, objective_metric="loss")
     args = training_arguments(spec, tmp_path, steps_per_epoch=10, echo=False, evaluate_untrained=False, workers=2)
     assert (args.learning_rate, args.num_train_epochs, args.seed) == (3e-4, 5, spec.seed)
     assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False, "a loss is minimised"
@@ -34,19 +37,19 @@ def test_training_arguments_follow_the_spec(tmp_path):
 
 
 def test_memory_switches_and_the_pass_through_reach_the_training_arguments(tmp_path):
-    spec = ExperimentSpec().tiny().with_overrides(["gradient_checkpointing=true", "torch_compile=true",
-                                                   "trainer.label_smoothing_factor=0.1", "trainer.optim=adamw_torch"])
+    spec = tiny_spec().with_overrides(["gradient_checkpointing=true", "torch_compile=true",
+                                       "trainer.label_smoothing_factor=0.1", "trainer.optim=adamw_torch"])
     args = training_arguments(spec, tmp_path, steps_per_epoch=10, echo=False)
     assert args.activation_checkpointing and args.gradient_checkpointing and args.torch_compile
     assert args.label_smoothing_factor == 0.1 and args.optim == "adamw_torch", "the pass-through replaces a default"
-    plain = training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=10, echo=False)
+    plain = training_arguments(tiny_spec(), tmp_path, steps_per_epoch=10, echo=False)
     assert not plain.activation_checkpointing and not plain.torch_compile and plain.label_smoothing_factor == 0.0
 
 
 def test_auto_workers_are_none_when_decoding_is_not_the_work():
     processor = build_tiny_processor(["a red player"])
     data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
-    auto = ExperimentSpec().tiny().replace(dataloader_workers=-1)
+    auto = tiny_spec().replace(dataloader_workers=-1)
     assert dataloader_workers(auto.replace(dataloader_workers=3), data, processor, cached=True) == 3, "the spec's own"
     assert dataloader_workers(auto, data, processor, cached=True) == 0, "cached features are read, not decoded"
     assert dataloader_workers(auto, data, processor, cached=False) == 0, "tiny pixels are kept after one epoch"
@@ -56,7 +59,7 @@ def test_auto_workers_are_none_when_decoding_is_not_the_work():
 def test_the_console_shows_the_bar_on_a_terminal_and_the_epoch_lines_only(tmp_path, monkeypatch, echo, terminal):
     """Outside a terminal (a log file, a pipe) no bar: each of its redraws would be a line there."""
     monkeypatch.setattr(progress, "on_terminal", lambda: terminal)
-    spec = ExperimentSpec().tiny().replace(max_new_tokens=7, num_beams=2)
+    spec = tiny_spec().replace(max_new_tokens=7, num_beams=2)
     processor = build_tiny_processor(["a red player"])
     callback = CaptionMetricsCallback(spec.epochs, echo=echo)
     args = training_arguments(spec, tmp_path, steps_per_epoch=4, echo=echo)
@@ -76,7 +79,7 @@ def test_the_console_shows_the_bar_on_a_terminal_and_the_epoch_lines_only(tmp_pa
 
 def test_bf16_without_a_gpu_builds_arguments_for_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    spec = ExperimentSpec().tiny()
+    spec = tiny_spec()
     args = training_arguments(spec.replace(precision="bf16"), tmp_path, steps_per_epoch=4, echo=False)
     assert args.bf16 and args.use_cpu, "transformers refuses bf16 without a GPU unless use_cpu is set"
     fp32 = training_arguments(spec.replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
@@ -90,7 +93,7 @@ def test_label_smoothing_is_applied_to_blips_shifted_targets(tmp_path):
 
     processor = build_tiny_processor(["a red player dribbles the ball", "two blue players"])
     model = build_tiny_model(processor, seed=0)
-    spec = ExperimentSpec().tiny().with_overrides(["trainer.label_smoothing_factor=0.1"])
+    spec = tiny_spec().with_overrides(["trainer.label_smoothing_factor=0.1"])
     collator = CaptionCollator(processor.tokenizer, processor.tokenizer.bos_token_id, 24)
     trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=False), model=model,
                             train_set=None, val_set=["not read"], collator=collator, compute_metrics=None,
@@ -116,7 +119,7 @@ class _Records(logging.Handler):
 def test_loading_the_best_checkpoint_warns_of_really_missing_keys_only(tmp_path):
     """BLIP's tied decoder weights are not stored in a checkpoint: loading it must not call them missing (noise);
     a key that is really missing still warns."""
-    spec = ExperimentSpec().tiny()
+    spec = tiny_spec()
     processor = build_tiny_processor(["a red player"])
     trainer = build_trainer(spec, training_arguments(spec, tmp_path, steps_per_epoch=4, echo=False),
                             model=build_tiny_model(processor, seed=0), train_set=None, val_set=["not read"],

@@ -48,7 +48,7 @@ def test_every_argument_blipexp_sets_is_refused_as_a_pass_through(tmp_path, monk
     (optim, blipexp's default optimizer, is the one meant to be overridable)."""
     seen = {}
     monkeypatch.setattr("blipexp.trainer.Seq2SeqTrainingArguments", lambda **kwargs: seen.update(kwargs))
-    training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=4, echo=False)
+    training_arguments(ExperimentSpec().tiny().replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
     unguarded = set(seen) - set(trainer_args.SPEC_OWNED) - set(trainer_args.MANAGED) - {"optim"}
     assert not unguarded
     assert set(trainer_args.SPEC_OWNED) | set(trainer_args.MANAGED) <= set(trainer_args._hints()), "real names"
@@ -56,7 +56,7 @@ def test_every_argument_blipexp_sets_is_refused_as_a_pass_through(tmp_path, monk
 
 def test_the_refusals_say_what_blipexp_does_with_checkpoints(tmp_path):
     """A single run's checkpoints resume it (optimizer state saved); the best and the latest are kept while training."""
-    args = training_arguments(ExperimentSpec().tiny(), tmp_path, steps_per_epoch=4, echo=False, resumable=True)
+    args = training_arguments(ExperimentSpec().tiny().replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False, resumable=True)
     assert (args.save_only_model, args.save_total_limit, args.load_best_model_at_end) == (False, 1, True)
     with pytest.raises(ValueError, match="a single run's checkpoints hold the optimizer, scheduler and RNG state"):
         trainer_args.check_name("save_only_model")

@@ -112,6 +112,7 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
     """
     import optuna
 
+    from .. import precision
     from ..data import load_data
     from ..data.features import PixelRows, evaluation_dataset, training_dataset
     from ..evaluation import compute_metrics_for
@@ -126,7 +127,8 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
     train_set = training_dataset(PixelRows(data, data.train, processor.image_processor, memo=True), data.train)
     val_set, val_refs = evaluation_dataset(PixelRows(data, data.validation, processor.image_processor, memo=True),
                                            data.validation)
-    args = dataclasses.replace(training_arguments(spec, home / "hf", steps_per_epoch=1, echo=False),
+    trains_in = spec.replace(precision=precision.used(spec, home))  # what blipexp's trials train in
+    args = dataclasses.replace(training_arguments(trains_in, home / "hf", steps_per_epoch=1, echo=False),
                                save_strategy="no", load_best_model_at_end=False, eval_on_start=False,
                                logging_strategy="no")
     trainer = CaptionTrainer(

@@ -42,7 +42,7 @@ from test_scaleout import (
 
 from blipexp import access, cli, registry
 
-pytestmark = pytest.mark.scaleout
+pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 
 DEPLOY = REPO / "deploy"
 TIMEOUT = 300

@@ -10,6 +10,8 @@ from blipexp.bench.report import markdown, met, mfu, targets
 from blipexp.bench.sizes import FULL
 from blipexp.bench.trial import EvaluationClock, ThreadCpu
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):

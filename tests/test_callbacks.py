@@ -8,6 +8,8 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from blipexp import tracking
 from blipexp.callbacks import CaptionMetricsCallback, EarlyStopping, NonFiniteMetric
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 @pytest.fixture
 def run(home):

@@ -15,6 +15,8 @@ from processes import child_env, free_port, wait_for_health
 
 from blipexp import catalog, cli, tracking
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 SWEEPS = REPO / "tests" / "experiments_sweep"
 
 

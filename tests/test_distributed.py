@@ -19,7 +19,7 @@ from processes import child_env, free_port
 
 from blipexp import tracking
 
-pytestmark = pytest.mark.scaleout
+pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 

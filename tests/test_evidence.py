@@ -16,6 +16,8 @@ from blipexp import evidence
 from blipexp.data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
 from blipexp.metrics import METRIC_KEYS, ImageScores, corpus_document_frequency, score_images
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 POPULATION = 1500  # images
 SAMPLE = 100  # images per draw: a small test split
 DRAWS = 240

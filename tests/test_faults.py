@@ -19,10 +19,13 @@ from pathlib import Path
 import mlflow
 import optuna
 import pandas as pd
+import pytest
 from PIL import Image
 
 from blipexp import catalog, cli, runner, tracking
 from blipexp.sweep import FINAL_STATES, open_study, optuna_storage, study_name
+
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 HOOKS = Path(__file__).parent / "fault_hooks.py"

@@ -10,6 +10,8 @@ from blipexp.spec import ExperimentSpec
 from blipexp.tiny import build_tiny_model, build_tiny_processor
 from blipexp.train import train_trial
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=16, sample_captions=2, freeze_vision_encoder=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import pytest
 import torch
 from test_survey import photo_folder
 
@@ -16,6 +17,8 @@ from blipexp.data.sources import load_caption_data
 from blipexp.spec import ExperimentSpec
 from blipexp.tiny import build_tiny_processor
 from blipexp.train import train_trial
+
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
 
 class FlakyRows:

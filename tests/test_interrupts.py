@@ -23,6 +23,8 @@ from blipexp.spec import ExperimentSpec
 from blipexp.sweep import loop, open_study
 from blipexp.train import train_trial
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 SWEEPS = Path(__file__).parent / "experiments_sweep"
 HOOKS = Path(__file__).parent / "fault_hooks.py"
 BOUND_S = 60  # a wait that must end long before this

@@ -12,6 +12,8 @@ from blipexp.pretrain import CACHE_VARIABLE, RECIPE, Recipe
 from blipexp.spec import TINY_RANDOM_MODEL, ExperimentSpec
 from blipexp.train import train_trial
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 SMALL_RECIPE = Recipe(images=16, steps=2, batch_size=8)  # the cache's behaviour, without the real build's cost
 
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 def test_mlflow_keeps_the_experiment_set_experiment_chose_in_fluent_active_experiment_id(tmp_path):
     """registry._in_experiment reads it (MLflow has no public getter) to restore it afterwards."""

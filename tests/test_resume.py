@@ -18,6 +18,8 @@ from processes import child_env
 from blipexp import cli, interrupts, resume, tracking
 from blipexp.data import load_data
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 HOOKS = Path(__file__).parent / "fault_hooks.py"
 TIMEOUT = 300
 # few images, epochs and tokens, no test split: three short epochs

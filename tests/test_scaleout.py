@@ -27,7 +27,7 @@ from blipexp import catalog, cli, runner, sweep, tracking
 from blipexp.sweep import recovery
 from blipexp.sweep import study as sweep_study
 
-pytestmark = pytest.mark.scaleout
+pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 WORKER = Path(__file__).parent / "scaleout_worker.py"

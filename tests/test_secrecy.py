@@ -17,6 +17,8 @@ from test_environment import make_checkout
 
 from blipexp import access, cli, environment, secrecy, tracking
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 @pytest.mark.parametrize("uri, shown, hidden", [
     ("postgresql://ana:pw@db.lab:5432/optuna", "postgresql://ana:***@db.lab:5432/optuna", ("pw",)),

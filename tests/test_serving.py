@@ -8,6 +8,8 @@ import pytest
 
 from blipexp import serving
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 def test_input_example_is_a_base64_png():
     from PIL import Image

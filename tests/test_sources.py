@@ -15,6 +15,8 @@ from PIL import Image
 
 from blipexp.data.sources import CaptionData, DataSourceError, load_caption_data
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 def save_image(path: Path, shade: int, fmt: str = "PNG") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

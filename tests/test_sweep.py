@@ -12,6 +12,8 @@ from blipexp import catalog, tracking
 from blipexp.data import load_data
 from blipexp.sweep import format_param, open_study, optuna_storage, run_sweep, summary_table
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 
 

@@ -14,6 +14,8 @@ from processes import free_port
 from blipexp import tracking
 from blipexp.spec import ExperimentSpec
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 
 def test_store_and_artifacts_live_in_the_home_folder(home):
     uri = tracking.configure(home)

@@ -17,6 +17,8 @@ from blipexp.spec import ExperimentSpec
 from blipexp.tiny import build_tiny_model, build_tiny_processor
 from blipexp.train import train_trial
 
+pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
+
 SMALL = dict(pitch_scenes=60, epochs=2, train_batch_size=8, sample_captions=3)  # 12 steps: enough to move a pretrained start
 
 

@@ -33,7 +33,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 TIMEOUT = 300  # seconds for any one process or wait; a tiny trial takes a few
 
 
-FAST = {"test_fraction": 0, "max_new_tokens": 6}  # no test split, short captions: evaluation costs most here
+FAST = {"test_fraction": 0, "max_new_tokens": 6, "pitch_scenes": 30}  # no test split, short captions, 30 scenes:
+# evaluation costs most here, and what these tests check does not grow with the data
 
 
 def sweep_args(home: Path, *extra: str) -> list[str]:

@@ -139,18 +139,11 @@ class SecretSmall(ExperimentSpec):
 
 SWEEP = '''"""Hypothesis: nothing a sweep writes holds a secret."""
 from blipexp.search_space import Choice
-from blipexp.spec import ExperimentSpec
+
+from .secret_small import SecretSmall
 
 
-class SecretSweep(ExperimentSpec):
-    model = "tiny"
-    dataset = "pitch"
-    pitch_scenes = 24
-    epochs = 1
-    train_batch_size = 8
-    precision = "fp32"
-    sample_captions = 0
-    max_new_tokens = 6
+class SecretSweep(SecretSmall):
     n_trials = 2
     registered_model = "secret-sweep"
 

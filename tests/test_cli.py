@@ -169,8 +169,10 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
     image = tmp_path / "scene.png"
     Image.new("RGB", (128, 128), (58, 150, 62)).save(image)
     assert cli.main(["caption", "models:/small-sweep@champion", str(image), "--home", str(home)]) == 0
+    captioned = capsys.readouterr()
+    assert "Loading weights" not in captioned.err, "a logged model's local folder loads without a bar (promote, caption)"
     assert cli.main(["models", "--home", str(home)]) == 0
-    out = capsys.readouterr().out
+    out = captioned.out + capsys.readouterr().out
     assert f"{image}\t" in out and "champion" in out
     assert cli.main(["promote", "small-sweep", "--version", "7", "--home", str(home)]) == 2
 

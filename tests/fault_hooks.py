@@ -83,7 +83,8 @@ def hook_group_sigterm(step: int, marker: Path) -> None:
     Trainer.training_step = training_step
 
 
-def hook_log_model(marker: Path) -> None:
+def after_model_logged(then) -> None:
+    """Patch MLflow's local artifact store: `then(folder)` once a model folder is logged, with the folder it went to."""
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
     original = LocalArtifactRepository.log_artifacts
@@ -91,9 +92,13 @@ def hook_log_model(marker: Path) -> None:
     def log_artifacts(self, local_dir, artifact_path=None):
         original(self, local_dir, artifact_path)
         if any(Path(local_dir).rglob("*.safetensors")):  # the model folder, not a plot or a table
-            stall(Path(self.artifact_dir) / (artifact_path or ""), marker)
+            then(Path(self.artifact_dir) / (artifact_path or ""))
 
     LocalArtifactRepository.log_artifacts = log_artifacts
+
+
+def hook_log_model(marker: Path) -> None:
+    after_model_logged(lambda folder: stall(folder, marker))
 
 
 def hook_stop_in_scoring(marker: Path) -> None:
@@ -112,17 +117,11 @@ def hook_stop_in_scoring(marker: Path) -> None:
 
 
 def hook_stop_in_log_model(marker: Path) -> None:
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    def stop_here(folder: Path) -> None:
+        marker.write_text("logging the model")
+        wait_until(lambda: False)  # until the grace after the signal ends and raises the stop here
 
-    original = LocalArtifactRepository.log_artifacts
-
-    def log_artifacts(self, local_dir, artifact_path=None):
-        original(self, local_dir, artifact_path)
-        if any(Path(local_dir).rglob("*.safetensors")):  # the model folder, not a plot or a table
-            marker.write_text("logging the model")
-            wait_until(lambda: False)  # until the grace after the signal ends and raises the stop here
-
-    LocalArtifactRepository.log_artifacts = log_artifacts
+    after_model_logged(stop_here)
 
 
 def main() -> int:

@@ -152,7 +152,8 @@ def _base_model_folder(spec: ExperimentSpec, home: Path, scratch: Path) -> Path:
     """The experiment's untrained model, saved once in the scratch folder (for the tiny presets, with the data's
     words added as training would)."""
     from .data import load_data
-    from .modeling import load_model_and_processor, no_weight_progress_bars
+    from .modeling import load_model_and_processor
+    from .progress import no_weight_progress_bars
 
     folder = scratch / "base"
     if not folder.is_dir():
@@ -223,7 +224,7 @@ def _score(folder: Path, data, examples, split: str, spec: ExperimentSpec, setti
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     from .evaluation import score_split
-    from .modeling import no_weight_progress_bars
+    from .progress import no_weight_progress_bars
     from .trainer import dataloader_workers
 
     with no_weight_progress_bars():

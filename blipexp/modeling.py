@@ -21,6 +21,7 @@ from .data.sources import CaptionData
 from .feature_cache import FeatureCache, PassThroughVision
 from .hub import NotAHubId, hub_answers, looks_like_path
 from .pretrain import load_pretrained_tiny
+from .progress import no_weight_progress_bars
 from .spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
 from .tiny import build_tiny_model, build_tiny_processor, extend_vocabulary
 
@@ -49,22 +50,6 @@ def load_model_and_processor(spec: ExperimentSpec, captions: Iterable[str], home
         raise ModelSourceError(f"model folder {spec.model!r} does not exist: pass a folder saved with save_pretrained, "
                                f"a Hub id such as {HUB_MODEL}, or use --tiny")
     return _load_pretrained(spec.model, revision=spec.model_revision)
-
-
-@contextmanager
-def no_weight_progress_bars() -> Iterator[None]:
-    """transformers draws a bar each time it reads or writes weights ("Loading weights", "Writing model shards"):
-    a line on the console per trial, per epoch's checkpoint and per registration, for local files read or written
-    in a fraction of a second. Off around local reads and writes only; downloads keep their bars."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
 
 
 def _load_pretrained(source: str, revision: str | None) -> tuple[BlipForConditionalGeneration, BlipProcessor]:

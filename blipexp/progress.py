@@ -42,3 +42,19 @@ def bar(desc: str, total: int, unit: str, show: bool = True, **options: Any) -> 
     yield line
     postfix = f" ({line.postfix})" if line.postfix else ""
     print(f"{desc}: {line.n}/{total} {unit} in {time.perf_counter() - started:.1f} s{postfix}", flush=True)
+
+
+@contextmanager
+def no_weight_progress_bars() -> Iterator[None]:
+    """transformers draws a bar each time it reads or writes weights ("Loading weights", "Writing model shards"):
+    a line on the console per trial, per epoch's checkpoint and per registration, for local files read or written
+    in a fraction of a second. Off around local reads and writes only; downloads keep their bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -68,7 +68,7 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ValueError(f"{adapter_dir} holds no LoRA adapter (no adapter_config.json): pass the trial's adapter "
                          "folder (beside its model_dir), or none")
-    from .modeling import no_weight_progress_bars  # torch and transformers: not for promote's sake
+    from .progress import no_weight_progress_bars  # transformers: not for promote's sake
 
     with tracking.no_artifact_progress_bar(), no_weight_progress_bars():  # MLflow loads the model back to check it
         model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir, card))

@@ -47,6 +47,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from . import access, generation, serve_settings
 from .batcher import Batcher
+from .progress import no_weight_progress_bars
 from .serve_settings import BadRequest
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
@@ -65,17 +66,11 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
-        from transformers.utils import logging as hf_logging
 
         folder = context.artifacts[ARTIFACT_KEY]
-        was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a local folder read in a blink: its "Loading weights" bar is log noise
-        try:
+        with no_weight_progress_bars():  # a local folder read in a blink: its "Loading weights" bar is log noise
             # transformers fills tensors missing from the weights file with random values and only warns: refuse
             self.model, info = BlipForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
-        finally:
-            if was_on:
-                hf_logging.enable_progress_bar()
         if info["missing_keys"]:
             missing = sorted(info["missing_keys"])
             raise ValueError(f"the weights file in {folder} lacks {len(missing)} of the model's tensors (e.g. "

@@ -45,9 +45,9 @@ from .modeling import (
     PreparedModel,
     adapter_dir,
     load_model_and_processor,
-    no_weight_progress_bars,
     prepare_for_training,
 )
+from .progress import no_weight_progress_bars
 from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
 from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments

@@ -9,10 +9,10 @@ from blipexp.modeling import (
     ModelSourceError,
     adapter_dir,
     load_model_and_processor,
-    no_weight_progress_bars,
     prepare_for_training,
 )
 from blipexp.pretrain import pretrained_tiny
+from blipexp.progress import no_weight_progress_bars
 from blipexp.spec import TINY_RANDOM_MODEL, ExperimentSpec
 from blipexp.tiny import build_tiny_model, build_tiny_processor
 

@@ -9,10 +9,12 @@ import re
 import mlflow
 import pytest
 
-from blipexp import assess, cli, eval_cache, evidence, registry, runner, tracking
+from blipexp import cli, registry, tracking
+from blipexp.cli import run as runner
 from blipexp.data import PITCH_SEED, load_data, write_pitch_dataset
-from blipexp.spec import ExperimentSpec
-from blipexp.train import train_trial
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.scoring import assess, eval_cache, evidence
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow
 NAME = "assess-tiny"

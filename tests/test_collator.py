@@ -1,7 +1,7 @@
 import torch
 
 from blipexp.data.collator import IGNORE_INDEX, CaptionCollator
-from blipexp.tiny import build_tiny_processor
+from blipexp.model.tiny import build_tiny_processor
 
 CAPTIONS = ["a red player dribbles the ball", "two blue players chase the ball near the left goal at night"]
 

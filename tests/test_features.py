@@ -14,9 +14,9 @@ from blipexp.data.collator import IGNORE_INDEX, CaptionCollator
 from blipexp.data.features import CaptionDataset, PixelRows, SkipTally, evaluation_dataset, training_dataset
 from blipexp.data.images import REASONS, BadImage
 from blipexp.data.sources import load_caption_data
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_processor
-from blipexp.train import train_trial
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model.tiny import build_tiny_processor
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

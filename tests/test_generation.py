@@ -3,9 +3,9 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration
 
-from blipexp import generation
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model import generation
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
 
 CAPTIONS = ["a photograph of a red player", "two blue players chase the ball"]
 

@@ -18,8 +18,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 from pycocoevalcap.rouge.rouge import Rouge
 
-from blipexp import metrics
-from blipexp.metrics import (
+from blipexp.scoring.metrics import scores as metrics
+from blipexp.scoring.metrics import (
     CIDER_DF_AUTO_MIN_IMAGES,
     CONSOLE_KEYS,
     METRIC_KEYS,
@@ -99,7 +99,7 @@ def test_keys_types_and_ranges() -> None:
 
 
 def test_metric_keys_match_spec() -> None:
-    from blipexp import spec
+    from blipexp.experiment import spec
 
     assert METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
     assert spec.METRIC_KEYS is METRIC_KEYS, "the spec takes the keys from the metrics table, not from a copy"
@@ -120,7 +120,7 @@ def test_console_keys_come_from_the_table_in_their_order() -> None:
 
 def test_importing_the_table_stays_cheap() -> None:
     # spec imports the table; a CLI's --help must not pay for evaluate, torch or pycocoevalcap (seconds).
-    code = ("import sys, blipexp.spec; "
+    code = ("import sys, blipexp.experiment.spec; "
             "print(sorted({'evaluate', 'torch', 'transformers', 'pycocoevalcap'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blipexp import serving
+from blipexp.serving import captioner as serving
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -426,7 +426,7 @@ def test_a_request_waits_a_bounded_time_for_its_captions_then_its_rows_say_so(re
     assert lone["error"][0] == "row 0: captioning timed out: no caption within 1 s " \
                                "(BLIPEXP_SERVE_CAPTION_TIMEOUT_S raises this bound); send it again"
     model.unwrap_python_model().caption_timeout_s = 600  # what follows may take its time on a loaded machine
-    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+    with caplog.at_level(logging.DEBUG, logger="blipexp.serving.batcher"):
         full = model.predict(pd.DataFrame({"image": scenes[:4]}))
     assert full["error"].isna().all() and full["caption"].notna().all(), full
     assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["batch of 4 from 1 request(s)"], \

@@ -6,12 +6,13 @@ import safetensors.torch
 import torch
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from blipexp import generation, progress
-from blipexp.callbacks import CaptionMetricsCallback
 from blipexp.data.sources import CaptionData
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
-from blipexp.trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model import generation
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
+from blipexp.runtime import progress
+from blipexp.training.callbacks import CaptionMetricsCallback
+from blipexp.training.trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 
 def tiny_spec() -> ExperimentSpec:

@@ -30,9 +30,9 @@ def bench_evidence(size: Size, root: Path) -> dict:
 
 
 def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
-    from .. import evidence
     from ..data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
-    from ..metrics import score_images
+    from ..scoring import evidence
+    from ..scoring.metrics import score_images
 
     rng = random.Random(0)
 
@@ -67,7 +67,7 @@ def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
 def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
     """`evaluate football_baseline --tiny --set OVERRIDE...` twice in a fresh home: captioned, then read from the
     cache."""
-    from ..pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
+    from ..model.pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
 
     home = root / "home"
     pretrained_tiny(home, echo=False)  # built before the clock starts (kept in the user's shared cache, if named)
@@ -95,7 +95,9 @@ def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
 
 def _cached_in_process(home: Path, overrides: Sequence[str]) -> float:
     """The cached evaluation again, in this process: what a command costs beyond Python's imports."""
-    from .. import assess, catalog, tracking
+    from .. import tracking
+    from ..experiment import catalog
+    from ..scoring import assess
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny()
     spec = spec.with_overrides(overrides)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .. import precision
 from ..data.collator import CaptionCollator
 from ..data.pitch import scenes
-from ..tiny import build_tiny_model, build_tiny_processor
+from ..model import precision
+from ..model.tiny import build_tiny_model, build_tiny_processor
 
 BATCH, WARMUP, STEPS = 32, 3, 20
 SEEDS = (0, 1)
@@ -59,9 +59,10 @@ def speed() -> None:
 
 
 def quality() -> None:
-    from .. import catalog, tracking
+    from .. import tracking
     from ..data import load_data
-    from ..train import train_trial
+    from ..experiment import catalog
+    from ..training.train import train_trial
 
     home = Path(tempfile.mkdtemp(prefix="blipexp-precision-"))
     tracking.configure(home)

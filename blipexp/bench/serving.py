@@ -54,9 +54,10 @@ def register_tiny_model(home: Path, scenes: int, name: str = MODEL_NAME, overrid
                         ) -> tuple[str, list[bytes]]:
     """Train a tiny model for one epoch on `scenes` pitch scenes (and `--set` overrides) and register it, to serve
     captions of the spec's max_new_tokens: its version's URI, and the encoded validation images (what clients send)."""
-    from .. import catalog, registry, tracking
+    from .. import registry, tracking
     from ..data import load_data
-    from ..train import train_trial
+    from ..experiment import catalog
+    from ..training.train import train_trial
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(
         pitch_scenes=scenes, epochs=1, sample_captions=0, test_fraction=0.0).with_overrides(overrides)
@@ -325,7 +326,7 @@ class PeakRss(Sampler):
 # --------------------------------------------------------------------------- the section
 
 def bench_serving(size: Size, home: Path) -> dict:
-    from ..serve_settings import LOG_LEVEL_VARIABLE, MAX_BATCH_VARIABLE, MAX_WAIT_VARIABLE, Batching
+    from ..serving.serve_settings import LOG_LEVEL_VARIABLE, MAX_BATCH_VARIABLE, MAX_WAIT_VARIABLE, Batching
 
     sizes = SERVING_SIZES[size.name]
     model_uri, images = register_tiny_model(home, sizes["scenes"], overrides=size.overrides)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..spec import PITCH_DATASET, ExperimentSpec
+from ..experiment.spec import PITCH_DATASET, ExperimentSpec
 from .pitch import write_pitch_dataset
 from .sample import DataSourceError
 from .sources import CaptionData, Example, load_caption_data

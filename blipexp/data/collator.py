@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..generation import prompt_length
+from ..model.generation import prompt_length
 
 IGNORE_INDEX = -100  # positions CrossEntropyLoss skips
 SKIP_KEYS = ("bad_image", "bad_reason")  # batch entries for the trainer's count of unusable images

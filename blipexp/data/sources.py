@@ -23,12 +23,12 @@ from typing import Any
 from PIL import Image
 
 from blipexp.data.folder import CAPTIONS_CSV, METADATA_JSONL, read_folder
+from blipexp.data.hub import looks_like_path
 from blipexp.data.hub_dataset import HUB_FIXES, ArrowImages, read_hub
 from blipexp.data.images import load_rgb, read_image_file
 from blipexp.data.sample import DataSourceError, Sample, has_undecodable
 from blipexp.data.split import split_indices
 from blipexp.data.survey import ImageReader, SurveyReport, record_path, survey
-from blipexp.hub import looks_like_path
 
 SMALL_SPLIT = 10  # below this many images, corpus metrics such as CIDEr swing wildly between runs
 SPLIT_MODES = ("auto", "own", "random")

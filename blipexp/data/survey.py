@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blipexp.data.images import BadImage, check_decodes
-from blipexp.progress import bar as progress_bar
+from blipexp.runtime.progress import bar as progress_bar
 
 VERSION = 1  # bump when what a check decides changes: older records are then ignored
 CHUNK = 128  # images per task handed to a worker process

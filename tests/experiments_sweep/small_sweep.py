@@ -1,6 +1,6 @@
 """Hypothesis: a test sweep small enough for the suite still prunes and resumes."""
-from blipexp.search_space import Choice
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment.search_space import Choice
+from blipexp.experiment.spec import ExperimentSpec
 
 
 class SmallSweep(ExperimentSpec):

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear_schedule_with_warmup
 
-from . import progress
-from .data import outdoor, pitch
-from .data.collator import CaptionCollator
-from .locks import file_lock
+from ..data import outdoor, pitch
+from ..data.collator import CaptionCollator
+from ..runtime import progress
+from ..runtime.locks import file_lock
 from .tiny import TINY_IMAGE_SIZE, TINY_VISION_LAYERS, build_tiny_model, build_tiny_processor
 
 CACHE_VARIABLE = "BLIPEXP_PRETRAINED_CACHE"  # a folder of pretrained builds that replaces <home>/cache/pretrained

@@ -45,9 +45,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from . import access, generation, serve_settings
+from ..model import generation
+from ..runtime.progress import no_weight_progress_bars
+from ..tracking import access
+from . import serve_settings
 from .batcher import Batcher
-from .progress import no_weight_progress_bars
 from .serve_settings import BadRequest
 
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
@@ -212,7 +214,7 @@ def load_image(value: Any, row: int = 0, root: Path | None = None):
     inside it. Decoded by the same code as training data (EXIF orientation, transparency on white, 16-bit
     scaled), so the served model sees images prepared exactly as in training.
     """
-    from .data.images import BadImage, load_rgb
+    from ..data.images import BadImage, load_rgb
 
     try:
         data = _image_bytes(value, row, root)
@@ -224,7 +226,7 @@ def load_image(value: Any, row: int = 0, root: Path | None = None):
 
 
 def _image_bytes(value: Any, row: int, root: Path | None = None) -> bytes:
-    from .data.images import read_image_file
+    from ..data.images import read_image_file
 
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from ..scoring.metrics import METRIC_KEYS
 from . import trainer_args
 from .fields import (
     arg,
@@ -26,7 +27,6 @@ from .fields import (
     require,
     type_name,
 )
-from .metrics import METRIC_KEYS
 from .search_space import SearchDim, check_space
 
 HUB_MODEL = "Salesforce/blip-image-captioning-base"

@@ -20,9 +20,11 @@ from typing import Any
 
 import mlflow
 
-from . import eval_cache, evidence, generation, tracking
+from .. import tracking
+from ..experiment.spec import ExperimentSpec
+from ..model import generation
+from . import eval_cache, evidence
 from .evaluation import SplitScores, format_scores, intervals_note
-from .spec import ExperimentSpec
 
 SPLITS = ("validation", "test", "train")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -143,7 +145,7 @@ def logged_spec(run_id: str) -> ExperimentSpec:
 
 
 def _download(uri: str, scratch: Path) -> Path:
-    from .serving import hf_folder
+    from ..serving.captioner import hf_folder
 
     return hf_folder(uri, scratch)
 
@@ -151,9 +153,9 @@ def _download(uri: str, scratch: Path) -> Path:
 def _base_model_folder(spec: ExperimentSpec, home: Path, scratch: Path) -> Path:
     """The experiment's untrained model, saved once in the scratch folder (for the tiny presets, with the data's
     words added as training would)."""
-    from .data import load_data
-    from .modeling import load_model_and_processor
-    from .progress import no_weight_progress_bars
+    from ..data import load_data
+    from ..model.modeling import load_model_and_processor
+    from ..runtime.progress import no_weight_progress_bars
 
     folder = scratch / "base"
     if not folder.is_dir():
@@ -174,7 +176,7 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
     """Score `target` on `split` of its spec's data (with `overrides`), or of `data_spec`'s (a comparison scores
     both models on the first one's data): from the cache when it was scored so before. `unseen`: refuse images of
     other data that the target learnt from (check_unseen), before captioning any."""
-    from .data import load_data
+    from ..data import load_data
 
     spec = (data_spec or target.spec).with_overrides(overrides)
     if split not in SPLITS:
@@ -205,7 +207,7 @@ def check_unseen(target: Target, data, examples, split: str) -> None:
     """Incomparable when `examples` of data other than the target's own hold images (by content) it was trained or
     selected on, as its run's data manifest lists them: its score there would be no test. On its own data the split
     keeps them apart; a model with no run (a folder, a base model) or no manifest is not checked."""
-    from .data import manifest
+    from ..data import manifest
 
     if target.run_id is None or target.fingerprint == data.fingerprint:
         return
@@ -223,9 +225,9 @@ def _score(folder: Path, data, examples, split: str, spec: ExperimentSpec, setti
     import torch
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
+    from ..runtime.progress import no_weight_progress_bars
+    from ..training.trainer import dataloader_workers
     from .evaluation import score_split
-    from .progress import no_weight_progress_bars
-    from .trainer import dataloader_workers
 
     with no_weight_progress_bars():
         model = BlipForConditionalGeneration.from_pretrained(str(folder))
@@ -368,7 +370,7 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
     test images (its data, or the set --set dataset= names), on the objective metric; see promotion_refusal. Two
     versions that cannot be compared (other data each, images one learnt from) are refused too, so --force can
     override every refusal."""
-    from .registry import Judgement
+    from ..registry.register import Judgement
 
     if require not in REQUIRE:
         raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")

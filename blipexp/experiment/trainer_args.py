@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from . import secrecy
+from ..runtime import secrecy
 
 PREFIX = "trainer."  # --set trainer.label_smoothing_factor=0.1, search_space key "trainer.label_smoothing_factor"
 

@@ -11,11 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from . import distributed, evidence, generation, interrupts, tracking
-from .data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
-from .data.features import PixelRows, Rows, SkipTally, evaluation_dataset
-from .data.images import BadImage
-from .data.sources import CaptionData, Example
+from .. import tracking
+from ..data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
+from ..data.features import PixelRows, Rows, SkipTally, evaluation_dataset
+from ..data.images import BadImage
+from ..data.sources import CaptionData, Example
+from ..experiment.spec import ExperimentSpec
+from ..model import generation
+from ..runtime import distributed, interrupts
+from . import evidence
 from .metrics import (
     DocumentFrequency,
     ImageScores,
@@ -24,7 +28,6 @@ from .metrics import (
     resolve_cider_df,
     score_images,
 )
-from .spec import ExperimentSpec
 
 RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> one input row per example
 

@@ -32,10 +32,18 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from . import locks, secrecy, tracking
-from .serving import ARTIFACT_KEY, CARD_KEY, DEFAULT_GENERATION, GENERATION_KEY, example_image_base64, signature
+from .. import tracking
+from ..runtime import locks, secrecy
+from ..serving.captioner import (
+    ARTIFACT_KEY,
+    CARD_KEY,
+    DEFAULT_GENERATION,
+    GENERATION_KEY,
+    example_image_base64,
+    signature,
+)
 
-MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
+MODEL_CODE = Path(__file__).parent.parent / "serving" / "pyfunc_model.py"  # what MLflow runs to load a version (models-from-code)
 ADAPTER_KEY = "adapter"  # a LoRA version's adapter alone, beside the merged model
 PROMOTE_LOCK_TIMEOUT_S = 300  # loading a real BLIP for the check takes seconds to a minute
 PROMOTE_ATTEMPTS = 5  # judgements against a holder that another promote replaced meanwhile
@@ -68,7 +76,7 @@ def log_and_register(model_dir: Path, *, registered_model: str, run_id: str, tag
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ValueError(f"{adapter_dir} holds no LoRA adapter (no adapter_config.json): pass the trial's adapter "
                          "folder (beside its model_dir), or none")
-    from .progress import no_weight_progress_bars  # transformers: not for promote's sake
+    from ..runtime.progress import no_weight_progress_bars  # transformers: not for promote's sake
 
     with tracking.no_artifact_progress_bar(), no_weight_progress_bars():  # MLflow loads the model back to check it
         model_info = _log_in_run(run_id, lambda: _log_pyfunc(model_dir, generation, adapter_dir, card))

@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import assess, catalog, environment, eval_cache, evidence, precision, registry, tracking, trainer_args
-from .data import load_data, manifest
-from .spec import ExperimentSpec
-from .train import train_trial
+from .. import registry, tracking
+from ..data import load_data, manifest
+from ..experiment import catalog, trainer_args
+from ..experiment.spec import ExperimentSpec
+from ..model import precision
+from ..runtime import environment
+from ..scoring import assess, eval_cache, evidence
+from ..training.train import train_trial
 
 REPRODUCES_TAG = "blipexp.reproduces"
 VARIANT_TAG = "blipexp.rerun_variant"  # on a variant rerun's run: what it changed

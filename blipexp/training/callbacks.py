@@ -23,8 +23,9 @@ from typing import Any, NoReturn
 import psutil
 from transformers import TrainerCallback
 
-from . import distributed, tracking
-from .metrics import CONSOLE_KEYS
+from .. import tracking
+from ..runtime import distributed
+from ..scoring.metrics import CONSOLE_KEYS
 
 EpochListener = Callable[[int, dict[str, float]], None]
 

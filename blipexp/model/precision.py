@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from . import environment, locks
+from ..runtime import environment, locks
 
 PROBE_VERSION = 1  # bump when the probe changes: cached results of another version are measured again
 MARGIN = 1.15  # bf16 must be this many times faster: the same probe has read 165 vs 165 and 381 vs 160 GFLOP/s here
@@ -168,7 +168,7 @@ def _config(spec):
     """The model's BlipConfig without its weights."""
     from transformers import BlipConfig
 
-    from .spec import TINY_MODEL, TINY_RANDOM_MODEL
+    from ..experiment.spec import TINY_MODEL, TINY_RANDOM_MODEL
     from .tiny import tiny_config
 
     if spec.model in (TINY_MODEL, TINY_RANDOM_MODEL):  # the widths are fixed; the vocabulary does not matter here

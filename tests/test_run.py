@@ -2,11 +2,13 @@
 import mlflow
 import pytest
 
-from blipexp import eval_cache, registry, runner, tracking
+from blipexp import registry, tracking
+from blipexp.cli import run as runner
 from blipexp.data import load_data
-from blipexp.search_space import Choice, FloatRange
-from blipexp.spec import ExperimentSpec
-from blipexp.train import train_trial
+from blipexp.experiment.search_space import Choice, FloatRange
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.scoring import eval_cache
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from . import distributed, environment, eval_cache, generation, interrupts, precision, pretrain, tracking
-from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
-from .data import manifest
-from .data.collator import CaptionCollator
-from .data.features import (
+from .. import tracking
+from ..data import manifest
+from ..data.collator import CaptionCollator
+from ..data.features import (
     CaptionDataset,
     PixelRows,
     Rows,
@@ -28,8 +27,15 @@ from .data.features import (
     fits_in_memory,
     training_dataset,
 )
-from .data.sources import CaptionData, Example
-from .evaluation import (
+from ..data.sources import CaptionData, Example
+from ..experiment.spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
+from ..model import generation, precision, pretrain
+from ..model.feature_cache import FeatureCache
+from ..model.modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
+from ..runtime import distributed, environment, interrupts
+from ..runtime.progress import no_weight_progress_bars
+from ..scoring import eval_cache
+from ..scoring.evaluation import (
     RowsFor,
     SampleCaptions,
     SplitScores,
@@ -40,16 +46,8 @@ from .evaluation import (
     score_split,
     validation_subset,
 )
-from .feature_cache import FeatureCache
-from .modeling import (
-    PreparedModel,
-    adapter_dir,
-    load_model_and_processor,
-    prepare_for_training,
-)
-from .progress import no_weight_progress_bars
+from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
-from .spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
 from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
 
 

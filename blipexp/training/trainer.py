@@ -7,12 +7,13 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from . import distributed, generation, interrupts, progress
-from .data.collator import IGNORE_INDEX, SKIP_KEYS
-from .data.features import SkipTally, fits_in_memory
-from .data.sources import CaptionData
-from .data.survey import available_cores
-from .spec import ExperimentSpec
+from ..data.collator import IGNORE_INDEX, SKIP_KEYS
+from ..data.features import SkipTally, fits_in_memory
+from ..data.sources import CaptionData
+from ..data.survey import available_cores
+from ..experiment.spec import ExperimentSpec
+from ..model import generation
+from ..runtime import distributed, interrupts, progress
 
 
 class CaptionTrainer(Seq2SeqTrainer):

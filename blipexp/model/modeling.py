@@ -17,12 +17,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from .data.sources import CaptionData
+from ..data.hub import NotAHubId, hub_answers, looks_like_path
+from ..data.sources import CaptionData
+from ..experiment.spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
+from ..runtime.progress import no_weight_progress_bars
 from .feature_cache import FeatureCache, PassThroughVision
-from .hub import NotAHubId, hub_answers, looks_like_path
 from .pretrain import load_pretrained_tiny
-from .progress import no_weight_progress_bars
-from .spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
 from .tiny import build_tiny_model, build_tiny_processor, extend_vocabulary
 
 MODEL_FIXES = ("Fix: run with --tiny (offline preset), or --set model=/path/to/folder (a folder saved with "

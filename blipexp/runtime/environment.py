@@ -27,7 +27,7 @@ PACKAGES = ("torch", "transformers", "accelerate", "datasets", "mlflow", "optuna
 PARAM_PACKAGES = ("torch", "transformers")  # also logged as params (env_torch, ...): the run table's columns
 UNTRACKED_DIFF_MAX_BYTES = 256 * 1024  # an untracked file larger than this is named in the diff, not copied
 EXPERIMENTS_DIR = "experiments"  # the checkout's experiments folder: its .py files are copied into the diff
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 GIT_TIMEOUT_S = 10
 
 
@@ -151,7 +151,7 @@ def current(precision_used: str | None = None, git: Checkout | None = None) -> d
     """This process's environment as environment.json holds it; `precision_used`: what the run trains in."""
     import torch
 
-    from .data.survey import available_cores
+    from ..data.survey import available_cores
 
     git = git or checkout()
     name, flags = cpu()

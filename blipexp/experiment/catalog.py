@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .spec import ExperimentSpec
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def experiments_dir(explicit: str | os.PathLike | None = None) -> Path:

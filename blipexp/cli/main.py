@@ -11,8 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from . import catalog, interrupts
-from .spec import ExperimentSpec
+from ..experiment import catalog
+from ..experiment.spec import ExperimentSpec
+from ..runtime import interrupts
 
 # No usage data leaves the machine from a blipexp command: MLflow's and the Hugging Face Hub's telemetry are off
 # unless the user has set these variables. Set by the command line, not by importing blipexp as a library.
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a tracking server's 401 or 403 met mid-command, a diverging run: one line too
-        from .access import refusal  # imports MLflow: only once something failed
-        from .callbacks import NonFiniteMetric
+        from ..tracking.access import refusal  # imports MLflow: only once something failed
+        from ..training.callbacks import NonFiniteMetric
 
         if isinstance(exc, NonFiniteMetric):  # what went non-finite, where, and the fix; its run ended FAILED
             print(f"\nerror: {exc}", file=sys.stderr)  # on a line of its own, after the progress bar
@@ -204,7 +205,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_experiment  # heavy imports (torch, transformers) only when training
+    from .run import run_experiment  # heavy imports (torch, transformers) only when training
 
     spec = resolve_spec(args)
     if args.trials is not None:
@@ -236,9 +237,9 @@ def resume_command(argv: list[str]) -> str:
 
     A --storage or --tracking-uri URL with a password is not repeated (on screen, in the shell history): the
     command reads it from its environment variable instead, and a comment says to export it (password masked)."""
-    from .secrecy import password_masked
-    from .sweep.study import STORAGE_ENV
-    from .tracking import TRACKING_URI_ENV
+    from ..runtime.secrecy import password_masked
+    from ..sweep.study import STORAGE_ENV
+    from ..tracking import TRACKING_URI_ENV
 
     variables = {"--storage": STORAGE_ENV, "--tracking-uri": TRACKING_URI_ENV}
     args, hidden, words = [], {}, iter(argv)
@@ -261,14 +262,14 @@ def resume_command(argv: list[str]) -> str:
 
 
 def _registry(args: argparse.Namespace):
-    from . import registry, tracking
+    from .. import registry, tracking
 
     tracking.configure(_home(args))
     return registry
 
 
 def _serving(args: argparse.Namespace):
-    from . import serving, tracking
+    from .. import serving, tracking
 
     tracking.configure(_home(args))
     return serving
@@ -282,7 +283,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    from . import assess
+    from ..scoring import assess
 
     _check_may_promote(args)
     judge = assess.promotion_judge(_home(args), args.require, args.alpha, tuple(args.overrides))
@@ -293,7 +294,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def _judged(args: argparse.Namespace, names: list[str]):
     """The models named, resolved in the configured store; --experiment (with --tiny) names the data of a folder or
     base model, and a bare experiment name is one's base model."""
-    from . import assess, tracking
+    from .. import tracking
+    from ..scoring import assess
 
     home = _home(args)
     tracking.configure(home)
@@ -320,7 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evidence import check_alpha
+    from ..scoring.evidence import check_alpha
 
     assess, home, (a, b) = _judged(args, [args.a, args.b])
     check_alpha(args.alpha)
@@ -331,13 +333,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _check_may_promote(args: argparse.Namespace) -> None:
     """Refuse an account that may not move the alias before anything is compared, loaded or changed."""
-    from . import access, tracking
+    from .. import tracking
+    from ..tracking import access
 
     access.require_alias(tracking.current_uri(), args.name, args.alias)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from . import assess, rerun
+    from ..scoring import assess
+    from . import rerun
 
     try:
         with interrupts.stop_at_safe_points():
@@ -365,8 +369,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from . import secrecy, tracking
-    from .access import LOOPBACK
+    from .. import tracking
+    from ..runtime import secrecy
+    from ..tracking.access import LOOPBACK
 
     if args.host not in LOOPBACK:
         print(f"warning: the MLflow UI has no authentication; binding {args.host} exposes every run and model "
@@ -396,10 +401,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna
     import optuna_dashboard
 
-    from .access import LOOPBACK
-    from .secrecy import masked
-    from .sweep import optuna_storage, storage_url, study_name
-    from .sweep.study import JOURNAL
+    from ..runtime.secrecy import masked
+    from ..sweep import optuna_storage, storage_url, study_name
+    from ..sweep.study import JOURNAL
+    from ..tracking.access import LOOPBACK
 
     spec = resolve_spec(args)
     if not spec.search_space():
@@ -427,7 +432,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _home(args: argparse.Namespace) -> Path:
-    from .tracking import resolve_home
+    from ..tracking import resolve_home
 
     return resolve_home(args.home)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from . import access, distributed, generation, locks, resume, tracking
-from .data import CaptionData, load_data
-from .evaluation import LoggedScores, intervals_note
-from .spec import ExperimentSpec
-from .train import TrialResult, train_trial
+from .. import tracking
+from ..data import CaptionData, load_data
+from ..experiment.spec import ExperimentSpec
+from ..model import generation
+from ..runtime import distributed, locks
+from ..scoring.evaluation import LoggedScores, intervals_note
+from ..tracking import access
+from ..training import resume
+from ..training.train import TrialResult, train_trial
 
 
 def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *, storage: str | None = None,
@@ -49,7 +53,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
 def _register_once(spec: ExperimentSpec, data: CaptionData, result: TrialResult):
     """A single run's model, registered inside its run (a stop while logging it leaves the run resumable); a
     resumed run stopped after registering keeps the version it has."""
-    from .registry import version_of_run
+    from ..registry.register import version_of_run
 
     return (version_of_run(spec.registered_model, result.run_id)
             or register_trial_model(spec, data, result.model_dir, result.run_id, {}))
@@ -68,10 +72,12 @@ def register_trial_model(spec: ExperimentSpec, data: CaptionData, model_dir: Pat
     (registry.log_and_register) as a new version of spec.registered_model.
 
     `spec` holds the values the model was trained with (for a sweep: the best trial's)."""
-    from . import environment, eval_cache, model_card
-    from .evaluation import SplitScores
-    from .modeling import adapter_dir
-    from .registry import log_and_register
+    from ..model.modeling import adapter_dir
+    from ..registry import model_card
+    from ..registry.register import log_and_register
+    from ..runtime import environment
+    from ..scoring import eval_cache
+    from ..scoring.evaluation import SplitScores
 
     run = tracking.Run(run_id).read()
     validation, test = LoggedScores.of(run, "validation"), LoggedScores.of(run, "test")
@@ -130,14 +136,14 @@ def _open_storage(spec: ExperimentSpec, home: Path, url: str | None):
     journal file in home."""
     if not spec.search_space():
         return None
-    from . import sweep
+    from .. import sweep
 
     return sweep.optuna_storage(home, sweep.storage_url(url))
 
 
 def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool, storage) -> int:
-    from . import sweep
-    from .sweep import confirm
+    from .. import sweep
+    from ..sweep import confirm
 
     result = sweep.run_sweep(spec, data, home, new=new_study, storage=storage)
     print("\n" + sweep.summary_table(result.study))
@@ -177,7 +183,7 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
 def _confirm(spec: ExperimentSpec, data: CaptionData, home: Path, result, version) -> None:
     """confirm_seeds (sweep/confirm.py): the best parameters with fresh seeds, each trained by one worker; the
     worker that logs the spread prints it."""
-    from .sweep import confirm
+    from ..sweep import confirm
 
     spread = confirm.confirm_seeds(spec, data, home, result.study, result.best_trial, result.parent_run_id, version)
     if spread is None:
@@ -198,7 +204,7 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):
-    from .registry import version_tagged
+    from ..registry.register import version_tagged
 
     return version_tagged(spec.registered_model, "sweep_run_id", sweep_run_id)
 

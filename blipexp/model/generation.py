@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from .spec import ExperimentSpec
+from ..experiment.spec import ExperimentSpec
 
 if TYPE_CHECKING:
     import torch

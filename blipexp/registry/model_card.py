@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from .data import CaptionData
-from .environment import device_text
-from .evaluation import LoggedScores
-from .spec import PITCH_DATASET, ExperimentSpec
+from ..data import CaptionData
+from ..experiment.spec import PITCH_DATASET, ExperimentSpec
+from ..runtime.environment import device_text
+from ..scoring.evaluation import LoggedScores
 
 SHOWN_METRICS = ("cider", "bleu4", "rougeL", "loss")  # the results table's rows, in this order, where measured
 

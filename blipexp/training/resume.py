@@ -16,8 +16,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import liveness, precision, tracking
-from .spec import ExperimentSpec
+from .. import tracking
+from ..experiment.spec import ExperimentSpec
+from ..model import precision
+from ..runtime import liveness
 
 RESUME_KEY_TAG = "blipexp.resume_key"
 HOST_TAG = "blipexp.host"

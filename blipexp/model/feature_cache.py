@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from . import progress
-from .data.features import CaptionDataset, PixelRows
-from .data.images import BadImage
-from .data.sources import CaptionData, Example
+from ..data.features import CaptionDataset, PixelRows
+from ..data.images import BadImage
+from ..data.sources import CaptionData, Example
+from ..runtime import progress
 
 ENCODE_BATCH = 32  # images per vision-encoder forward pass when filling the cache
 
@@ -181,7 +181,7 @@ class FeatureCache:
 
 
 def _stack(items: list[dict]) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    from .data.images import REASONS
+    from ..data.images import REASONS
 
     failures = [(i, REASONS[item["bad_reason"]]) for i, item in enumerate(items) if not item["usable"]]
     return torch.stack([item["pixel_values"] for item in items]), failures

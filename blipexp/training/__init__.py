@@ -1,0 +1,2 @@
+"""One trial: the recipe from a spec and data to a trained, scored and logged model; the Trainer as blipexp runs
+it, its callbacks, and resuming an interrupted run. Imports runtime, experiment, data, model, scoring, tracking."""

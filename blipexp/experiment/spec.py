@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..scoring.metrics import METRIC_KEYS
 from . import trainer_args
 from .fields import (
     arg,
@@ -27,6 +26,7 @@ from .fields import (
     require,
     type_name,
 )
+from .metric_keys import LOWER_IS_BETTER, OBJECTIVES
 from .search_space import SearchDim, check_space
 
 HUB_MODEL = "Salesforce/blip-image-captioning-base"
@@ -34,8 +34,6 @@ HUB_DATASET = "ybelkada/football-dataset"
 TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipConfig, pretrained on generated scenes
 TINY_RANDOM_MODEL = "tiny-random"  # the same architecture from random weights (comparisons with the pretrained start)
 PITCH_DATASET = "pitch"  # the embedded, generated football scenes
-OBJECTIVES = METRIC_KEYS + ("loss",)
-LOWER_IS_BETTER = frozenset({"loss"})  # objectives where smaller wins; every caption metric is higher-is-better
 # lora_targets presets: names of BlipForConditionalGeneration's Linear layers (the tiny preset and BLIP-base alike)
 _DECODER_ATTENTION = (r"text_decoder\.bert\.encoder\.layer\.\d+\.(attention|crossattention)\."
                       r"(self\.(query|key|value)|output\.dense)")

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import METRIC_KEYS, ImageScores
+from ..experiment.metric_keys import METRIC_KEYS
+from .metrics import ImageScores
 
 LEVEL = 0.95  # the intervals' coverage
 ALPHA = 0.05  # the significance level a verdict uses unless told otherwise

@@ -12,9 +12,9 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from .. import tracking
+from ..experiment.metric_keys import METRIC_KEYS
 from ..experiment.spec import ExperimentSpec
 from ..scoring import evidence
-from ..scoring.metrics import METRIC_KEYS
 from .study import FINAL_STATES, best_trial
 
 

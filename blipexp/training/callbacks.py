@@ -24,8 +24,8 @@ import psutil
 from transformers import TrainerCallback
 
 from .. import tracking
+from ..experiment.metric_keys import CONSOLE_KEYS
 from ..runtime import distributed
-from ..scoring.metrics import CONSOLE_KEYS
 
 EpochListener = Callable[[int, dict[str, float]], None]
 

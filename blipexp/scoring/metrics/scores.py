@@ -1,8 +1,8 @@
 """Caption metrics: BLEU-1..4, ROUGE-L and CIDEr-D as in the COCO caption evaluation, fully offline.
 
-`METRICS` is the one list of caption metrics: the keys `caption_scores` returns, the objectives a spec
-may select (spec.OBJECTIVES), the val_<key> metrics logged each epoch and the console's line (CONSOLE_KEYS)
-all derive from it. Adding a metric: its scorer in the local `evaluate` module and its row in METRICS.
+`METRICS` (experiment/metric_keys.py) is the one list of caption metrics: the keys `caption_scores` returns, the
+objectives a spec may select, the val_<key> metrics logged each epoch and the console's line all derive from it.
+Adding a metric: its scorer in the local `evaluate` module and its row in METRICS.
 
 `caption_scores` normalises predictions and references with `normalize_caption` (a pure-Python
 stand-in for pycocoevalcap's PTBTokenizer, which needs Java) and scores them with one local `evaluate`
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...experiment.metric_keys import METRIC_KEYS, METRICS
+
 if TYPE_CHECKING:
     import evaluate
     import numpy as np
@@ -36,10 +38,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CIDER_DF_AUTO_MIN_IMAGES",
     "CIDER_DF_SETTINGS",
-    "CONSOLE_KEYS",
-    "METRICS",
-    "METRIC_KEYS",
-    "CaptionMetric",
     "DocumentFrequency",
     "ImageScores",
     "caption_scores",
@@ -49,32 +47,6 @@ __all__ = [
     "score_images",
 ]
 
-
-@dataclass(frozen=True)
-class CaptionMetric:
-    """One key of `caption_scores`: logged as val_<key> each epoch, selectable as a spec's objective_metric."""
-
-    description: str  # what it measures and its range
-    console: int = 0  # its place in the per-epoch console line after the loss (1 = first); 0: not shown
-
-
-# The caption metrics, in the order they are returned and listed. The local evaluate module computes each key.
-METRICS: dict[str, CaptionMetric] = {
-    "bleu1": CaptionMetric("BLEU-1: corpus unigram precision with brevity penalty, 0..1"),
-    "bleu2": CaptionMetric("BLEU-2: corpus BLEU up to bigrams, 0..1"),
-    "bleu3": CaptionMetric("BLEU-3: corpus BLEU up to trigrams, 0..1"),
-    "bleu4": CaptionMetric("BLEU-4: corpus BLEU up to 4-grams, 0..1", console=2),
-    "rougeL": CaptionMetric("ROUGE-L: longest common subsequence F-measure with the best reference, "
-                            "mean over images, 0..1", console=3),
-    "cider": CaptionMetric("CIDEr-D with the idf of a reference corpus when one is given, else cider_coco; "
-                           "0..10", console=1),
-    "cider_coco": CaptionMetric("CIDEr-D as pycocoevalcap computes it: idf from the scored set (0 on one image); "
-                                "0..10"),
-}
-METRIC_KEYS = tuple(METRICS)
-# The per-epoch console line: the validation loss (the Trainer's, not a caption metric), then the shown metrics.
-CONSOLE_KEYS = ("loss", *sorted((key for key, metric in METRICS.items() if metric.console),
-                                key=lambda key: METRICS[key].console))
 
 CIDER_DF_SETTINGS = ("auto", "split", "corpus")
 # "auto" scores sets smaller than this with corpus df. Measured on generated pitch captions (Kendall tau

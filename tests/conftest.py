@@ -22,7 +22,7 @@ EXPERIMENTS = REPO / "experiments"
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject's addopts): a worker per core this process may use, at most MAX_WORKERS (each worker
     holds torch, transformers and MLflow, and its tests start servers and training processes of their own)."""
-    from blipexp.data.survey import available_cores
+    from blipexp.runtime.environment import available_cores
 
     return min(available_cores(), MAX_WORKERS)
 
@@ -42,7 +42,7 @@ def share_cores_among_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         return
-    from blipexp.data.survey import available_cores
+    from blipexp.runtime.environment import available_cores
 
     threads = str(max(1, available_cores() // workers))
     for name in THREAD_VARIABLES:
@@ -72,7 +72,7 @@ def pretrained_tiny_cache() -> Path:
     itself unset it. One worker builds it under the cache's lock with every core (the others wait on that lock)."""
     import torch
 
-    from blipexp.data.survey import available_cores
+    from blipexp.runtime.environment import available_cores
     from blipexp.model import pretrain
 
     shared = Path(os.environ[pretrain.CACHE_VARIABLE])

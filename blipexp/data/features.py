@@ -15,6 +15,8 @@ from typing import Protocol
 
 import torch
 
+from ..experiment.spec import ExperimentSpec
+from ..runtime.environment import available_cores
 from .images import REASONS, BadImage
 from .sources import CaptionData, Example
 
@@ -68,6 +70,16 @@ def fits_in_memory(n_images: int, image_processor) -> bool:
     """Whether a split's pixel values are small enough to keep (fp32) instead of decoding them every epoch."""
     channels, height, width = pixel_shape(image_processor)
     return n_images * channels * height * width * 4 <= MEMO_BYTES
+
+
+def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cached: bool) -> int:
+    """The spec's number, or for "auto" (-1): none when decoding is not the work (cached features, or pixels
+    small enough to keep after the first epoch), else one process per core but one, up to 4."""
+    if spec.dataloader_workers >= 0:
+        return spec.dataloader_workers
+    if cached or fits_in_memory(len(data.train), processor.image_processor):
+        return 0
+    return max(1, min(4, available_cores() - 1))
 
 
 class CaptionDataset(torch.utils.data.Dataset):

@@ -62,8 +62,3 @@ def captions(model, tokenizer, pixel_values: torch.Tensor, settings: dict[str, A
         ids = generate(model, tokenizer, pixel_values, settings)
     return [text.strip() for text in tokenizer.batch_decode(ids.cpu(), skip_special_tokens=True)]
 
-
-def prompt_length(tokenizer, prompt: str) -> int:
-    """Positions the prompt takes at the start of a training caption: [CLS] (made [DEC]) and its tokens."""
-    prompt = prompt.strip()
-    return len(tokenizer(prompt)["input_ids"]) - 1 if prompt else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -147,11 +148,14 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under a job scheduler), at least 1."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 def current(precision_used: str | None = None, git: Checkout | None = None) -> dict[str, Any]:
     """This process's environment as environment.json holds it; `precision_used`: what the run trains in."""
     import torch
-
-    from ..data.survey import available_cores
 
     git = git or checkout()
     name, flags = cpu()

@@ -226,7 +226,7 @@ def _score(folder: Path, data, examples, split: str, spec: ExperimentSpec, setti
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     from ..runtime.progress import no_weight_progress_bars
-    from ..training.trainer import dataloader_workers
+    from ..data.features import dataloader_workers
     from .evaluation import score_split
 
     with no_weight_progress_bars():

@@ -45,6 +45,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from ..data.collator import prompt_length
 from ..model import generation
 from ..runtime.progress import no_weight_progress_bars
 from ..tracking import access
@@ -139,7 +140,7 @@ class BlipCaptioner(mlflow.pyfunc.PythonModel):
         """The registered generation settings with the request's params over them, checked (BadRequest)."""
         return serve_settings.request_settings(
             self.generation, params, self.limits,
-            prompt_positions=lambda prompt: generation.prompt_length(self.processor.tokenizer, prompt),
+            prompt_positions=lambda prompt: prompt_length(self.processor.tokenizer, prompt),
             positions=self.model.config.text_config.max_position_embeddings)
 
     def _caption_batch(self, key: str, pixels: list) -> list[str]:

@@ -24,6 +24,7 @@ from ..data.features import (
     Rows,
     SkipTally,
     evaluation_dataset,
+    dataloader_workers,
     fits_in_memory,
     training_dataset,
 )
@@ -48,7 +49,7 @@ from ..scoring.evaluation import (
 )
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
-from .trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
+from .trainer import CaptionTrainer, build_trainer, training_arguments
 
 
 @dataclass

@@ -8,9 +8,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, Trai
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..data.collator import IGNORE_INDEX, SKIP_KEYS
-from ..data.features import SkipTally, fits_in_memory
-from ..data.sources import CaptionData
-from ..data.survey import available_cores
+from ..data.features import SkipTally
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
 from ..runtime import distributed, interrupts, progress
@@ -121,16 +119,6 @@ def build_trainer(spec: ExperimentSpec, args: Seq2SeqTrainingArguments, *, model
     if echo and progress.on_terminal():  # elsewhere each redraw would be a line: the epoch lines say enough
         trainer.add_callback(_BarOnly())
     return trainer
-
-
-def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cached: bool) -> int:
-    """The spec's number, or for "auto" (-1): none when decoding is not the work (cached features, or pixels
-    small enough to keep after the first epoch), else one process per core but one, up to 4."""
-    if spec.dataloader_workers >= 0:
-        return spec.dataloader_workers
-    if cached or fits_in_memory(len(data.train), processor.image_processor):
-        return 0
-    return max(1, min(4, available_cores() - 1))
 
 
 def training_arguments(spec: ExperimentSpec, output_dir: Path, steps_per_epoch: int, echo: bool,

@@ -72,8 +72,8 @@ def pretrained_tiny_cache() -> Path:
     itself unset it. One worker builds it under the cache's lock with every core (the others wait on that lock)."""
     import torch
 
-    from blipexp.runtime.environment import available_cores
     from blipexp.model import pretrain
+    from blipexp.runtime.environment import available_cores
 
     shared = Path(os.environ[pretrain.CACHE_VARIABLE])
     threads = torch.get_num_threads()

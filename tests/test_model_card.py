@@ -7,8 +7,8 @@ from blipexp.data import CaptionData
 from blipexp.experiment.search_space import FloatRange
 from blipexp.experiment.spec import ExperimentSpec
 from blipexp.registry import model_card
-from blipexp.scoring.evaluation import LoggedScores
 from blipexp.scoring.evidence import Interval
+from blipexp.tracking.scores import LoggedScores
 
 VALIDATION = LoggedScores("validation", {"cider": 1.25, "bleu4": 0.31, "loss": 0.8}, {"cider": Interval(1.0, 1.5)},
                           "bs:1000|seed:42|idf:split|images:8")

@@ -19,7 +19,7 @@ from blipexp.experiment.spec import ExperimentSpec
 from blipexp.registry import model_card
 from blipexp.registry import register as registry
 from blipexp.runtime import locks
-from blipexp.scoring.evaluation import LoggedScores
+from blipexp.tracking.scores import LoggedScores
 from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow

@@ -227,14 +227,14 @@ def test_sample_rows_are_written_at_most_every_flush_seconds_and_all_when_traini
     """On the table's own clock each epoch takes 20 s, however long it takes on this machine: with 30 s between
     writes epoch 0's rows are written at once (they store the pictures), epochs 1 and 2's together once 30 s have
     passed, epoch 3's when training ends."""
-    from blipexp.scoring import evaluation
-    from blipexp.scoring.evaluation import SampleCaptions
+    from blipexp.training import samples
+    from blipexp.training.samples import SampleCaptions
 
     spec, data, _, _, home = trained
     tracking.configure(home)
     monkeypatch.setattr(tracking, "WRITE_EVERY_SECONDS", flush_seconds)
     now = [0.0]
-    monkeypatch.setattr(evaluation, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(samples, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     log_epoch, write, tables = SampleCaptions.log_epoch, tracking.Run.table, []
 
     def epoch_of_20_s(self, epoch, metrics):

@@ -9,8 +9,9 @@ from ..data import CaptionData, load_data
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
 from ..runtime import distributed, locks
-from ..scoring.evaluation import LoggedScores, intervals_note
+from ..scoring.evaluation import intervals_note
 from ..tracking import access
+from ..tracking.scores import LoggedScores
 from ..training import resume
 from ..training.train import TrialResult, train_trial
 

@@ -17,7 +17,7 @@ import yaml
 from ..data import CaptionData
 from ..experiment.spec import PITCH_DATASET, ExperimentSpec
 from ..runtime.environment import device_text
-from ..scoring.evaluation import LoggedScores
+from ..tracking.scores import LoggedScores
 
 SHOWN_METRICS = ("cider", "bleu4", "rougeL", "loss")  # the results table's rows, in this order, where measured
 

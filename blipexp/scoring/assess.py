@@ -225,8 +225,8 @@ def _score(folder: Path, data, examples, split: str, spec: ExperimentSpec, setti
     import torch
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    from ..runtime.progress import no_weight_progress_bars
     from ..data.features import dataloader_workers
+    from ..runtime.progress import no_weight_progress_bars
     from .evaluation import score_split
 
     with no_weight_progress_bars():

@@ -1,24 +1,21 @@
 """Scoring captions: generation-based metrics for the Trainer's epochs, validation subsets, picking the best epoch,
-CIDEr's document frequency, scoring a whole split as the model is served (per image, with intervals), and the
-tables of captions."""
+CIDEr's document frequency, scoring a whole split as the model is served (per image, with intervals). A trial's
+tables of sample captions are training/samples.py's; a run's logged final scores, tracking/scores.py's."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import tracking
 from ..data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
 from ..data.features import PixelRows, Rows, SkipTally, evaluation_dataset
-from ..data.images import BadImage
 from ..data.sources import CaptionData, Example
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
-from ..runtime import distributed, interrupts
+from ..runtime import interrupts
 from . import evidence
 from .metrics import (
     DocumentFrequency,
@@ -33,14 +30,15 @@ RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> 
 
 
 def compute_metrics_for(tokenizer, references: list[list[str]], document_frequency: DocumentFrequency | None = None,
-                        samples: SampleCaptions | None = None):
-    """`samples`: handed each evaluation's captions (the per-epoch sample table reuses them: no extra generation)."""
+                        remember: Callable[[list[str]], None] | None = None):
+    """`remember`: handed each evaluation's captions (the per-epoch sample table reuses them: no extra
+    generation)."""
     def compute_metrics(eval_pred) -> dict[str, float]:
         predictions = decode(tokenizer, eval_pred.predictions)
         assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
                                                      "references: evaluation order must match them")
-        if samples is not None:
-            samples.remember(predictions)
+        if remember is not None:
+            remember(predictions)
         # an image found unusable while evaluating has every label masked: it is left out of the scores
         usable = (np.asarray(eval_pred.label_ids) != IGNORE_INDEX).any(axis=1)
         kept = [i for i, ok in enumerate(usable) if ok]
@@ -82,107 +80,6 @@ def cider_document_frequency(spec: ExperimentSpec, data: CaptionData, n_scored: 
               f"{spec.cider_df}; {n_scored} scored image(s) are too few for their own). cider_coco keeps "
               "pycocoevalcap's value.", flush=True)
     return corpus_document_frequency(corpus)
-
-
-def log_samples(run: tracking.Run, data: CaptionData, validation: SplitScores, count: int) -> None:
-    """A table of the first `count` validation images with the final model's caption next to the references
-    (`val_samples.json`): the final validation's own captions, the pictures decoded again for the table."""
-    position = {key: i for i, key in enumerate(validation.keys)}
-    shown = [(e, image) for _, e, image in _usable_images(data, data.validation, count) if e.key in position]
-    if not shown:
-        return
-    run.table(
-        data={
-            "image": [image for _, image in shown],
-            "key": [e.key for e, _ in shown],
-            "prediction": [validation.predictions[position[e.key]] for e, _ in shown],
-            "references": [" | ".join(e.captions) for e, _ in shown],
-        },
-        artifact_file="val_samples.json",
-    )
-
-
-def caption_images(model, processor, images: list, spec: ExperimentSpec) -> list[str]:
-    """The model's captions for a few images, decoded as the spec says."""
-    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    model.eval()
-    return generation.captions(model, processor.tokenizer, pixels.to(model.device), generation.settings(spec))
-
-
-def _usable_images(data: CaptionData, examples: Sequence[Example], count: int) -> list[tuple[int, Example, object]]:
-    """(position in examples, example, decoded image) of the first `count` examples whose image still decodes."""
-    shown = []
-    for position, example in enumerate(examples):
-        if len(shown) == count:
-            break
-        try:
-            shown.append((position, example, data.image(example)))
-        except BadImage:  # unusable since the first look: counted by the evaluation, not shown
-            continue
-    return shown
-
-
-class SampleCaptions:
-    """The per-epoch table of sample captions (`val_samples_by_epoch.json`): the same first `sample_captions`
-    images of the per-epoch validation set at every epoch, 0 (untrained) included, one row per image and epoch
-    (image, key, epoch, prediction, references), appended as training goes so the UI shows the captions evolve.
-
-    The captions are the epoch's own evaluation's (handed over by compute_metrics): no extra generation, except
-    for epoch 0 when its scores were reused from an earlier trial (then only these few images are captioned).
-
-    The first epoch's rows are written at once (they store the pictures); later rows at most every
-    tracking.WRITE_EVERY_SECONDS, and by `flush` when training ends, pruned or not. A write costs about 0.05 s
-    against a tiny epoch's 0.4 s (BENCHMARKS.md); on BLIP-base, where an epoch takes minutes, every epoch is still
-    written as it ends."""
-
-    ARTIFACT = "val_samples_by_epoch.json"
-
-    def __init__(self, data: CaptionData, examples: Sequence[Example], spec: ExperimentSpec, model, processor):
-        self.shown = _usable_images(data, examples, spec.sample_captions)
-        self.spec, self.model, self.processor = spec, model, processor
-        self._captions: list[str] | None = None  # the latest evaluation's, for the shown images
-        # the image cells the first table write stored: later epochs point at the same files (an image costs two
-        # files and most of a write: 0.09 s against 0.02 s per epoch for 8 images, measured here)
-        self._image_cells: list | None = None
-        self._pending: list[tuple[int, list[str]]] = []  # (epoch, captions) not written yet
-        self._written = 0.0  # perf_counter of the last write
-
-    def remember(self, predictions: list[str]) -> None:
-        """An evaluation's captions of every per-epoch validation image, in evaluation order."""
-        self._captions = [predictions[position] for position, _, _ in self.shown]
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """An EpochListener: add this epoch's rows to the table of the active run (main process only)."""
-        captions, self._captions = self._captions, None
-        if not self.shown or tracking.Run.active() is None or not distributed.is_main_process():
-            return
-        if captions is None:  # epoch 0's scores were reused, so nothing was generated for it here
-            captions = caption_images(self.model, self.processor, [image for _, _, image in self.shown], self.spec)
-        self._pending.append((epoch, captions))
-        if self._image_cells is None or time.perf_counter() - self._written >= tracking.WRITE_EVERY_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the rows not written yet, in one write."""
-        run = tracking.Run.active()
-        if not self._pending or run is None:
-            return
-        pending, self._pending = self._pending, []
-        assert self._image_cells is not None or len(pending) == 1, "the pictures are stored by one epoch's write"
-        images = self._image_cells or [image for _, _, image in self.shown]
-        run.table(
-            data={
-                "image": images * len(pending),
-                "key": [e.key for _, e, _ in self.shown] * len(pending),
-                "epoch": [epoch for epoch, _ in pending for _ in self.shown],
-                "prediction": [caption for _, captions in pending for caption in captions],
-                "references": [" | ".join(e.captions) for _, e, _ in self.shown] * len(pending),
-            },
-            artifact_file=self.ARTIFACT,
-        )
-        self._written = time.perf_counter()
-        if self._image_cells is None:
-            self._image_cells = run.table_cells(self.ARTIFACT, "image")[-len(self.shown):]
 
 
 # --------------------------------------------------------------------------- a split scored as the model is served
@@ -286,36 +183,6 @@ def score_split(model, processor, data: CaptionData, examples: Sequence[Example]
     return SplitScores(split=split, keys=[e.key for e in kept], predictions=predictions, references=references,
                        metrics={**metrics, "loss": loss_sum / loss_items}, images=images,
                        idf="corpus" if document_frequency else "split")
-
-
-# --------------------------------------------------------------------------- a run's final scores, as logged
-
-FINAL_PREFIXES = {"validation": "best_val_", "test": "test_"}  # a trial's final metrics, by split
-CI_SUFFIXES = ("_ci_low", "_ci_high")
-
-
-@dataclass(frozen=True)
-class LoggedScores:
-    """A run's final scores of one split as its metrics and tags hold them: values, 95% intervals, signature."""
-
-    split: str
-    metrics: dict[str, float]
-    intervals: dict[str, evidence.Interval]
-    signature: str
-
-    @classmethod
-    def of(cls, run, split: str) -> "LoggedScores":
-        """From a run read from the store (`tracking.Run.read()`)."""
-        prefix, logged = FINAL_PREFIXES[split], run.data.metrics
-        values = {k[len(prefix):]: v for k, v in logged.items()
-                  if k.startswith(prefix) and not k.endswith(CI_SUFFIXES) and not k.startswith("best_val_subset_")}
-        intervals = {key: evidence.Interval(logged[f"{prefix}{key}_ci_low"], logged[f"{prefix}{key}_ci_high"])
-                     for key in values if f"{prefix}{key}_ci_low" in logged}
-        return cls(split, values, intervals, run.data.tags.get(f"{prefix}signature", ""))
-
-    def line(self) -> str:
-        """'cider 4.6500 [3.92, 5.40]  bleu4 ...': each metric with its interval where it has one."""
-        return format_scores(self.metrics, self.intervals)
 
 
 def intervals_note(intervals: dict[str, evidence.Interval], signature: str, images: int) -> str:

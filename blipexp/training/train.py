@@ -38,17 +38,16 @@ from ..runtime.progress import no_weight_progress_bars
 from ..scoring import eval_cache
 from ..scoring.evaluation import (
     RowsFor,
-    SampleCaptions,
     SplitScores,
     best_epoch,
     cider_document_frequency,
     compute_metrics_for,
-    log_samples,
     score_split,
     validation_subset,
 )
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
+from .samples import SampleCaptions, log_samples
 from .trainer import CaptionTrainer, build_trainer, training_arguments
 
 
@@ -208,7 +207,7 @@ def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float]
     trainer = build_trainer(spec, args, model=setup.prepared.model, train_set=setup.train_set, val_set=setup.val_set,
                             collator=setup.collator,
                             compute_metrics=compute_metrics_for(setup.processor.tokenizer, setup.val_refs,
-                                                                setup.document_frequency, setup.samples),
+                                                                setup.document_frequency, setup.samples.remember),
                             callbacks=[setup.metrics_callback, *setup.stopping, *callbacks], echo=setup.echo)
     if is_main_process and not point:
         run.params({

@@ -12,12 +12,11 @@ import pytest
 from processes import free_port
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from blipexp import serving, tracking
+from blipexp import registry, serving, tracking
 from blipexp.cli import run as runner
 from blipexp.data import load_data
 from blipexp.experiment.spec import ExperimentSpec
-from blipexp.registry import model_card
-from blipexp.registry import register as registry
+from blipexp.registry import model_card, promotion
 from blipexp.runtime import locks
 from blipexp.tracking.scores import LoggedScores
 from blipexp.training.train import train_trial
@@ -459,7 +458,7 @@ def test_promotion_refuses_a_version_that_loads_but_cannot_caption(trained):
 
 
 def test_promote_gives_up_on_a_held_lock_with_a_clear_error(versions, monkeypatch):
-    monkeypatch.setattr(registry, "PROMOTE_LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(promotion, "PROMOTE_LOCK_TIMEOUT_S", 0.2)
     store = mlflow.get_registry_uri().removeprefix("sqlite:///")
     with locks.file_lock(f"{store}.promote.lock"):  # as another promote would hold it
         with pytest.raises(ValueError, match=r"held the lock .*\.promote\.lock for over 0.2 s: wait"):

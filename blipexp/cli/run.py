@@ -54,7 +54,7 @@ def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *,
 def _register_once(spec: ExperimentSpec, data: CaptionData, result: TrialResult):
     """A single run's model, registered inside its run (a stop while logging it leaves the run resumable); a
     resumed run stopped after registering keeps the version it has."""
-    from ..registry.register import version_of_run
+    from ..registry.versions import version_of_run
 
     return (version_of_run(spec.registered_model, result.run_id)
             or register_trial_model(spec, data, result.model_dir, result.run_id, {}))
@@ -205,7 +205,7 @@ def _register_best(spec: ExperimentSpec, data: CaptionData, result):
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):
-    from ..registry.register import version_tagged
+    from ..registry.versions import version_tagged
 
     return version_tagged(spec.registered_model, "sweep_run_id", sweep_run_id)
 

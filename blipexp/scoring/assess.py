@@ -370,7 +370,7 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
     test images (its data, or the set --set dataset= names), on the objective metric; see promotion_refusal. Two
     versions that cannot be compared (other data each, images one learnt from) are refused too, so --force can
     override every refusal."""
-    from ..registry.register import Judgement
+    from ..registry.promotion import Judgement
 
     if require not in REQUIRE:
         raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")

@@ -53,6 +53,7 @@ from . import serve_settings
 from .batcher import Batcher
 from .serve_settings import BadRequest
 
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to load a version (models-from-code)
 ARTIFACT_KEY = "model"  # the HF folder's key in `artifacts`, and the logged model's name in the run
 GENERATION_KEY = "generation"  # the generation.json artifact
 CARD_KEY = "model_card"  # the model card (README.md) artifact; `export` puts it in the HF folder

@@ -83,7 +83,7 @@ def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
         log(f"evidence: `evaluate` {attempt}: {seconds[-1]:.1f} s")
-    imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import blipexp.assess, blipexp.cli"],
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import blipexp.scoring.assess, blipexp.cli"],
                              capture_output=True, text=True)
     in_process = _cached_in_process(home, overrides)
     log(f"evidence: `evaluate` cached, in process (no imports): {in_process:.2f} s")
@@ -103,7 +103,7 @@ def _cached_in_process(home: Path, overrides: Sequence[str]) -> float:
     spec = spec.with_overrides(overrides)
     tracking.configure(home)
     started = time.perf_counter()
-    evaluation = assess.evaluate(assess.resolve("football_baseline", home, spec), home, "test", echo=False)
+    evaluation = assess.evaluate(assess.base_model_target("football_baseline", spec, home), home, "test", echo=False)
     seconds = time.perf_counter() - started
     assert evaluation.cached, "the command before left this evaluation in the cache"
     return seconds

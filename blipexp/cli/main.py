@@ -283,10 +283,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    from ..scoring import assess
+    from ..registry.promotion import promotion_judge
 
     _check_may_promote(args)
-    judge = assess.promotion_judge(_home(args), args.require, args.alpha, tuple(args.overrides))
+    judge = promotion_judge(_home(args), args.require, args.alpha, tuple(args.overrides))
     print(registry.promote(args.name, args.version, alias=args.alias, force=args.force, judge=judge))
     return 0
 
@@ -296,6 +296,7 @@ def _judged(args: argparse.Namespace, names: list[str]):
     base model, and a bare experiment name is one's base model."""
     from .. import tracking
     from ..scoring import assess
+    from .judge import resolve
 
     home = _home(args)
     tracking.configure(home)
@@ -307,15 +308,17 @@ def _judged(args: argparse.Namespace, names: list[str]):
         if experiment:
             spec = catalog.load(experiment, directory)
             spec = spec.tiny() if args.tiny else spec
-        targets.append(assess.resolve(name, home, spec))
+        targets.append(resolve(name, home, spec))
     return assess, home, targets
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..tracking.evaluations import log_evaluation
+
     assess, home, (target,) = _judged(args, [args.model])
     evaluation = assess.evaluate(target, home, args.split, tuple(args.overrides), use_cache=not args.no_cache,
                                  echo=not args.json)
-    evaluation.run_id = assess.log_evaluation(target, evaluation, home)
+    evaluation.run_id = log_evaluation(target, evaluation, home)
     print(assess.to_json_text(assess.as_json(evaluation)) if args.json else
           f"{assess.describe(evaluation)}\n  run         {evaluation.run_id}")
     return 0

@@ -31,7 +31,9 @@ from ..experiment.spec import ExperimentSpec
 from ..model import precision
 from ..runtime import environment
 from ..scoring import assess, eval_cache, evidence
+from ..tracking.evaluations import RUN_ID, logged_spec
 from ..training.train import train_trial
+from .judge import resolve
 
 REPRODUCES_TAG = "blipexp.reproduces"
 VARIANT_TAG = "blipexp.rerun_variant"  # on a variant rerun's run: what it changed
@@ -124,7 +126,7 @@ def rerun(name: str, home: Path, overrides: tuple[str, ...] = (), allow_data_cha
     """Train `name` (models:/NAME/V, models:/NAME@ALIAS or a run id) again; see the module docstring."""
     tracking.configure(home)
     run_id, version = _original(name)
-    logged = assess.logged_spec(run_id)
+    logged = logged_spec(run_id)
     spec = logged.with_overrides(overrides)
     say = print if echo else (lambda *args, **kwargs: None)
     say(f"blipexp rerun {name}: run {run_id}" + (f", version {version.version}" if version else ""), flush=True)
@@ -192,9 +194,9 @@ def _captions(run_id: str, split: str) -> dict[str, str] | None:
 def _original(name: str):
     """(run id, registered version or None) of what `name` names."""
     if name.startswith("models:/"):
-        target = assess.resolve(name, Path("."))  # a version: resolved in the store alone
+        target = resolve(name, Path("."))  # a version: resolved in the store alone
         return target.run_id, target.version
-    if not assess.RUN_ID.fullmatch(name):
+    if not RUN_ID.fullmatch(name):
         raise ValueError(f"{name!r} names no version or run: pass models:/NAME/VERSION, models:/NAME@ALIAS or a run "
                          "id (`python -m blipexp models` lists versions and their runs)")
     return name, None
@@ -279,8 +281,8 @@ def _same(before: float | None, after: float | None) -> bool:
 def _within_noise(run_id: str, version, rerun_id: str, home: Path, data_changed: bool) -> str:
     """The paired comparison of the original model and the rerun's on the same test images, as one clause."""
     try:
-        original = assess.resolve(f"models:/{version.name}/{version.version}" if version else run_id, home)
-        again = assess.resolve(rerun_id, home)
+        original = resolve(f"models:/{version.name}/{version.version}" if version else run_id, home)
+        again = resolve(rerun_id, home)
         if data_changed:
             original = dataclasses.replace(original, fingerprint=None)  # scored on today's data, both of them
         comparison = assess.compare(original, again, home, "test", data=again, echo=False)

@@ -1,5 +1,6 @@
 """Promotion: an alias (`models:/<name>@champion`) moved to a version when the evidence lets it replace the holder
-and the version loads. MLflow 3 deprecates registry stages, so deployment targets are aliases."""
+(`promotion_judge`: the two compared on the same test images, `promotion_refusal`: the rule) and the version loads.
+MLflow 3 deprecates registry stages, so deployment targets are aliases."""
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from ..runtime import locks
+from ..scoring import evidence
+from ..scoring.assess import EmptySplit, Incomparable, compare
 from ..serving.captioner import example_image_base64
-from .versions import find_model, find_version
+from .versions import find_model, find_version, version_target
 
 PROMOTE_LOCK_TIMEOUT_S = 300  # loading a real BLIP for the check takes seconds to a minute
 PROMOTE_ATTEMPTS = 5  # judgements against a holder that another promote replaced meanwhile
@@ -105,3 +108,59 @@ def _check_loads(name: str, version: str) -> None:
     if len(captions) != 1 or not isinstance(captions[0], str):
         raise ValueError(f"{uri} loads but does not caption the example image (it answered {str(out)[:200]!r}); "
                          f"{fix}")
+
+
+REQUIRE = ("not-worse", "better")  # promote's rules: refuse a significantly worse candidate / anything not better
+
+
+def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evidence.ALPHA,
+                    overrides: tuple[str, ...] = ()) -> Callable:
+    """`promote`'s judge: the candidate against the alias's holder as `compare` does, on the candidate's
+    test images (its data, or the set --set dataset= names), on the objective metric; see promotion_refusal. Two
+    versions that cannot be compared (other data each, images one learnt from) are refused too, so --force can
+    override every refusal."""
+    if require not in REQUIRE:
+        raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")
+    evidence.check_alpha(alpha)
+
+    def judge(candidate, holder) -> Judgement:
+        new, held = (version_target(f"models:/{v.name}/{v.version}") for v in (candidate, holder))
+        who = f"version {candidate.version} (B) against version {holder.version} (A)"
+        always = {"promote_compared_with": str(holder.version), "promote_rule": f"{require}, alpha {alpha:g}"}
+        try:
+            try:
+                comparison, note = compare(held, new, home, "test", overrides, data=new), ""
+            except EmptySplit:  # a model trained without a test split: its validation images are all there is
+                comparison = compare(held, new, home, "validation", overrides, data=new)
+                note = ("\nnote: the data have no test split, so the versions were compared on the validation "
+                        "images, which chose the candidate's epoch: its lead there is optimistic")
+        except Incomparable as exc:
+            return Judgement(str(exc), f"{who}: not compared", {**always, "promote_not_compared": str(exc)[:4000]})
+        difference = comparison.differences[comparison.metric]
+        evidence_tags = {"promote_metric": comparison.metric, "promote_difference": difference.difference,
+                         "promote_ci_low": difference.ci_low, "promote_ci_high": difference.ci_high,
+                         "promote_p_value": difference.p_value, "promote_images": difference.images,
+                         "promote_split": comparison.a.scores.split,
+                         "promote_data_fingerprint": comparison.a.fingerprint}
+        tags = {**always, **{key: f"{value:.6g}" if isinstance(value, float) else str(value)
+                           for key, value in evidence_tags.items() if value is not None}}  # none on too few images
+        refusal = promotion_refusal(difference, require, alpha, str(candidate.version), str(holder.version))
+        return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
+
+    return judge
+
+
+def promotion_refusal(difference: evidence.Difference, require: str, alpha: float, candidate: str,
+                      holder: str) -> str | None:
+    """Why the candidate (B) may not replace the holder (A), or None. Both rules read the two-sided paired test at
+    `alpha` that the printed verdict reads: "worse" is p < alpha with the candidate behind, "better" p < alpha with
+    it ahead, so each is in effect a one-sided test at alpha / 2. Too few images for a test refuse only "better"."""
+    if difference.significant(alpha) and difference.difference < 0:
+        return f"version {candidate} is significantly worse than version {holder}"
+    if require != "better" or (difference.significant(alpha) and difference.difference > 0):
+        return None
+    if not difference.tested:
+        return (f"version {candidate} cannot be shown better than version {holder} (--require better): "
+                f"{evidence.too_few(difference.images)}")
+    return (f"version {candidate} is not significantly better than version {holder} (--require better: a two-sided "
+            f"p < {alpha:g} with the candidate ahead; p = {difference.p_value:.3f})")

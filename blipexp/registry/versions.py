@@ -1,12 +1,18 @@
-"""Registered versions: listed with their tags and aliases (`models`), and looked up by name, run, tag or number."""
+"""Registered versions: listed with their tags and aliases (`models`), looked up by name, run, tag or number, and
+named as a model to score (`version_target`)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+
+from ..scoring.assess import Target
+from ..serving.captioner import hf_folder
+from ..tracking.evaluations import learnt_images, logged_spec
 
 
 def list_models(name: str | None = None) -> list[dict[str, Any]]:
@@ -129,3 +135,28 @@ def find_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
         known = sorted((int(v.version) for v in versions_of(client, name)))
         raise ValueError(f"{name} has no version {version!r}; known versions: "
                          f"{', '.join(map(str, known)) or 'none'}") from None
+
+
+def version_target(uri: str) -> Target:
+    """The registered version `uri` names (models:/NAME/VERSION or models:/NAME@ALIAS), with the spec its run logged
+    and the images its data manifest lists."""
+    client = MlflowClient()
+    body = uri[len("models:/"):]
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = body.rpartition("/")
+            version = client.get_model_version(name, number)
+    except (MlflowException, ValueError) as exc:
+        raise ValueError(f"no registered version {uri}: `python -m blipexp models` lists them") from exc
+    pinned = f"models:/{version.name}/{version.version}"
+    return Target(uri if uri == pinned else f"{uri} (version {version.version})", logged_spec(version.run_id),
+                  version.tags.get("data_fingerprint"), lambda scratch: _download(pinned, scratch),
+                  weights=version.tags.get("weights_digest"), run_id=version.run_id, version=version,
+                  learnt=lambda: learnt_images(version.run_id))
+
+
+def _download(uri: str, scratch: Path) -> Path:
+    return hf_folder(uri, scratch)

@@ -3,31 +3,27 @@ interval, and two models compared on the same images with a paired test. Scored 
 evaluation cache when the same model was scored on the same data with the same settings before (a training run
 leaves its own there), so a comparison of registered versions captions nothing again.
 
-A model is named as the command line names it: `models:/NAME/VERSION` or `models:/NAME@ALIAS` (a registered
-version: trained with the spec its run logged), a run id (its model folder in this home), a folder saved with
-`save_pretrained` (with `--experiment NAME` for the data), or an experiment's name (its untrained base model).
+A model to score is a `Target`: how it was made and how to get its weights. A folder saved with `save_pretrained`
+(`folder_target`) and an experiment's untrained base model (`base_model_target`) are made here; a run's model in
+the store is tracking/evaluations.py's `run_target`, a registered version registry/versions.py's `version_target`,
+and cli/judge.py's `resolve` turns what the command line names into one of them.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
-
-from .. import tracking
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
 from . import eval_cache, evidence
 from .evaluation import SplitScores, format_scores, intervals_note
 
 SPLITS = ("validation", "test", "train")
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -41,6 +37,8 @@ class Target:
     weights: str | None = None  # its folder's digest when known without fetching it (a version's tag)
     run_id: str | None = None
     version: Any = None  # the registered ModelVersion, if any
+    # the digests of the images it was trained or selected on (its run's data manifest); None: not known
+    learnt: Callable[[], set[str]] | None = None
     _found: dict[Path, Path] = dataclasses.field(default_factory=dict)
 
     def folder(self, scratch: Path) -> Path:
@@ -76,78 +74,24 @@ class Evaluation:
     run_id: str | None = None  # the evaluation run logged, if any
 
 
-# --------------------------------------------------------------------------- naming a model
+# --------------------------------------------------------------------------- a folder or a base model
 
 
-def resolve(name: str, home: Path, experiment: ExperimentSpec | None = None) -> Target:
-    """The model `name` names (see the module docstring). `experiment`: the spec a folder or base model is scored
-    with (from --experiment); for a version or run, their own logged spec is used."""
-    if name.startswith("models:/"):
-        return _version_target(name)
-    if RUN_ID.fullmatch(name):
-        return _run_target(name, home)
-    if Path(name).expanduser().is_dir():
-        folder = Path(name).expanduser().resolve()
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"{folder} holds no model saved with save_pretrained (no config.json): pass a model "
-                             "folder, a models:/ URI, a run id or an experiment name")
-        if experiment is None:
-            raise ValueError("a model folder says nothing of the data to score it on: add --experiment NAME (the "
-                             "experiment whose data and settings to use), e.g. --experiment football_baseline")
-        return Target(name, experiment, None, lambda scratch: folder)
-    if experiment is not None:
-        return Target(name, experiment, None, lambda scratch: _base_model_folder(experiment, home, scratch))
-    raise ValueError(f"{name!r} names no model: pass models:/NAME/VERSION, models:/NAME@ALIAS, a run id, a folder "
-                     "saved with save_pretrained, or an experiment name (its base model)")
+def folder_target(name: str, experiment: ExperimentSpec | None) -> Target:
+    """The model saved with save_pretrained in folder `name`, scored with `experiment`'s data and settings."""
+    folder = Path(name).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} holds no model saved with save_pretrained (no config.json): pass a model "
+                         "folder, a models:/ URI, a run id or an experiment name")
+    if experiment is None:
+        raise ValueError("a model folder says nothing of the data to score it on: add --experiment NAME (the "
+                         "experiment whose data and settings to use), e.g. --experiment football_baseline")
+    return Target(name, experiment, None, lambda scratch: folder)
 
 
-def _version_target(uri: str) -> Target:
-    client = mlflow.MlflowClient()
-    body = uri[len("models:/"):]
-    try:
-        if "@" in body:
-            name, alias = body.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, number = body.rpartition("/")
-            version = client.get_model_version(name, number)
-    except (mlflow.exceptions.MlflowException, ValueError) as exc:
-        raise ValueError(f"no registered version {uri}: `python -m blipexp models` lists them") from exc
-    pinned = f"models:/{version.name}/{version.version}"
-    return Target(uri if uri == pinned else f"{uri} (version {version.version})", logged_spec(version.run_id),
-                  version.tags.get("data_fingerprint"), lambda scratch: _download(pinned, scratch),
-                  weights=version.tags.get("weights_digest"), run_id=version.run_id, version=version)
-
-
-def _run_target(run_id: str, home: Path) -> Target:
-    folder = home / "checkpoints" / run_id / "model"
-    if not folder.is_dir():
-        raise ValueError(f"run {run_id} has no model folder in {home} (sweeps keep the best trial's only): evaluate "
-                         "its registered version instead (python -m blipexp models), or pass --home where it trained")
-    fingerprint = tracking.Run(run_id).read().data.tags.get("data_fingerprint")
-    return Target(run_id, logged_spec(run_id), fingerprint, lambda scratch: folder, run_id=run_id)
-
-
-def logged_spec(run_id: str) -> ExperimentSpec:
-    """The spec a run trained with, from its spec.json (fields this blipexp no longer has are dropped), as a class
-    named like its experiment's (its `name` the experiment's, for run names and tags), not today's file."""
-    try:
-        experiment = mlflow.get_experiment(tracking.Run(run_id).read().info.experiment_id).name
-    except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"no run {run_id} in this store: check the id, or pass --home where it trained") from exc
-    logged = tracking.Run(run_id).logged_dict("spec.json")
-    if not logged or "spec" not in logged:
-        raise ValueError(f"run {run_id} has no spec.json: it was not made by blipexp")
-    known = {f.name for f in dataclasses.fields(ExperimentSpec)}
-    values = {key: value for key, value in logged["spec"].items() if key in known}
-    named = type(logged.get("class") or "LoggedSpec", (ExperimentSpec,), {"name": logged.get("experiment") or ""})
-    return named(**{**values, "mlflow_experiment": values.get("mlflow_experiment") or experiment})
-
-
-def _download(uri: str, scratch: Path) -> Path:
-    from ..serving.captioner import hf_folder
-
-    return hf_folder(uri, scratch)
+def base_model_target(name: str, experiment: ExperimentSpec, home: Path) -> Target:
+    """`experiment`'s untrained model, labelled `name`."""
+    return Target(name, experiment, None, lambda scratch: _base_model_folder(experiment, home, scratch))
 
 
 def _base_model_folder(spec: ExperimentSpec, home: Path, scratch: Path) -> Path:
@@ -205,14 +149,13 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
 
 def check_unseen(target: Target, data, examples, split: str) -> None:
     """Incomparable when `examples` of data other than the target's own hold images (by content) it was trained or
-    selected on, as its run's data manifest lists them: its score there would be no test. On its own data the split
-    keeps them apart; a model with no run (a folder, a base model) or no manifest is not checked."""
+    selected on, as its run's data manifest lists them (`target.learnt`): its score there would be no test. On its
+    own data the split keeps them apart; a model with no run (a folder, a base model) or no manifest is not checked."""
     from ..data import manifest
 
-    if target.run_id is None or target.fingerprint == data.fingerprint:
+    if target.learnt is None or target.fingerprint == data.fingerprint:
         return
-    logged = tracking.Run(target.run_id).logged_dict(manifest.ARTIFACT) or {}
-    learnt = {digest for digest, _, held in logged.get("images", {}).values() if held != "test" and digest}
+    learnt = target.learnt()
     scored = manifest.build(data)["images"]  # today's digests, in the form the manifest keeps them
     overlap = [e.key for e in examples if scored[e.key][0] in learnt]
     if overlap:
@@ -235,35 +178,6 @@ def _score(folder: Path, data, examples, split: str, spec: ExperimentSpec, setti
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     return score_split(model, processor, data, examples, split, spec, settings,
                        dataloader_workers(spec, data, processor, cached=False))
-
-
-def log_evaluation(target: Target, evaluation: Evaluation, home: Path) -> str:
-    """An MLflow run holding the evaluation (metrics with intervals, signature, the per-image table), in the
-    model's experiment, tagged with the version or run it scored and linked to the version's logged model."""
-    scores, split = evaluation.scores, evaluation.scores.split
-    tracking.use_experiment(target.spec.experiment_name, home)
-    tags = {"blipexp.role": "evaluation", "evaluated_model": target.label, "data_fingerprint": evaluation.fingerprint,
-            f"{split}_signature": evaluation.signature, "profile": target.spec.profile,
-            **({"evaluated_run_id": target.run_id} if target.run_id else {}),
-            **({"evaluated_version": f"{target.version.name}/{target.version.version}"} if target.version else {})}
-    with tracking.new_run(f"evaluate-{split}", tags=tags) as run:
-        run.params({"split": split, "images": len(scores.keys), "cached": evaluation.cached,
-                    "bootstrap_resamples": target.spec.bootstrap_resamples, **generation.settings(target.spec)})
-        run.metrics({**{f"{split}_{k}": v for k, v in scores.metrics.items()},
-                     **{f"{split}_{k}_ci_{side}": getattr(i, side)
-                        for k, i in evaluation.intervals.items() for side in ("low", "high")}})
-        run.table(scores.table(), f"per_image/{split}.json")
-        model_id = logged_model_id(target.version) if target.version is not None else None
-        if model_id:
-            run.link_model(model_id)
-    return run.id
-
-
-def logged_model_id(version) -> str | None:
-    """The MLflow 3 logged model behind a registered version: its model_id, which a sqlite store leaves empty, else
-    the id its source names (models:/m-...)."""
-    source = version.source or ""
-    return version.model_id or (source[len("models:/"):] if source.startswith("models:/m-") else None)
 
 
 def describe(evaluation: Evaluation) -> str:
@@ -356,67 +270,6 @@ def compare(a: Target, b: Target, home: Path, split: str = "test", overrides: tu
     differences = first.scores.paired(second.scores, resamples, spec.seed)
     metric = spec.objective_metric if spec.objective_metric in differences else "cider"
     return Comparison(first, second, differences, metric, resamples, spec.seed)
-
-
-# --------------------------------------------------------------------------- promote
-
-
-REQUIRE = ("not-worse", "better")  # promote's rules: refuse a significantly worse candidate / anything not better
-
-
-def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evidence.ALPHA,
-                    overrides: tuple[str, ...] = ()) -> Callable:
-    """registry.promote's judge: the candidate against the alias's holder as `compare` does, on the candidate's
-    test images (its data, or the set --set dataset= names), on the objective metric; see promotion_refusal. Two
-    versions that cannot be compared (other data each, images one learnt from) are refused too, so --force can
-    override every refusal."""
-    from ..registry.promotion import Judgement
-
-    if require not in REQUIRE:
-        raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")
-    evidence.check_alpha(alpha)
-
-    def judge(candidate, holder) -> Judgement:
-        new, held = (_version_target(f"models:/{v.name}/{v.version}") for v in (candidate, holder))
-        who = f"version {candidate.version} (B) against version {holder.version} (A)"
-        always = {"promote_compared_with": str(holder.version), "promote_rule": f"{require}, alpha {alpha:g}"}
-        try:
-            try:
-                comparison, note = compare(held, new, home, "test", overrides, data=new), ""
-            except EmptySplit:  # a model trained without a test split: its validation images are all there is
-                comparison = compare(held, new, home, "validation", overrides, data=new)
-                note = ("\nnote: the data have no test split, so the versions were compared on the validation "
-                        "images, which chose the candidate's epoch: its lead there is optimistic")
-        except Incomparable as exc:
-            return Judgement(str(exc), f"{who}: not compared", {**always, "promote_not_compared": str(exc)[:4000]})
-        difference = comparison.differences[comparison.metric]
-        evidence_tags = {"promote_metric": comparison.metric, "promote_difference": difference.difference,
-                         "promote_ci_low": difference.ci_low, "promote_ci_high": difference.ci_high,
-                         "promote_p_value": difference.p_value, "promote_images": difference.images,
-                         "promote_split": comparison.a.scores.split,
-                         "promote_data_fingerprint": comparison.a.fingerprint}
-        tags = {**always, **{key: f"{value:.6g}" if isinstance(value, float) else str(value)
-                           for key, value in evidence_tags.items() if value is not None}}  # none on too few images
-        refusal = promotion_refusal(difference, require, alpha, str(candidate.version), str(holder.version))
-        return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
-
-    return judge
-
-
-def promotion_refusal(difference: evidence.Difference, require: str, alpha: float, candidate: str,
-                      holder: str) -> str | None:
-    """Why the candidate (B) may not replace the holder (A), or None. Both rules read the two-sided paired test at
-    `alpha` that the printed verdict reads: "worse" is p < alpha with the candidate behind, "better" p < alpha with
-    it ahead, so each is in effect a one-sided test at alpha / 2. Too few images for a test refuse only "better"."""
-    if difference.significant(alpha) and difference.difference < 0:
-        return f"version {candidate} is significantly worse than version {holder}"
-    if require != "better" or (difference.significant(alpha) and difference.difference > 0):
-        return None
-    if not difference.tested:
-        return (f"version {candidate} cannot be shown better than version {holder} (--require better): "
-                f"{evidence.too_few(difference.images)}")
-    return (f"version {candidate} is not significantly better than version {holder} (--require better: a two-sided "
-            f"p < {alpha:g} with the candidate ahead; p = {difference.p_value:.3f})")
 
 
 def to_json_text(value: dict[str, Any]) -> str:

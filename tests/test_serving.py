@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from blipexp.serving import captioner as serving
+from blipexp import serving
+from blipexp.serving import use
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -298,7 +299,7 @@ def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
 
     home, uri, _ = registered
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path_factory.mktemp("model")))
-    artifacts = serving._artifacts(Path(local))
+    artifacts = use._artifacts(Path(local))
     code = tmp_path_factory.mktemp("code") / "blank_fails.py"
     code.write_text(FAILING_MODEL)
     with mlflow.start_run(run_name="blank-fails"):

@@ -11,7 +11,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from ..scoring.assess import Target
-from ..serving.captioner import hf_folder
+from ..serving.use import hf_folder
 from ..tracking.evaluations import learnt_images, logged_spec
 
 

@@ -18,21 +18,26 @@ reproduced.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+import shlex
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import registry, tracking
 from ..data import load_data, manifest
-from ..experiment import catalog, trainer_args
+from ..experiment import catalog
 from ..experiment.spec import ExperimentSpec
 from ..model import precision
-from ..runtime import environment
+from ..runtime import environment, interrupts
 from ..scoring import assess, eval_cache, evidence
 from ..tracking.evaluations import RUN_ID, logged_spec
 from ..training.train import train_trial
+from .args import home_of
 from .judge import resolve
 
 REPRODUCES_TAG = "blipexp.reproduces"
@@ -130,7 +135,7 @@ def rerun(name: str, home: Path, overrides: tuple[str, ...] = (), allow_data_cha
     spec = logged.with_overrides(overrides)
     say = print if echo else (lambda *args, **kwargs: None)
     say(f"blipexp rerun {name}: run {run_id}" + (f", version {version.version}" if version else ""), flush=True)
-    for line in drift_from_file(spec, experiments, overrides):
+    for line in catalog.drift_from_file(spec, experiments, overrides):
         say(f"  {line}", flush=True)
     original = tracking.Run(run_id).read()
     data = load_data(spec, home)
@@ -200,41 +205,6 @@ def _original(name: str):
         raise ValueError(f"{name!r} names no version or run: pass models:/NAME/VERSION, models:/NAME@ALIAS or a run "
                          "id (`python -m blipexp models` lists versions and their runs)")
     return name, None
-
-
-def drift_from_file(spec: ExperimentSpec, experiments: str | None, overrides: tuple[str, ...]) -> list[str]:
-    """Where today's experiment file differs from the logged spec: printed, never applied."""
-    directory = catalog.experiments_dir(experiments)
-    if not spec.name or spec.name not in catalog.names(directory):
-        return [f"the experiment file {spec.name or '(unnamed)'}.py is gone: training from the logged spec alone"]
-    loaded = catalog.load(spec.name, directory)
-    # the log does not say whether --tiny was passed: the file's spec with or without it, whichever is closer
-    changed, now = min((_changed(spec, candidate, overrides) for candidate in (loaded, loaded.tiny())),
-                       key=lambda found: len(found[0]))
-    logged = spec.to_dict()
-    if not changed:
-        return [f"experiments/{spec.name}.py gives the same spec today"]
-    return [f"experiments/{spec.name}.py differs from the logged spec (edited since, or --set then); training the "
-            "logged spec:"] + [
-        f"  {key}: {logged[key]!r} logged, {now[key]!r} in the file now" for key in changed]
-
-
-def _changed(spec: ExperimentSpec, today: ExperimentSpec, overrides: tuple[str, ...]):
-    """The fields where `today` (an experiment file's spec) differs from the logged `spec`, and today's values."""
-    today = today.with_overrides(overrides)
-    if today.search_space():  # a sweep's fields searched are the trial's values, not the file's
-        today = today.replace(**{key: _value(spec, key) for key in today.search_space()})
-    if not today.mlflow_experiment and spec.mlflow_experiment == today.experiment_name:
-        today = today.replace(mlflow_experiment=spec.mlflow_experiment)  # the logged spec names it explicitly
-    logged, now = spec.to_dict(), today.to_dict()
-    return [key for key in logged if key in now and logged[key] != now[key]], now
-
-
-def _value(spec: ExperimentSpec, key: str) -> Any:
-    """A field's value, or a trainer entry's for a `trainer.<name>` key."""
-    if key.startswith(trainer_args.PREFIX):
-        return spec.trainer[key[len(trainer_args.PREFIX):]]
-    return getattr(spec, key)
 
 
 def check_data(run_id: str, fingerprint: str | None, data, allow: bool) -> bool:
@@ -310,3 +280,17 @@ def as_json(reproduction: Reproduction) -> dict[str, Any]:
                          for split, (n, images) in reproduction.captions.items()},
             "metrics_compared": reproduction.metrics,
             "differences": {key: {"original": a, "rerun": b} for key, (a, b) in reproduction.differences.items()}}
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    try:
+        with interrupts.stop_at_safe_points():
+            reproduction = rerun(args.model, home_of(args), tuple(args.overrides), args.allow_data_change,
+                                 args.experiments)
+    except KeyboardInterrupt as exc:
+        signum = interrupts.signum_of(exc)
+        print(f"\ninterrupted ({signal.Signals(signum).name}): the rerun's MLflow run, if it had started, ended "
+              f"KILLED; `{shlex.join(['python', '-m', 'blipexp', *args.argv])}` reruns from the start", file=sys.stderr)
+        return 128 + signum
+    print(assess.to_json_text(as_json(reproduction)) if args.json else reproduction.describe())
+    return 0

@@ -1,19 +1,40 @@
-"""`blipexp run`: resolve where state goes, load the data once, then train once or sweep, and summarise."""
+"""`blipexp run`: resolve where state goes, load the data once, then train once or sweep, and summarise; Ctrl-C and
+SIGTERM stop it at a safe point with the command that resumes it."""
 from __future__ import annotations
 
+import argparse
+import signal
 import socket
+import sys
 from pathlib import Path
 
 from .. import tracking
 from ..data import CaptionData, load_data
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
-from ..runtime import distributed, locks
+from ..runtime import distributed, interrupts, locks
 from ..scoring.evaluation import intervals_note
 from ..tracking import access
 from ..tracking.scores import LoggedScores
 from ..training import resume
 from ..training.train import TrialResult, train_trial
+from .args import home_of, resolve_spec
+from .resuming import interrupted_message, resume_command
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args)
+    if args.trials is not None:
+        spec = spec.replace(n_trials=args.trials)
+    try:
+        with interrupts.stop_at_safe_points():  # Ctrl-C and SIGTERM stop at the next safe point
+            return run_experiment(spec, home=home_of(args), new_study=args.new, storage=args.storage,
+                                  tracking_uri=args.tracking_uri)
+    except KeyboardInterrupt as exc:
+        signum = interrupts.signum_of(exc)
+        print("\n" + interrupted_message(spec, signal.Signals(signum).name, getattr(exc, "killed_run_id", None),
+                                         resume_command(args.argv)), file=sys.stderr)
+        return 128 + signum
 
 
 def run_experiment(spec: ExperimentSpec, home: Path, new_study: bool = False, *, storage: str | None = None,

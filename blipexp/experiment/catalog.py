@@ -2,7 +2,7 @@
 
 Each file defines one ExperimentSpec subclass; the file's stem is the experiment's name. Files are imported
 as modules of a synthetic package, so an experiment can build on another with a relative import:
-`from .football_baseline import FootballBaseline`.
+`from .football_baseline import FootballBaseline`. `drift_from_file` says how a file changed since a spec was logged.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
+from . import trainer_args
 from .spec import ExperimentSpec
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +78,38 @@ def _package_for(directory: Path) -> str:
         module.__path__ = [str(directory)]
         sys.modules[package] = module
     return package
+
+
+def drift_from_file(spec: ExperimentSpec, experiments: str | None, overrides: tuple[str, ...]) -> list[str]:
+    """Where today's experiment file differs from a logged spec (`rerun` prints it, never applies it)."""
+    directory = experiments_dir(experiments)
+    if not spec.name or spec.name not in names(directory):
+        return [f"the experiment file {spec.name or '(unnamed)'}.py is gone: training from the logged spec alone"]
+    loaded = load(spec.name, directory)
+    # the log does not say whether --tiny was passed: the file's spec with or without it, whichever is closer
+    changed, now = min((_changed(spec, candidate, overrides) for candidate in (loaded, loaded.tiny())),
+                       key=lambda found: len(found[0]))
+    logged = spec.to_dict()
+    if not changed:
+        return [f"experiments/{spec.name}.py gives the same spec today"]
+    return [f"experiments/{spec.name}.py differs from the logged spec (edited since, or --set then); training the "
+            "logged spec:"] + [
+        f"  {key}: {logged[key]!r} logged, {now[key]!r} in the file now" for key in changed]
+
+
+def _changed(spec: ExperimentSpec, today: ExperimentSpec, overrides: tuple[str, ...]):
+    """The fields where `today` (an experiment file's spec) differs from the logged `spec`, and today's values."""
+    today = today.with_overrides(overrides)
+    if today.search_space():  # a sweep's fields searched are the trial's values, not the file's
+        today = today.replace(**{key: _value(spec, key) for key in today.search_space()})
+    if not today.mlflow_experiment and spec.mlflow_experiment == today.experiment_name:
+        today = today.replace(mlflow_experiment=spec.mlflow_experiment)  # the logged spec names it explicitly
+    logged, now = spec.to_dict(), today.to_dict()
+    return [key for key in logged if key in now and logged[key] != now[key]], now
+
+
+def _value(spec: ExperimentSpec, key: str) -> Any:
+    """A field's value, or a trainer entry's for a `trainer.<name>` key."""
+    if key.startswith(trainer_args.PREFIX):
+        return spec.trainer[key[len(trainer_args.PREFIX):]]
+    return getattr(spec, key)

@@ -1,5 +1,5 @@
-"""One trial, as a recipe of named steps: `_setup` (model, adaptation, data sets, callbacks), then inside one MLflow
-run `_setup_trainer`, `_train` (the epochs, each scored on validation), `_save_best` and `_score_as_served` (the best
+"""One trial, as a recipe of named steps: `setup_trial` (model, adaptation, data sets, callbacks: setup.py), then
+inside one MLflow run `setup_trainer`, `_train` (the epochs, each scored on validation), `_save_best` and `_score_as_served` (the best
 model loaded as the registry will serve it, scored on the whole validation and test splits, per image, with
 intervals), and `_log_results`. A single run stopped after its training ended is resumed from its saved best model:
 scored, logged and registered, not trained again (resume.py)."""
@@ -16,39 +16,21 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from .. import tracking
-from ..data import manifest
-from ..data.collator import CaptionCollator
-from ..data.features import (
-    CaptionDataset,
-    PixelRows,
-    Rows,
-    SkipTally,
-    evaluation_dataset,
-    dataloader_workers,
-    fits_in_memory,
-    training_dataset,
-)
-from ..data.sources import CaptionData, Example
-from ..experiment.spec import PITCH_DATASET, TINY_MODEL, ExperimentSpec
-from ..model import generation, precision, pretrain
-from ..model.feature_cache import FeatureCache
-from ..model.modeling import PreparedModel, adapter_dir, load_model_and_processor, prepare_for_training
-from ..runtime import distributed, environment, interrupts
+from ..data.features import SkipTally
+from ..data.sources import CaptionData
+from ..experiment.spec import TINY_MODEL, ExperimentSpec
+from ..model import generation, pretrain
+from ..model.modeling import adapter_dir
+from ..runtime import distributed, interrupts
 from ..runtime.progress import no_weight_progress_bars
 from ..scoring import eval_cache
-from ..scoring.evaluation import (
-    RowsFor,
-    SplitScores,
-    best_epoch,
-    cider_document_frequency,
-    compute_metrics_for,
-    score_split,
-    validation_subset,
-)
-from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
+from ..scoring.evaluation import SplitScores, best_epoch, score_split
+from .callbacks import EpochListener
+from .records import log_cache, log_skips
 from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
-from .samples import SampleCaptions, log_samples
-from .trainer import CaptionTrainer, build_trainer, training_arguments
+from .samples import log_samples
+from .setup import TrialSetup, setup_trainer, setup_trial
+from .trainer import CaptionTrainer
 
 
 @dataclass
@@ -65,33 +47,15 @@ class TrialResult:
     test: SplitScores | None = None  # ... behind test_metrics
     version: object = None  # the registered model version, when train_trial registered it (`register`)
 
-
-@dataclass
-class _Setup:
-    """What a trial trains and how it is scored, made before its MLflow run starts."""
-
-    spec: ExperimentSpec
-    data: CaptionData
-    home: Path
-    processor: object
-    prepared: PreparedModel
-    workers: int
-    train_set: CaptionDataset
-    epoch_val: list[Example]  # the validation images scored every epoch (all, or a fixed subset)
-    val_set: CaptionDataset
-    val_refs: list[list[str]]
-    collator: CaptionCollator
-    steps_per_epoch: int
-    document_frequency: object  # CIDEr's idf for the per-epoch validation (None: the scored set's own)
-    samples: SampleCaptions
-    metrics_callback: CaptionMetricsCallback
-    stopping: list[EarlyStopping]
-    precision: precision.Choice
-    echo: bool
-
-    @property
-    def subset(self) -> bool:
-        return len(self.epoch_val) < len(self.data.validation)
+    @classmethod
+    def scored(cls, run_id: str, spec: ExperimentSpec, history: list[dict[str, float]], model_dir: Path,
+               validation: SplitScores, test: SplitScores | None) -> TrialResult:
+        """A trial whose best model was scored as served: on `validation` (the objective) and `test`."""
+        return cls(run_id=run_id, objective=validation.metrics[spec.objective_metric],
+                   best_epoch=int(best_epoch(history, spec)["epoch"]), val_metrics=validation.metrics,
+                   test_metrics=test.metrics if test else {},
+                   untrained=_without_epoch(next((h for h in history if h["epoch"] == 0), {})),
+                   history=history, model_dir=model_dir, validation=validation, test=test)
 
 
 def train_trial(
@@ -118,7 +82,7 @@ def train_trial(
     model inside the run, once its results are logged (a stop there leaves the run resumable); its answer is
     the result's `version`.
     """
-    setup = _setup(spec, data, home, listeners, echo)
+    setup = setup_trial(spec, data, home, listeners, echo)
     point = resumable.point if resumable else None
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
@@ -129,7 +93,7 @@ def train_trial(
         if after_training:
             trained = _Trained(point.history, point.train_steps, SkipTally())
         else:
-            trainer = _setup_trainer(setup, run, untrained, point, callbacks, resumable is not None, is_main_process)
+            trainer = setup_trainer(setup, run, untrained, point, callbacks, resumable is not None, is_main_process)
             trained = _train(setup, trainer, point)
             _save_best(setup, trainer, model_dir, is_main_process, resumable is not None)
         history = trained.history
@@ -137,92 +101,13 @@ def train_trial(
             return TrialResult(run.id, math.nan, int(best_epoch(history, spec)["epoch"]), {}, {}, {}, history,
                                model_dir)
         validation, test = _score_as_served(setup, model_dir, trained.skips, resumed=after_training)
-        result = TrialResult(
-            run_id=run.id,
-            objective=validation.metrics[spec.objective_metric],
-            best_epoch=int(best_epoch(history, spec)["epoch"]),
-            val_metrics=validation.metrics,
-            test_metrics=test.metrics if test else {},
-            untrained=_without_epoch(next((h for h in history if h["epoch"] == 0), {})),
-            history=history,
-            model_dir=model_dir,
-            validation=validation,
-            test=test,
-        )
+        result = TrialResult.scored(run.id, spec, history, model_dir, validation, test)
         if not (after_training and point.results_logged):  # a run stopped while registering logged them before
             with interrupts.held():  # whole or not at all: a resumed run never logs a table's rows twice
                 _log_results(setup, run, trained, result)
         if register is not None:
             result.version = register(result)
     return result
-
-
-# --- setup
-
-
-def _setup(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Sequence[EpochListener],
-           echo: bool) -> _Setup:
-    """The model as the spec adapts it, the data sets, CIDEr's idf for the epochs, the per-epoch callbacks."""
-    captions = [c for example in data.train for c in example.captions]
-    model, processor = load_model_and_processor(spec, captions, home, echo=echo)
-    prepared = prepare_for_training(model, processor, spec, data, home, echo)
-    cache = prepared.cache
-    workers = dataloader_workers(spec, data, processor, cached=cache is not None)
-    rows = cache.rows if cache else _pixel_rows(data, processor, memo=workers == 0)
-    epoch_val = validation_subset(data.validation, spec)
-    subset = len(epoch_val) < len(data.validation)
-    val_set, val_refs = evaluation_dataset(rows("validation_subset" if subset else "validation", epoch_val), epoch_val)
-    if cache and echo:
-        print(cache_summary(cache), flush=True)
-    train_set = training_dataset(rows("train", data.train), data.train)
-    samples = SampleCaptions(data, epoch_val, spec, model, processor)  # first: a pruned epoch's captions are kept too
-    metrics_callback = CaptionMetricsCallback(spec.epochs, listeners=[samples.log_epoch, *listeners], echo=echo)
-    stopping = [EarlyStopping(metrics_callback, spec.objective_metric, spec.greater_is_better,
-                              spec.early_stopping_patience, spec.early_stopping_threshold, echo)
-                ] if spec.early_stopping_patience else []
-    chosen = precision.choose(spec.precision, model, home)
-    if echo and distributed.is_main_process():
-        print(f"precision {chosen.reason}", flush=True)
-    return _Setup(
-        spec=spec, data=data, home=home, processor=processor, prepared=prepared, workers=workers,
-        train_set=train_set, epoch_val=epoch_val, val_set=val_set, val_refs=val_refs,
-        collator=CaptionCollator(processor.tokenizer, model.config.text_config.bos_token_id, spec.max_caption_tokens,
-                                 prompt=spec.prompt),
-        steps_per_epoch=math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps)),
-        document_frequency=cider_document_frequency(spec, data, len(epoch_val), echo),
-        samples=samples, metrics_callback=metrics_callback, stopping=stopping, precision=chosen, echo=echo,
-    )
-
-
-def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float] | None, point: ResumePoint | None,
-                   callbacks: Sequence[TrainerCallback], resumable: bool, is_main_process: bool) -> CaptionTrainer:
-    """The Trainer for this run, with what the run learns logged first (a resumed run logged it when it started)."""
-    spec = setup.spec
-    if is_main_process and not point:
-        _log_data_summary(run, setup.data, len(setup.train_set), len(setup.epoch_val))
-        _log_dataset(run, setup.data, spec)
-    args = training_arguments(spec.replace(precision=setup.precision.precision), setup.home / "checkpoints" / run.id,
-                              setup.steps_per_epoch, setup.echo, evaluate_untrained=untrained is None and not point,
-                              workers=setup.workers, resumable=resumable)
-    trainer = build_trainer(spec, args, model=setup.prepared.model, train_set=setup.train_set, val_set=setup.val_set,
-                            collator=setup.collator,
-                            compute_metrics=compute_metrics_for(setup.processor.tokenizer, setup.val_refs,
-                                                                setup.document_frequency, setup.samples.remember),
-                            callbacks=[setup.metrics_callback, *setup.stopping, *callbacks], echo=setup.echo)
-    if is_main_process and not point:
-        run.params({
-            "world_size": trainer.args.world_size,  # processes training this run together (DDP)
-            "untrained_scores": "evaluated" if untrained is None else "reused",
-            "cider_df_used": "corpus" if setup.document_frequency else "split",
-            **setup.prepared.parameter_counts(),  # what learns: all, the decoder only, or LoRA's adapters
-        })
-        _log_precision(run, setup.precision)
-        _log_environment(run, setup.precision.precision)
-    if untrained is not None:
-        setup.metrics_callback.record(0, dict(untrained))
-    if point:
-        setup.metrics_callback.continue_from(point.history, point.logged_step, point.logged_epoch)
-    return trainer
 
 
 # --- train
@@ -237,7 +122,7 @@ class _Trained:
     skips: SkipTally  # images found unusable while training
 
 
-def _train(setup: _Setup, trainer: CaptionTrainer, point: ResumePoint | None) -> _Trained:
+def _train(setup: TrialSetup, trainer: CaptionTrainer, point: ResumePoint | None) -> _Trained:
     """Every epoch, each scored on validation; ends with the best epoch's weights loaded."""
     with setup.prepared.vision_inputs(), no_weight_progress_bars():  # checkpoints are written each epoch
         try:
@@ -250,7 +135,7 @@ def _train(setup: _Setup, trainer: CaptionTrainer, point: ResumePoint | None) ->
 # --- the best model, as it will be served
 
 
-def _save_best(setup: _Setup, trainer: CaptionTrainer, model_dir: Path, is_main_process: bool,
+def _save_best(setup: TrialSetup, trainer: CaptionTrainer, model_dir: Path, is_main_process: bool,
                resumable: bool) -> None:
     """The best model and its processor, as from_pretrained loads them; a resumable run's folder is then marked
     trained (a re-run scores and logs this model instead of training again); the epoch checkpoints go. With LoRA
@@ -269,7 +154,7 @@ def _save_best(setup: _Setup, trainer: CaptionTrainer, model_dir: Path, is_main_
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _score_as_served(setup: _Setup, model_dir: Path, skips: SkipTally,
+def _score_as_served(setup: TrialSetup, model_dir: Path, skips: SkipTally,
                      resumed: bool = False) -> tuple[SplitScores, SplitScores | None]:
     """The whole validation and test splits scored by the saved model loaded as the registry serves it (in its own
     precision, from pixels), and kept in the evaluation cache for `evaluate`, `compare` and `promote`. Whatever the
@@ -310,12 +195,12 @@ def _load_served(model_dir: Path) -> tuple[object, object]:
 # --- what the run found
 
 
-def _log_results(setup: _Setup, run: tracking.Run, trained: _Trained, result: TrialResult) -> None:
+def _log_results(setup: TrialSetup, run: tracking.Run, trained: _Trained, result: TrialResult) -> None:
     spec = setup.spec
     if setup.prepared.cache:
-        _log_cache(run, setup.prepared.cache)
+        log_cache(run, setup.prepared.cache)
     log_samples(run, setup.data, result.validation, spec.sample_captions)
-    _log_skips(run, trained.skips, setup.echo)
+    log_skips(run, trained.skips, setup.echo)
     best = best_epoch(result.history, spec)
     evidence_metrics, signatures = {}, {}
     for prefix, scores in (("best_val", result.validation), ("test", result.test)):
@@ -366,83 +251,3 @@ def untrained_key(spec: ExperimentSpec, fingerprint: str, precision_used: str) -
     return hashlib.sha256(json.dumps([relevant, fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _pixel_rows(data: CaptionData, processor, memo: bool) -> RowsFor:
-    def rows(split: str, examples: Sequence[Example]) -> Rows:
-        keep = memo and fits_in_memory(len(examples), processor.image_processor)
-        return PixelRows(data, examples, processor.image_processor, memo=keep)
-
-    return rows
-
-
-def cache_summary(cache: FeatureCache) -> str:
-    parts = [f"{r.split} {'hit' if r.hit else 'computed'} {r.megabytes:.1f} MB ({r.seconds:.1f}s)" for r in cache.reports]
-    return f"vision features (frozen encoder, cached in {cache.root}): " + ", ".join(parts)
-
-
-def _log_data_summary(run: tracking.Run, data: CaptionData, train_pairs: int, epoch_val_images: int) -> None:
-    run.params({
-        "data_source": data.source,
-        "data_train_images": len(data.train),
-        "data_train_pairs": train_pairs,
-        "data_val_images": len(data.validation),
-        "data_val_images_per_epoch": epoch_val_images,
-        "data_test_images": len(data.test),
-    })
-    run.metrics({"data_total_samples": data.total,
-                 **{f"data_skipped_{reason}": n for reason, n in sorted(data.skipped.items())}})
-    if data.warnings:
-        run.tags({"data_warnings": " | ".join(data.warnings)})
-
-
-def _log_environment(run: tracking.Run, precision_used: str) -> None:
-    """What the numbers may depend on besides spec and data: environment.json, the `env_*` params, and the diff of
-    a dirty checkout (uncommitted.diff)."""
-    git = environment.checkout()
-    recorded = environment.current(precision_used, git)
-    run.dict(recorded, environment.ARTIFACT)
-    run.params(environment.params(recorded))
-    if git.diff:
-        run.text(git.diff, environment.DIFF_ARTIFACT)
-
-
-def _log_precision(run: tracking.Run, chosen: precision.Choice) -> None:
-    """What the run trained in and why; the probe's figures when `auto` measured them."""
-    run.params({"precision_used": chosen.precision, "precision_reason": chosen.reason})
-    if chosen.gflops:
-        run.metrics({f"precision_probe_{name}_gflops": value for name, value in chosen.gflops.items()})
-
-
-def _log_dataset(run: tracking.Run, data: CaptionData, spec: ExperimentSpec) -> None:
-    """The data as an MLflow dataset entity (the UI's "Datasets used"): source and revision, the fingerprint as its
-    digest, split sizes and skip counts as its profile; and their manifest (per image: content, captions, split)."""
-    if spec.dataset == PITCH_DATASET:
-        kind, source = "generated", {"generator": "blipexp pitch scenes", "scenes": spec.pitch_scenes,
-                                     "folder": data.source}
-    elif Path(data.source).is_dir():
-        kind, source = "local", {"uri": Path(data.source).as_uri()}
-    else:
-        kind, source = "hugging_face", {"path": data.source, "revision": spec.dataset_revision,
-                                        "split": spec.dataset_split}
-    profile = {"train_images": len(data.train), "validation_images": len(data.validation),
-               "test_images": len(data.test), "total_samples": data.total, "splits": data.splits,
-               "skipped": dict(sorted(data.skipped.items()))}
-    run.dataset(name=spec.dataset if kind != "local" else Path(data.source).name, digest=data.fingerprint,
-                source_type=kind, source=source, profile=profile, context="train")
-    run.text(manifest.as_text(manifest.build(data)), manifest.ARTIFACT)  # what changed, should the data change
-
-
-def _log_skips(run: tracking.Run, skips: SkipTally, echo: bool) -> None:
-    """Images that were fine at the first look but not when read for training or evaluation."""
-    counts = skips.counts()
-    if not counts:
-        return
-    run.metrics({f"data_skipped_during_run_{reason}": n for reason, n in sorted(counts.items())})
-    if echo:
-        listed = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
-        print(f"  skipped while training/evaluating (changed since the first look): {listed}", flush=True)
-
-
-def _log_cache(run: tracking.Run, cache: FeatureCache) -> None:
-    run.params({f"vision_cache_{r.split}": "hit" if r.hit else "computed" for r in cache.reports})
-    run.metrics({"vision_cache_mb": sum(r.megabytes for r in cache.reports),
-                 "vision_cache_seconds": sum(r.seconds for r in cache.reports)})

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..experiment.spec import PITCH_DATASET, ExperimentSpec
+from ..experiment.presets import PITCH_DATASET
+from ..experiment.spec import ExperimentSpec
 from .pitch import write_pitch_dataset
 from .sample import DataSourceError
 from .sources import CaptionData, Example, load_caption_data

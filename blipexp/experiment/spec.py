@@ -1,4 +1,5 @@
-"""ExperimentSpec: one experiment as typed fields with help text, validated, overridable by key=value.
+"""ExperimentSpec: one experiment as typed fields with help text, validated (validation.py), overridable by
+key=value.
 
 Experiments subclass it as "parent + diff": a subclass assigns new defaults to existing fields (plain
 class attributes are enough; they are turned into dataclass fields here) and may declare a search space.
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import sys
 import typing
 from dataclasses import dataclass, fields
@@ -15,36 +15,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from . import trainer_args
-from .fields import (
-    arg,
-    arg_dict,
-    field_types,
-    first_paragraph,
-    matches,
-    parse,
-    redeclare_plain_overrides,
-    require,
-    type_name,
-)
+from .fields import arg, arg_dict, field_types, first_paragraph, parse, redeclare_plain_overrides
 from .metric_keys import LOWER_IS_BETTER, OBJECTIVES
-from .search_space import SearchDim, check_space
-
-HUB_MODEL = "Salesforce/blip-image-captioning-base"
-HUB_DATASET = "ybelkada/football-dataset"
-TINY_MODEL = "tiny"  # the offline preset: BLIP architecture from a small BlipConfig, pretrained on generated scenes
-TINY_RANDOM_MODEL = "tiny-random"  # the same architecture from random weights (comparisons with the pretrained start)
-PITCH_DATASET = "pitch"  # the embedded, generated football scenes
-# lora_targets presets: names of BlipForConditionalGeneration's Linear layers (the tiny preset and BLIP-base alike)
-_DECODER_ATTENTION = (r"text_decoder\.bert\.encoder\.layer\.\d+\.(attention|crossattention)\."
-                      r"(self\.(query|key|value)|output\.dense)")
-_VISION_ATTENTION = r"vision_model\.encoder\.layers\.\d+\.self_attn\.(qkv|projection)"
-LORA_PRESETS = {
-    "decoder": "text decoder attention (self and cross: query, key, value, output)",
-    "decoder+vision": "text decoder attention and vision encoder attention (qkv, projection)",
-}
-LORA_PATTERNS = {"decoder": _DECODER_ATTENTION, "decoder+vision": f"{_DECODER_ATTENTION}|{_VISION_ATTENTION}"}
-
-
+from .presets import HUB_DATASET, HUB_MODEL, LORA_PATTERNS, LORA_PRESETS, PITCH_DATASET, TINY_MODEL, TINY_RANDOM_MODEL
+from .search_space import SearchDim
+from .validation import validate
 
 
 @dataclass
@@ -174,40 +149,7 @@ class ExperimentSpec:
         dataclass(cls)
 
     def __post_init__(self) -> None:
-        self._check_types()
-        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0, e.g. 5e-5")
-        for key in ("epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
-                    "max_new_tokens", "num_beams", "pitch_scenes", "n_trials"):
-            require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
-        require(self.max_caption_tokens >= 4, "max_caption_tokens", self.max_caption_tokens, "must be >= 4")
-        for key in ("val_fraction", "test_fraction"):
-            require(0 <= getattr(self, key) < 1, key, getattr(self, key), "must be in [0, 1)")
-        require(self.val_fraction > 0, "val_fraction", self.val_fraction,
-                 "must be > 0: validation metrics select the best model")
-        require(self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction",
-                 self.val_fraction + self.test_fraction, "must be < 1 to leave images for training")
-        require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
-        require(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
-        require(self.dataloader_workers >= -1, "dataloader_workers", self.dataloader_workers, "must be >= 0, or -1 (auto)")
-        for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset", "bootstrap_resamples",
-                    "confirm_seeds"):
-            require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
-        self._check_generation()
-        self.trainer = trainer_args.check(self.trainer)  # text values parsed to the field's type
-        require(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
-                 "must be >= 0 (0 turns early stopping off), e.g. 2")
-        require(self.early_stopping_threshold >= 0, "early_stopping_threshold", self.early_stopping_threshold,
-                 "must be >= 0: the objective's smallest change that counts as an improvement, e.g. 0.01")
-        require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
-                 f"must be one of {', '.join(OBJECTIVES)}")
-        natural = self._natural_direction
-        require(self.objective_direction in ("auto", natural), "objective_direction", self.objective_direction,
-                 f"contradicts objective_metric={self.objective_metric!r} (a {'lower' if natural == 'minimize' else 'higher'} "
-                 f"{self.objective_metric} is better): --set objective_direction=auto (or {natural})")
-        require(bool(self.model.strip()), "model", self.model, f"must name a Hub id, a folder or '{TINY_MODEL}'")
-        require(bool(self.dataset.strip()), "dataset", self.dataset, f"must name a Hub id, a folder or '{PITCH_DATASET}'")
-        self._check_lora()
-        check_space(self.search_space(), field_types(type(self)))
+        validate(self)
 
     # --- behaviour subclasses may extend
 
@@ -266,14 +208,15 @@ class ExperimentSpec:
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
         """The objective's direction, resolved: the one value every selection (epoch, trial, promotion) uses."""
-        return self._natural_direction if self.objective_direction == "auto" else self.objective_direction
+        return self.natural_direction if self.objective_direction == "auto" else self.objective_direction
 
     @property
     def greater_is_better(self) -> bool:
         return self.direction == "maximize"
 
     @property
-    def _natural_direction(self) -> Literal["maximize", "minimize"]:
+    def natural_direction(self) -> Literal["maximize", "minimize"]:
+        """The objective's own direction: minimize for the loss, maximize for the caption metrics."""
         return "minimize" if self.objective_metric in LOWER_IS_BETTER else "maximize"
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,31 +272,3 @@ class ExperimentSpec:
     @classmethod
     def parse_value(cls, key: str, raw: str) -> Any:
         return parse(key, raw, field_types(cls)[cls.field_info(key).name])
-
-    # --- validation helpers
-
-    def _check_types(self) -> None:
-        for key, hint in field_types(type(self)).items():
-            value = getattr(self, key)
-            if not matches(value, hint):
-                raise ValueError(f"{key}={value!r} has the wrong type: expected {type_name(hint)}")
-
-    def _check_lora(self) -> None:
-        require(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1, e.g. 8")
-        require(self.lora_alpha >= 1, "lora_alpha", self.lora_alpha, "must be >= 1, e.g. 2 * lora_r")
-        require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must be in [0, 1)")
-        try:  # whether it matches any layer is checked against the model (modeling.add_lora)
-            re.compile(self.lora_pattern)
-        except re.error as exc:
-            raise ValueError(f"lora_targets={self.lora_targets!r} is neither a preset ({', '.join(LORA_PRESETS)}) "
-                             f"nor a valid regular expression ({exc}): --set lora_targets=decoder") from None
-
-    def _check_generation(self) -> None:
-        require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", self.min_new_tokens,
-                 f"must be in [0, max_new_tokens={self.max_new_tokens}]")
-        require(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty,
-                 "must be > 0 (1: no penalty, e.g. 1.2 to curb repeats)")
-        require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", self.no_repeat_ngram_size,
-                 "must be >= 0 (0: off)")
-        require(self.prompt == self.prompt.strip(), "prompt", self.prompt,
-                 f"has spaces at an end: --set prompt={self.prompt.strip()!r}")

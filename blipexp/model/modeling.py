@@ -19,7 +19,8 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from ..data.hub import NotAHubId, hub_answers, looks_like_path
 from ..data.sources import CaptionData
-from ..experiment.spec import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
+from ..experiment.presets import HUB_MODEL, LORA_PRESETS, TINY_MODEL, TINY_RANDOM_MODEL
+from ..experiment.spec import ExperimentSpec
 from ..runtime.progress import no_weight_progress_bars
 from .feature_cache import FeatureCache, PassThroughVision
 from .pretrain import load_pretrained_tiny

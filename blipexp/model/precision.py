@@ -168,7 +168,7 @@ def _config(spec):
     """The model's BlipConfig without its weights."""
     from transformers import BlipConfig
 
-    from ..experiment.spec import TINY_MODEL, TINY_RANDOM_MODEL
+    from ..experiment.presets import TINY_MODEL, TINY_RANDOM_MODEL
     from .tiny import tiny_config
 
     if spec.model in (TINY_MODEL, TINY_RANDOM_MODEL):  # the widths are fixed; the vocabulary does not matter here

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from ..data import CaptionData
-from ..experiment.spec import PITCH_DATASET, ExperimentSpec
+from ..experiment.presets import PITCH_DATASET
+from ..experiment.spec import ExperimentSpec
 from ..runtime.environment import device_text
 from ..tracking.scores import LoggedScores
 

@@ -9,7 +9,8 @@ from .. import tracking
 from ..data import manifest
 from ..data.features import SkipTally
 from ..data.sources import CaptionData
-from ..experiment.spec import PITCH_DATASET, ExperimentSpec
+from ..experiment.presets import PITCH_DATASET
+from ..experiment.spec import ExperimentSpec
 from ..model import precision
 from ..model.feature_cache import FeatureCache
 from ..runtime import environment

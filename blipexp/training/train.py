@@ -18,7 +18,8 @@ from transformers import TrainerCallback
 from .. import tracking
 from ..data.features import SkipTally
 from ..data.sources import CaptionData
-from ..experiment.spec import TINY_MODEL, ExperimentSpec
+from ..experiment.presets import TINY_MODEL
+from ..experiment.spec import ExperimentSpec
 from ..model import generation, pretrain
 from ..model.modeling import adapter_dir
 from ..runtime import distributed, interrupts

@@ -120,7 +120,7 @@ def test_images_are_bounded_in_bytes_and_pixels(tmp_path):
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A tiny model trained for one epoch and registered: (home, model URI, encoded validation images)."""
-    from blipexp.bench.serving import register_tiny_model
+    from blipexp.bench.server import register_tiny_model
 
     home = tmp_path_factory.mktemp("home")
     uri, images = register_tiny_model(home, scenes=30, name="blip-serving-test")
@@ -160,7 +160,7 @@ def test_in_process_predict_answers_per_row_and_caption_reads_its_own_files(regi
 @pytest.fixture(scope="module")
 def server(registered):
     """`mlflow models serve` on 127.0.0.1, as documented: no image folder allowed."""
-    from blipexp.bench.serving import free_port, serve
+    from blipexp.bench.server import free_port, serve
 
     home, uri, _ = registered
     with serve(uri, home, free_port(), env={serving.IMAGE_ROOT_VARIABLE: ""}) as running:
@@ -168,7 +168,7 @@ def server(registered):
 
 
 def ask(server, values):
-    from blipexp.bench.serving import json_body, post
+    from blipexp.bench.server import json_body, post
 
     answer = post(server, *json_body(values))
     assert "Traceback" not in json.dumps(answer.body) and "stack_trace" not in answer.body
@@ -201,7 +201,7 @@ def test_a_served_batch_answers_each_row_and_no_stack_trace_leaves_the_server(se
 
 @pytest.mark.serving
 def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_missing(registered, image_files):
-    from blipexp.bench.serving import free_port, serve
+    from blipexp.bench.server import free_port, serve
 
     home, uri, images = registered
     root = image_files / "allowed"
@@ -218,7 +218,8 @@ def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_m
 @pytest.mark.serving
 def test_a_short_load_test_with_malformed_requests_leaves_the_server_answering(server, registered):
     """The bench's serving section, short: good requests all succeed; bad ones get per-row errors or a 4xx."""
-    from blipexp.bench.serving import good, json_body, load, malformed, post
+    from blipexp.bench.server import good, json_body, post
+    from blipexp.bench.serving import load, malformed
 
     images = registered[2]
     steady = load(server, images, clients=2, requests=2, per_request=None)
@@ -242,7 +243,7 @@ def test_registered_settings_outside_the_servers_limits_stop_the_model_from_load
 
 @pytest.mark.serving
 def test_a_served_model_answers_params_beyond_its_limits_with_a_400_naming_the_limit(server, registered):
-    from blipexp.bench.serving import good, json_body, post
+    from blipexp.bench.server import good, json_body, post
 
     images = registered[2]
     for params, message in [({"batch_size": 0}, "batch_size=0 is outside this server's range of 1-32 "
@@ -295,7 +296,7 @@ def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
     import mlflow
     import pandas as pd
 
-    from blipexp.bench.serving import free_port, serve
+    from blipexp.bench.server import free_port, serve
 
     home, uri, _ = registered
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path_factory.mktemp("model")))
@@ -341,7 +342,7 @@ def at_once(server, requests: list[tuple[list, dict | None]]) -> tuple[list, lis
     """Send the requests concurrently; their answers, and the batches the server logged meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from blipexp.bench.serving import json_body, logged_batches, post
+    from blipexp.bench.server import json_body, logged_batches, post
 
     before = len(server.log())
     with ThreadPoolExecutor(len(requests)) as pool:

@@ -162,9 +162,12 @@ class ExperimentSpec:
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
     prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
     confirm_seeds: int = arg(
-        0, "After a sweep, train the best trial's parameters again with this many fresh seeds and log the spread of "
-        "the objective and test metrics over them, the best trial's own value beside (the registered version stays "
-        "the best trial's)")
+        0, "After a sweep, train the confirm_top best trials' parameters again with this many fresh seeds each (never "
+        "a trial's own) and log the spread of the objective and test metrics over them; 0: no confirmation")
+    confirm_top: int = arg(
+        1, "With confirm_seeds: how many of the best configurations are confirmed. 1: the best trial is registered, "
+        "its spread over the fresh seeds beside; K >= 2 (confirm_seeds >= 2): the configuration with the best mean "
+        "validation objective over its fresh seeds is registered (its original trial's model)")
     system_metrics: bool = arg(
         True, "Log MLflow system metrics on each training run (CPU, memory, disk, network; GPU where present), sampled "
         "every 10 s ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) in a background thread")
@@ -194,6 +197,7 @@ class ExperimentSpec:
         for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset", "bootstrap_resamples",
                     "confirm_seeds"):
             require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        self._check_confirmation()
         self._check_generation()
         self.trainer = trainer_args.check(self.trainer)  # text values parsed to the field's type
         require(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
@@ -349,6 +353,13 @@ class ExperimentSpec:
         except re.error as exc:
             raise ValueError(f"lora_targets={self.lora_targets!r} is neither a preset ({', '.join(LORA_PRESETS)}) "
                              f"nor a valid regular expression ({exc}): --set lora_targets=decoder") from None
+
+    def _check_confirmation(self) -> None:
+        require(1 <= self.confirm_top <= self.n_trials, "confirm_top", self.confirm_top,
+                f"must be in [1, n_trials={self.n_trials}]")
+        require(self.confirm_top == 1 or self.confirm_seeds >= 2, "confirm_top", self.confirm_top,
+                f"compares means over fresh seeds and needs confirm_seeds >= 2 (it is {self.confirm_seeds}): "
+                "--set confirm_seeds=2")
 
     def _check_generation(self) -> None:
         require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens", self.min_new_tokens,

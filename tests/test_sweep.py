@@ -432,8 +432,12 @@ def test_two_workers_confirm_the_top_two_once_and_register_the_best_fresh_seed_m
     from blipexp.sweep import SweepResult, choose, confirm
     from blipexp.train import TrialResult
 
+    from blipexp.sweep import loop
+
     spec = small_spec(n_trials=3, confirm_top=2, confirm_seeds=2)
     study, sweep_run = planted_sweep(home, spec)
+    loop.keep_models(study, loop.kept_models(study, spec))  # as each trial completes: the 2 best keep their folders
+    assert [Path(t.user_attrs["model_dir"]).is_dir() for t in study.trials] == [True, True, False]
     trained, overlapping = [], threading.Event()
 
     def train(configuration, data, home, **kwargs):  # the Trainer's part: what it returns, not its time
@@ -499,6 +503,61 @@ def test_two_workers_confirm_the_top_two_once_and_register_the_best_fresh_seed_m
     assert tags["seed_spread_test_cider"].startswith("63.5000 ± 0.7071 over 2 fresh seeds (the chosen trial: 8.5")
     records = [study.user_attrs[unit.attr] for unit in confirm.plan(spec, study.trials[:2])]
     assert [(r["state"], r["run_id"]) for r in records] == [("done", "run-43"), ("done", "run-44")] * 2
+
+
+@pytest.mark.slow
+def test_a_trial_that_won_on_its_seeds_luck_loses_on_the_mean_over_fresh_seeds(home, monkeypatch, capsys):
+    """A real sweep of two configurations, each confirmed with two fresh seeds: trial 1 (learning rate 1e-7: it
+    cannot learn) is told a value 100 higher than it scored, the argmax by luck; over fresh seeds it scores the
+    untrained model's value, below trial 0's (3e-3), so trial 0's own model is registered, not the lucky one's."""
+    import dataclasses
+
+    from blipexp import runner
+    from blipexp.sweep import choose, loop
+
+    spec = small_spec(n_trials=2, epochs=1, pitch_scenes=30, test_fraction=0.0, max_new_tokens=6, sample_captions=0,
+                      confirm_top=2, confirm_seeds=2)
+    real = loop.train_trial
+
+    def lucky(configuration, *args, **kwargs):  # the trial's objective as its seed might have flattered it
+        result = real(configuration, *args, **kwargs)
+        return dataclasses.replace(result, objective=result.objective + 100) \
+            if configuration.learning_rate == 1e-7 else result
+
+    monkeypatch.setattr(loop, "train_trial", lucky)
+    tracking.configure(home)
+    study = open_study(spec, home)
+    for learning_rate in (3e-3, 1e-7):
+        study.enqueue_trial({"learning_rate": learning_rate})
+    assert runner.run_experiment(spec, home) == 0
+    out = capsys.readouterr().out
+
+    study = open_study(spec, home)
+    steady, argmax = study.trials
+    assert study.best_trial.number == argmax.number == 1, "the lucky trial tops the trials"
+    (version,) = mlflow.MlflowClient().search_model_versions("name='small-sweep'")
+    assert version.run_id == steady.user_attrs["mlflow_run_id"], "the configuration with the best fresh-seed mean"
+    assert version.tags["chosen_by"] == "mean validation cider over 2 fresh seeds, top 2 configurations"
+    assert version.tags["chosen_separated"] in ("true", "false") and version.tags["optuna_trial"] == "0"
+    sweep_run = mlflow.get_run(study.user_attrs["mlflow_parent_run_id"])
+    table = tracking.Run(sweep_run.info.run_id).table_columns(choose.TABLE)
+    assert table["trial"] == [1, 0] and table["chosen"] == [False, True], "in trial rank, the lucky one first"
+    assert table["params"] == ["learning_rate=1e-07", "learning_rate=0.003"] and table["seeds"] == ["43, 44"] * 2
+    assert table["objective_mean"][1] > table["objective_mean"][0] and table["trial_objective"][0] > 100
+    line = sweep_run.data.tags[choose.CHOICE_TAG]
+    assert line.startswith("choice: trial 0 by the mean validation cider over 2 fresh seeds, top 2 configurations: ")
+    assert line.endswith(f"trial 1, the best single trial ({argmax.value:.4f}), lost on the mean")
+    assert f"\n{line}\n" in out, "the console says it in the same one line"
+
+    confirmations = tracking.find_runs("tags.`blipexp.role` = 'confirm_seed'")
+    names = sorted(run.info.run_name for run in confirmations)
+    assert [(name.startswith(f"small_sweep · confirm trial {trial} · lr={rate} · "), f" · {seed} · " in name)
+            for name, (trial, rate, seed) in zip(names, [(0, "3e-3", "seed=43"), (0, "3e-3", "seed=44"),
+                                                         (1, "1e-7", "seed=43"), (1, "1e-7", "seed=44")])
+            ] == [(True, True)] * 4, names
+    assert len({name.rsplit(" · ", 1)[0] for name in names}) == 4, "told apart by seed, the short id aside"
+    kept = [folder.parent.name for folder in (home / "checkpoints").glob("*/model")]
+    assert kept == [version.run_id], "the registered trial's model alone: not the other's, nor the confirmations'"
 
 
 def test_a_confirmation_run_claimed_by_a_killed_worker_is_trained_again_and_a_live_ones_is_not(home):

@@ -2,7 +2,7 @@
 epoch's objective (pruner.py), and resume by re-running the same command.
 
 Faults: several processes may run the same sweep at once (study.py: the lock around every decision that must be
-taken once: creating the sweep run, starting a trial while the total is not reached, keeping the best model,
+taken once: creating the sweep run, starting a trial while the total is not reached, keeping the best models,
 registering). Trials of dead workers are failed and retried by recovery.py. A NaN or inf objective fails the
 trial with the reason on the trial and its run.
 """

@@ -61,6 +61,10 @@ def test_bad_overrides_raise_helpful_errors(override, message):
     ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size=-1 must be >= 0"),
     ({"prompt": "a photograph of "}, "prompt='a photograph of ' has spaces at an end: --set prompt='a photograph of'"),
     ({"trainer": {"learning_rate": 1e-3}}, "trainer.learning_rate is set by the spec: use the spec field learning_rate"),
+    ({"confirm_top": 0}, r"confirm_top=0 must be in \[1, n_trials=1\]"),
+    ({"n_trials": 4, "confirm_top": 5}, r"confirm_top=5 must be in \[1, n_trials=4\]"),
+    ({"n_trials": 4, "confirm_top": 2, "confirm_seeds": 1},
+     "confirm_top=2 compares means over fresh seeds and needs confirm_seeds >= 2 .*: --set confirm_seeds=2"),
 ])
 def test_validation_names_the_field_and_the_rule(changes, message):
     with pytest.raises(ValueError, match=message):

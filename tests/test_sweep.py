@@ -395,63 +395,78 @@ def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tm
                      done.stdout, re.M), done.stdout
 
 
-# --- confirm_seeds: fresh seeds only, each confirmation run trained once whatever the number of workers
+# --- confirmation: fresh seeds only, each confirmation run trained once whatever the number of workers
 
 
-def chosen_trial(home, spec) -> tuple[optuna.Study, str, optuna.trial.FrozenTrial, object]:
-    """A study (journal in home) with one complete trial, its run, the sweep run and the trial's registered version:
-    what a sweep leaves before confirm_seeds, without training."""
+def planted_sweep(home, spec, values=(9.0, 8.0, 1.0)) -> tuple[optuna.Study, str]:
+    """A study (journal in home) whose complete trials 0, 1, 2 (learning rates 3e-3, 2e-3, 1e-3) have `values`, each
+    with a run (test_cider 9.5, 8.5, ...) and a model folder, and the sweep run: what a sweep leaves before it
+    confirms and registers, without training."""
     from blipexp.sweep import loop
 
     tracking.configure(home)
     tracking.use_experiment(spec.experiment_name, home)
     study = open_study(spec, home)
     sweep_run = loop._parent_run(study, spec)
-    with tracking.new_run("trial-0", tags={}) as run:
-        run.metrics({"test_cider": 9.5, "test_cider_ci_low": 9.0})
-    lr = spec.search_space()["learning_rate"]
-    study.add_trial(optuna.trial.create_trial(
-        params={"learning_rate": 3e-3}, distributions={"learning_rate": optuna.distributions.CategoricalDistribution(
-            list(lr.options))}, value=9.0, user_attrs={"mlflow_run_id": run.id}))
-    client = mlflow.MlflowClient()
-    client.create_registered_model(spec.registered_model)
-    version = client.create_model_version(spec.registered_model, f"runs:/{run.id}/model", run_id=run.id)
-    return study, sweep_run, study.best_trial, version
+    lr = optuna.distributions.CategoricalDistribution(list(spec.search_space()["learning_rate"].options))
+    for number, (rate, value) in enumerate(zip((3e-3, 2e-3, 1e-3), values)):
+        with tracking.new_run(f"trial {number}", tags={}) as run:
+            run.metrics({"test_cider": value + 0.5, "test_cider_ci_low": value})
+        folder = home / "checkpoints" / run.id / "model"
+        folder.mkdir(parents=True)
+        study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": rate}, distributions={"learning_rate": lr}, value=value,
+            user_attrs={"mlflow_run_id": run.id, "model_dir": str(folder)}))
+    return study, sweep_run
 
 
-def test_two_workers_confirm_once_and_average_fresh_seeds_only(home, monkeypatch, capsys):
+def test_two_workers_confirm_the_top_two_once_and_register_the_best_fresh_seed_mean(home, monkeypatch, capsys):
     """Two workers of one sweep (two threads, each with its own view of the journal study) finish together: each
-    confirmation run (trial 0's parameters, seeds 43 and 44: never its own 42) trains once, in one of them, while
-    the other trains; the spread is logged once, its mean over the fresh seeds alone, the chosen trial's value
-    beside it (not in it: it was picked for being the best)."""
+    confirmation run (trials 0 and 1's parameters, seeds 43 and 44: never their own 42) trains once, in one of them,
+    while the other trains. Trial 0 won its trial by luck (9.0; 4.35 over fresh seeds) and trial 1 wins on the mean
+    (6.35): trial 1's own model is registered, once, tagged with how it was chosen; the means are over the fresh
+    seeds alone, the trial's value beside them (it was picked for being the best)."""
     import statistics
     import threading
 
     from blipexp.cli import run as runner
-    from blipexp.sweep import SweepResult, confirm
+    from blipexp.sweep import SweepResult, choose, confirm
     from blipexp.training.train import TrialResult
 
-    spec = small_spec(confirm_seeds=2)
-    study, sweep_run, best, version = chosen_trial(home, spec)
+    from blipexp.sweep import loop
+
+    spec = small_spec(n_trials=3, confirm_top=2, confirm_seeds=2)
+    study, sweep_run = planted_sweep(home, spec)
+    loop.keep_models(study, loop.kept_models(study, spec))  # as each trial completes: the 2 best keep their folders
+    assert [Path(t.user_attrs["model_dir"]).is_dir() for t in study.trials] == [True, True, False]
     trained, overlapping = [], threading.Event()
 
     def train(configuration, data, home, **kwargs):  # the Trainer's part: what it returns, not its time
-        trained.append((configuration.seed, configuration.learning_rate))
+        trained.append((configuration.seed, configuration.learning_rate, kwargs["run_name"]))
         if len(trained) == 1:  # the first run lasts until another starts: both workers train at once
             assert overlapping.wait(120), "the second worker never trained while the first did"
         overlapping.set()
-        folder = home / "checkpoints" / f"confirm-{configuration.seed}" / "model"
+        folder = home / "checkpoints" / f"confirm-{configuration.seed}-{configuration.learning_rate}" / "model"
         folder.mkdir(parents=True, exist_ok=True)
-        return TrialResult(f"run-{configuration.seed}", configuration.seed / 10, 1, {}, {"cider": configuration.seed},
-                           {}, model_dir=folder)
+        objective = configuration.seed / 10 + (2 if configuration.learning_rate == 2e-3 else 0)
+        return TrialResult(f"run-{configuration.seed}", objective, 1, {}, {"cider": objective * 10}, {},
+                           model_dir=folder)
 
+    def register(configuration, data, model_dir, run_id, tags):  # the registry's part: a version with its tags
+        registered.append((configuration.learning_rate, model_dir, run_id))
+        client = mlflow.MlflowClient()
+        client.create_registered_model(spec.registered_model)
+        return client.create_model_version(spec.registered_model, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
+
+    registered, errors, versions = [], [], []
     monkeypatch.setattr(confirm, "train_trial", train)
-    errors = []
+    monkeypatch.setattr(runner, "register_trial_model", register)
 
     def worker() -> None:
         try:
             mine = open_study(spec, home)  # a worker's own view of the shared study
-            runner._confirm(spec, None, home, SweepResult(mine, sweep_run, best, None), version)
+            versions.append(runner._choose_and_register(spec, None, home, SweepResult(mine, sweep_run, None, None),
+                                                        None))
         except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
             errors.append(exc)
 
@@ -461,19 +476,89 @@ def test_two_workers_confirm_once_and_average_fresh_seeds_only(home, monkeypatch
     for thread in workers:
         thread.join(timeout=300)
     assert not errors, errors
-    assert sorted(trained) == [(43, 3e-3), (44, 3e-3)], "each fresh seed once, with the chosen parameters"
-    assert not (home / "checkpoints" / "confirm-43").exists(), "a confirmation's model is not kept"
+    assert sorted(run[:2] for run in trained) == [(43, 2e-3), (43, 3e-3), (44, 2e-3), (44, 3e-3)], "each once"
+    assert len({run[2] for run in trained}) == 4, "runs that differ only by seed have different names"
+    assert "small_sweep · confirm trial 1 · lr=2e-3 · seed=43" in [run[2] for run in trained]
+    chosen = study.trials[1]
+    assert registered == [(2e-3, Path(chosen.user_attrs["model_dir"]), chosen.user_attrs["mlflow_run_id"])]
+    assert [v is None for v in versions].count(True) == 1, "one worker leaves it to the one finishing last"
+    assert [p.parent.name for p in (home / "checkpoints").glob("*/model")] == [chosen.user_attrs["mlflow_run_id"]], \
+        "the chosen trial's model is kept; the other confirmed trial's and the confirmation runs' are not"
     out = capsys.readouterr().out
-    assert out.count("  objective ") == 1 and out.count("logged by the worker that finishes the last") == 1, out
-    metrics = mlflow.get_run(sweep_run).data.metrics
-    assert metrics["confirm_objective_mean"] == pytest.approx(4.35) and metrics["confirm_objective_chosen"] == 9.0
-    assert metrics["confirm_objective_sd"] == pytest.approx(statistics.stdev([4.3, 4.4]))
-    assert metrics["confirm_test_cider_mean"] == pytest.approx(43.5) and metrics["confirm_test_cider_chosen"] == 9.5
-    tags = mlflow.MlflowClient().get_model_version(version.name, version.version).tags
-    assert tags[confirm.SPREAD_TAG] == "4.3500 ± 0.0707 over 2 fresh seeds (the chosen trial: 9.0000)"
-    assert tags["seed_spread_test_cider"].startswith("43.5000 ± 0.7071 over 2 fresh seeds (the chosen trial: 9.5")
-    records = [study.user_attrs[unit.attr] for unit in confirm.units(spec, best, 2)]
-    assert [(r["state"], r["run_id"]) for r in records] == [("done", "run-43"), ("done", "run-44")]
+    assert out.count("  objective ") == 1 and out.count("the worker that finishes the last confirmation run") == 1
+
+    logged = mlflow.get_run(sweep_run).data
+    assert logged.metrics["confirm_objective_mean"] == pytest.approx(6.35)
+    assert logged.metrics["confirm_objective_chosen"] == 8.0
+    assert logged.metrics["confirm_objective_sd"] == pytest.approx(statistics.stdev([6.3, 6.4]))
+    assert logged.metrics["confirm_test_cider_mean"] == pytest.approx(63.5)
+    assert logged.metrics["confirm_test_cider_chosen"] == 8.5
+    assert logged.tags["chosen_trial"] == "1" and logged.tags[choose.CHOICE_TAG].startswith("choice: trial 1 by ")
+    table = tracking.Run(sweep_run).table_columns(choose.TABLE)
+    assert table["trial"] == [0, 1] and table["chosen"] == [False, True] and table["seeds"] == ["43, 44"] * 2
+    assert table["objective_mean"] == [pytest.approx(4.35), pytest.approx(6.35)]
+    tags = mlflow.MlflowClient().get_model_version(spec.registered_model, "1").tags
+    assert tags["chosen_by"] == "mean validation cider over 2 fresh seeds, top 2 configurations"
+    assert tags["chosen_separated"] == "true" and tags["optuna_trial"] == "1"
+    assert tags[confirm.SPREAD_TAG] == "6.3500 ± 0.0707 over 2 fresh seeds (the chosen trial: 8.0000)"
+    assert tags["seed_spread_test_cider"].startswith("63.5000 ± 0.7071 over 2 fresh seeds (the chosen trial: 8.5")
+    records = [study.user_attrs[unit.attr] for unit in confirm.plan(spec, study.trials[:2])]
+    assert [(r["state"], r["run_id"]) for r in records] == [("done", "run-43"), ("done", "run-44")] * 2
+
+
+@pytest.mark.slow
+def test_a_trial_that_won_on_its_seeds_luck_loses_on_the_mean_over_fresh_seeds(home, monkeypatch, capsys):
+    """A real sweep of two configurations, each confirmed with two fresh seeds: trial 1 (learning rate 1e-7: it
+    cannot learn) is told a value 100 higher than it scored, the argmax by luck; over fresh seeds it scores the
+    untrained model's value, below trial 0's (3e-3), so trial 0's own model is registered, not the lucky one's."""
+    import dataclasses
+
+    from blipexp.cli import run as runner
+    from blipexp.sweep import choose, loop
+
+    spec = small_spec(n_trials=2, epochs=1, pitch_scenes=30, test_fraction=0.0, max_new_tokens=6, sample_captions=0,
+                      confirm_top=2, confirm_seeds=2)
+    real = loop.train_trial
+
+    def lucky(configuration, *args, **kwargs):  # the trial's objective as its seed might have flattered it
+        result = real(configuration, *args, **kwargs)
+        return dataclasses.replace(result, objective=result.objective + 100) \
+            if configuration.learning_rate == 1e-7 else result
+
+    monkeypatch.setattr(loop, "train_trial", lucky)
+    tracking.configure(home)
+    study = open_study(spec, home)
+    for learning_rate in (3e-3, 1e-7):
+        study.enqueue_trial({"learning_rate": learning_rate})
+    assert runner.run_experiment(spec, home) == 0
+    out = capsys.readouterr().out
+
+    study = open_study(spec, home)
+    steady, argmax = study.trials
+    assert study.best_trial.number == argmax.number == 1, "the lucky trial tops the trials"
+    (version,) = mlflow.MlflowClient().search_model_versions("name='small-sweep'")
+    assert version.run_id == steady.user_attrs["mlflow_run_id"], "the configuration with the best fresh-seed mean"
+    assert version.tags["chosen_by"] == "mean validation cider over 2 fresh seeds, top 2 configurations"
+    assert version.tags["chosen_separated"] in ("true", "false") and version.tags["optuna_trial"] == "0"
+    sweep_run = mlflow.get_run(study.user_attrs["mlflow_parent_run_id"])
+    table = tracking.Run(sweep_run.info.run_id).table_columns(choose.TABLE)
+    assert table["trial"] == [1, 0] and table["chosen"] == [False, True], "in trial rank, the lucky one first"
+    assert table["params"] == ["learning_rate=1e-07", "learning_rate=0.003"] and table["seeds"] == ["43, 44"] * 2
+    assert table["objective_mean"][1] > table["objective_mean"][0] and table["trial_objective"][0] > 100
+    line = sweep_run.data.tags[choose.CHOICE_TAG]
+    assert line.startswith("choice: trial 0 by the mean validation cider over 2 fresh seeds, top 2 configurations: ")
+    assert line.endswith(f"trial 1, the best single trial ({argmax.value:.4f}), lost on the mean")
+    assert f"\n{line}\n" in out, "the console says it in the same one line"
+
+    confirmations = tracking.find_runs("tags.`blipexp.role` = 'confirm_seed'")
+    names = sorted(run.info.run_name for run in confirmations)
+    assert [(name.startswith(f"small_sweep · confirm trial {trial} · lr={rate} · "), f" · {seed} · " in name)
+            for name, (trial, rate, seed) in zip(names, [(0, "3e-3", "seed=43"), (0, "3e-3", "seed=44"),
+                                                         (1, "1e-7", "seed=43"), (1, "1e-7", "seed=44")])
+            ] == [(True, True)] * 4, names
+    assert len({name.rsplit(" · ", 1)[0] for name in names}) == 4, "told apart by seed, the short id aside"
+    kept = [folder.parent.name for folder in (home / "checkpoints").glob("*/model")]
+    assert kept == [version.run_id], "the registered trial's model alone: not the other's, nor the confirmations'"
 
 
 def test_a_confirmation_run_claimed_by_a_killed_worker_is_trained_again_and_a_live_ones_is_not(home):
@@ -481,8 +566,8 @@ def test_a_confirmation_run_claimed_by_a_killed_worker_is_trained_again_and_a_li
     from blipexp.sweep import confirm
 
     spec = small_spec(confirm_seeds=3)
-    study, _, best, _ = chosen_trial(home, spec)
-    killed, live, free = confirm.units(spec, best, 3)
+    study, _ = planted_sweep(home, spec)
+    killed, live, free = confirm.units(spec, study.best_trial, 3)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     study.set_user_attr(killed.attr, {"state": "claimed", **liveness.this_process(), "pid": str(gone.pid)})

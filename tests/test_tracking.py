@@ -80,6 +80,10 @@ def test_start_run_yields_the_active_run_holding_the_spec(home):
     assert stored.info.status == "FINISHED" and stored.data.tags["profile"] == spec.profile == "tiny"
     assert stored.data.params["learning_rate"] == "0.0003" and stored.data.params["model"] == "tiny"
     assert "spec.json" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.id)}
+    assert stored.info.run_name == f"one · {run.id[:6]}", "the name ends in the run's short id"
+    with tracking.new_run("sweep", tags={}) as other:
+        pass
+    assert other.read().info.run_name == f"sweep · {other.id[:6]}"
 
 
 def test_an_interrupted_run_ends_killed_and_names_itself(home):

@@ -255,8 +255,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_experiment_page_shows_the_sweep_run_with_its_nested_trials(browser, swept, ui, tmp_path, capsys):
     _, experiment_id, runs = swept
     parent = next(r for r in runs if r.data.tags.get("blipexp.role") == "sweep")
-    trials = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
-    assert trials == ["trial-0", "trial-1"]
+    trials = trial_names(runs)
+    assert [name.startswith(f"small_sweep · trial {n} · lr=") for n, name in enumerate(trials)] == [True, True]
+    assert len(set(trials)) == 2 and parent.info.run_name.startswith("small_sweep · sweep · "), "told apart"
 
     text = browser.open(f"{ui[0]}/#/experiments/{experiment_id}/runs", "small_sweep", parent.info.run_name)
     assert not any(name in text for name in trials), "trials are nested: hidden until their parent is expanded"
@@ -272,12 +273,11 @@ def test_experiment_page_shows_the_sweep_run_with_its_nested_trials(browser, swe
 def test_run_pages_show_the_sweep_and_trial_metrics(browser, swept, ui, tmp_path, capsys):
     _, experiment_id, runs = swept
     parent = next(r for r in runs if r.data.tags.get("blipexp.role") == "sweep")
-    best_trial = int(parent.data.metrics["best_trial"])
-    trial = next(r for r in runs if r.info.run_name == f"trial-{best_trial}")
+    _, trial = best_trial_run(swept)
     cider = repr(trial.data.metrics["val_cider"])  # the UI shows the full value, as JavaScript prints it
 
     page = f"{ui[0]}/#/experiments/{experiment_id}/runs"
-    text = browser.open(f"{page}/{parent.info.run_id}", parent.info.run_name, "best_objective", "trial-0", "trial-1")
+    text = browser.open(f"{page}/{parent.info.run_id}", parent.info.run_name, "best_objective", *trial_names(runs))
     assert "child runs" in text.lower()
     text = browser.open(f"{page}/{trial.info.run_id}", trial.info.run_name, "val_cider", cider)
     assert parent.info.run_name in text, "a trial's page names its parent sweep run"
@@ -297,13 +297,13 @@ def test_trials_compare_in_the_chart_view(browser, swept, ui, tmp_path, capsys):
     browser.open("about:blank")
     browser.open(page, parent.info.run_name)
     browser.evaluate("document.querySelector('.ag-row button[data-component-id*=\"runnamecellrenderer\"]').click()")
-    browser.wait_for("trial-0", "trial-1")
+    browser.wait_for(*trial_names(runs))
     assert browser.evaluate("""(() => {
         const chart = document.querySelector('input[value="CHART"]');  // the table/chart switch: icons, no text
         if (chart) chart.click();
         return Boolean(chart);
     })()"""), "the runs page has a chart view switch"
-    browser.wait_for("Model metrics", "best_objective", "trial-0", "trial-1")  # a chart per metric, each trial a colour
+    browser.wait_for("Model metrics", "best_objective", *trial_names(runs))  # a chart per metric, each trial a colour
     drawn = """(() => { const plots = [...document.querySelectorAll('.js-plotly-plot')];
         return plots.length > 0 && plots.every(p => p.querySelectorAll('.point path').length >= 1)
             && plots.some(p => p.querySelectorAll('.point path').length >= 2); })()"""
@@ -314,7 +314,14 @@ def test_trials_compare_in_the_chart_view(browser, swept, ui, tmp_path, capsys):
 def best_trial_run(swept):
     _, _, runs = swept
     parent = next(r for r in runs if r.data.tags.get("blipexp.role") == "sweep")
-    return parent, next(r for r in runs if r.info.run_name == f"trial-{int(parent.data.metrics['best_trial'])}")
+    best = str(int(parent.data.metrics["best_trial"]))
+    return parent, next(r for r in runs if r.data.tags.get("optuna_trial") == best)
+
+
+def trial_names(runs) -> list[str]:
+    """The trials' run names, in trial order (the experiment, the trial, its learning rate, a short id)."""
+    trials = sorted((r for r in runs if "optuna_trial" in r.data.tags), key=lambda r: int(r.data.tags["optuna_trial"]))
+    return [r.info.run_name for r in trials]
 
 
 def test_a_trial_shows_its_dataset_and_system_metrics(browser, swept, ui, tmp_path, capsys):

@@ -146,7 +146,7 @@ def rerun(name: str, home: Path, overrides: tuple[str, ...] = (), allow_data_cha
         say(f"  environment: {line}", flush=True)
     tracking.use_experiment(spec.experiment_name, home)
     variant = (*changed_fields(logged, spec), *(("changed data",) if data_changed else ()))
-    result = train_trial(spec, data, home, run_name=f"rerun of {original.info.run_name or run_id}",
+    result = train_trial(spec, data, home, run_name=tracking.run_name(spec, f"rerun of {run_id[:6]}", base=logged),
                          extra_tags={REPRODUCES_TAG: run_id, **({VARIANT_TAG: ", ".join(variant)} if variant else {})},
                          echo=echo)
     weights = (original_weights(run_id, version, home), eval_cache.weights_digest(result.model_dir))

@@ -165,7 +165,7 @@ def _open_storage(spec: ExperimentSpec, home: Path, url: str | None):
 
 def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool, storage) -> int:
     from .. import sweep
-    from ..sweep import confirm
+    from ..sweep import choose
 
     result = sweep.run_sweep(spec, data, home, new=new_study, storage=storage)
     print("\n" + sweep.summary_table(result.study))
@@ -183,46 +183,53 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")
         return 1
-    # Parallel workers (on any machine: the lock is the study's): the first registers, the others find its version.
-    with sweep.study_lock(result.study, home):
-        version = _sweep_version(spec, result.parent_run_id)
-        host = best.user_attrs.get("host", "another machine")
-        if version is None and not result.best_model_dir.is_dir() and host != socket.gethostname():
-            print(f"\nbest: trial {best.number}, trained on {host}: its model folder {result.best_model_dir} is not "
-                  f"on this machine. The worker there registers it; if it has stopped, run this command there.")
-            return 0
-        if version is None:  # one version per sweep: a resumed or repeated run does not register again
-            version = _register_best(spec, data, result)
-    if spec.confirm_seeds and confirm.SPREAD_TAG not in version.tags:  # this worker registered, or one was stopped
-        _confirm(spec, data, home, result, version)
-    print(f"\nbest: trial {best.number}  {spec.objective_metric} {best.value:.4f}")
+    version = _choose_and_register(spec, data, home, result, separated)
+    if version is None:
+        return 0
+    line = tracking.Run(result.parent_run_id).read().data.tags.get(choose.CHOICE_TAG)
+    print(f"\n{line or f'best: trial {best.number}  {spec.objective_metric} {best.value:.4f}'}")
     print(f"  sweep run   {result.parent_run_id}  (MLflow experiment {spec.experiment_name!r})")
     print(next_steps(spec, version))
     print(f"  browse      {tracking.ui_command(home, spec.experiment_name)}")
     return 0
 
 
-def _confirm(spec: ExperimentSpec, data: CaptionData, home: Path, result, version) -> None:
-    """confirm_seeds (sweep/confirm.py): the best parameters with fresh seeds, each trained by one worker; the
-    worker that logs the spread prints it."""
-    from ..sweep import confirm
+def _choose_and_register(spec: ExperimentSpec, data: CaptionData, home: Path, result, separated):
+    """Confirm the confirm_top best configurations with fresh seeds (each run trained by one worker, outside the
+    lock), then, under the study lock, choose (sweep/choose.py) and register the chosen trial's model, once: the
+    first worker to find every confirmation run done registers, the others find its version. None when this worker
+    leaves it to another (a confirmation run still trains, or the chosen model is on another machine)."""
+    from ..sweep import choose, confirm, keep_models, study_lock, top_trials
 
-    spread = confirm.confirm_seeds(spec, data, home, result.study, result.best_trial, result.parent_run_id, version)
-    if spread is None:
-        print("  confirm: the spread over fresh seeds is logged by the worker that finishes the last confirmation run")
-        return
+    study = result.study
+    confirmed = top_trials(study, spec.confirm_top) if spec.confirm_seeds else []
+    planned = confirm.plan(spec, confirmed)
+    if planned and _sweep_version(spec, result.parent_run_id) is None:  # one version per sweep: none is confirmed again
+        confirm.train_units(spec, data, home, study, confirmed, result.parent_run_id)
+    with study_lock(study, home):
+        version = _sweep_version(spec, result.parent_run_id)
+        if version is not None:
+            return version
+        runs = confirm.outcomes(study, planned)
+        if runs is None:
+            print("  confirm: the worker that finishes the last confirmation run chooses and registers")
+            return None
+        choice = choose.choose(spec, study, confirmed, runs, separated)
+        chosen, folder = choice.chosen, Path(choice.chosen.user_attrs["model_dir"])
+        host = chosen.user_attrs.get("host", "another machine")
+        if not folder.is_dir() and host != socket.gethostname():
+            print(f"\nchosen: trial {chosen.number}, trained on {host}: its model folder {folder} is not on this "
+                  "machine. The worker there registers it; if it has stopped, run this command there.")
+            return None
+        choice.log(tracking.Run(result.parent_run_id))  # before registering: the version marks the choice as done
+        version = register_trial_model(spec.replace(**chosen.params), data, folder, chosen.user_attrs["mlflow_run_id"],
+                                       {"sweep_run_id": result.parent_run_id, "optuna_trial": str(chosen.number),
+                                        **choice.version_tags(spec)})
+        keep_models(study, {chosen.number})  # the other confirmed trials' folders: not registered
     for name in ("objective", f"test_{spec.objective_metric}"):
-        if name in spread:
-            print(f"  {name:<11} {spread[name].text()} (trial {result.best_trial.number}'s parameters)")
-
-
-def _register_best(spec: ExperimentSpec, data: CaptionData, result):
-    """Log and register the best trial's model. A half-logged model from a killed attempt stays unregistered
-    in the trial's run: mlflow.register_model creates the version with its tags in one step, after logging."""
-    best = result.best_trial
-    return register_trial_model(spec.replace(**best.params), data, result.best_model_dir,
-                                best.user_attrs["mlflow_run_id"],
-                                {"sweep_run_id": result.parent_run_id, "optuna_trial": str(best.number)})
+        if name in choice.spread:
+            print(f"  {name:<11} {choice.spread[name].text()} (trial {chosen.number}'s parameters)")
+    return version
 
 
 def _sweep_version(spec: ExperimentSpec, sweep_run_id: str):

@@ -135,9 +135,12 @@ class ExperimentSpec:
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
     prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
     confirm_seeds: int = arg(
-        0, "After a sweep, train the best trial's parameters again with this many fresh seeds and log the spread of "
-        "the objective and test metrics over them, the best trial's own value beside (the registered version stays "
-        "the best trial's)")
+        0, "After a sweep, train the confirm_top best trials' parameters again with this many fresh seeds each (never "
+        "a trial's own) and log the spread of the objective and test metrics over them; 0: no confirmation")
+    confirm_top: int = arg(
+        1, "With confirm_seeds: how many of the best configurations are confirmed. 1: the best trial is registered, "
+        "its spread over the fresh seeds beside; K >= 2 (confirm_seeds >= 2): the configuration with the best mean "
+        "validation objective over its fresh seeds is registered (its original trial's model)")
     system_metrics: bool = arg(
         True, "Log MLflow system metrics on each training run (CPU, memory, disk, network; GPU where present), sampled "
         "every 10 s ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) in a background thread")

@@ -32,6 +32,7 @@ def validate(spec) -> None:
     for key in ("weight_decay", "max_grad_norm", "sample_captions", "val_subset", "bootstrap_resamples",
                 "confirm_seeds"):
         require(getattr(spec, key) >= 0, key, getattr(spec, key), "must be >= 0")
+    _confirmation(spec)
     _generation(spec)
     spec.trainer = trainer_args.check(spec.trainer)  # text values parsed to the field's type
     require(spec.early_stopping_patience >= 0, "early_stopping_patience", spec.early_stopping_patience,
@@ -66,6 +67,14 @@ def _lora(spec) -> None:
     except re.error as exc:
         raise ValueError(f"lora_targets={spec.lora_targets!r} is neither a preset ({', '.join(LORA_PRESETS)}) "
                          f"nor a valid regular expression ({exc}): --set lora_targets=decoder") from None
+
+
+def _confirmation(spec) -> None:
+    require(1 <= spec.confirm_top <= spec.n_trials, "confirm_top", spec.confirm_top,
+            f"must be in [1, n_trials={spec.n_trials}]")
+    require(spec.confirm_top == 1 or spec.confirm_seeds >= 2, "confirm_top", spec.confirm_top,
+            f"compares means over fresh seeds and needs confirm_seeds >= 2 (it is {spec.confirm_seeds}): "
+            "--set confirm_seeds=2")
 
 
 def _generation(spec) -> None:

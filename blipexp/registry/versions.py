@@ -116,11 +116,6 @@ def _versions_if_any(name: str) -> list[ModelVersion]:
         return []
 
 
-def tags_of(version: ModelVersion) -> dict[str, str]:
-    """A registered version's tags as the registry holds them now (another worker may have set some since)."""
-    return dict(MlflowClient().get_model_version(version.name, version.version).tags)
-
-
 def tag_version(version: ModelVersion, tags: dict[str, str]) -> None:
     """Set tags on a registered version, in order (a marker tag set last says the others are there)."""
     client = MlflowClient()

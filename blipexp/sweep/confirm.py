@@ -1,16 +1,13 @@
-"""confirm_seeds: the sweep's chosen parameters trained again with fresh seeds, to tell how much of the best trial's
-lead was its seed. The best trial was picked as the top of several noisy values, so its own value is biased upward
-(the winner's curse): the mean and standard deviation are over the fresh seeds only, the chosen trial's value kept
-beside them.
+"""confirm_seeds: the confirm_top best trials' configurations trained again with fresh seeds, to tell how much of a
+trial's lead was its seed. The best trial was picked as the top of several noisy values, so its own value is biased
+upward (the winner's curse): means and standard deviations are over the fresh seeds only, the trial's own value kept
+beside them. Which configuration they choose, and how surely: choose.py.
 
 A confirmation run is a unit of work: a configuration (a completed trial) and a seed, never the trial's own. The
 units are recorded in the study's user attrs (`confirm:<trial>:<seed>`), which every worker of the sweep sees: each
 is claimed under the study lock, trained outside it and recorded done under it again, so it trains once however
 many workers there are; one claimed by a process of this machine that is gone (killed) is claimed again, one a live
-worker holds is left to it. Whoever finds every unit done, under the lock, logs the result once: on the sweep run
-the chosen trial's value and the mean and sd over the fresh seeds of the objective and of each test metric
-(`confirm_objective_chosen`, `confirm_objective_mean`, `confirm_objective_sd`, ...), on the registered version
-(still the best trial's) the same as tags, the marker tag last.
+worker holds is left to it. Whoever finds every unit done, under the lock, chooses and registers (runner.py).
 
 Each confirmation is a run nested under the sweep run (tag blipexp.role=confirm_seed); its model is not kept.
 """
@@ -32,7 +29,7 @@ from ..runtime import interrupts, liveness
 from ..training.train import train_trial
 from .study import study_lock
 
-SPREAD_TAG = "seed_spread_objective"  # on the version: the spread over the fresh seeds; present once confirmed
+SPREAD_TAG = "seed_spread_objective"  # on the version: the chosen configuration's spread over its fresh seeds
 CLAIMED, DONE, RELEASED = "claimed", "done", "released"  # a unit's states in its record
 
 
@@ -78,17 +75,31 @@ def units(spec: ExperimentSpec, trial: optuna.trial.FrozenTrial, count: int) -> 
     return [Unit(trial.number, own + offset) for offset in range(1, count + 1)]
 
 
-def confirm_seeds(spec: ExperimentSpec, data: CaptionData, home: Path, study: optuna.Study,
-                  best: optuna.trial.FrozenTrial, sweep_run_id: str, version, echo: bool = True
-                  ) -> dict[str, Spread] | None:
-    """Train the best trial's confirmation units that no worker has claimed; once all are done, log their spread
-    on the sweep run and tag it on `version`, once. Returns {"objective" | "test_<key>": Spread} when this worker
-    logged it; None when another did, or will (its units still train)."""
-    planned = units(spec, best, spec.confirm_seeds)
-    configurations = {best.number: spec.replace(**best.params)}
+def plan(spec: ExperimentSpec, trials: list[optuna.trial.FrozenTrial]) -> list[Unit]:
+    """The confirmation runs of `trials` (the confirm_top best): confirm_seeds fresh seeds each."""
+    return [unit for trial in trials for unit in units(spec, trial, spec.confirm_seeds)]
+
+
+def train_units(spec: ExperimentSpec, data: CaptionData, home: Path, study: optuna.Study,
+                trials: list[optuna.trial.FrozenTrial], sweep_run_id: str, echo: bool = True) -> list[Unit]:
+    """Train the confirmation runs of `trials` that no worker has claimed (run_units); return all of them."""
+    planned = plan(spec, trials)
+    configurations = {trial.number: spec.replace(**trial.params) for trial in trials}
     run_units(study, home, planned,
               lambda unit: _train(unit, configurations[unit.trial], data, home, sweep_run_id, echo))
-    return _log_once(spec, study, home, planned, best, sweep_run_id, version)
+    return planned
+
+
+def outcomes(study: optuna.Study, planned: list[Unit]) -> dict[int, list[dict[str, Any]]] | None:
+    """What each configuration's runs recorded (seed, objective, test metrics), by trial number in seed order; None
+    while a unit is not done (another worker trains it, or was stopped). Read under the study lock."""
+    records = study.user_attrs
+    if any(records.get(unit.attr, {}).get("state") != DONE for unit in planned):
+        return None
+    done: dict[int, list[dict[str, Any]]] = {}
+    for unit in planned:
+        done.setdefault(unit.trial, []).append({"seed": unit.seed, **records[unit.attr]})
+    return done
 
 
 def run_units(study: optuna.Study, home: Path, planned: list[Unit], train: Callable[[Unit], dict[str, Any]]) -> None:
@@ -126,40 +137,19 @@ def _train(unit: Unit, configuration: ExperimentSpec, data: CaptionData, home: P
     if echo:
         print(f"confirm: trial {unit.trial}'s parameters with seed {unit.seed}", flush=True)
     with tracking.reopen(sweep_run_id):
-        result = train_trial(configuration.replace(seed=unit.seed), data, home, run_name=f"confirm-seed-{unit.seed}",
-                             nested=True, echo=echo, extra_tags={"blipexp.role": "confirm_seed",
-                                                                 "sweep_run_id": sweep_run_id,
-                                                                 "confirms_trial": str(unit.trial)})
+        fresh = configuration.replace(seed=unit.seed)
+        name = tracking.run_name(fresh, f"confirm trial {unit.trial}", always=fresh.search_space())
+        result = train_trial(fresh, data, home, run_name=name, nested=True, echo=echo,
+                             extra_tags={"blipexp.role": "confirm_seed", "sweep_run_id": sweep_run_id,
+                                         "confirms_trial": str(unit.trial)})
     shutil.rmtree(result.model_dir.parent, ignore_errors=True)  # never registered: only its scores count
     return {"run_id": result.run_id, "objective": result.objective, "test": result.test_metrics}
 
 
-def _log_once(spec: ExperimentSpec, study: optuna.Study, home: Path, planned: list[Unit],
-              best: optuna.trial.FrozenTrial, sweep_run_id: str, version) -> dict[str, Spread] | None:
-    """Under the study lock: when every unit is done and the version has no spread yet, log and tag it."""
-    with study_lock(study, home):
-        records = study.user_attrs
-        if any(records.get(u.attr, {}).get("state") != DONE for u in planned):
-            return None  # units of another worker still train: the spread is logged once they are done
-        if SPREAD_TAG in registry.tags_of(version):
-            return None  # logged already (by another worker)
-        spread = spreads(best, [records[u.attr] for u in planned])
-        run = tracking.Run(sweep_run_id)
-        run.metrics({f"confirm_{name}_{stat}": value for name, values in spread.items()
-                     for stat, value in (("chosen", values.chosen), ("mean", values.mean), ("sd", values.sd))
-                     if value is not None})
-        run.params({"confirm_fresh_seeds": ", ".join(str(u.seed) for u in planned)})
-        key = f"test_{spec.objective_metric}"
-        registry.tag_version(version, {**({f"seed_spread_{key}": spread[key].text()} if key in spread else {}),
-                                       SPREAD_TAG: spread["objective"].text()})  # the marker tag last
-    return spread
-
-
-def spreads(best: optuna.trial.FrozenTrial, outcomes: list[dict[str, Any]]) -> dict[str, Spread]:
-    """The objective and each test metric: the chosen trial's value beside the fresh seeds' (`outcomes`)."""
-    chosen = tracking.Run(best.user_attrs["mlflow_run_id"]).read().data.metrics
-    values = {"objective": Spread(best.value, [outcome["objective"] for outcome in outcomes])}
-    for key in sorted({key for outcome in outcomes for key in outcome["test"]}):
-        values[f"test_{key}"] = Spread(chosen.get(f"test_{key}"),
-                                       [outcome["test"][key] for outcome in outcomes if key in outcome["test"]])
+def spreads(trial: optuna.trial.FrozenTrial, runs: list[dict[str, Any]]) -> dict[str, Spread]:
+    """The objective and each test metric: the trial's own value beside its fresh seeds' (`runs`, as recorded)."""
+    own = tracking.Run(trial.user_attrs["mlflow_run_id"]).read().data.metrics
+    values = {"objective": Spread(trial.value, [run["objective"] for run in runs])}
+    for key in sorted({key for run in runs for key in run["test"]}):
+        values[f"test_{key}"] = Spread(own.get(f"test_{key}"), [run["test"][key] for run in runs if key in run["test"]])
     return values

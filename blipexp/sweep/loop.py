@@ -2,7 +2,7 @@
 epoch's objective (pruner.py), and resume by re-running the same command.
 
 Faults: several processes may run the same sweep at once (study.py: the lock around every decision that must be
-taken once: creating the sweep run, starting a trial while the total is not reached, keeping the best model,
+taken once: creating the sweep run, starting a trial while the total is not reached, keeping the best models,
 registering). Trials of dead workers are failed and retried by recovery.py. A NaN or inf objective fails the
 trial with the reason on the trial and its run.
 """
@@ -29,7 +29,7 @@ from ..runtime import interrupts, liveness
 from ..training.train import TrialResult, train_trial, untrained_key
 from . import recovery
 from .report import log_parent_summary, trial_ended, trial_started
-from .study import best_trial, counted, open_study, sampler, study_lock, suggest
+from .study import best_trial, counted, open_study, sampler, study_lock, suggest, top_trials
 
 POLL_SECONDS = 2.0  # how often a worker with nothing left to start looks at the others' trials
 
@@ -125,8 +125,9 @@ def _parent_run(study: optuna.Study, spec: ExperimentSpec) -> str:
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id:
         return run_id
-    with tracking.new_run(f"sweep-{study.study_name}", tags={
-        "blipexp.role": "sweep", "optuna_study": study.study_name, "profile": spec.profile,
+    with tracking.new_run(tracking.run_name(spec, "sweep"), tags={
+        "blipexp.role": "sweep", "blipexp.experiment": spec.name, "optuna_study": study.study_name,
+        "profile": spec.profile,
         "mlflow.note.content": spec.hypothesis,
     }) as run:
         run.params({
@@ -210,7 +211,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
     current = _TrialRun(study, trial, spec, home, pulse)
     try:
         current.choose_params(data, echo)
-        result = train_trial(current.spec, data, home, run_name=f"trial-{trial.number}", listeners=[current.report],
+        name = tracking.run_name(current.spec, f"trial {trial.number}", always=spec.search_space())
+        result = train_trial(current.spec, data, home, run_name=name, listeners=[current.report],
                              extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
                              nested=True, echo=echo, untrained=current.untrained)
         if not math.isfinite(result.objective):
@@ -232,7 +234,7 @@ def _complete(current: _TrialRun, result: TrialResult, echo: bool) -> TrialState
         current.trial.set_user_attr("seconds", time.perf_counter() - current.started)
         current.end_run("COMPLETE", "FINISHED")
         current.study.tell(current.trial, result.objective)
-        _keep_only_best_model(current.study)
+        keep_models(current.study, kept_models(current.study, current.spec))
     return TrialState.COMPLETE
 
 
@@ -277,11 +279,15 @@ def _failed(current: _TrialRun, exc: BaseException, echo: bool) -> TrialState:
     return TrialState.FAIL
 
 
-def _keep_only_best_model(study: optuna.Study) -> None:
-    """Only the best trial's model will be logged: keep its folder, delete the other complete trials'."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if Path(t.user_attrs.get("model_dir", "")).is_dir()]
-    best = best_trial(study)
-    for trial in complete:
-        if best is None or trial.number != best.number:
-            shutil.rmtree(Path(trial.user_attrs["model_dir"]).parent, ignore_errors=True)  # its checkpoints/<run id>/
+def kept_models(study: optuna.Study, spec: ExperimentSpec) -> set[int]:
+    """The trials whose model folder is kept while the sweep runs: the confirm_top best under confirmation (any of
+    them may be registered), else the best."""
+    return {t.number for t in top_trials(study, spec.confirm_top if spec.confirm_seeds else 1)}
+
+
+def keep_models(study: optuna.Study, kept: set[int]) -> None:
+    """Delete the model folders of the complete trials not in `kept`. Call under the study lock."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        folder = Path(trial.user_attrs.get("model_dir", ""))
+        if trial.number not in kept and folder.is_dir():
+            shutil.rmtree(folder.parent, ignore_errors=True)  # its checkpoints/<run id>/

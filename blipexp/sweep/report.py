@@ -15,7 +15,7 @@ from .. import tracking
 from ..experiment.metric_keys import METRIC_KEYS
 from ..experiment.spec import ExperimentSpec
 from ..scoring import evidence
-from .study import FINAL_STATES, best_trial
+from .study import FINAL_STATES, best_trial, top_trials
 
 
 def format_param(value) -> str:
@@ -50,11 +50,10 @@ def separation(study: optuna.Study, spec: ExperimentSpec) -> tuple[int, int, evi
     again). None with fewer than two complete trials, or an objective with no per-image scores (loss)."""
     from ..scoring.evaluation import SplitScores
 
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value,
-                      reverse=spec.greater_is_better)
-    if len(complete) < 2 or spec.objective_metric not in METRIC_KEYS:
+    top = top_trials(study, 2)
+    if len(top) < 2 or spec.objective_metric not in METRIC_KEYS:
         return None
-    best, runner_up = complete[:2]
+    best, runner_up = top
     scores = [SplitScores.from_table(tracking.Run(t.user_attrs["mlflow_run_id"]).table_columns(
         "per_image/validation.json"), "validation", {}, idf="") for t in (runner_up, best)]
     difference = scores[0].paired(scores[1], spec.bootstrap_resamples or 1000, spec.seed)[spec.objective_metric]
@@ -67,7 +66,8 @@ def separation_line(best: int, runner_up: int, difference: evidence.Difference) 
     if difference.significant() or not difference.tested:
         return f"best vs runner-up on the validation images: {verdict}"
     return (f"best vs runner-up on the validation images: {verdict}: the two are indistinguishable, and either "
-            "could be the best (confirm_seeds=K trains the chosen parameters again with K more seeds)")
+            "could be the best (--set confirm_top=2 --set confirm_seeds=3 trains both again with 3 fresh seeds each "
+            "and registers the better mean)")
 
 
 def log_separation(run: tracking.Run, best: int, runner_up: int, difference: evidence.Difference) -> None:

@@ -98,6 +98,13 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return study.best_trial
 
 
+def top_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
+    """The `count` best complete trials, best first (ties in trial order)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: -t.value if maximize else t.value)[:count]
+
+
 # --- a database study, shared by workers on several machines
 
 

@@ -1,6 +1,7 @@
 """MLflow tracking, the one place blipexp talks to MLflow runs: where runs are stored and how to browse them
-(store.py), and how a run is started, written and ended (runs.py). The rest of blipexp imports this package:
-`from blipexp import tracking`, then `tracking.configure(home)`, `tracking.start_run(...)`."""
+(store.py), how a run is started, written and ended (runs.py) and named (names.py). The rest of blipexp imports
+this package: `from blipexp import tracking`, then `tracking.configure(home)`, `tracking.start_run(...)`."""
+from .names import run_name
 from .runs import (
     WRITE_EVERY_SECONDS,
     WRITES,
@@ -36,5 +37,5 @@ from .store import (
 __all__ = ["DEFAULT_HOME", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_VIEW", "REGISTRY_URI_ENV", "Run",
            "TRACKING_URI_ENV", "TRAINING_KIND", "UI_PORT", "WRITES", "WRITE_EVERY_SECONDS", "WriteStats", "configure",
            "current_uri", "end_active", "experiment_runs", "find_runs", "is_server", "new_run",
-           "no_artifact_progress_bar", "reopen", "resolve_home", "run_tags", "start_run", "tracking_uri",
+           "no_artifact_progress_bar", "reopen", "resolve_home", "run_name", "run_tags", "start_run", "tracking_uri",
            "ui_command", "ui_link", "use_experiment"]

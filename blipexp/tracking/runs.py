@@ -14,6 +14,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, M
 
 from ..experiment.spec import ExperimentSpec
 from ..runtime import distributed, environment
+from .names import NAME_TAG, with_short_id
 
 
 def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
@@ -29,9 +30,9 @@ def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:
 @contextmanager
 def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nested: bool = False,
               resume_run_id: str | None = None) -> Iterator[Run]:
-    """A new active run holding the resolved spec as params and as spec.json; ends FAILED if the body raises, KILLED
-    if it is interrupted (Ctrl-C, or SIGTERM: the cli raises a KeyboardInterrupt for both). The interrupt goes on
-    up carrying `killed_run_id`, so the command can name the run.
+    """A new active run named `run_name` and its short id (names.py), holding the resolved spec as params and as
+    spec.json; ends FAILED if the body raises, KILLED if it is interrupted (Ctrl-C, or SIGTERM: the cli raises a
+    KeyboardInterrupt for both). The interrupt goes on up carrying `killed_run_id`, so the command can name the run.
 
     Under `accelerate launch` only the main process creates the run; the other ranks get the same run id (they
     write nothing to it, but name their checkpoint folder after it).
@@ -51,6 +52,7 @@ def start_run(spec: ExperimentSpec, *, run_name: str, tags: dict[str, str], nest
             if resume_run_id:
                 run.tags(tags)  # e.g. the process id that now trains it
             else:
+                run.tags({NAME_TAG: with_short_id(run_name, run.id)})
                 run.params(spec.params())  # a `trainer` entry as its own param, e.g. trainer.label_smoothing_factor
                 run.dict({"experiment": spec.name, "class": type(spec).__name__, "spec": resolved}, "spec.json")
             yield run
@@ -231,9 +233,11 @@ def reopen(run_id: str, nested: bool = False) -> Iterator[Run]:
 
 @contextmanager
 def new_run(run_name: str, tags: dict[str, str], nested: bool = False) -> Iterator[Run]:
-    """A new active run for the body; it ends FAILED if the body raises, FINISHED otherwise."""
-    with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as run:
-        yield Run(run.info.run_id)
+    """A new active run named `run_name` and its short id; it ends FAILED if the body raises, FINISHED otherwise."""
+    with mlflow.start_run(run_name=run_name, tags=tags, nested=nested) as active:
+        run = Run(active.info.run_id)
+        run.tags({NAME_TAG: with_short_id(run_name, run.id)})
+        yield run
 
 
 def end_active(status: str) -> None:

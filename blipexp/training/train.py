@@ -87,7 +87,7 @@ def train_trial(
     point = resumable.point if resumable else None
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
-    with tracking.start_run(spec, run_name=run_name or spec.name, tags=tags, nested=nested,
+    with tracking.start_run(spec, run_name=run_name or tracking.run_name(spec), tags=tags, nested=nested,
                             resume_run_id=point.run_id if point else None) as run:
         model_dir = home / "checkpoints" / run.id / "model"
         after_training = point is not None and point.trained  # stopped later: its saved best model is used as it is

@@ -21,7 +21,8 @@ from typing import Any
 import mlflow
 
 from . import eval_cache, evidence, generation, tracking
-from .evaluation import SplitScores, format_scores, intervals_note
+from .data.sources import CaptionData
+from .evaluation import SplitScores, format_scores, intervals_note, log_per_image
 from .spec import ExperimentSpec
 
 SPLITS = ("validation", "test", "train")
@@ -72,6 +73,7 @@ class Evaluation:
     fingerprint: str  # of the data scored
     cached: bool
     run_id: str | None = None  # the evaluation run logged, if any
+    data: CaptionData | None = dataclasses.field(default=None, repr=False)  # the data scored (the tables' pictures)
 
 
 # --------------------------------------------------------------------------- naming a model
@@ -198,7 +200,7 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
             scores, cached = _score(target.folder(Path(scratch)), data, examples, split, spec, settings), False
             eval_cache.write(home, entry, scores.to_json())
     return Evaluation(target.label, scores, scores.intervals(spec.bootstrap_resamples, spec.seed),
-                      scores.signature(spec.bootstrap_resamples, spec.seed), data.fingerprint, cached)
+                      scores.signature(spec.bootstrap_resamples, spec.seed), data.fingerprint, cached, data=data)
 
 
 def check_unseen(target: Target, data, examples, split: str) -> None:
@@ -250,7 +252,7 @@ def log_evaluation(target: Target, evaluation: Evaluation, home: Path) -> str:
         run.metrics({**{f"{split}_{k}": v for k, v in scores.metrics.items()},
                      **{f"{split}_{k}_ci_{side}": getattr(i, side)
                         for k, i in evaluation.intervals.items() for side in ("low", "high")}})
-        run.table(scores.table(), f"per_image/{split}.json")
+        log_per_image(run, evaluation.data, scores)
         model_id = logged_model_id(target.version) if target.version is not None else None
         if model_id:
             run.link_model(model_id)

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import assess, catalog, environment, eval_cache, evidence, precision, registry, tracking, trainer_args
 from .data import load_data, manifest
+from .evaluation import table_keys
 from .spec import ExperimentSpec
 from .train import train_trial
 
@@ -182,7 +183,7 @@ def _captions(run_id: str, split: str) -> dict[str, str] | None:
         columns = tracking.Run(run_id).table_columns(f"per_image/{split}.json")
     except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact: the run logged none
         return None
-    return dict(zip(columns["image"], columns["prediction"]))
+    return dict(zip(table_keys(columns), columns["prediction"]))
 
 
 def _original(name: str):

@@ -36,6 +36,7 @@ from .evaluation import (
     best_epoch,
     cider_document_frequency,
     compute_metrics_for,
+    log_per_image,
     log_samples,
     score_split,
     validation_subset,
@@ -323,7 +324,7 @@ def _log_results(setup: _Setup, run: tracking.Run, trained: _Trained, result: Tr
     for prefix, scores in (("best_val", result.validation), ("test", result.test)):
         if scores is None:
             continue
-        run.table(scores.table(), f"per_image/{scores.split}.json")
+        log_per_image(run, setup.data, scores)
         signatures[f"{prefix}_signature"] = scores.signature(spec.bootstrap_resamples, spec.seed)
         for key, interval in scores.intervals(spec.bootstrap_resamples, spec.seed).items():
             evidence_metrics[f"{prefix}_{key}_ci_low"] = interval.low

@@ -87,7 +87,8 @@ def test_evaluate_prints_intervals_logs_a_run_linked_to_the_version_and_prints_j
     assert run.data.tags["evaluated_version"] == f"{NAME}/{version.version}"
     assert run.data.metrics["test_cider"] == cider["value"]
     assert [m.model_id for m in run.inputs.model_inputs] == [assess.logged_model_id(version)] != [None]
-    assert len(tracking.Run(run.info.run_id).table_columns("per_image/test.json")["cider"]) == 30
+    table = tracking.Run(run.info.run_id).table_columns("per_image/test.json")
+    assert len(table["cider"]) == len(table["key"]) == 30 and {cell["type"] for cell in table["image"]} == {"image"}
 
     assert run_cli(home, "evaluate", uri(version)) == 0
     out = capsys.readouterr().out

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", help="the baseline (as for evaluate)")
     p.add_argument("b", help="the challenger")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default 0.05)")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write the side-by-side table (pictures, references, both captions, per-image scores) "
+                        "as one self-contained HTML page")
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("rerun", parents=[common],
@@ -282,10 +285,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    from . import assess
+    from . import assess, side_by_side
 
     _check_may_promote(args)
-    judge = assess.promotion_judge(_home(args), args.require, args.alpha, tuple(args.overrides))
+    home = _home(args)
+
+    def record(comparison, candidate) -> str | None:  # the comparison's run, in the candidate's experiment
+        return side_by_side.log_if_allowed(comparison, candidate, home, args.alpha)
+
+    judge = assess.promotion_judge(home, args.require, args.alpha, tuple(args.overrides), record=record)
     print(registry.promote(args.name, args.version, alias=args.alias, force=args.force, judge=judge))
     return 0
 
@@ -320,12 +328,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from . import side_by_side
     from .evidence import check_alpha
 
     assess, home, (a, b) = _judged(args, [args.a, args.b])
     check_alpha(args.alpha)
     comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
-    print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
+    page = side_by_side.write_html(comparison, Path(args.html), args.alpha) if args.html else None
+    kept = f" ({page} holds it)" if page else " (--html FILE keeps it as a page)"
+    run_id = side_by_side.log_if_allowed(comparison, b, home, args.alpha, kept)
+    if args.json:
+        print(assess.to_json_text({**comparison.as_json(args.alpha), "run_id": run_id,
+                                   "html": str(page) if page else None}))
+    else:
+        print(comparison.describe(args.alpha) + (f"\n  run         {run_id}" if run_id else "") +
+              (f"\n  page        {page}" if page else ""))
     return 0
 
 

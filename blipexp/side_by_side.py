@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from . import access, generation, tracking
@@ -38,13 +37,12 @@ def table_name(comparison: Comparison) -> str:
     return f"compare/{comparison.a.scores.split}.json"
 
 
-def log_if_allowed(comparison: Comparison, b: Target, home: Path, alpha: float, kept: str = "",
-                   echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> str | None:
+def log_if_allowed(comparison: Comparison, b: Target, home: Path, alpha: float, kept: str = "") -> str | None:
     """log_comparison's run id; None when this account may not log runs to B's experiment (a viewer on a secured
-    server), which one line passed to `echo` says (ending with `kept`: where the table is kept instead)."""
+    server), which one line on stderr says (ending with `kept`: where the table is kept instead)."""
     refused = access.run_refusal(tracking.current_uri(), b.spec.experiment_name, "the comparison")
     if refused:
-        echo(f"note: {refused}{kept}")
+        print(f"note: {refused}{kept}", file=sys.stderr)
         return None
     return log_comparison(comparison, b, home, alpha)
 
@@ -79,13 +77,12 @@ def write_html(comparison: Comparison, path: Path, alpha: float) -> Path:
     """The side-by-side table as one page with nothing outside it (pictures inline), at `path`."""
     rows = columns(comparison)
     images = [base64.b64encode(thumbnail_jpeg(p)).decode() for p in pictures(comparison.a.data, rows["key"])]
-    names = ["key", "image", *list(rows)[1:]]
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    texts = list(rows)[1:]  # the columns after key and image
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in ["key", "image", *texts])
     body = []
     for n, key in enumerate(rows["key"]):
         cells = [html.escape(key), f'<img src="data:image/jpeg;base64,{images[n]}" alt="{html.escape(key)}">']
-        cells += [f"{value:+.4f}" if name == "difference" else f"{value:.4f}" if isinstance(value, float)
-                  else html.escape(value) for name, value in ((name, rows[name][n]) for name in list(rows)[1:])]
+        cells += [_cell(name, rows[name][n]) for name in texts]
         body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     title = f"{comparison.a.label} (A) vs {comparison.b.label} (B)"
     page = f"""<!doctype html>
@@ -108,3 +105,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}
         raise ValueError(f"--html {path} cannot be written ({exc.strerror}): name a file in a folder you may write "
                          "to") from exc
     return path
+
+
+def _cell(name: str, value: str | float) -> str:
+    if isinstance(value, float):
+        return f"{value:+.4f}" if name == "difference" else f"{value:.4f}"
+    return html.escape(value)

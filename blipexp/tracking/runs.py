@@ -86,7 +86,9 @@ WRITE_EVERY_SECONDS = 30.0
 
 
 @contextmanager
-def _timed(kind: str) -> Iterator[None]:
+def timed(kind: str) -> Iterator[None]:
+    """Count the body's time in WRITES under `kind`: the Run methods' own writes, and work done only to write (e.g.
+    decoding a table's pictures)."""
     started = time.perf_counter()
     try:
         yield
@@ -128,7 +130,7 @@ class Run:
         return cls(run.info.run_id) if run else None
 
     def params(self, values: dict[str, Any]) -> None:
-        with _timed("params"):
+        with timed("params"):
             mlflow.MlflowClient().log_batch(self.id, params=[Param(k, _param(v)) for k, v in values.items()])
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
@@ -139,11 +141,11 @@ class Run:
         if not points:
             return
         now = int(time.time() * 1000)
-        with _timed("metrics"):
+        with timed("metrics"):
             mlflow.MlflowClient().log_batch(self.id, metrics=[Metric(k, float(v), now, s) for k, v, s in points])
 
     def tags(self, values: dict[str, Any]) -> None:
-        with _timed("tags"):
+        with timed("tags"):
             mlflow.MlflowClient().log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def table(self, data: dict[str, list], artifact_file: str) -> None:
@@ -152,7 +154,7 @@ class Run:
         A column of PIL images is stored as one JPEG thumbnail per cell (data.images.thumbnail: what the UI shows),
         all in one write; the cells that call wrote (`table_cells`) can be passed again instead, to show the same
         images without storing them again."""
-        with _timed("table"), no_artifact_progress_bar():
+        with timed("table"), no_artifact_progress_bar():
             data = {name: self._image_cells(column, artifact_file) if _all_images(column) else column
                     for name, column in data.items()}
             mlflow.MlflowClient().log_table(self.id, data=data, artifact_file=artifact_file)
@@ -177,7 +179,7 @@ class Run:
 
     def table_columns(self, artifact_file: str) -> dict[str, list]:
         """A table the run holds, as its columns of cells in row order."""
-        with _timed("table"), no_artifact_progress_bar():
+        with timed("table"), no_artifact_progress_bar():
             table = mlflow.artifacts.load_dict(f"runs:/{self.id}/{artifact_file}")
         return {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
 
@@ -190,7 +192,7 @@ class Run:
             return None
 
     def figure(self, figure, artifact_file: str) -> None:
-        with _timed("figure"):
+        with timed("figure"):
             mlflow.MlflowClient().log_figure(self.id, figure, artifact_file)
 
     def dataset(self, name: str, digest: str, source_type: str, source: dict, profile: dict, context: str) -> None:
@@ -199,27 +201,27 @@ class Run:
         (e.g. "train")."""
         entity = Dataset(name=name, digest=digest, source_type=source_type, source=json.dumps(source),
                          profile=json.dumps(profile))
-        with _timed("dataset"):
+        with timed("dataset"):
             mlflow.MlflowClient().log_inputs(self.id, datasets=[
                 DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def link_model(self, model_id: str) -> None:
         """Record a logged model (MLflow 3) as an input of this run, e.g. the model an evaluation run scored: the
         model's page then lists the run."""
-        with _timed("dataset"):
+        with timed("dataset"):
             mlflow.MlflowClient().log_inputs(self.id, models=[LoggedModelInput(model_id)])
 
     def dict(self, value: dict, artifact_file: str) -> None:
-        with _timed("dict"):
+        with timed("dict"):
             mlflow.MlflowClient().log_dict(self.id, value, artifact_file)
 
     def text(self, text: str, artifact_file: str) -> None:
-        with _timed("text"):
+        with timed("text"):
             mlflow.MlflowClient().log_text(self.id, text, artifact_file)
 
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED."""
-        with _timed("end"):
+        with timed("end"):
             mlflow.MlflowClient().set_terminated(self.id, status)
 
     def read(self):
@@ -265,5 +267,5 @@ def new_run(run_name: str, tags: dict[str, str], nested: bool = False) -> Iterat
 
 def end_active(status: str) -> None:
     """End the active run with `status` now (e.g. KILLED on an interrupt: leaving its `with` would mark it FAILED)."""
-    with _timed("end"):
+    with timed("end"):
         mlflow.end_run(status)

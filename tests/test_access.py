@@ -317,6 +317,29 @@ def test_a_viewer_can_caption_and_list_but_an_account_without_a_role_gets_one_li
                         r"\S+\. .*\n", err), err
 
 
+def test_a_viewers_compare_says_in_one_line_it_logs_nothing_and_still_writes_the_page(server, accounts, sweep,
+                                                                                        as_account, tmp_path, capsys,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    as_account(accounts["viewer"])
+    client = mlflow.MlflowClient(tracking_uri=server.uri)
+    experiment = client.get_experiment_by_name("small_sweep").experiment_id
+    before = {r.info.run_id for r in client.search_runs([experiment])}
+    page = tmp_path / "compare.html"
+    version = "models:/small-sweep/1"  # against itself: the sweep's data have no test split, so on validation
+    code = cli.main(["compare", version, version, "--split", "validation", "--html", str(page),
+                     "--home", str(tmp_path / "home")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    notes = [line for line in err.split("\n") if "note:" in line]  # besides the model download's progress bar
+    assert notes == [f"note: account 'alice' may not log runs on {server.uri}: it has READ on experiment "
+                     f"'small_sweep' (needs EDIT to log runs); the comparison was not logged ({page} holds it)"], err
+    assert "B - A on cider is +0" in out and f"\n  page        {page}\n" in out and "  run " not in out
+    rows = re.search(r"on (\d+) validation images", out)
+    assert page.read_text().count('<img src="data:image/jpeg;base64,') == int(rows[1]) > 0
+    assert {r.info.run_id for r in client.search_runs([experiment])} == before, "nothing logged"
+
+
 @pytest.mark.parametrize("case", ["wrong password", "no login", "the old default admin password", "no CA",
                                   "another CA", "stopped server"])
 def test_a_login_or_certificate_problem_stops_a_run_with_one_line(server, accounts, as_account, tmp_path, capsys,

@@ -92,7 +92,8 @@ def test_evaluate_prints_intervals_logs_a_run_linked_to_the_version_and_prints_j
     assert run.data.tags["evaluated_version"] == f"{NAME}/{version.version}"
     assert run.data.metrics["test_cider"] == cider["value"]
     assert [m.model_id for m in run.inputs.model_inputs] == [evaluations.logged_model_id(version)] != [None]
-    assert len(tracking.Run(run.info.run_id).table_columns("per_image/test.json")["cider"]) == 30
+    table = tracking.Run(run.info.run_id).table_columns("per_image/test.json")
+    assert len(table["cider"]) == len(table["key"]) == 30 and {cell["type"] for cell in table["image"]} == {"image"}
 
     assert run_cli(home, "evaluate", uri(version)) == 0
     out = capsys.readouterr().out
@@ -117,6 +118,41 @@ def test_compare_finds_the_one_epoch_model_significantly_worse(versions, capsys)
     assert "A is better than B on cider by" in out and "p = " in out and "(30 images)" in out
     assert "  cider (verdict)  " in out and "  bleu4  " in out, "the metric whose p decides is marked"
     assert "p: each metric's own, uncorrected for testing 7 metrics; only cider's decides the verdict" in out
+
+
+def test_compare_logs_the_side_by_side_table_in_bs_experiment_and_writes_it_as_one_page(versions, tmp_path, capsys):
+    home, data, made = versions
+    short, long = (made[label][1] for label in ("short", "long"))
+    page = tmp_path / "pages" / "compare.html"
+    assert run_cli(home, "compare", uri(short), uri(long), "--json", "--html", str(page)) == 0
+    printed = json.loads(capsys.readouterr().out)
+    run = mlflow.get_run(printed["run_id"])
+    assert printed["html"] == str(page) and mlflow.get_experiment(run.info.experiment_id).name == "assess_experiment"
+    assert run.data.tags["blipexp.role"] == "comparison" and run.data.tags["compared_a"] == uri(short)
+    assert run.data.tags["evaluated_version"] == f"{NAME}/{long.version}" and run.info.run_name == "compare-test"
+    cider = printed["metrics"]["cider"]
+    assert run.data.metrics["test_cider_difference"] == pytest.approx(cider["difference"])
+    assert run.data.metrics["test_cider_p_value"] == cider["p_value"]
+    table = tracking.Run(run.info.run_id).table_columns("compare/test.json")
+    assert list(table) == ["key", "image", "references", "caption_a", "caption_b", "cider_a", "cider_b", "difference"]
+    assert sorted(table["key"]) == sorted(e.key for e in data.test) and {c["type"] for c in table["image"]} == {"image"}
+    assert table["difference"] == sorted(table["difference"]), "B's worst losses first"
+    assert table["difference"] == pytest.approx([b - a for a, b in zip(table["cider_a"], table["cider_b"])])
+    assert sum(table["difference"]) / 30 == pytest.approx(cider["difference"])
+    logged = {split: tracking.Run(made[label][0].run_id).table_columns("per_image/test.json")
+              for split, label in (("a", "short"), ("b", "long"))}
+    for side in ("a", "b"):
+        captions = dict(zip(logged[side]["key"], logged[side]["prediction"]))
+        assert table[f"caption_{side}"] == [captions[key] for key in table["key"]], "each model's own caption"
+
+    text = page.read_text()
+    thumbnails = re.findall(r'<img src="data:image/jpeg;base64,[A-Za-z0-9+/=]+" alt="([^"]+)">', text)
+    assert thumbnails == table["key"], "the same rows, each with its picture inline"
+    assert not re.search(r'(src|href)="(?!data:)', text), "nothing outside the page"
+    assert printed["verdict"] in text
+
+    assert run_cli(home, "compare", uri(long), uri(short)) == 0
+    assert re.search(r"\n  run         [0-9a-f]{32}\n", capsys.readouterr().out + "\n")
 
 
 def test_versions_trained_on_other_data_are_compared_only_on_a_named_set(versions, tmp_path, capsys):
@@ -216,6 +252,10 @@ def test_promote_moves_the_alias_on_evidence_from_the_test_images(versions, caps
     assert float(tags["promote_p_value"]) < 0.05 and float(tags["promote_ci_low"]) > 0
     assert tags["promote_images"] == "30" and tags["promote_split"] == "test"
     assert tags["promote_data_fingerprint"] == long.tags["data_fingerprint"]
+    compared = mlflow.get_run(tags["promote_comparison_run"])  # the run compare makes, the table with it
+    assert compared.data.tags["evaluated_version"] == f"{NAME}/{long.version}"
+    assert f"  run         {compared.info.run_id}" in out, "the report names it"
+    assert len(tracking.Run(compared.info.run_id).table_columns("compare/test.json")["image"]) == 30
 
     assert run_cli(home, "promote", NAME, "--version", str(short.version)) == 2, "significantly worse: refused"
     assert "significantly worse" in capsys.readouterr().err

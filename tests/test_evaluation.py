@@ -3,6 +3,7 @@ import random
 
 import numpy as np
 import pytest
+from PIL import Image
 from transformers import EvalPrediction
 
 from blipexp.data.collator import IGNORE_INDEX
@@ -16,6 +17,8 @@ from blipexp.scoring.evaluation import (
     cider_document_frequency,
     compute_metrics_for,
     decode,
+    pictures,
+    table_keys,
     validation_subset,
 )
 from blipexp.scoring.metrics import caption_scores, corpus_document_frequency, score_images
@@ -112,3 +115,23 @@ def test_a_paired_comparison_matches_the_images_by_key():
     assert gain.b == pytest.approx(fewer.metrics["cider"]) and gain.difference > 0
     with pytest.raises(ValueError, match="the 24 and 2 scored test images share none"):
         a.paired(scored("test", ["other/1.png", "other/2.png"], captions[:2], references[:2]), 200, seed=0)
+
+
+def test_a_per_image_table_holds_each_images_key_and_thumbnail_and_older_tables_still_load(tmp_path):
+    Image.new("RGB", (400, 300), (10, 120, 40)).save(tmp_path / "wide.png")
+    (tmp_path / "gone.png").write_bytes(b"")  # unusable since it was scored
+    keys = ["wide.png", "gone.png"]
+    data = CaptionData(train=[], validation=[], test=[Example(k, (CAPTIONS[0],), str(tmp_path / k)) for k in keys],
+                       skipped={}, total=2, fingerprint="f", source=str(tmp_path))
+    shown = pictures(data, keys)
+    assert [p.size for p in shown] == [(128, 96), (128, 128)], "at most 128 px; a grey square for the unusable one"
+    assert shown[1].getpixel((5, 5)) == (128, 128, 128)
+    scores = scored("test", keys, CAPTIONS[:2], [[c] for c in CAPTIONS[:2]])
+    table = scores.table(shown)
+    assert list(table)[:4] == ["key", "image", "prediction", "references"] and table["key"] == keys
+    assert table["image"] == shown
+    back = SplitScores.from_table(table, "test", {}, idf="")
+    assert back.keys == keys and back.predictions == scores.predictions and back.worst("cider", 1) == scores.worst(
+        "cider", 1)
+    older = {"image": keys, **{k: v for k, v in scores.table().items() if k != "key"}}  # logged before the pictures
+    assert table_keys(older) == keys and SplitScores.from_table(older, "test", {}, idf="").keys == keys

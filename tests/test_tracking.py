@@ -3,6 +3,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -206,3 +207,25 @@ def test_appending_to_a_table_draws_no_download_bar(home, capfd):
     assert "Downloading artifacts" not in capfd.readouterr().err
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ, "switched off around the call only"
     assert list(mlflow.load_table("samples.json", run_ids=[run.id])["epoch"]) == [0, 1]
+
+
+def test_a_tables_pictures_are_stored_once_each_as_thumbnails_of_at_most_128_px(home):
+    """One JPEG per cell, named as both the picture and its preview (MLflow's own log_table stores the full picture
+    and a 256 px preview): the UI shows it, a table of thousands of images stays small."""
+    from PIL import Image
+
+    tracking.configure(home)
+    tracking.use_experiment("exp", home)
+    with tracking.start_run(ExperimentSpec().tiny().replace(system_metrics=False), run_name="one", tags={}) as run:
+        run.table({"key": ["wide.png", "small.png"],
+                   "image": [Image.new("RGB", (300, 200), (200, 30, 30)), Image.new("L", (64, 48), 90)]}, "t/pics.json")
+        cells = run.table_cells("t/pics.json", "image")
+        run.table({"key": ["again.png"], "image": cells[:1]}, "t/pics.json")  # a cell passed again: not stored again
+    stored = mlflow.artifacts.download_artifacts(f"runs:/{run.id}/table_images")
+    files = sorted(p for p in Path(stored).rglob("*") if p.is_file())
+    assert [c["type"] for c in cells] == ["image", "image"] and all(c["filepath"] == c["compressed_filepath"]
+                                                                   for c in cells)
+    assert [f"table_images/{p.relative_to(stored)}" for p in files] == sorted(c["filepath"] for c in cells)
+    sizes = {cell["filepath"]: Image.open(Path(stored).parent / cell["filepath"]).size for cell in cells}
+    assert [sizes[c["filepath"]] for c in cells] == [(128, 85), (64, 48)], "shrunk to 128 px a side, never enlarged"
+    assert run.table_cells("t/pics.json", "image") == [*cells, cells[0]]

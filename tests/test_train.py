@@ -88,8 +88,9 @@ def test_final_scores_carry_intervals_signatures_and_per_image_tables(trained):
             assert low <= run.metrics[f"{prefix}_{key}"] <= high and low < high, (prefix, key)
         assert run.tags[f"{prefix}_signature"] == f"bs:1000|seed:42|idf:corpus|images:{len(scores.keys)}"
         table = tracking.Run(result.run_id).table_columns(f"per_image/{split}.json")
-        assert {"image", "prediction", "references", "cider", "bleu4", "rougeL", "bleu_stats"} <= set(table)
-        assert table["image"] == [e.key for e in getattr(data, split)] and table["prediction"] == scores.predictions
+        assert {"key", "image", "prediction", "references", "cider", "bleu4", "rougeL", "bleu_stats"} <= set(table)
+        assert table["key"] == [e.key for e in getattr(data, split)] and table["prediction"] == scores.predictions
+        assert all(cell["type"] == "image" for cell in table["image"]), "each image's picture, which the UI shows"
         assert sum(table["cider"]) / len(table["cider"]) == pytest.approx(run.metrics[f"{prefix}_cider"])
 
 
@@ -209,8 +210,9 @@ def test_every_epochs_sample_captions_come_from_its_own_evaluation(trained):
     files = [[image["filepath"] for image in table[table["epoch"] == epoch]["image"]] for epoch in (0, 1, 2)]
     assert files[0] == files[1] == files[2] and len(set(files[0])) == spec.sample_captions, \
         "each picture is stored once, every epoch's rows point at it"
-    stored = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/table_images")
-    assert len(list(Path(stored).rglob("*.png"))) == 2 * spec.sample_captions, "val_samples.json stores its own"
+    stored = Path(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/table_images"))
+    assert len(list((stored / "val_samples_by_epoch").iterdir())) == spec.sample_captions
+    assert len(list((stored / "val_samples").iterdir())) == spec.sample_captions, "val_samples.json stores its own"
     references = dict(zip(table["key"], table["references"]))
     assert references[data.validation[0].key] == " | ".join(data.validation[0].captions)
     assert set(table[table["epoch"] == 0]["prediction"]) != set(table[table["epoch"] == 2]["prediction"])

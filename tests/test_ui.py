@@ -370,6 +370,38 @@ def test_registered_model_page_shows_the_version_with_its_alias(browser, swept, 
     browser.open(f"{ui[0]}/#/models/{MODEL}", "Version 1", "@ champion")
 
 
+# JavaScript: true once the page shows pictures (those whose address contains `part`) and every one has loaded
+THUMBNAILS_DRAWN = """part => { const shown = [...document.images].filter(i => i.src.includes(part));
+    return shown.length > 0 && shown.every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+def test_a_per_image_table_shows_each_images_thumbnail(browser, swept, ui, tmp_path, capsys):
+    _, experiment_id, _ = swept
+    _, trial = best_trial_run(swept)
+    keys = tracking.Run(trial.info.run_id).table_columns("per_image/validation.json")["key"]
+    page = f"{ui[0]}/#/experiments/{experiment_id}/runs/{trial.info.run_id}/artifacts/per_image/validation.json"
+    browser.open("about:blank")  # a full load: the artifact view keeps an earlier run's selection across hash changes
+    browser.open(page, "validation.json", "key", "prediction", keys[0])
+    browser.wait_until(f"({THUMBNAILS_DRAWN})('table_images')", lambda: "the table's pictures did not render: " +
+                       browser.evaluate("[...document.images].map(i => i.src.slice(-60) + ' ' + i.naturalWidth)"
+                                        ".join('; ')"))
+    save_screenshot(browser, tmp_path, "ui-trial-per-image-table", capsys, "prediction")
+
+
+def test_the_compare_page_shows_every_thumbnail(browser, swept, tmp_path, capsys):
+    """`compare --html`'s page, opened from its file: every row's picture is inline and drawn."""
+    home = swept[0]
+    page = tmp_path / "compare.html"
+    version = f"models:/{MODEL}/1"  # against itself: both read from the evaluation cache, nothing captioned
+    assert cli.main(["compare", version, version, "--html", str(page), "--home", str(home)]) == 0
+    rows = page.read_text().count("<tr><td>")
+    browser.open(page.as_uri(), "caption_a", "caption_b", "difference")
+    browser.wait_until(f"({THUMBNAILS_DRAWN})('data:image/jpeg') && document.images.length === {rows}",
+                       lambda: f"of {rows} rows' pictures, drawn: " + str(browser.evaluate(
+                           "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")))
+    save_screenshot(browser, tmp_path, "compare-page", capsys, "caption_a")
+
+
 def test_loopback_ui_prints_no_warning(ui):
     log = ui[1].read_text()
     assert "MLflow UI on http://127.0.0.1:" in log

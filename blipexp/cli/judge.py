@@ -12,9 +12,10 @@ from .. import tracking
 from ..experiment import catalog
 from ..experiment.spec import ExperimentSpec
 from ..registry.versions import version_target
-from ..scoring import assess
+from ..scoring import assess, side_by_side
 from ..scoring.assess import Target, base_model_target, folder_target
 from ..scoring.evidence import check_alpha
+from ..tracking.comparisons import log_if_allowed
 from ..tracking.evaluations import RUN_ID, log_evaluation, run_target
 from .args import home_of
 
@@ -65,5 +66,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     home, (a, b) = judged(args, [args.a, args.b])
     check_alpha(args.alpha)
     comparison = assess.compare(a, b, home, args.split, tuple(args.overrides), echo=not args.json)
-    print(assess.to_json_text(comparison.as_json(args.alpha)) if args.json else comparison.describe(args.alpha))
+    page = side_by_side.write_html(comparison, Path(args.html), args.alpha) if args.html else None
+    kept = f" ({page} holds it)" if page else " (--html FILE keeps it as a page)"
+    run_id = log_if_allowed(comparison, b, home, args.alpha, kept)
+    if args.json:
+        print(assess.to_json_text({**comparison.as_json(args.alpha), "run_id": run_id,
+                                   "html": str(page) if page else None}))
+    else:
+        print(comparison.describe(args.alpha) + (f"\n  run         {run_id}" if run_id else "") +
+              (f"\n  page        {page}" if page else ""))
     return 0

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", help="the baseline (as for evaluate)")
     p.add_argument("b", help="the challenger")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default 0.05)")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write the side-by-side table (pictures, references, both captions, per-image scores) "
+                        "as one self-contained HTML page")
 
     p = sub.add_parser("rerun", parents=[common],
                        help="train a version or run again from its logged spec, and say whether it reproduced")

@@ -35,6 +35,7 @@ from ..experiment.spec import ExperimentSpec
 from ..model import precision
 from ..runtime import environment, interrupts
 from ..scoring import assess, eval_cache, evidence
+from ..scoring.evaluation import table_keys
 from ..tracking.evaluations import RUN_ID, logged_spec
 from ..training.train import train_trial
 from .args import home_of
@@ -193,7 +194,7 @@ def _captions(run_id: str, split: str) -> dict[str, str] | None:
         columns = tracking.Run(run_id).table_columns(f"per_image/{split}.json")
     except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact: the run logged none
         return None
-    return dict(zip(columns["image"], columns["prediction"]))
+    return dict(zip(table_keys(columns), columns["prediction"]))
 
 
 def _original(name: str):

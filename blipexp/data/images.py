@@ -129,3 +129,25 @@ def _to_uint8(image: Image.Image) -> np.ndarray:
     else:  # "I;16*" and "I" (which Pillow uses for 16-bit TIFF/PNG data): full range is 0..65535
         values = values / 257.0
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+# --- thumbnails: the pictures of the tables a run logs and of a comparison's page
+
+THUMBNAIL_PX = 128  # a table's picture is at most this many pixels a side
+THUMBNAIL_QUALITY = 90  # JPEG: a tenth of PNG's encoding time on a 128 px scene, no visible loss at that size
+
+
+def thumbnail(image: Image.Image) -> Image.Image:
+    """`image` shrunk to at most THUMBNAIL_PX a side (its aspect kept; never enlarged), in RGB."""
+    small = to_rgb(image)
+    if max(small.size) > THUMBNAIL_PX:
+        small = small.copy() if small is image else small
+        small.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    return small
+
+
+def thumbnail_jpeg(image: Image.Image) -> bytes:
+    """`image`'s thumbnail as JPEG bytes."""
+    buffer = io.BytesIO()
+    thumbnail(image).save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
+    return buffer.getvalue()

@@ -114,11 +114,11 @@ REQUIRE = ("not-worse", "better")  # promote's rules: refuse a significantly wor
 
 
 def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evidence.ALPHA,
-                    overrides: tuple[str, ...] = ()) -> Callable:
+                    overrides: tuple[str, ...] = (), record: Callable | None = None) -> Callable:
     """`promote`'s judge: the candidate against the alias's holder as `compare` does, on the candidate's
     test images (its data, or the set --set dataset= names), on the objective metric; see promotion_refusal. Two
     versions that cannot be compared (other data each, images one learnt from) are refused too, so --force can
-    override every refusal."""
+    override every refusal. `record(comparison, candidate target)`: logs the comparison, returns its run id or None."""
     if require not in REQUIRE:
         raise ValueError(f"--require {require!r}: use one of {', '.join(REQUIRE)}")
     evidence.check_alpha(alpha)
@@ -145,6 +145,9 @@ def promotion_judge(home: Path, require: str = "not-worse", alpha: float = evide
         tags = {**always, **{key: f"{value:.6g}" if isinstance(value, float) else str(value)
                            for key, value in evidence_tags.items() if value is not None}}  # none on too few images
         refusal = promotion_refusal(difference, require, alpha, str(candidate.version), str(holder.version))
+        run_id = record(comparison, new) if record else None
+        if run_id:
+            tags["promote_comparison_run"], note = run_id, f"{note}\n  run         {run_id}"
         return Judgement(refusal, f"{who}\n{comparison.describe(alpha)}{note}", tags)
 
     return judge

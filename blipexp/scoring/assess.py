@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.sources import CaptionData
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
 from . import eval_cache, evidence
@@ -72,6 +73,7 @@ class Evaluation:
     fingerprint: str  # of the data scored
     cached: bool
     run_id: str | None = None  # the evaluation run logged, if any
+    data: CaptionData | None = dataclasses.field(default=None, repr=False)  # the data scored (the tables' pictures)
 
 
 # --------------------------------------------------------------------------- a folder or a base model
@@ -144,7 +146,7 @@ def evaluate(target: Target, home: Path, split: str = "test", overrides: tuple[s
             scores, cached = _score(target.folder(Path(scratch)), data, examples, split, spec, settings), False
             eval_cache.write(home, entry, scores.to_json())
     return Evaluation(target.label, scores, scores.intervals(spec.bootstrap_resamples, spec.seed),
-                      scores.signature(spec.bootstrap_resamples, spec.seed), data.fingerprint, cached)
+                      scores.signature(spec.bootstrap_resamples, spec.seed), data.fingerprint, cached, data=data)
 
 
 def check_unseen(target: Target, data, examples, split: str) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.collator import IGNORE_INDEX, SKIP_KEYS, CaptionCollator
 from ..data.features import PixelRows, Rows, SkipTally, evaluation_dataset
+from ..data.images import BadImage
 from ..data.sources import CaptionData, Example
 from ..experiment.spec import ExperimentSpec
 from ..model import generation
@@ -106,24 +107,29 @@ class SplitScores:
     def paired(self, other: SplitScores, resamples: int, seed: int) -> dict[str, evidence.Difference]:
         """`other` (B) against these scores (A), per caption metric, on the images both scored, matched by key (an
         image one scoring could not read is left out of both). ValueError when they share no image."""
-        position = {key: i for i, key in enumerate(other.keys)}
-        mine = [i for i, key in enumerate(self.keys) if key in position]
+        mine, theirs = self.matched(other)
         if not mine:
             raise ValueError(f"a paired comparison needs both models scored on the same images: the {len(self.keys)} "
                              f"and {len(other.keys)} scored {self.split} images share none")
-        theirs = [position[self.keys[i]] for i in mine]
         return evidence.paired(self.images.subset(mine), other.images.subset(theirs), resamples, seed)
 
-    def table(self) -> dict[str, list]:
-        """One row per image (`per_image/<split>.json`): key, caption, references and its scores; sorted by a score
-        in the MLflow UI, it shows the worst captions."""
-        return {"image": list(self.keys), "prediction": list(self.predictions),
-                "references": [list(refs) for refs in self.references], **self.images.rows()}
+    def matched(self, other: SplitScores) -> tuple[list[int], list[int]]:
+        """(positions here, positions in `other`) of the images both scored, matched by key, in this order."""
+        position = {key: i for i, key in enumerate(other.keys)}
+        mine = [i for i, key in enumerate(self.keys) if key in position]
+        return mine, [position[self.keys[i]] for i in mine]
+
+    def table(self, pictures: list | None = None) -> dict[str, list]:
+        """One row per image (`per_image/<split>.json`): key, picture (`pictures`, one per key), caption, references
+        and its scores; sorted by a score in the MLflow UI, it shows the worst captions."""
+        return {"key": list(self.keys), **({"image": pictures} if pictures is not None else {}),
+                "prediction": list(self.predictions), "references": [list(refs) for refs in self.references],
+                **self.images.rows()}
 
     @classmethod
     def from_table(cls, columns: dict[str, list], split: str, metrics: dict[str, float], idf: str) -> "SplitScores":
         """The scores `table` wrote, read back (e.g. from a run's `per_image/<split>.json`)."""
-        return cls(split=split, keys=columns["image"], predictions=columns["prediction"],
+        return cls(split=split, keys=table_keys(columns), predictions=columns["prediction"],
                    references=columns["references"], metrics=metrics, images=ImageScores.from_rows(columns), idf=idf)
 
     def worst(self, metric: str, count: int = 3) -> list[tuple[str, str, list[str], float]]:
@@ -183,6 +189,29 @@ def score_split(model, processor, data: CaptionData, examples: Sequence[Example]
     return SplitScores(split=split, keys=[e.key for e in kept], predictions=predictions, references=references,
                        metrics={**metrics, "loss": loss_sum / loss_items}, images=images,
                        idf="corpus" if document_frequency else "split")
+
+
+def table_keys(columns: dict[str, list]) -> list[str]:
+    """The image keys of a per-image table read back: its `key` column, or `image` in a table logged before the
+    tables held pictures (it held the keys)."""
+    return columns["key"] if "key" in columns else columns["image"]
+
+
+def pictures(data: CaptionData, keys: Sequence[str]) -> list:
+    """Each keyed image's thumbnail, for a table (a grey square for one that no longer decodes: a column of images
+    must be images throughout)."""
+    from PIL import Image
+
+    from ..data.images import THUMBNAIL_PX, thumbnail
+
+    examples = {e.key: e for e in (*data.train, *data.validation, *data.test)}
+    shown = []
+    for key in keys:
+        try:
+            shown.append(thumbnail(data.image(examples[key])))
+        except BadImage:  # changed since it was scored
+            shown.append(Image.new("RGB", (THUMBNAIL_PX, THUMBNAIL_PX), (128, 128, 128)))
+    return shown
 
 
 def intervals_note(intervals: dict[str, evidence.Interval], signature: str, images: int) -> str:

@@ -15,6 +15,7 @@ from .runs import (
     reopen,
     run_tags,
     start_run,
+    timed,
 )
 from .store import (
     DEFAULT_HOME,
@@ -37,5 +38,6 @@ from .store import (
 __all__ = ["DEFAULT_HOME", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_VIEW", "REGISTRY_URI_ENV", "Run",
            "TRACKING_URI_ENV", "TRAINING_KIND", "UI_PORT", "WRITES", "WRITE_EVERY_SECONDS", "WriteStats", "configure",
            "current_uri", "end_active", "experiment_runs", "find_runs", "is_server", "new_run",
-           "no_artifact_progress_bar", "reopen", "resolve_home", "run_name", "run_tags", "start_run", "tracking_uri",
+           "no_artifact_progress_bar", "reopen", "resolve_home", "run_name", "run_tags", "start_run", "timed",
+           "tracking_uri",
            "ui_command", "ui_link", "use_experiment"]

@@ -133,17 +133,7 @@ def require_run(uri: str, experiment: str, registered_model: str) -> None:
     account = _account(uri)
     if account is None or account.is_admin:
         return
-    import mlflow
-
-    lacking = []
-    try:
-        found = mlflow.MlflowClient(uri).get_experiment_by_name(experiment)
-        if found is not None:
-            lacking += _lacks(uri, account, "experiment", found.experiment_id, experiment, "EDIT", "to log runs")
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code != "PERMISSION_DENIED":
-            raise
-        lacking.append(f"no permission on experiment {experiment!r} (needs EDIT to log runs)")
+    lacking = _experiment_lacks(uri, account, experiment)
     if _model_exists(uri, registered_model):
         lacking += _lacks(uri, account, "registered_model", registered_model, registered_model, "EDIT",
                           "to register versions")
@@ -151,6 +141,35 @@ def require_run(uri: str, experiment: str, registered_model: str) -> None:
         raise ValueError(f"account {account.username!r} may not run this on {secrecy.masked(uri)}: it has "
                          f"{' and '.join(lacking)}; nothing was trained. Run it with a worker account ({USERNAME_ENV}, "
                          f"{PASSWORD_ENV}), or ask the server's admin for the worker role ({ROLES_FIX})")
+
+
+def run_refusal(uri: str, experiment: str, unlogged: str) -> str | None:
+    """One line when this account may not log runs to `experiment` (e.g. a viewer's compare), naming what it holds
+    and what is not logged (`unlogged`), else None."""
+    account = _account(uri)
+    if account is None or account.is_admin:
+        return None
+    lacking = _experiment_lacks(uri, account, experiment)
+    if not lacking:
+        return None
+    return (f"account {account.username!r} may not log runs on {secrecy.masked(uri)}: it has {lacking[0]}; "
+            f"{unlogged} was not logged")
+
+
+def _experiment_lacks(uri: str, account: Account, experiment: str) -> list[str]:
+    """[] when the account may log runs to `experiment` (or it does not exist: its creator will), else the phrase
+    naming what it holds."""
+    import mlflow
+
+    try:
+        found = mlflow.MlflowClient(uri).get_experiment_by_name(experiment)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "PERMISSION_DENIED":
+            raise
+        return [f"no permission on experiment {experiment!r} (needs EDIT to log runs)"]
+    if found is None:
+        return []
+    return _lacks(uri, account, "experiment", found.experiment_id, experiment, "EDIT", "to log runs")
 
 
 def require_alias(uri: str, registered_model: str, alias: str) -> None:

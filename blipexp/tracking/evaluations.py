@@ -14,6 +14,7 @@ from ..experiment.spec import ExperimentSpec
 from ..model import generation
 from ..scoring.assess import Evaluation, Target
 from .runs import Run, new_run
+from .scores import log_per_image
 from .store import use_experiment
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -68,7 +69,7 @@ def log_evaluation(target: Target, evaluation: Evaluation, home: Path) -> str:
         run.metrics({**{f"{split}_{k}": v for k, v in scores.metrics.items()},
                      **{f"{split}_{k}_ci_{side}": getattr(i, side)
                         for k, i in evaluation.intervals.items() for side in ("low", "high")}})
-        run.table(scores.table(), f"per_image/{split}.json")
+        log_per_image(run, evaluation.data, scores)
         model_id = logged_model_id(target.version) if target.version is not None else None
         if model_id:
             run.link_model(model_id)

@@ -1,11 +1,14 @@
 """A run's final scores as its metrics and tags hold them (`LoggedScores`): what a summary, a registered version's
-tags and its model card read back from the store."""
+tags and its model card read back from the store; and a scored split's per-image table, with the pictures, as a run
+logs it (`log_per_image`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..data.sources import CaptionData
 from ..scoring import evidence
-from ..scoring.evaluation import format_scores
+from ..scoring.evaluation import SplitScores, format_scores, pictures
+from .runs import Run, timed
 
 FINAL_PREFIXES = {"validation": "best_val_", "test": "test_"}  # a trial's final metrics, by split
 CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -33,3 +36,10 @@ class LoggedScores:
     def line(self) -> str:
         """'cider 4.6500 [3.92, 5.40]  bleu4 ...': each metric with its interval where it has one."""
         return format_scores(self.metrics, self.intervals)
+
+
+def log_per_image(run: Run, data: CaptionData, scores: SplitScores) -> None:
+    """The per-image table of a scored split, with the pictures: `per_image/<split>.json`."""
+    with timed("table"):  # decoded only for the table: its cost is tracking's
+        shown = pictures(data, scores.keys)
+    run.table(scores.table(shown), f"per_image/{scores.split}.json")

@@ -26,6 +26,7 @@ from ..runtime import distributed, interrupts
 from ..runtime.progress import no_weight_progress_bars
 from ..scoring import eval_cache
 from ..scoring.evaluation import SplitScores, best_epoch, score_split
+from ..tracking.scores import log_per_image
 from .callbacks import EpochListener
 from .records import log_cache, log_skips
 from .resume import NOT_TRAINING, Resumable, ResumePoint, mark_trained
@@ -207,7 +208,7 @@ def _log_results(setup: TrialSetup, run: tracking.Run, trained: _Trained, result
     for prefix, scores in (("best_val", result.validation), ("test", result.test)):
         if scores is None:
             continue
-        run.table(scores.table(), f"per_image/{scores.split}.json")
+        log_per_image(run, setup.data, scores)
         signatures[f"{prefix}_signature"] = scores.signature(spec.bootstrap_resamples, spec.seed)
         for key, interval in scores.intervals(spec.bootstrap_resamples, spec.seed).items():
             evidence_metrics[f"{prefix}_{key}_ci_low"] = interval.low

@@ -249,9 +249,15 @@ class ImageScores:
     def rows(self) -> dict[str, list]:
         """Per-image columns for a table: each mean metric, the image's own BLEU-4 (pycocoevalcap's sentence-level
         value), and its BLEU statistics (`bleu_stats`, to recompute corpus BLEU)."""
-        return {**{key: column.tolist() for key, column in self.means.items()},
-                "bleu4": bleu_from_totals(self.bleu_stats)[:, _BLEU_ORDERS - 1].tolist(),
+        return {**{key: column.tolist() for key, column in self.means.items()}, "bleu4": self.of_each("bleu4").tolist(),
                 "bleu_stats": self.bleu_stats.astype(int).tolist()}
+
+    def of_each(self, metric: str) -> np.ndarray:
+        """Each image's own value of `metric` (a METRIC_KEYS key): its share of a mean metric, or its sentence-level
+        BLEU-n."""
+        if metric in self.means:
+            return self.means[metric]
+        return bleu_from_totals(self.bleu_stats)[:, int(metric.removeprefix("bleu")) - 1]
 
     @classmethod
     def from_rows(cls, rows: Mapping[str, Sequence]) -> "ImageScores":

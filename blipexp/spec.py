@@ -160,7 +160,12 @@ class ExperimentSpec:
     mlflow_experiment: str = arg("", "MLflow experiment name (empty: the experiment's name)")
     registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
-    prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
+    prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective looks hopeless (`pruner` says how)")
+    pruner: Literal["median", "paired"] = arg(
+        "median", "How a sweep prunes: 'median', a trial's best objective so far below the median of complete trials' "
+        "at the same point of their schedule; 'paired', its per-image validation scores significantly worse than the "
+        "best trial's at that point, on the same images (prune_alpha; a caption-metric objective)")
+    prune_alpha: float = arg(0.05, "pruner=paired: significance level of its paired test (p below it, the trial behind)")
     confirm_seeds: int = arg(
         0, "After a sweep, train the best trial's parameters again with this many fresh seeds and log the spread of "
         "the objective and test metrics over them, the best trial's own value beside (the registered version stays "
@@ -202,6 +207,10 @@ class ExperimentSpec:
                  "must be >= 0: the objective's smallest change that counts as an improvement, e.g. 0.01")
         require(self.objective_metric in OBJECTIVES, "objective_metric", self.objective_metric,
                  f"must be one of {', '.join(OBJECTIVES)}")
+        require(0 < self.prune_alpha < 1, "prune_alpha", self.prune_alpha, "must be in (0, 1), e.g. 0.05")
+        require(self.pruner != "paired" or self.objective_metric in METRIC_KEYS, "pruner", self.pruner,
+                 f"tests per-image scores, which objective_metric={self.objective_metric!r} has none of: "
+                 "--set pruner=median")
         natural = self._natural_direction
         require(self.objective_direction in ("auto", natural), "objective_direction", self.objective_direction,
                  f"contradicts objective_metric={self.objective_metric!r} (a {'lower' if natural == 'minimize' else 'higher'} "

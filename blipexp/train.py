@@ -30,6 +30,7 @@ from .data.features import (
 )
 from .data.sources import CaptionData, Example
 from .evaluation import (
+    ImageScoresListener,
     RowsFor,
     SampleCaptions,
     SplitScores,
@@ -86,6 +87,7 @@ class _Setup:
     steps_per_epoch: int
     document_frequency: object  # CIDEr's idf for the per-epoch validation (None: the scored set's own)
     samples: SampleCaptions
+    image_scores: ImageScoresListener | None  # handed each epoch's per-image validation scores
     metrics_callback: CaptionMetricsCallback
     stopping: list[EarlyStopping]
     precision: precision.Choice
@@ -103,6 +105,7 @@ def train_trial(
     *,
     run_name: str | None = None,
     listeners: Sequence[EpochListener] = (),
+    image_scores: ImageScoresListener | None = None,
     extra_tags: dict[str, str] | None = None,
     nested: bool = False,
     echo: bool = True,
@@ -114,13 +117,14 @@ def train_trial(
     """Fine-tune once as the spec says, inside one MLflow run; return the best model's scores and its folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
-    logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
+    logged as epoch 0 instead of evaluating again. `image_scores`: handed each validation's per-image scores before
+    the `listeners` get its metrics (a sweep's paired pruner). `callbacks`: more Trainer callbacks (e.g. the benchmark's
     clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
     from `resumable.point` (an interrupted run of the same spec and data) when set. `register`: registers the
     model inside the run, once its results are logged (a stop there leaves the run resumable); its answer is
     the result's `version`.
     """
-    setup = _setup(spec, data, home, listeners, echo)
+    setup = _setup(spec, data, home, listeners, echo, image_scores)
     point = resumable.point if resumable else None
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs
@@ -163,7 +167,7 @@ def train_trial(
 
 
 def _setup(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Sequence[EpochListener],
-           echo: bool) -> _Setup:
+           echo: bool, image_scores: ImageScoresListener | None = None) -> _Setup:
     """The model as the spec adapts it, the data sets, CIDEr's idf for the epochs, the per-epoch callbacks."""
     captions = [c for example in data.train for c in example.captions]
     model, processor = load_model_and_processor(spec, captions, home, echo=echo)
@@ -192,7 +196,7 @@ def _setup(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Seque
                                  prompt=spec.prompt),
         steps_per_epoch=math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps)),
         document_frequency=cider_document_frequency(spec, data, len(epoch_val), echo),
-        samples=samples, metrics_callback=metrics_callback, stopping=stopping, precision=chosen, echo=echo,
+        samples=samples, image_scores=image_scores, metrics_callback=metrics_callback, stopping=stopping, precision=chosen, echo=echo,
     )
 
 
@@ -209,7 +213,8 @@ def _setup_trainer(setup: _Setup, run: tracking.Run, untrained: dict[str, float]
     trainer = build_trainer(spec, args, model=setup.prepared.model, train_set=setup.train_set, val_set=setup.val_set,
                             collator=setup.collator,
                             compute_metrics=compute_metrics_for(setup.processor.tokenizer, setup.val_refs,
-                                                                setup.document_frequency, setup.samples),
+                                                                setup.document_frequency, setup.samples,
+                                                                setup.image_scores),
                             callbacks=[setup.metrics_callback, *setup.stopping, *callbacks], echo=setup.echo)
     if is_main_process and not point:
         run.params({

@@ -289,6 +289,22 @@ class ImageScores:
         means = {key: np.asarray(rows[key], dtype=float) for key in METRIC_KEYS if not key.startswith("bleu")}
         return cls(means=means, bleu_stats=np.asarray(rows["bleu_stats"], dtype=float).reshape(-1, _BLEU_WIDTH))
 
+    def column(self, key: str) -> np.ndarray:
+        """Per image, what metric `key`'s corpus value is computed from: its own values, or BLEU's statistics."""
+        return self.bleu_stats if key.startswith("bleu") else self.means[key]
+
+    @classmethod
+    def of_column(cls, key: str, values: Sequence) -> "ImageScores":
+        """Scores holding `column(key)` alone, every other metric's zero: `key`'s corpus value and paired tests come
+        out as from the whole scores (a sweep's pruner stores this much, not all of it)."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=float)
+        images = len(values)
+        bleu = values.reshape(-1, _BLEU_WIDTH) if key.startswith("bleu") else np.zeros((images, _BLEU_WIDTH))
+        means = {k: values if k == key else np.zeros(images) for k in METRIC_KEYS if not k.startswith("bleu")}
+        return cls(means=means, bleu_stats=bleu)
+
     def subset(self, indices: Sequence[int]) -> "ImageScores":
         import numpy as np
 

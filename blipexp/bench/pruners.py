@@ -4,7 +4,7 @@ trained over all trials, which contention on a shared machine does not change as
 
 The two sweeps of a seed draw the same first trials (the sampler's seed), so their difference is paired: each
 difference's mean over the seeds is shown with its standard error. The pruners alternate seed by seed, so a slower
-stretch of a shared machine falls on both."""
+stretch of a shared machine falls on both, and every sweep trains in the precision one probe chose."""
 from __future__ import annotations
 
 import statistics
@@ -19,7 +19,12 @@ COMPARED = ("best", "test", "epochs", "seconds")  # paired minus median, per see
 
 
 def bench_pruners(size: Size, root: Path, probed: Path | None = None) -> dict:
+    from .. import precision
+
     base = sweep_spec(size).replace(freeze_vision_encoder=True)
+    if probed is None:  # one probe for every sweep: on a busy machine two probes may pick different precisions
+        probed = new_home(root / "probe")
+        precision.used(base, probed)
     runs: dict[str, list[dict]] = {pruner: [] for pruner in PRUNERS}
     for seed in size.sweep_seeds:
         for pruner in PRUNERS:

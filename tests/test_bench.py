@@ -201,7 +201,7 @@ def test_the_pruner_comparison_alternates_the_pruners_and_pairs_each_seeds_two_s
                 "epochs": 40 - 10 * paired, "best_params": {"learning_rate": 1e-3}, "trials": 8, "pruned": 2 + paired}
 
     monkeypatch.setattr(pruners, "blipexp_sweep", sweep)
-    result = pruners.bench_pruners(dataclasses.replace(QUICK, sweep_seeds=(42, 1)), tmp_path)
+    result = pruners.bench_pruners(dataclasses.replace(QUICK, sweep_seeds=(42, 1)), tmp_path, probed=tmp_path)
     assert order == [("median", 42), ("paired", 42), ("median", 1), ("paired", 1)], "a slow stretch falls on both"
     differences = result["paired_minus_median"]
     assert differences["epochs"] == {"mean": -10, "se": 0.0} and differences["test"]["mean"] == pytest.approx(0.1)

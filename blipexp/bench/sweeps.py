@@ -112,7 +112,8 @@ def blipexp_sweep(spec: ExperimentSpec, home: Path) -> dict:
     return {"seconds": seconds, "best": best.value if best else float("nan"),
             "test": test.get(f"test_{spec.objective_metric}", float("nan")),  # the chosen trial's, on the test split
             "epochs": sum(len(t.intermediate_values) for t in result.study.trials),  # trained, over all trials
-            "best_params": best.params if best else {}, "trials": len(states), "pruned": states.count(TrialState.PRUNED)}
+            "best_params": best.params if best else {}, "trials": len(states),
+            "pruned": states.count(TrialState.PRUNED)}
 
 
 def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:

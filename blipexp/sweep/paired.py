@@ -38,7 +38,8 @@ class PairedPruner(optuna.pruners.BasePruner):
     def __init__(self, default_epochs: int, metric: str, alpha: float, seed: int):
         """default_epochs: a trial's epochs when the sweep does not search them; metric: the objective (a caption
         metric: the loss has no per-image scores); alpha: the test's significance level; seed: its randomness."""
-        self.default_epochs, self.metric, self.alpha, self.seed = default_epochs, metric, evidence.check_alpha(alpha), seed
+        self.default_epochs, self.metric, self.seed = default_epochs, metric, seed
+        self.alpha = evidence.check_alpha(alpha)
         self.resamples = max(1000, math.ceil(20 / alpha))  # the smallest p, 1 / (R + 1), well below alpha
         self._running: dict[int, dict[int, list]] = {}  # trial number -> epoch -> its stored per-image values
 
@@ -74,7 +75,7 @@ class PairedPruner(optuna.pruners.BasePruner):
         """The trial's best epoch so far against the best trial's best by the same point of its schedule (B - A:
         the trial minus the best), or None when there is nothing to compare yet."""
         reference, epoch = study.user_attrs.get(REFERENCE), trial.last_step
-        if reference is None or epoch is None or reference["trial"] == trial.number:
+        if reference is None or epoch is None:
             return None
         maximize = study.direction == StudyDirection.MAXIMIZE
         own = best_epoch_by(trial.intermediate_values, epoch, maximize)
@@ -84,4 +85,4 @@ class PairedPruner(optuna.pruners.BasePruner):
         if mine is None or best is None or len(mine) != len(best):
             return None
         return evidence.paired(ImageScores.of_column(self.metric, best), ImageScores.of_column(self.metric, mine),
-                               self.resamples, self.seed)[self.metric]
+                               self.resamples, self.seed, metrics=(self.metric,))[self.metric]

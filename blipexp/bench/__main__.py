@@ -3,6 +3,7 @@ then write report.json and report.md (see the package docstring)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -81,11 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="folder for report.json and report.md")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
                         help="run these sections only (peak always runs: MFU needs it)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="run the sweeps compared over several seeds with the first N of their seeds only (a busy "
+                             "machine's budget)")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
     command = "python -m blipexp.bench" + (" --quick" if args.quick else "")
     if args.only != SECTIONS:
         command += " --only " + " ".join(args.only)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            parser.error(f"--seeds {args.seeds}: at least 1")
+        size = dataclasses.replace(size, sweep_seeds=size.sweep_seeds[:args.seeds])
+        command += f" --seeds {args.seeds}"
     log(f"{command}: {size.name} mode")
     report = run(size, ["peak", *args.only])
     out = Path(args.out)

@@ -118,8 +118,8 @@ def train_trial(
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
     logged as epoch 0 instead of evaluating again. `image_scores`: handed each validation's per-image scores before
-    the `listeners` get its metrics (a sweep's paired pruner). `callbacks`: more Trainer callbacks (e.g. the benchmark's
-    clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
+    the `listeners` get its metrics (a sweep's paired pruner). `callbacks`: more Trainer callbacks (e.g. the
+    benchmark's clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
     from `resumable.point` (an interrupted run of the same spec and data) when set. `register`: registers the
     model inside the run, once its results are logged (a stop there leaves the run resumable); its answer is
     the result's `version`.
@@ -167,7 +167,7 @@ def train_trial(
 
 
 def _setup(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Sequence[EpochListener],
-           echo: bool, image_scores: ImageScoresListener | None = None) -> _Setup:
+           echo: bool, image_scores: ImageScoresListener | None) -> _Setup:
     """The model as the spec adapts it, the data sets, CIDEr's idf for the epochs, the per-epoch callbacks."""
     captions = [c for example in data.train for c in example.captions]
     model, processor = load_model_and_processor(spec, captions, home, echo=echo)
@@ -196,7 +196,8 @@ def _setup(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Seque
                                  prompt=spec.prompt),
         steps_per_epoch=math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps)),
         document_frequency=cider_document_frequency(spec, data, len(epoch_val), echo),
-        samples=samples, image_scores=image_scores, metrics_callback=metrics_callback, stopping=stopping, precision=chosen, echo=echo,
+        samples=samples, image_scores=image_scores, metrics_callback=metrics_callback, stopping=stopping,
+        precision=chosen, echo=echo,
     )
 
 

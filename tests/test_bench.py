@@ -41,6 +41,9 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert len(report["sweep_shaped"]) == 2, "the base-shaped model: the cached sweep and HF's"
     assert all(r["trials"] >= 1 and r["seconds"] > 0 for r in report["sweep_shaped"].values())
     assert report["pretrained_shaped"]["vision_share"] > report["pretrained"]["vision_share"]
+    pruners = report["pruners"]["pruners"]
+    assert set(pruners) == {"median", "paired"}
+    assert all(r["epochs"] >= 1 and r["seconds"] > 0 and r["test"] >= 0 for r in pruners.values())
     full, frozen, lora = report["adapters"]["ways"].values()
     assert full["trainable"] == full["total"] > frozen["trainable"] > lora["trainable"] > 0
     assert all(r["seconds_per_epoch"] > 0 and 0 <= r["best_cider"] for r in (full, frozen, lora))
@@ -181,3 +184,29 @@ def test_the_vision_encoders_share_of_flops_follows_the_architecture():
     assert 0.5 < preset < 0.75, "the preset's encoder: 2 layers over 65 tokens"
     assert 0.8 < base < 0.9, "BLIP-base's: 12 layers over 577 tokens"
     assert abs(shaped - base) < 0.03, "the base-shaped tiny model puts BLIP-base's share in its encoder"
+
+
+def test_the_pruner_comparison_alternates_the_pruners_and_pairs_each_seeds_two_sweeps(monkeypatch, tmp_path):
+    import dataclasses
+
+    from blipexp.bench import pruners
+    from blipexp.bench.sizes import QUICK
+
+    order = []
+
+    def sweep(spec, home):  # planted results: paired trains 10 epochs fewer, 4 s faster, 0.1 better on test
+        order.append((spec.pruner, spec.seed))
+        paired = spec.pruner == "paired"
+        return {"seconds": 10.0 - 4 * paired, "best": 5.0 + 0.4 * (spec.seed == 1), "test": 4.0 + 0.1 * paired,
+                "epochs": 40 - 10 * paired, "best_params": {"learning_rate": 1e-3}, "trials": 8, "pruned": 2 + paired}
+
+    monkeypatch.setattr(pruners, "blipexp_sweep", sweep)
+    result = pruners.bench_pruners(dataclasses.replace(QUICK, sweep_seeds=(42, 1)), tmp_path, probed=tmp_path)
+    assert order == [("median", 42), ("paired", 42), ("median", 1), ("paired", 1)], "a slow stretch falls on both"
+    differences = result["paired_minus_median"]
+    assert differences["epochs"] == {"mean": -10, "se": 0.0} and differences["test"]["mean"] == pytest.approx(0.1)
+    text = markdown({**constructed_report(0.25), "pruners": result}, "python -m blipexp.bench --only pruners")
+    assert "| paired | mean of 2 | 5.200 ± 0.200 | 4.100 ± 0.000 | 6 ± 0 s | 30.0 ± 0.0 | |" in text
+    assert "|  | 1 | 5.400 | 4.100 | 6 s | 30 | 3 of 8 |" in text
+    assert ("Paired minus median, seed by seed (mean ± standard error): best val CIDEr +0 ± 0, its test CIDEr +0.1 ± "
+            "0, epochs trained -10 ± 0, seconds -4 ± 0.") in text

@@ -387,3 +387,17 @@ def test_per_image_rows_read_back_to_the_same_scores() -> None:
     _, images = score_images(predictions, references)
     again = ImageScores.from_rows(json.loads(json.dumps(images.rows())))
     assert again.corpus() == images.corpus()
+
+
+@pytest.mark.parametrize("key", ["cider", "rougeL", "bleu4"])
+def test_one_metrics_column_alone_gives_its_corpus_value_and_paired_test(key) -> None:
+    from blipexp.scoring import evidence
+
+    predictions, references = random_captions(seed=9, images=30)
+    _, a = score_images(predictions, references)
+    _, b = score_images(random_captions(seed=10, images=30)[0], references)
+    alone = [ImageScores.of_column(key, json.loads(json.dumps(s.column(key).tolist()))) for s in (a, b)]
+    assert alone[0].corpus()[key] == pytest.approx(a.corpus()[key], rel=1e-12)
+    whole, kept = evidence.paired(a, b, 200, seed=0)[key], evidence.paired(*alone, 200, seed=0, metrics=(key,))[key]
+    assert kept.as_dict() == pytest.approx(whole.as_dict(), rel=1e-12)
+    assert set(alone[0].corpus()) == set(a.corpus()), "every metric is still there (the others zero)"

@@ -29,9 +29,10 @@ def runs_of(home):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """Four trials: three sensible learning rates, then 1e-7, which cannot learn and must be pruned."""
+    """Four trials: three sensible learning rates, then 1e-7, which cannot learn and must be pruned (by the paired
+    pruner: the median rule's own tests need no training, test_pruner.py)."""
     home = tmp_path_factory.mktemp("home")
-    spec = small_spec()
+    spec = small_spec(pruner="paired")
     tracking.configure(home)
     tracking.use_experiment(spec.experiment_name, home)
     study = open_study(spec, home)
@@ -69,6 +70,19 @@ def test_a_hopeless_trial_is_pruned_after_its_first_epoch(swept):
     tracking.configure(home)
     table = mlflow.load_table("val_samples_by_epoch.json", run_ids=[hopeless.user_attrs["mlflow_run_id"]])
     assert sorted(set(table["epoch"])) == [0, 1], "the pruned epoch's sample captions are written too"
+
+
+def test_the_paired_pruner_holds_the_best_trials_per_image_scores_of_each_epoch_in_the_study(swept):
+    from blipexp.sweep.paired import REFERENCE
+
+    _, home, result = swept
+    best, reference = result.best_trial, result.study.user_attrs[REFERENCE]
+    assert reference["trial"] == best.number and sorted(reference["scores"]) == ["1", "2", "3"]
+    validation = int(mlflow.get_run(best.user_attrs["mlflow_run_id"]).data.params["data_val_images_per_epoch"])
+    for epoch, values in reference["scores"].items():
+        assert len(values) == validation >= 10, "every image of the epoch's validation: enough for a test"
+        assert sum(values) / len(values) == pytest.approx(best.intermediate_values[int(epoch)], abs=1e-4), \
+            "the scores of the epoch whose objective the trial reported"
 
 
 def test_the_untrained_model_is_evaluated_once_per_sweep(swept):

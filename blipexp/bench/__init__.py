@@ -9,6 +9,8 @@ Sections (each a module here, each returns plain numbers):
   trial      one tiny trial: the share of its time spent in evaluation, and in writes to MLflow
   sweep      the tiny football_lr_sweep: blipexp with cache and pruning, without them, full fine-tuning, and
              HF `Trainer.hyperparameter_search(backend="optuna")` on the same space, trial count and data
+  pruners    the same tiny sweep with the median rule and with the paired pruner, seed by seed: best validation
+             and test CIDEr, wall time, epochs trained
   adapters   the tiny football_baseline trained with full fine-tuning, a frozen encoder (cached) and LoRA:
              trainable parameters, s/epoch, best validation CIDEr
   evidence   bootstrap intervals and paired tests over many scored images; `evaluate` captioning, then cached

@@ -3,6 +3,7 @@ then write report.json and report.md (see the package docstring)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -36,7 +37,7 @@ def run(size: Size, sections: list[str]) -> dict:
             report["training"] = bench_training(size, work / "training")
         if "generation" in sections:
             report["generation"] = bench_generation(size)
-        if "trial" in sections or "sweep" in sections:
+        if {"trial", "sweep", "pruners"} & set(sections):  # they start from it: built before anything is timed
             report["pretrained"] = bench_pretrained(work / "pretrained")
         if "trial" in sections:
             report["trial"] = bench_trial(size, new_home(work / "trial", probed))
@@ -45,6 +46,10 @@ def run(size: Size, sections: list[str]) -> dict:
             shaped = bench_pretrained(work / "pretrained", shaped_recipe(size))
             report["pretrained_shaped"] = {**shaped, "blip_base_vision_share": blip_base_vision_share()}
             report["sweep_shaped"] = bench_sweeps(size, work / "shaped", model=shaped["folder"], probed=probed)
+        if "pruners" in sections:
+            from .pruners import bench_pruners
+
+            report["pruners"] = bench_pruners(size, work / "pruners", probed)
         if "adapters" in sections:
             from .adapters import bench_adapters
 
@@ -67,7 +72,7 @@ def run(size: Size, sections: list[str]) -> dict:
     return report
 
 
-SECTIONS = ["peak", "training", "generation", "trial", "sweep", "data", "adapters", "evidence", "serving"]
+SECTIONS = ["peak", "training", "generation", "trial", "sweep", "pruners", "data", "adapters", "evidence", "serving"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="folder for report.json and report.md")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
                         help="run these sections only (peak always runs: MFU needs it)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="run the sweeps compared over several seeds with the first N of their seeds only (a busy "
+                             "machine's budget)")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
     command = "python -m blipexp.bench" + (" --quick" if args.quick else "")
     if args.only != SECTIONS:
         command += " --only " + " ".join(args.only)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            parser.error(f"--seeds {args.seeds}: at least 1")
+        size = dataclasses.replace(size, sweep_seeds=size.sweep_seeds[:args.seeds])
+        command += f" --seeds {args.seeds}"
     log(f"{command}: {size.name} mode")
     report = run(size, ["peak", *args.only])
     out = Path(args.out)

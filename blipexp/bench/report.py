@@ -130,8 +130,8 @@ def markdown(report: dict, command: str) -> str:
         lines.append(f"| {name} | {measure} | {shown} | {required:.2f} | {verdict} |")
     lines += ["", _peak_md(report)]
     for section, write in (("training", _training_md), ("generation", _generation_md), ("trial", _trial_md),
-                           ("sweep", _sweep_md), ("data", _data_md), ("adapters", _adapters_md),
-                           ("evidence", _evidence_md), ("serving", _serving_md)):
+                           ("sweep", _sweep_md), ("pruners", _pruners_md), ("data", _data_md),
+                           ("adapters", _adapters_md), ("evidence", _evidence_md), ("serving", _serving_md)):
         if section in report:
             lines += [""] + write(report)
     return "\n".join(lines) + "\n"
@@ -237,6 +237,12 @@ def _sweep_row(way: str, run: dict) -> str:
     pruned = f" ({run['pruned']})" if "pruned" in run else ""
     return (f"| {way} | {run.get('seed', '')} | {run['seconds']:.0f} s | {run['best']:.3f} | {run['trials']}{pruned} "
             f"| {params} |")
+
+
+def _pruners_md(report: dict) -> list[str]:
+    from .pruners import markdown as pruners_markdown
+
+    return pruners_markdown(report["pruners"])
 
 
 def _adapters_md(report: dict) -> list[str]:

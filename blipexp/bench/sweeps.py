@@ -30,21 +30,14 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None, probed: Path 
 
     `model`: a pretrained folder every way starts from instead of the `--tiny` preset (pretrained.BASE_SHAPED's),
     searched over the preset's space. `probed`: a home whose precision probe each sweep's home starts with."""
-    from ..experiment import catalog
-
-    base = catalog.load("football_lr_sweep", catalog.experiments_dir()).tiny()
-    space = base.search_space()
-    if size.name == "quick":  # one or two epochs a trial: the smoke check's budget
-        space = {**space, "epochs": IntRange(1, 2)}
-    base = _with_space(base, space).replace(n_trials=size.sweep_trials, pitch_scenes=size.sweep_scenes)
-    base = base.with_overrides(size.overrides)
+    base = sweep_spec(size)
     if model:
         base = base.replace(model=model)  # no longer `is_tiny`: the pinned space keeps the preset's ranges
     ways = {
-        FAST: lambda spec, home: _blipexp_sweep(spec.replace(freeze_vision_encoder=True), home),
-        UNCACHED: lambda spec, home: _blipexp_sweep(
+        FAST: lambda spec, home: blipexp_sweep(spec.replace(freeze_vision_encoder=True), home),
+        UNCACHED: lambda spec, home: blipexp_sweep(
             spec.replace(freeze_vision_encoder=True, cache_vision_features=False, prune=False), home),
-        FULL_FT: _blipexp_sweep,
+        FULL_FT: blipexp_sweep,
         HF: _hf_sweep,
     }
     if size.name == "quick":
@@ -64,14 +57,33 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None, probed: Path 
     return results
 
 
+def sweep_spec(size: Size) -> ExperimentSpec:
+    """The tiny football_lr_sweep at the benchmark's size, its search space pinned (the preset's ranges)."""
+    from ..experiment import catalog
+
+    base = catalog.load("football_lr_sweep", catalog.experiments_dir()).tiny()
+    space = base.search_space()
+    if size.name == "quick":  # one or two epochs a trial: the smoke check's budget
+        space = {**space, "epochs": IntRange(1, 2)}
+    base = _with_space(base, space).replace(n_trials=size.sweep_trials, pitch_scenes=size.sweep_scenes)
+    return base.with_overrides(size.overrides)
+
+
 def over_seeds(runs: list[dict]) -> dict:
-    """One way's result: the first seed's sweep, with wall time and best objective the means over all seeds, and the
-    best objective's standard error (how far the mean itself may be off: with 8 trials one sweep's best moves by a
-    few tenths of CIDEr with the seed)."""
-    bests = [r["best"] for r in runs]
-    spread = statistics.stdev(bests) / len(bests) ** 0.5 if len(bests) > 1 else None
-    return {**runs[0], "seconds": statistics.mean(r["seconds"] for r in runs), "best": statistics.mean(bests),
-            "best_se": spread, "seeds": runs}
+    """One way's result: the first seed's sweep, with wall time, best objective (and its test objective and epochs
+    trained, where measured) the means over all seeds, each with its standard error as `<key>_se` (how far the mean
+    itself may be off: with 8 trials one sweep's best moves by a few tenths of CIDEr with the seed)."""
+    result = {**runs[0], "seeds": runs}
+    for key in ("seconds", "best", "test", "epochs"):
+        if key in runs[0]:
+            values = [r[key] for r in runs]
+            result[key] = statistics.mean(values)
+            result[f"{key}_se"] = standard_error(values)
+    return result
+
+
+def standard_error(values: list[float]) -> float | None:
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
 
 
 def _with_space(spec: ExperimentSpec, space: dict) -> ExperimentSpec:
@@ -81,7 +93,7 @@ def _with_space(spec: ExperimentSpec, space: dict) -> ExperimentSpec:
     return variant(**spec.to_dict())
 
 
-def _blipexp_sweep(spec: ExperimentSpec, home: Path) -> dict:
+def blipexp_sweep(spec: ExperimentSpec, home: Path) -> dict:
     from optuna.trial import TrialState
 
     from .. import tracking
@@ -95,9 +107,13 @@ def _blipexp_sweep(spec: ExperimentSpec, home: Path) -> dict:
     result = run_sweep(spec, data, home, echo=False)
     seconds = time.perf_counter() - started
     states = [t.state for t in result.study.trials]
-    return {"seconds": seconds, "best": result.best_trial.value if result.best_trial else float("nan"),
-            "best_params": result.best_trial.params if result.best_trial else {},
-            "trials": len(states), "pruned": states.count(TrialState.PRUNED)}
+    best = result.best_trial
+    test = tracking.Run(best.user_attrs["mlflow_run_id"]).read().data.metrics if best else {}
+    return {"seconds": seconds, "best": best.value if best else float("nan"),
+            "test": test.get(f"test_{spec.objective_metric}", float("nan")),  # the chosen trial's, on the test split
+            "epochs": sum(len(t.intermediate_values) for t in result.study.trials),  # trained, over all trials
+            "best_params": best.params if best else {}, "trials": len(states),
+            "pruned": states.count(TrialState.PRUNED)}
 
 
 def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:

@@ -133,7 +133,12 @@ class ExperimentSpec:
     mlflow_experiment: str = arg("", "MLflow experiment name (empty: the experiment's name)")
     registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
-    prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective is below the median of earlier trials")
+    prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective looks hopeless (`pruner` says how)")
+    pruner: Literal["median", "paired"] = arg(
+        "median", "How a sweep prunes: 'median', a trial's best objective so far below the median of complete trials' "
+        "at the same point of their schedule; 'paired', its per-image validation scores significantly worse than the "
+        "best trial's at that point, on the same images (prune_alpha; a caption-metric objective)")
+    prune_alpha: float = arg(0.05, "pruner=paired: significance level of its paired test (p below it, the trial behind)")
     confirm_seeds: int = arg(
         0, "After a sweep, train the confirm_top best trials' parameters again with this many fresh seeds each (never "
         "a trial's own) and log the spread of the objective and test metrics over them; 0: no confirmation")

@@ -7,7 +7,7 @@ import re
 
 from . import trainer_args
 from .fields import field_types, matches, require, type_name
-from .metric_keys import OBJECTIVES
+from .metric_keys import METRIC_KEYS, OBJECTIVES
 from .presets import LORA_PRESETS, PITCH_DATASET, TINY_MODEL
 from .search_space import check_space
 
@@ -41,6 +41,10 @@ def validate(spec) -> None:
              "must be >= 0: the objective's smallest change that counts as an improvement, e.g. 0.01")
     require(spec.objective_metric in OBJECTIVES, "objective_metric", spec.objective_metric,
              f"must be one of {', '.join(OBJECTIVES)}")
+    require(0 < spec.prune_alpha < 1, "prune_alpha", spec.prune_alpha, "must be in (0, 1), e.g. 0.05")
+    require(spec.pruner != "paired" or spec.objective_metric in METRIC_KEYS, "pruner", spec.pruner,
+            f"tests per-image scores, which objective_metric={spec.objective_metric!r} has none of: "
+            "--set pruner=median")
     natural = spec.natural_direction
     require(spec.objective_direction in ("auto", natural), "objective_direction", spec.objective_direction,
              f"contradicts objective_metric={spec.objective_metric!r} (a {'lower' if natural == 'minimize' else 'higher'} "

@@ -21,7 +21,6 @@ from . import evidence
 from .metrics import (
     DocumentFrequency,
     ImageScores,
-    caption_scores,
     corpus_document_frequency,
     resolve_cider_df,
     score_images,
@@ -30,10 +29,15 @@ from .metrics import (
 RowsFor = Callable[[str, Sequence[Example]], Rows]  # (split name, examples) -> one input row per example
 
 
+ImageScoresListener = Callable[[ImageScores | None], None]
+
+
 def compute_metrics_for(tokenizer, references: list[list[str]], document_frequency: DocumentFrequency | None = None,
-                        remember: Callable[[list[str]], None] | None = None):
+                        remember: Callable[[list[str]], None] | None = None,
+                        image_scores: ImageScoresListener | None = None):
     """`remember`: handed each evaluation's captions (the per-epoch sample table reuses them: no extra
-    generation)."""
+    generation). `image_scores`: handed each evaluation's per-image scores, in the order of `references` (a sweep's
+    paired pruner), or None when an image was left out (they would not pair with another evaluation's)."""
     def compute_metrics(eval_pred) -> dict[str, float]:
         predictions = decode(tokenizer, eval_pred.predictions)
         assert len(predictions) == len(references), (f"{len(predictions)} predictions for {len(references)} "
@@ -43,7 +47,10 @@ def compute_metrics_for(tokenizer, references: list[list[str]], document_frequen
         # an image found unusable while evaluating has every label masked: it is left out of the scores
         usable = (np.asarray(eval_pred.label_ids) != IGNORE_INDEX).any(axis=1)
         kept = [i for i, ok in enumerate(usable) if ok]
-        return caption_scores([predictions[i] for i in kept], [references[i] for i in kept], document_frequency)
+        scores, images = score_images([predictions[i] for i in kept], [references[i] for i in kept], document_frequency)
+        if image_scores is not None:
+            image_scores(images if len(kept) == len(references) else None)
+        return scores
 
     return compute_metrics
 

@@ -21,6 +21,7 @@ Randomness is seeded (the spec's seed): the same scores give the same intervals 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,10 +80,11 @@ def resample_weights(images: int, resamples: int, rng: np.random.Generator) -> n
     return np.bincount((drawn + offsets).ravel(), minlength=resamples * images).reshape(resamples, images)
 
 
-def _resampled(scores: ImageScores, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _resampled(scores: ImageScores, weights: np.ndarray,
+               keys: Sequence[str] = METRIC_KEYS) -> dict[str, np.ndarray]:
     """Each metric's value in every resample, computed a chunk of resamples at a time."""
-    chunks = [scores.corpus(weights[start:start + _CHUNK]) for start in range(0, len(weights), _CHUNK)]
-    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in METRIC_KEYS}
+    chunks = [scores.corpus(weights[start:start + _CHUNK], keys) for start in range(0, len(weights), _CHUNK)]
+    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in keys}
 
 
 def _percentiles(values: np.ndarray) -> Interval:
@@ -158,26 +160,26 @@ class Difference:
                 "ci_high": self.ci_high, "p_value": self.p_value}
 
 
-def paired(a: ImageScores, b: ImageScores, resamples: int, seed: int) -> dict[str, Difference]:
-    """B against A on the same images, per caption metric: the difference, its paired-bootstrap interval and the
-    paired approximate-randomization p-value (module docstring). `resamples` (> 0) serves both. On fewer than
-    MIN_IMAGES images only the difference."""
+def paired(a: ImageScores, b: ImageScores, resamples: int, seed: int,
+           metrics: Sequence[str] = METRIC_KEYS) -> dict[str, Difference]:
+    """B against A on the same images, per caption metric (`metrics`, all by default): the difference, its
+    paired-bootstrap interval and the paired approximate-randomization p-value (module docstring). `resamples` (> 0)
+    serves both. On fewer than MIN_IMAGES images only the difference."""
     if len(a) != len(b) or len(a) == 0:
         raise ValueError(f"a paired comparison needs both models scored on the same images: got {len(a)} and "
                          f"{len(b)} scored images")
     if resamples <= 0:
         raise ValueError(f"resamples={resamples}: a paired comparison needs at least 1 (e.g. 1000)")
-    observed_a, observed_b = a.corpus(), b.corpus()
+    observed_a, observed_b = a.corpus(keys=metrics), b.corpus(keys=metrics)
     if too_few(len(a)):
-        return {key: Difference(key, observed_a[key], observed_b[key], None, None, None, len(a))
-                for key in METRIC_KEYS}
+        return {key: Difference(key, observed_a[key], observed_b[key], None, None, None, len(a)) for key in metrics}
     rng = np.random.default_rng(seed)
     weights = resample_weights(len(a), resamples, rng)
-    resampled_a, resampled_b = _resampled(a, weights), _resampled(b, weights)
+    resampled_a, resampled_b = _resampled(a, weights, metrics), _resampled(b, weights, metrics)
     swapped = rng.integers(0, 2, size=(resamples, len(a))).astype(float)
-    shuffled = _randomized_differences(a, b, swapped)
+    shuffled = _randomized_differences(a, b, swapped, metrics)
     result = {}
-    for key in METRIC_KEYS:
+    for key in metrics:
         observed = observed_b[key] - observed_a[key]
         # a small tolerance: a trial that reproduces the observed difference up to rounding counts as reaching it
         reached = int(np.sum(np.abs(shuffled[key]) >= abs(observed) - 1e-12))
@@ -187,16 +189,17 @@ def paired(a: ImageScores, b: ImageScores, resamples: int, seed: int) -> dict[st
     return result
 
 
-def _randomized_differences(a: ImageScores, b: ImageScores, swapped: np.ndarray) -> dict[str, np.ndarray]:
+def _randomized_differences(a: ImageScores, b: ImageScores, swapped: np.ndarray,
+                            keys: Sequence[str] = METRIC_KEYS) -> dict[str, np.ndarray]:
     """B' - A' per trial, where trial t gives A B's output (and B A's) on the images swapped[t] marks. The pseudo
     systems are weightings of both models' images stacked: A's rows then B's, each image counted once per system."""
     both = ImageScores(means={key: np.concatenate([a.means[key], b.means[key]]) for key in a.means},
                        bleu_stats=np.concatenate([a.bleu_stats, b.bleu_stats]))
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in METRIC_KEYS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     for start in range(0, len(swapped), _CHUNK):
         mask = swapped[start:start + _CHUNK]
-        pseudo_a = both.corpus(np.concatenate([1 - mask, mask], axis=1))
-        pseudo_b = both.corpus(np.concatenate([mask, 1 - mask], axis=1))
-        for key in METRIC_KEYS:
+        pseudo_a = both.corpus(np.concatenate([1 - mask, mask], axis=1), keys)
+        pseudo_b = both.corpus(np.concatenate([mask, 1 - mask], axis=1), keys)
+        for key in keys:
             parts[key].append(pseudo_b[key] - pseudo_a[key])
     return {key: np.concatenate(values) for key, values in parts.items()}

@@ -1,5 +1,6 @@
-"""The trial loop: one nested MLflow run per trial under one parent run per sweep, a median pruner fed each
-epoch's objective (pruner.py), and resume by re-running the same command.
+"""The trial loop: one nested MLflow run per trial under one parent run per sweep, a pruner fed each epoch's
+objective (pruner.py: the median rule; paired.py: the paired test, also fed the epoch's per-image scores), and
+resume by re-running the same command.
 
 Faults: several processes may run the same sweep at once (study.py: the lock around every decision that must be
 taken once: creating the sweep run, starting a trial while the total is not reached, keeping the best models,
@@ -26,8 +27,10 @@ from ..data import CaptionData
 from ..experiment.spec import ExperimentSpec
 from ..model import precision
 from ..runtime import interrupts, liveness
+from ..scoring.metrics import ImageScores
 from ..training.train import TrialResult, train_trial, untrained_key
 from . import recovery
+from .paired import PairedPruner
 from .report import log_parent_summary, trial_ended, trial_started
 from .study import best_trial, counted, open_study, sampler, study_lock, suggest, top_trials
 
@@ -157,6 +160,7 @@ class _TrialRun:
     untrained_attr: str = ""  # the study attribute holding the initial model's scores (epoch 0), shared by trials
     untrained: dict[str, float] | None = None  # those scores, when an earlier trial logged them
     run_id: str | None = None
+    image_scores: ImageScores | None = None  # the latest evaluation's per-image scores (the paired pruner's)
 
     def choose_params(self, data: CaptionData, echo: bool) -> None:
         """The trial's params suggested and announced, and the epoch-0 scores of its initial model if known."""
@@ -167,6 +171,9 @@ class _TrialRun:
         key = untrained_key(self.spec, data.fingerprint, precision.used(self.spec, self.home))
         self.untrained_attr = f"untrained:{key}"
         self.untrained = self.study.user_attrs.get(self.untrained_attr)
+
+    def scored(self, images: ImageScores | None) -> None:
+        self.image_scores = images
 
     def report(self, epoch: int, metrics: dict[str, float]) -> None:
         """After each evaluation: record the run, share epoch 0's scores, feed the pruner."""
@@ -179,6 +186,8 @@ class _TrialRun:
                 self.study.set_user_attr(self.untrained_attr, metrics)
             return
         self.trial.report(metrics[self.spec.objective_metric], epoch)
+        if isinstance(self.study.pruner, PairedPruner):  # it tests per-image scores only this process holds
+            self.study.pruner.record(self.trial.number, epoch, self.image_scores)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
@@ -213,6 +222,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         current.choose_params(data, echo)
         name = tracking.run_name(current.spec, f"trial {trial.number}", always=spec.search_space())
         result = train_trial(current.spec, data, home, run_name=name, listeners=[current.report],
+                             image_scores=current.scored,
                              extra_tags={"optuna_study": study.study_name, "optuna_trial": str(trial.number)},
                              nested=True, echo=echo, untrained=current.untrained)
         if not math.isfinite(result.objective):
@@ -223,7 +233,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, spec: ExperimentSpec, d
         return _lost(current, echo)
     except (Exception, KeyboardInterrupt) as exc:
         return _failed(current, exc, echo)
-    return _complete(current, result, echo)
+    else:
+        return _complete(current, result, echo)
+    finally:  # after _complete, which hands a new best's scores to the study
+        if isinstance(study.pruner, PairedPruner):
+            study.pruner.forget(trial.number)
 
 
 def _complete(current: _TrialRun, result: TrialResult, echo: bool) -> TrialState:
@@ -234,6 +248,8 @@ def _complete(current: _TrialRun, result: TrialResult, echo: bool) -> TrialState
         current.trial.set_user_attr("seconds", time.perf_counter() - current.started)
         current.end_run("COMPLETE", "FINISHED")
         current.study.tell(current.trial, result.objective)
+        if isinstance(current.study.pruner, PairedPruner):  # the new best's scores become every worker's reference
+            current.study.pruner.completed(current.study, current.trial.number)
         keep_models(current.study, kept_models(current.study, current.spec))
     return TrialState.COMPLETE
 

@@ -48,13 +48,28 @@ class ScheduleMedianPruner(optuna.pruners.BasePruner):
         return current < median if maximize else current > median
 
     def _epochs(self, trial: FrozenTrial) -> int:
-        return int(trial.params.get("epochs", self.default_epochs))
+        return scheduled_epochs(trial, self.default_epochs)
 
     def _best_by(self, trial: FrozenTrial, fraction: float, maximize: bool) -> float:
         """The trial's best reported value up to `fraction` of its schedule (NaN before its first report)."""
-        last = math.floor(fraction * self._epochs(trial) + 1e-9)  # 1e-9: 3/12 * 12 must stay 3
-        values = [v for step, v in trial.intermediate_values.items() if step <= last and not math.isnan(v)]
-        if not values:
-            return math.nan
-        return max(values) if maximize else min(values)
+        epoch = best_epoch_by(trial.intermediate_values, epoch_at(fraction, self._epochs(trial)), maximize)
+        return math.nan if epoch is None else trial.intermediate_values[epoch]
+
+
+def scheduled_epochs(trial: FrozenTrial, default_epochs: int) -> int:
+    """The epochs a trial's schedule runs: its searched `epochs`, else the spec's."""
+    return int(trial.params.get("epochs", default_epochs))
+
+
+def epoch_at(fraction: float, epochs: int) -> int:
+    """The last epoch of an `epochs`-epoch schedule that is no later than `fraction` of it (0: none is)."""
+    return math.floor(fraction * epochs + 1e-9)  # 1e-9: 3/12 * 12 must stay 3
+
+
+def best_epoch_by(values: dict[int, float], last: int, maximize: bool) -> int | None:
+    """The epoch up to `last` with the best value (None before the first)."""
+    reported = {step: v for step, v in values.items() if step <= last and not math.isnan(v)}
+    if not reported:
+        return None
+    return (max if maximize else min)(reported, key=reported.__getitem__)
 

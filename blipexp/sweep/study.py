@@ -1,5 +1,5 @@
-"""The study: where it is stored, the lock around its once-only decisions, its sampler and pruner (pruner.py),
-`suggest`.
+"""The study: where it is stored, the lock around its once-only decisions, its sampler and pruner (pruner.py,
+paired.py), `suggest`.
 
 On one machine the study is a journal file in the blipexp home and the lock a file lock there. Across machines
 the study is in a database (PostgreSQL) that workers on any host join, and the lock is a PostgreSQL advisory
@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from ..experiment.search_space import Choice, FloatRange, IntRange, SearchDim
 from ..experiment.spec import ExperimentSpec
 from ..runtime import interrupts, locks, secrecy
+from .paired import PairedPruner
 from .pruner import ScheduleMedianPruner
 
 FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total
@@ -76,10 +77,19 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
         study_name=name,
         storage=storage,
         sampler=sampler(spec, 0),
-        pruner=ScheduleMedianPruner(spec.epochs) if spec.prune else optuna.pruners.NopPruner(),
+        pruner=pruner(spec),
         direction=spec.direction,
         load_if_exists=True,  # a parallel worker may create it first
     )
+
+
+def pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner: none (prune=false), the paired test (pruner=paired) or the median rule."""
+    if not spec.prune:
+        return optuna.pruners.NopPruner()
+    if spec.pruner == "paired":
+        return PairedPruner(spec.epochs, spec.objective_metric, spec.prune_alpha, spec.seed)
+    return ScheduleMedianPruner(spec.epochs)
 
 
 def sampler(spec: ExperimentSpec, n_trials_so_far: int) -> optuna.samplers.BaseSampler:

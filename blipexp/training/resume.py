@@ -27,8 +27,8 @@ PID_TAG = "blipexp.pid"
 STARTED_TAG = "blipexp.pid_started"  # the process's start time: a reused pid is another process
 INTERRUPTED = ("RUNNING", "KILLED")  # RUNNING: its process was killed (or still trains: see _stopped)
 # Fields that change nothing a run trains or logs per epoch: a run differing only in these is the same run.
-NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "dataloader_workers", "sample_captions",
-                          "bootstrap_resamples", "confirm_seeds", "confirm_top"})
+NOT_TRAINING = frozenset({"registered_model", "n_trials", "prune", "pruner", "prune_alpha", "dataloader_workers",
+                          "sample_captions", "bootstrap_resamples", "confirm_seeds", "confirm_top"})
 FULL_CHECKPOINT = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
 TRAINED = "trained.json"  # beside a run's model folder once its training has ended and the model is saved whole
 

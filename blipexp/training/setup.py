@@ -27,7 +27,13 @@ from ..model import precision
 from ..model.feature_cache import FeatureCache
 from ..model.modeling import PreparedModel, load_model_and_processor, prepare_for_training
 from ..runtime import distributed
-from ..scoring.evaluation import RowsFor, cider_document_frequency, compute_metrics_for, validation_subset
+from ..scoring.evaluation import (
+    ImageScoresListener,
+    RowsFor,
+    cider_document_frequency,
+    compute_metrics_for,
+    validation_subset,
+)
 from .callbacks import CaptionMetricsCallback, EarlyStopping, EpochListener
 from .records import log_data_summary, log_dataset, log_environment, log_precision
 from .resume import ResumePoint
@@ -53,6 +59,7 @@ class TrialSetup:
     steps_per_epoch: int
     document_frequency: object  # CIDEr's idf for the per-epoch validation (None: the scored set's own)
     samples: SampleCaptions
+    image_scores: ImageScoresListener | None  # handed each epoch's per-image validation scores
     metrics_callback: CaptionMetricsCallback
     stopping: list[EarlyStopping]
     precision: precision.Choice
@@ -64,7 +71,7 @@ class TrialSetup:
 
 
 def setup_trial(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: Sequence[EpochListener],
-                echo: bool) -> TrialSetup:
+                echo: bool, image_scores: ImageScoresListener | None = None) -> TrialSetup:
     """The model as the spec adapts it, the data sets, CIDEr's idf for the epochs, the per-epoch callbacks."""
     captions = [c for example in data.train for c in example.captions]
     model, processor = load_model_and_processor(spec, captions, home, echo=echo)
@@ -93,7 +100,8 @@ def setup_trial(spec: ExperimentSpec, data: CaptionData, home: Path, listeners: 
                                  prompt=spec.prompt),
         steps_per_epoch=math.ceil(len(train_set) / (spec.train_batch_size * spec.gradient_accumulation_steps)),
         document_frequency=cider_document_frequency(spec, data, len(epoch_val), echo),
-        samples=samples, metrics_callback=metrics_callback, stopping=stopping, precision=chosen, echo=echo,
+        samples=samples, image_scores=image_scores, metrics_callback=metrics_callback, stopping=stopping,
+        precision=chosen, echo=echo,
     )
 
 
@@ -111,7 +119,8 @@ def setup_trainer(setup: TrialSetup, run: tracking.Run, untrained: dict[str, flo
     trainer = build_trainer(spec, args, model=setup.prepared.model, train_set=setup.train_set, val_set=setup.val_set,
                             collator=setup.collator,
                             compute_metrics=compute_metrics_for(setup.processor.tokenizer, setup.val_refs,
-                                                                setup.document_frequency, setup.samples.remember),
+                                                                setup.document_frequency, setup.samples.remember,
+                                                                setup.image_scores),
                             callbacks=[setup.metrics_callback, *setup.stopping, *callbacks], echo=setup.echo)
     if is_main_process and not point:
         run.params({

@@ -25,7 +25,7 @@ from ..model.modeling import adapter_dir
 from ..runtime import distributed, interrupts
 from ..runtime.progress import no_weight_progress_bars
 from ..scoring import eval_cache
-from ..scoring.evaluation import SplitScores, best_epoch, score_split
+from ..scoring.evaluation import ImageScoresListener, SplitScores, best_epoch, score_split
 from ..tracking.scores import log_per_image
 from .callbacks import EpochListener
 from .records import log_cache, log_skips
@@ -67,6 +67,7 @@ def train_trial(
     *,
     run_name: str | None = None,
     listeners: Sequence[EpochListener] = (),
+    image_scores: ImageScoresListener | None = None,
     extra_tags: dict[str, str] | None = None,
     nested: bool = False,
     echo: bool = True,
@@ -78,13 +79,14 @@ def train_trial(
     """Fine-tune once as the spec says, inside one MLflow run; return the best model's scores and its folder.
 
     `untrained`: the initial model's validation metrics when already known (see `untrained_key`); they are
-    logged as epoch 0 instead of evaluating again. `callbacks`: more Trainer callbacks (e.g. the benchmark's
-    clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
+    logged as epoch 0 instead of evaluating again. `image_scores`: handed each validation's per-image scores before
+    the `listeners` get its metrics (a sweep's paired pruner). `callbacks`: more Trainer callbacks (e.g. the
+    benchmark's clock of evaluation time). `resumable`: a single run whose checkpoints keep what resuming needs, continued
     from `resumable.point` (an interrupted run of the same spec and data) when set. `register`: registers the
     model inside the run, once its results are logged (a stop there leaves the run resumable); its answer is
     the result's `version`.
     """
-    setup = setup_trial(spec, data, home, listeners, echo)
+    setup = setup_trial(spec, data, home, listeners, echo, image_scores)
     point = resumable.point if resumable else None
     tags = {**tracking.run_tags(spec, data.fingerprint), **(extra_tags or {}), **(resumable.tags if resumable else {})}
     is_main_process = distributed.is_main_process()  # under `accelerate launch` every rank trains; only one logs

@@ -232,18 +232,20 @@ class ImageScores:
     def __len__(self) -> int:
         return len(self.bleu_stats)
 
-    def corpus(self, weights: np.ndarray | None = None) -> dict:
-        """The corpus metrics (METRIC_KEYS) of weighted sets of these images: `weights` (R, n), each row how often
-        each image counts (a bootstrap resample's counts), gives each metric's R values as an array; None gives
+    def corpus(self, weights: np.ndarray | None = None, keys: Sequence[str] = METRIC_KEYS) -> dict:
+        """The corpus metrics `keys` (all by default) of weighted sets of these images: `weights` (R, n), each row how
+        often each image counts (a bootstrap resample's counts), gives each metric's R values as an array; None gives
         this set's own metrics as floats, equal to caption_scores'."""
         import numpy as np
 
         single = weights is None
         weights = np.ones((1, len(self))) if single else np.asarray(weights, dtype=float)
         counts = weights.sum(axis=1)
-        values = {f"bleu{n}": column for n, column in enumerate(bleu_from_totals(weights @ self.bleu_stats).T, 1)}
-        values.update({key: weights @ column / counts for key, column in self.means.items()})
-        values = {key: values[key] for key in METRIC_KEYS}
+        values = {}
+        if any(key.startswith("bleu") for key in keys):
+            values = {f"bleu{n}": column for n, column in enumerate(bleu_from_totals(weights @ self.bleu_stats).T, 1)}
+        values.update({key: weights @ self.means[key] / counts for key in keys if key in self.means})
+        values = {key: values[key] for key in keys}
         return {key: float(value[0]) for key, value in values.items()} if single else values
 
     def rows(self) -> dict[str, list]:
@@ -266,6 +268,22 @@ class ImageScores:
 
         means = {key: np.asarray(rows[key], dtype=float) for key in METRIC_KEYS if not key.startswith("bleu")}
         return cls(means=means, bleu_stats=np.asarray(rows["bleu_stats"], dtype=float).reshape(-1, _BLEU_WIDTH))
+
+    def column(self, key: str) -> np.ndarray:
+        """Per image, what metric `key`'s corpus value is computed from: its own values, or BLEU's statistics."""
+        return self.bleu_stats if key.startswith("bleu") else self.means[key]
+
+    @classmethod
+    def of_column(cls, key: str, values: Sequence) -> "ImageScores":
+        """Scores holding `column(key)` alone, every other metric's zero: `key`'s corpus value and paired tests come
+        out as from the whole scores (a sweep's pruner stores this much, not all of it)."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=float)
+        images = len(values)
+        bleu = values.reshape(-1, _BLEU_WIDTH) if key.startswith("bleu") else np.zeros((images, _BLEU_WIDTH))
+        means = {k: values if k == key else np.zeros(images) for k in METRIC_KEYS if not k.startswith("bleu")}
+        return cls(means=means, bleu_stats=bleu)
 
     def subset(self, indices: Sequence[int]) -> "ImageScores":
         import numpy as np

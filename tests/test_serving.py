@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blipexp import serving
+from blipexp import registry, serving
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -305,7 +305,8 @@ def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(code), signature=serving.signature(),
             input_example=pd.DataFrame({"image": [serving.example_image_base64()]}),
-            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
+            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)},
+            pip_requirements=registry.pip_requirements())  # else MLflow infers them in a child process (~10 s)
     env = {"BLIPEXP_SERVE_MAX_BATCH": str(max_batch), "BLIPEXP_SERVE_MAX_WAIT_MS": "600000",
            "BLIPEXP_SERVE_LOG_LEVEL": "DEBUG", serving.IMAGE_ROOT_VARIABLE: ""}
     with serve(info.model_uri, home, free_port(), env=env) as running:

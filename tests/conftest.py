@@ -22,7 +22,7 @@ EXPERIMENTS = REPO / "experiments"
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject's addopts): a worker per core this process may use, at most MAX_WORKERS (each worker
     holds torch, transformers and MLflow, and its tests start servers and training processes of their own)."""
-    from blipexp.data.survey import available_cores
+    from blipexp.runtime.environment import available_cores
 
     return min(available_cores(), MAX_WORKERS)
 
@@ -42,7 +42,7 @@ def share_cores_among_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         return
-    from blipexp.data.survey import available_cores
+    from blipexp.runtime.environment import available_cores
 
     threads = str(max(1, available_cores() // workers))
     for name in THREAD_VARIABLES:
@@ -56,7 +56,7 @@ def name_the_pretrained_cache(config: pytest.Config) -> None:
     """Name the shared folder of the pretrained tiny model before test modules are imported: some build their
     child processes' environment at import time, and a child without it would pretrain on its own (minutes).
     The folder is in pytest's cache, so later sessions reuse the build until its recipe changes."""
-    from blipexp import pretrain
+    from blipexp.model import pretrain
 
     if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(pretrain.CACHE_VARIABLE):
         return  # an xdist worker: the folder its controller named (inherited), so that all workers share one build
@@ -72,8 +72,8 @@ def pretrained_tiny_cache() -> Path:
     itself unset it. One worker builds it under the cache's lock with every core (the others wait on that lock)."""
     import torch
 
-    from blipexp import pretrain
-    from blipexp.data.survey import available_cores
+    from blipexp.model import pretrain
+    from blipexp.runtime.environment import available_cores
 
     shared = Path(os.environ[pretrain.CACHE_VARIABLE])
     threads = torch.get_num_threads()
@@ -89,8 +89,8 @@ def pretrained_tiny_cache() -> Path:
 def precision_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """precision=auto's probe of the tiny model's shapes, run once per session (seconds) and copied into every
     test's home, where each run would otherwise probe again."""
-    from blipexp import precision
-    from blipexp.tiny import build_tiny_model, build_tiny_processor
+    from blipexp.model import precision
+    from blipexp.model.tiny import build_tiny_model, build_tiny_processor
 
     probed = tmp_path_factory.mktemp("precision")
     precision.cached_probe(probed, precision.model_shapes(build_tiny_model(build_tiny_processor(["a"]), seed=0)))

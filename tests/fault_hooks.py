@@ -102,7 +102,8 @@ def hook_log_model(marker: Path) -> None:
 
 
 def hook_stop_in_scoring(marker: Path) -> None:
-    from blipexp import interrupts, train
+    from blipexp.runtime import interrupts
+    from blipexp.training import train
 
     original, calls = train.score_split, []
 

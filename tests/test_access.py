@@ -40,7 +40,8 @@ from test_scaleout import (
     postgres_bin,
 )
 
-from blipexp import access, cli, registry
+from blipexp import cli, registry
+from blipexp.tracking import access
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 

@@ -9,10 +9,15 @@ import re
 import mlflow
 import pytest
 
-from blipexp import assess, cli, eval_cache, evidence, registry, runner, tracking
+from blipexp import cli, registry, tracking
+from blipexp.cli import judge
+from blipexp.cli import run as runner
 from blipexp.data import PITCH_SEED, load_data, write_pitch_dataset
-from blipexp.spec import ExperimentSpec
-from blipexp.train import train_trial
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.registry import promotion
+from blipexp.scoring import assess, eval_cache, evidence
+from blipexp.tracking import evaluations
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow
 NAME = "assess-tiny"
@@ -49,7 +54,7 @@ def test_the_logged_test_scores_are_the_served_models_even_from_cached_half_prec
     home, data, made = versions
     result, version = made["short"]
     assert mlflow.get_run(result.run_id).data.params["vision_cache_train"] == "computed", "trained on cached features"
-    scored = assess.evaluate(assess.resolve(uri(version), home), home, "test", use_cache=False, echo=False)
+    scored = assess.evaluate(judge.resolve(uri(version), home), home, "test", use_cache=False, echo=False)
     logged = mlflow.get_run(result.run_id).data.metrics
     assert not scored.cached and len(scored.scores.keys) == len(data.test)
     for key, value in scored.scores.metrics.items():  # captioned again by the downloaded, registered model
@@ -58,9 +63,9 @@ def test_the_logged_test_scores_are_the_served_models_even_from_cached_half_prec
 
 def test_an_evaluation_is_read_from_the_cache_the_second_time(versions):
     home, _, made = versions
-    target = assess.resolve(uri(made["long"][1]), home)
+    target = judge.resolve(uri(made["long"][1]), home)
     first = assess.evaluate(target, home, "validation", echo=False)
-    again = assess.evaluate(assess.resolve(uri(made["long"][1]), home), home, "validation", echo=False)
+    again = assess.evaluate(judge.resolve(uri(made["long"][1]), home), home, "validation", echo=False)
     assert first.cached and again.cached, "training left the validation and test scores in the cache"
     assert again.scores.metrics == first.scores.metrics and again.intervals == first.intervals
     folder = home / "cache" / "evaluations"
@@ -86,7 +91,7 @@ def test_evaluate_prints_intervals_logs_a_run_linked_to_the_version_and_prints_j
     run = mlflow.get_run(printed["run_id"])
     assert run.data.tags["evaluated_version"] == f"{NAME}/{version.version}"
     assert run.data.metrics["test_cider"] == cider["value"]
-    assert [m.model_id for m in run.inputs.model_inputs] == [assess.logged_model_id(version)] != [None]
+    assert [m.model_id for m in run.inputs.model_inputs] == [evaluations.logged_model_id(version)] != [None]
     assert len(tracking.Run(run.info.run_id).table_columns("per_image/test.json")["cider"]) == 30
 
     assert run_cli(home, "evaluate", uri(version)) == 0
@@ -174,7 +179,7 @@ def test_too_few_images_get_no_interval_no_test_and_no_promotion_that_requires_b
                    *unseen) == 2
     assert (f"cannot be shown better than version {short.version} (--require better): too few images for an "
             "interval (n=4, fewer than 10); nothing changed") in capsys.readouterr().err
-    judgement = assess.promotion_judge(home, "not-worse", overrides=unseen[1:])(long, short)
+    judgement = promotion.promotion_judge(home, "not-worse", overrides=unseen[1:])(long, short)
     assert judgement.refusal is None, "not-worse: nothing was shown worse"
     assert "too few images for an interval (n=4" in judgement.report
     assert judgement.tags["promote_images"] == "4" and not {"promote_p_value", "promote_ci_low"} & set(judgement.tags)
@@ -184,7 +189,7 @@ def test_require_better_reads_the_two_sided_test_at_alpha():
     def judged(difference: float, p: float | None, require: str, alpha: float = 0.05) -> str | None:
         low, high = (None, None) if p is None else (difference - 0.1, difference + 0.1)
         found = evidence.Difference("cider", 4.0, 4.0 + difference, low, high, p, 30 if p is not None else 4)
-        return assess.promotion_refusal(found, require, alpha, "2", "1")
+        return promotion.promotion_refusal(found, require, alpha, "2", "1")
 
     assert judged(+0.3, 0.04, "better") is None
     assert judged(+0.3, 0.07, "better") == ("version 2 is not significantly better than version 1 (--require better: "
@@ -246,10 +251,10 @@ def test_models_lists_the_test_objective_with_its_interval(versions):
 def test_a_folder_needs_an_experiment_and_a_bad_name_is_explained(versions, tmp_path):
     home, _, made = versions
     with pytest.raises(ValueError, match="--experiment NAME"):
-        assess.resolve(str(made["long"][0].model_dir), home)
+        judge.resolve(str(made["long"][0].model_dir), home)
     with pytest.raises(ValueError, match="names no model"):
-        assess.resolve("no-such-thing", home)
+        judge.resolve("no-such-thing", home)
     with pytest.raises(ValueError, match="no registered version models:/assess-tiny/99"):
-        assess.resolve(f"models:/{NAME}/99", home)
+        judge.resolve(f"models:/{NAME}/99", home)
     digest = eval_cache.weights_digest(made["long"][0].model_dir)
     assert digest == made["long"][1].tags["weights_digest"]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from blipexp.batcher import Batcher
+from blipexp.serving.batcher import Batcher
 
 WAIT = 30  # seconds: a bound on event waits, never reached when the code works
 
@@ -85,7 +85,7 @@ def test_a_batch_that_raises_fails_its_own_items_only_and_the_batcher_goes_on(ca
     model.hold(batcher)
     failing = batcher.submit("k1", ["boom", "x"])
     other_key = batcher.submit("k2", ["y"])
-    with caplog.at_level(logging.ERROR, logger="blipexp.batcher"):
+    with caplog.at_level(logging.ERROR, logger="blipexp.serving.batcher"):
         model.gate.set()
         for future in failing:
             with pytest.raises(RuntimeError, match="injected failure"):
@@ -126,7 +126,7 @@ def test_a_wrong_number_of_results_fails_that_batch_only(caplog):
     model.hold(batcher)
     short = batcher.submit("k1", ["short", "x"])
     other_key = batcher.submit("k2", ["y"])
-    with caplog.at_level(logging.ERROR, logger="blipexp.batcher"):
+    with caplog.at_level(logging.ERROR, logger="blipexp.serving.batcher"):
         model.gate.set()
         for future in short:
             with pytest.raises(RuntimeError, match="run returned 1 results for 2 items"):
@@ -217,7 +217,7 @@ def test_max_batch_0_runs_each_call_alone_in_its_own_thread(caplog):
     model = Model()
     model.gate.set()
     batcher = Batcher(model, max_batch=0, max_wait_s=0.5)
-    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+    with caplog.at_level(logging.DEBUG, logger="blipexp.serving.batcher"):
         futures = batcher.submit("k", ["a", "b", "c"])
         assert all(f.done() for f in futures), "done on return: nothing waits"
         assert results(futures) == ["k:a", "k:b", "k:c"]
@@ -228,7 +228,7 @@ def test_max_batch_0_runs_each_call_alone_in_its_own_thread(caplog):
 def test_each_batch_is_logged_at_debug_with_its_size_requests_and_key(caplog):
     model = Model()
     batcher = Batcher(model, max_batch=8, max_wait_s=0)
-    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+    with caplog.at_level(logging.DEBUG, logger="blipexp.serving.batcher"):
         model.hold(batcher)
         later = batcher.submit("k", ["1", "2"]) + batcher.submit("k", ["3"])
         model.gate.set()

@@ -171,7 +171,7 @@ def test_the_sweep_comparison_is_between_means_over_seeds_and_shows_each_seed():
 
 def test_the_vision_encoders_share_of_flops_follows_the_architecture():
     from blipexp.bench.pretrained import BASE_SHAPED, blip_base_vision_share, vision_share
-    from blipexp.pretrain import RECIPE
+    from blipexp.model.pretrain import RECIPE
 
     def share(recipe):
         model, processor = recipe.architecture()

@@ -6,7 +6,7 @@ import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from blipexp import tracking
-from blipexp.callbacks import CaptionMetricsCallback, EarlyStopping, NonFiniteMetric
+from blipexp.training.callbacks import CaptionMetricsCallback, EarlyStopping, NonFiniteMetric
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

@@ -13,7 +13,8 @@ import pytest
 from conftest import EXPERIMENTS, REPO
 from processes import child_env, free_port, wait_for_health
 
-from blipexp import catalog, cli, tracking
+from blipexp import cli, tracking
+from blipexp.experiment import catalog
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

@@ -1,7 +1,7 @@
 import torch
 
-from blipexp.data.collator import IGNORE_INDEX, CaptionCollator
-from blipexp.tiny import build_tiny_processor
+from blipexp.data.collator import IGNORE_INDEX, CaptionCollator, prompt_length
+from blipexp.model.tiny import build_tiny_processor
 
 CAPTIONS = ["a red player dribbles the ball", "two blue players chase the ball near the left goal at night"]
 
@@ -57,3 +57,9 @@ def test_a_prompt_leads_every_caption_and_is_masked_out_of_the_loss():
     assert (batch["labels"][:, :4] == IGNORE_INDEX).all(), "the prompt is given, never a target"
     assert (batch["labels"][:, 4:] != IGNORE_INDEX).all(), "the caption's tokens are targets"
     assert batch["input_ids"].shape[1] == 5 + 3, "max_tokens bounds the caption, not prompt + caption"
+
+
+def test_prompt_length_counts_the_decoder_start_and_the_prompt():
+    tokenizer = build_tiny_processor(["a photograph of a red player", "two blue players chase the ball"]).tokenizer
+    assert prompt_length(tokenizer, "a photograph of") == 4
+    assert prompt_length(tokenizer, "") == 0

@@ -68,8 +68,8 @@ def _rank(rank: int, port: int, stopped) -> None:
     """One of two gloo ranks stepping through the Trainer's safe point; only rank 0 is signalled, at step 3."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from blipexp import interrupts
-    from blipexp.trainer import StopAtSafePoints
+    from blipexp.runtime import interrupts
+    from blipexp.training.trainer import StopAtSafePoints
 
     safe_point = StopAtSafePoints()
     with interrupts.stop_at_safe_points():

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from conftest import EXPERIMENTS, REPO, in_ci
 
-from blipexp import catalog, trainer_args
 from blipexp.cli import build_parser
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment import catalog, trainer_args
+from blipexp.experiment.spec import ExperimentSpec
 
 README = REPO / "README.md"
 DOCUMENTS = [README, REPO / "BENCHMARKS.md", *sorted((REPO / "docs").glob("*.md"))]

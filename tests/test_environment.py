@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from blipexp import environment
+from blipexp.runtime import environment
 
 
 def test_the_environment_names_python_the_packages_the_checkout_and_the_device():

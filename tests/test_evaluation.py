@@ -6,9 +6,11 @@ import pytest
 from transformers import EvalPrediction
 
 from blipexp.data.collator import IGNORE_INDEX
-from blipexp.data.sources import CaptionData, Example
 from blipexp.data.pitch import random_scene
-from blipexp.evaluation import (
+from blipexp.data.sources import CaptionData, Example
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model.tiny import build_tiny_processor
+from blipexp.scoring.evaluation import (
     SplitScores,
     best_epoch,
     cider_document_frequency,
@@ -16,9 +18,7 @@ from blipexp.evaluation import (
     decode,
     validation_subset,
 )
-from blipexp.metrics import caption_scores, corpus_document_frequency, score_images
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_processor
+from blipexp.scoring.metrics import caption_scores, corpus_document_frequency, score_images
 
 CAPTIONS = ["a red player dribbles the ball", "two blue players chase the ball", "a goalkeeper saves a shot"]
 

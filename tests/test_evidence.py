@@ -12,9 +12,10 @@ import random
 import numpy as np
 import pytest
 
-from blipexp import evidence
 from blipexp.data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
-from blipexp.metrics import METRIC_KEYS, ImageScores, corpus_document_frequency, score_images
+from blipexp.experiment.metric_keys import METRIC_KEYS
+from blipexp.scoring import evidence
+from blipexp.scoring.metrics import ImageScores, corpus_document_frequency, score_images
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

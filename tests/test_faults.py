@@ -22,7 +22,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from blipexp import catalog, cli, runner, tracking
+from blipexp import cli, tracking
+from blipexp.cli import run as runner
+from blipexp.experiment import catalog
 from blipexp.sweep import FINAL_STATES, open_study, optuna_storage, study_name
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop

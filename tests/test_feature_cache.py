@@ -5,10 +5,10 @@ import torch
 
 from blipexp import tracking
 from blipexp.data import load_data
-from blipexp.feature_cache import PassThroughVision, cache_key, encode_vision, vision_digest
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
-from blipexp.train import train_trial
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model.feature_cache import PassThroughVision, cache_key, encode_vision, vision_digest
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -131,7 +131,7 @@ def test_the_cache_is_half_precision_and_read_memory_mapped_row_by_row(trials):
     import numpy as np
 
     from blipexp.data.images import BadImage
-    from blipexp.feature_cache import FeatureRows
+    from blipexp.model.feature_cache import FeatureRows
 
     home, *_ = trials
     path = max((home / "cache" / "vision").glob("*.npy"), key=lambda p: p.stat().st_size)

@@ -11,12 +11,19 @@ from test_survey import photo_folder
 from blipexp import tracking
 from blipexp.data import load_data
 from blipexp.data.collator import IGNORE_INDEX, CaptionCollator
-from blipexp.data.features import CaptionDataset, PixelRows, SkipTally, evaluation_dataset, training_dataset
+from blipexp.data.features import (
+    CaptionDataset,
+    PixelRows,
+    SkipTally,
+    dataloader_workers,
+    evaluation_dataset,
+    training_dataset,
+)
 from blipexp.data.images import REASONS, BadImage
-from blipexp.data.sources import load_caption_data
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_processor
-from blipexp.train import train_trial
+from blipexp.data.sources import CaptionData, load_caption_data
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model.tiny import build_tiny_processor
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -94,3 +101,12 @@ def test_a_file_broken_after_the_first_look_is_skipped_mid_epoch_and_counted(tmp
     assert metrics["data_skipped_during_run_missing_file"] == 1
     assert metrics["data_skipped_during_run_not_an_image"] == 1
     assert result.objective == result.objective, "scored on the usable validation images (not NaN)"
+
+
+def test_auto_workers_are_none_when_decoding_is_not_the_work():
+    processor = build_tiny_processor(["a red player"])
+    data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
+    auto = ExperimentSpec().tiny().replace(dataloader_workers=-1)
+    assert dataloader_workers(auto.replace(dataloader_workers=3), data, processor, cached=True) == 3, "the spec's own"
+    assert dataloader_workers(auto, data, processor, cached=True) == 0, "cached features are read, not decoded"
+    assert dataloader_workers(auto, data, processor, cached=False) == 0, "tiny pixels are kept after one epoch"

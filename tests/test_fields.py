@@ -3,8 +3,8 @@ from typing import Literal
 
 import pytest
 
-from blipexp.fields import matches, parse, type_name
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment.fields import matches, parse, type_name
+from blipexp.experiment.spec import ExperimentSpec
 
 
 @pytest.mark.parametrize("hint, raw, value", [

@@ -3,9 +3,9 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration
 
-from blipexp import generation
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model import generation
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
 
 CAPTIONS = ["a photograph of a red player", "two blue players chase the ball"]
 
@@ -64,8 +64,3 @@ def test_captions_are_text_without_the_prompt(tiny):
     ids = generation.generate(model, tokenizer, pixels, settings)
     assert texts == [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-
-def test_prompt_length_counts_the_decoder_start_and_the_prompt():
-    tokenizer = build_tiny_processor(CAPTIONS).tokenizer
-    assert generation.prompt_length(tokenizer, "a photograph of") == 4
-    assert generation.prompt_length(tokenizer, "") == 0

@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from blipexp.hub import PROBE_TIMEOUT_S, NotAHubId, hub_answers, looks_like_path
+from blipexp.data.hub import PROBE_TIMEOUT_S, NotAHubId, hub_answers, looks_like_path
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_callers_name_their_fixes_for_an_invalid_id(no_network: list, monkeypatc
     """Both readers turn NotAHubId into their own error, which names the fixes (a local folder, --tiny)."""
     from blipexp.data.hub_dataset import _load_hub_dataset
     from blipexp.data.sample import DataSourceError
-    from blipexp.modeling import ModelSourceError, _load_pretrained
+    from blipexp.model.modeling import ModelSourceError, _load_pretrained
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)

@@ -17,11 +17,14 @@ from conftest import EXPERIMENTS
 from processes import child_env
 from transformers import TrainerCallback
 
-from blipexp import catalog, cli, interrupts, runner, tracking
+from blipexp import cli, tracking
+from blipexp.cli import run as runner
 from blipexp.data import load_data
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment import catalog
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.runtime import interrupts
 from blipexp.sweep import loop, open_study
-from blipexp.train import train_trial
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

@@ -8,7 +8,7 @@ import optuna
 import psutil
 import pytest
 
-from blipexp import liveness
+from blipexp.runtime import liveness
 from blipexp.sweep import recovery
 
 
@@ -61,7 +61,7 @@ def test_only_this_hosts_processes_are_judged(host):
 def test_an_interrupted_single_run_whose_pid_was_reused_counts_as_stopped():
     from types import SimpleNamespace
 
-    from blipexp import resume
+    from blipexp.training import resume
 
     def run(started: str):
         me = liveness.this_process()

@@ -9,12 +9,12 @@ import sys
 import pytest
 from processes import child_env
 
-from blipexp import locks
+from blipexp.runtime import locks
 
 HOLDER = """
 import sys
 from pathlib import Path
-from blipexp import locks
+from blipexp.runtime import locks
 with locks.{call}:
     print("held", flush=True)
     sys.stdin.readline()  # hold until told to let go (or killed)
@@ -23,7 +23,7 @@ with locks.{call}:
 TAKE_TURNS = """
 import sys, time
 from pathlib import Path
-from blipexp import locks
+from blipexp.runtime import locks
 lock, log, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 for _ in range(20):
     with locks.file_lock(lock):

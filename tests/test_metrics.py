@@ -18,12 +18,9 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 from pycocoevalcap.rouge.rouge import Rouge
 
-from blipexp import metrics
-from blipexp.metrics import (
+from blipexp.experiment.metric_keys import CONSOLE_KEYS, METRIC_KEYS, METRICS
+from blipexp.scoring.metrics import (
     CIDER_DF_AUTO_MIN_IMAGES,
-    CONSOLE_KEYS,
-    METRIC_KEYS,
-    METRICS,
     ImageScores,
     caption_scores,
     corpus_document_frequency,
@@ -31,6 +28,7 @@ from blipexp.metrics import (
     resolve_cider_df,
     score_images,
 )
+from blipexp.scoring.metrics import scores as metrics
 
 # Already normalised (lowercase, no punctuation, single spaces): a perfect match, partial matches and a total miss.
 PREDICTIONS = [
@@ -99,10 +97,10 @@ def test_keys_types_and_ranges() -> None:
 
 
 def test_metric_keys_match_spec() -> None:
-    from blipexp import spec
+    from blipexp.experiment import metric_keys, spec
 
     assert METRIC_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "cider", "cider_coco")
-    assert spec.METRIC_KEYS is METRIC_KEYS, "the spec takes the keys from the metrics table, not from a copy"
+    assert spec.OBJECTIVES is metric_keys.OBJECTIVES, "the spec takes the keys from the metrics table, not a copy"
     assert spec.OBJECTIVES == METRIC_KEYS + ("loss",)
 
 
@@ -120,7 +118,7 @@ def test_console_keys_come_from_the_table_in_their_order() -> None:
 
 def test_importing_the_table_stays_cheap() -> None:
     # spec imports the table; a CLI's --help must not pay for evaluate, torch or pycocoevalcap (seconds).
-    code = ("import sys, blipexp.spec; "
+    code = ("import sys, blipexp.experiment.spec; "
             "print(sorted({'evaluate', 'torch', 'transformers', 'pycocoevalcap'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

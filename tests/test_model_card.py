@@ -3,12 +3,12 @@ import collections
 
 import yaml
 
-from blipexp import model_card
 from blipexp.data import CaptionData
-from blipexp.evaluation import LoggedScores
-from blipexp.evidence import Interval
-from blipexp.search_space import FloatRange
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment.search_space import FloatRange
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.registry import model_card
+from blipexp.scoring.evidence import Interval
+from blipexp.tracking.scores import LoggedScores
 
 VALIDATION = LoggedScores("validation", {"cider": 1.25, "bleu4": 0.31, "loss": 0.8}, {"cider": Interval(1.0, 1.5)},
                           "bs:1000|seed:42|idf:split|images:8")
@@ -112,7 +112,7 @@ def test_the_worst_test_captions_are_listed_with_their_references():
 
 
 def test_the_card_shows_the_environment_the_run_recorded_and_the_rerun_command():
-    from blipexp import environment
+    from blipexp.runtime import environment
 
     recorded = environment.current("bf16")
     card = model_card.render(CardExperiment(), data(), VALIDATION, TEST, GENERATION, git_commit="abc1234",

@@ -4,17 +4,12 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from blipexp.data import pitch
 from blipexp.data.sources import CaptionData
-from blipexp.feature_cache import FeatureCache, PassThroughVision
-from blipexp.modeling import (
-    ModelSourceError,
-    adapter_dir,
-    load_model_and_processor,
-    prepare_for_training,
-)
-from blipexp.pretrain import pretrained_tiny
-from blipexp.progress import no_weight_progress_bars
-from blipexp.spec import TINY_RANDOM_MODEL, ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
+from blipexp.experiment.spec import TINY_RANDOM_MODEL, ExperimentSpec
+from blipexp.model.feature_cache import FeatureCache, PassThroughVision
+from blipexp.model.modeling import ModelSourceError, adapter_dir, load_model_and_processor, prepare_for_training
+from blipexp.model.pretrain import pretrained_tiny
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
+from blipexp.runtime.progress import no_weight_progress_bars
 
 CAPTIONS = ["A red player dribbles the ball.", "two blue players chase the ball"]
 

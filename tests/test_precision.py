@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from blipexp import precision
-from blipexp.tiny import build_tiny_model, build_tiny_processor
+from blipexp.model import precision
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
 
 
 @pytest.fixture

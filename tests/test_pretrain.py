@@ -6,11 +6,12 @@ import re
 import pytest
 import torch
 
-from blipexp import pretrain, tracking
+from blipexp import tracking
 from blipexp.data import load_data
-from blipexp.pretrain import CACHE_VARIABLE, RECIPE, Recipe
-from blipexp.spec import TINY_RANDOM_MODEL, ExperimentSpec
-from blipexp.train import train_trial
+from blipexp.experiment.spec import TINY_RANDOM_MODEL, ExperimentSpec
+from blipexp.model import pretrain
+from blipexp.model.pretrain import CACHE_VARIABLE, RECIPE, Recipe
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

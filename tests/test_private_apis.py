@@ -97,7 +97,7 @@ def test_mlflows_scoring_server_names_its_model_path_variable_and_awaits_predict
 
     from mlflow.pyfunc import scoring_server
 
-    from blipexp import serving
+    from blipexp.serving import captioner as serving
 
     assert scoring_server._SERVER_MODEL_PATH == serving.SERVER_MODEL_PATH_VARIABLE
     app = Path(importlib.util.find_spec("mlflow.pyfunc.scoring_server.app").origin).read_text()  # importing it loads
@@ -112,7 +112,7 @@ def test_a_request_thread_finds_its_pool_and_a_raised_bound_runs_more_requests_a
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from blipexp import serving
+    from blipexp.serving import captioner as serving
 
     default = asyncio.run(asyncio.to_thread(lambda: threading.current_thread()._args[0]()))
     assert isinstance(default, ThreadPoolExecutor), "asyncio.to_thread runs in a ThreadPoolExecutor's thread"

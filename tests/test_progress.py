@@ -1,7 +1,7 @@
 """Progress on the console: a bar on a terminal, one line per phase elsewhere (a log file gets no redraws)."""
 import pytest
 
-from blipexp import progress
+from blipexp.runtime import progress
 
 
 def run_phase(steps: int = 3, **kwargs) -> None:

@@ -66,7 +66,7 @@ def test_epochs_not_searched_come_from_the_spec_and_minimising_prunes_the_higher
 
 @pytest.mark.parametrize("prune, expected", [(True, ScheduleMedianPruner), (False, optuna.pruners.NopPruner)])
 def test_a_sweep_prunes_by_schedule_unless_the_spec_says_not_to(tmp_path, prune, expected):
-    from blipexp import catalog
+    from blipexp.experiment import catalog
     from blipexp.sweep import open_study
     from tests.test_sweep import SWEEP_EXPERIMENTS
 

@@ -12,11 +12,14 @@ import pytest
 from processes import free_port
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from blipexp import locks, model_card, registry, runner, serving, tracking
+from blipexp import registry, serving, tracking
+from blipexp.cli import run as runner
 from blipexp.data import load_data
-from blipexp.evaluation import LoggedScores
-from blipexp.spec import ExperimentSpec
-from blipexp.train import train_trial
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.registry import model_card, promotion
+from blipexp.runtime import locks
+from blipexp.tracking.scores import LoggedScores
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +162,7 @@ def test_predict_batches_and_takes_params(trained, versions, image_files, caplog
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     frame = pd.DataFrame({"image": list(image_files)})
-    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+    with caplog.at_level(logging.DEBUG, logger="blipexp.serving.batcher"):
         out = model.predict(frame, params={"batch_size": 2, "max_new_tokens": 2})
     assert [r.getMessage().split(" from ")[0] for r in caplog.records] == ["batch of 2", "batch of 1"]
     assert all('"batch_size": 2' in r.getMessage() and '"max_new_tokens": 2' in r.getMessage()
@@ -172,7 +175,7 @@ def test_predict_batches_and_takes_params(trained, versions, image_files, caplog
 
 def test_the_served_model_generates_with_its_registered_settings(trained, image_files):
     """generation.json carries the spec's generation fields to the pyfunc; per-call params override them."""
-    from blipexp import generation
+    from blipexp.model import generation
 
     spec, _, result, _ = trained
     words = trained[1].validation[0].captions[0].split()[:2]  # a prompt in the tiny model's vocabulary
@@ -455,7 +458,7 @@ def test_promotion_refuses_a_version_that_loads_but_cannot_caption(trained):
 
 
 def test_promote_gives_up_on_a_held_lock_with_a_clear_error(versions, monkeypatch):
-    monkeypatch.setattr(registry, "PROMOTE_LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(promotion, "PROMOTE_LOCK_TIMEOUT_S", 0.2)
     store = mlflow.get_registry_uri().removeprefix("sqlite:///")
     with locks.file_lock(f"{store}.promote.lock"):  # as another promote would hold it
         with pytest.raises(ValueError, match=r"held the lock .*\.promote\.lock for over 0.2 s: wait"):

@@ -12,13 +12,15 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from blipexp import cli, environment, rerun, tracking
+from blipexp import cli, tracking
+from blipexp.cli import rerun
 from blipexp.data.pitch import write_pitch_dataset
+from blipexp.runtime import environment
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = '''"""Hypothesis: a run trained again from its log scores the same."""
-from blipexp.spec import ExperimentSpec
+from blipexp import ExperimentSpec
 
 
 class RerunSmall(ExperimentSpec):
@@ -34,8 +36,7 @@ class RerunSmall(ExperimentSpec):
 '''
 
 SWEEP = '''"""Hypothesis: rerun trains a sweep's best trial alone."""
-from blipexp.search_space import Choice
-from blipexp.spec import ExperimentSpec
+from blipexp import Choice, ExperimentSpec
 
 
 class RerunSweep(ExperimentSpec):

@@ -15,8 +15,10 @@ import pytest
 from conftest import EXPERIMENTS
 from processes import child_env
 
-from blipexp import cli, interrupts, resume, tracking
+from blipexp import cli, tracking
 from blipexp.data import load_data
+from blipexp.runtime import interrupts
+from blipexp.training import resume
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -154,7 +156,8 @@ def test_a_run_stopped_after_its_training_is_finished_from_its_saved_model_witho
     again while logging it for registration; the same command again registers it. No training after the first
     run, and the run ends as an uninterrupted one: the weights it trained, its metrics, one version, each
     per-image row logged once."""
-    from blipexp import eval_cache, train
+    from blipexp.scoring import eval_cache
+    from blipexp.training import train
 
     args = run_args(home)
     stopped_at("stop:score", args, tmp_path)

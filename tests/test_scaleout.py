@@ -18,9 +18,10 @@ import pytest
 from conftest import require_tool
 from processes import free_port
 
-from blipexp import catalog, cli, runner, sweep, tracking
-from blipexp.sweep import recovery
-from blipexp.sweep import study as sweep_study
+from blipexp import cli, sweep, tracking
+from blipexp.cli import run as runner
+from blipexp.experiment import catalog
+from blipexp.sweep import recovery, study as sweep_study
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from blipexp.search_space import Choice, FloatRange, IntRange, check_space
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment.search_space import Choice, FloatRange, IntRange, check_space
+from blipexp.experiment.spec import ExperimentSpec
 
 
 def test_search_space_must_name_fields_and_have_valid_ranges():

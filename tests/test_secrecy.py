@@ -15,7 +15,9 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from processes import free_port
 from test_environment import make_checkout
 
-from blipexp import access, cli, environment, secrecy, tracking
+from blipexp import cli, tracking
+from blipexp.runtime import environment, secrecy
+from blipexp.tracking import access
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -122,7 +124,7 @@ def test_no_message_about_a_tracking_server_shows_the_password_in_its_uri(server
 
 
 SINGLE = '''"""Hypothesis: nothing a run writes holds a secret."""
-from blipexp.spec import ExperimentSpec
+from blipexp import ExperimentSpec
 
 
 class SecretSmall(ExperimentSpec):
@@ -138,7 +140,7 @@ class SecretSmall(ExperimentSpec):
 '''
 
 SWEEP = '''"""Hypothesis: nothing a sweep writes holds a secret."""
-from blipexp.search_space import Choice
+from blipexp import Choice
 
 from .secret_small import SecretSmall
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from blipexp.serve_settings import BadRequest, Batching, Limits, request_settings
 from blipexp.serving import DEFAULT_GENERATION
+from blipexp.serving.serve_settings import BadRequest, Batching, Limits, request_settings
 
 
 def settings(params, limits=Limits(), positions=64, prompt_positions=lambda prompt: 1 + len(prompt.split())):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from blipexp import registry, serving
+from blipexp.serving import use
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -119,7 +120,7 @@ def test_images_are_bounded_in_bytes_and_pixels(tmp_path):
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A tiny model trained for one epoch and registered: (home, model URI, encoded validation images)."""
-    from blipexp.bench.serving import register_tiny_model
+    from blipexp.bench.server import register_tiny_model
 
     home = tmp_path_factory.mktemp("home")
     uri, images = register_tiny_model(home, scenes=30, name="blip-serving-test")
@@ -156,10 +157,44 @@ def test_in_process_predict_answers_per_row_and_caption_reads_its_own_files(regi
         serving.caption(uri, [str(image_files / "elsewhere" / "t.png")])
 
 
+# blipexp/pyfunc_model.py as the first layout (before blipexp's packages) logged it into every registered version:
+# loading such a version runs this text, so `blipexp.serving` must go on exporting BlipCaptioner
+FIRST_LAYOUT_MODEL_CODE = '''"""The code MLflow logs as each registered model's pyfunc (models-from-code): loading a model runs this file, which
+imports blipexp's BlipCaptioner, instead of unpickling an object, so no pickled code executes.
+
+registry.log_and_register passes this file's path as `python_model`; MLflow copies it into the logged model.
+"""
+import mlflow.models
+
+from blipexp.serving import BlipCaptioner
+
+mlflow.models.set_model(BlipCaptioner())
+'''
+
+
+def test_a_version_logged_with_the_first_layouts_model_code_loads_and_captions(registered, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    _, uri, images = registered
+    artifacts = use._artifacts(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                                        dst_path=str(tmp_path / "version"))))
+    code = tmp_path / "pyfunc_model.py"
+    code.write_text(FIRST_LAYOUT_MODEL_CODE)
+    with mlflow.start_run(run_name="logged-by-the-first-layout"):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), signature=serving.signature(),
+            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
+    out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"image": images[:2]}))
+    assert list(out["error"]) == [None, None] and all(isinstance(c, str) and c for c in out["caption"])
+    assert out["caption"].tolist() == mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": images[:2]}))[
+        "caption"].tolist(), "the same captions as the version logged with today's file"
+
+
 @pytest.fixture(scope="module")
 def server(registered):
     """`mlflow models serve` on 127.0.0.1, as documented: no image folder allowed."""
-    from blipexp.bench.serving import free_port, serve
+    from blipexp.bench.server import free_port, serve
 
     home, uri, _ = registered
     with serve(uri, home, free_port(), env={serving.IMAGE_ROOT_VARIABLE: ""}) as running:
@@ -167,7 +202,7 @@ def server(registered):
 
 
 def ask(server, values):
-    from blipexp.bench.serving import json_body, post
+    from blipexp.bench.server import json_body, post
 
     answer = post(server, *json_body(values))
     assert "Traceback" not in json.dumps(answer.body) and "stack_trace" not in answer.body
@@ -200,7 +235,7 @@ def test_a_served_batch_answers_each_row_and_no_stack_trace_leaves_the_server(se
 
 @pytest.mark.serving
 def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_missing(registered, image_files):
-    from blipexp.bench.serving import free_port, serve
+    from blipexp.bench.server import free_port, serve
 
     home, uri, images = registered
     root = image_files / "allowed"
@@ -217,7 +252,8 @@ def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_m
 @pytest.mark.serving
 def test_a_short_load_test_with_malformed_requests_leaves_the_server_answering(server, registered):
     """The bench's serving section, short: good requests all succeed; bad ones get per-row errors or a 4xx."""
-    from blipexp.bench.serving import good, json_body, load, malformed, post
+    from blipexp.bench.server import good, json_body, post
+    from blipexp.bench.serving import load, malformed
 
     images = registered[2]
     steady = load(server, images, clients=2, requests=2, per_request=None)
@@ -241,7 +277,7 @@ def test_registered_settings_outside_the_servers_limits_stop_the_model_from_load
 
 @pytest.mark.serving
 def test_a_served_model_answers_params_beyond_its_limits_with_a_400_naming_the_limit(server, registered):
-    from blipexp.bench.serving import good, json_body, post
+    from blipexp.bench.server import good, json_body, post
 
     images = registered[2]
     for params, message in [({"batch_size": 0}, "batch_size=0 is outside this server's range of 1-32 "
@@ -294,11 +330,11 @@ def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
     import mlflow
     import pandas as pd
 
-    from blipexp.bench.serving import free_port, serve
+    from blipexp.bench.server import free_port, serve
 
     home, uri, _ = registered
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path_factory.mktemp("model")))
-    artifacts = serving._artifacts(Path(local))
+    artifacts = use._artifacts(Path(local))
     code = tmp_path_factory.mktemp("code") / "blank_fails.py"
     code.write_text(FAILING_MODEL)
     with mlflow.start_run(run_name="blank-fails"):
@@ -341,7 +377,7 @@ def at_once(server, requests: list[tuple[list, dict | None]]) -> tuple[list, lis
     """Send the requests concurrently; their answers, and the batches the server logged meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from blipexp.bench.serving import json_body, logged_batches, post
+    from blipexp.bench.server import json_body, logged_batches, post
 
     before = len(server.log())
     with ThreadPoolExecutor(len(requests)) as pool:
@@ -427,7 +463,7 @@ def test_a_request_waits_a_bounded_time_for_its_captions_then_its_rows_say_so(re
     assert lone["error"][0] == "row 0: captioning timed out: no caption within 1 s " \
                                "(BLIPEXP_SERVE_CAPTION_TIMEOUT_S raises this bound); send it again"
     model.unwrap_python_model().caption_timeout_s = 600  # what follows may take its time on a loaded machine
-    with caplog.at_level(logging.DEBUG, logger="blipexp.batcher"):
+    with caplog.at_level(logging.DEBUG, logger="blipexp.serving.batcher"):
         full = model.predict(pd.DataFrame({"image": scenes[:4]}))
     assert full["error"].isna().all() and full["caption"].notna().all(), full
     assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["batch of 4 from 1 request(s)"], \

@@ -258,7 +258,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 def test_load_data_asks_the_hub_for_the_dataset_revision(fake_hub: list[dict], tmp_path: Path):
     from blipexp.data import load_data
-    from blipexp.spec import ExperimentSpec
+    from blipexp.experiment.spec import ExperimentSpec
 
     spec = ExperimentSpec(dataset="someone/captions", dataset_revision="v1.2", test_fraction=0.0)
     data = load_data(spec, tmp_path)

@@ -1,7 +1,7 @@
 
 import pytest
 
-from blipexp.spec import LORA_PATTERNS, PITCH_DATASET, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
+from blipexp.experiment.spec import LORA_PATTERNS, PITCH_DATASET, TINY_MODEL, TINY_RANDOM_MODEL, ExperimentSpec
 
 
 class Child(ExperimentSpec):

@@ -8,8 +8,9 @@ import mlflow
 import optuna
 import pytest
 
-from blipexp import catalog, tracking
+from blipexp import tracking
 from blipexp.data import load_data
+from blipexp.experiment import catalog
 from blipexp.sweep import format_param, open_study, optuna_storage, run_sweep, summary_table
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
@@ -256,7 +257,7 @@ def test_the_edge_is_on_the_sweep_run_and_the_console_says_which_way_to_widen(ho
 
 
 def test_on_too_few_validation_images_the_runner_up_line_says_so_and_logs_no_interval_or_p(home):
-    from blipexp import evidence
+    from blipexp.scoring import evidence
     from blipexp.sweep.report import log_separation
 
     tracking.configure(home)
@@ -426,9 +427,9 @@ def test_two_workers_confirm_once_and_average_fresh_seeds_only(home, monkeypatch
     import statistics
     import threading
 
-    from blipexp import runner
+    from blipexp.cli import run as runner
     from blipexp.sweep import SweepResult, confirm
-    from blipexp.train import TrialResult
+    from blipexp.training.train import TrialResult
 
     spec = small_spec(confirm_seeds=2)
     study, sweep_run, best, version = chosen_trial(home, spec)
@@ -476,7 +477,7 @@ def test_two_workers_confirm_once_and_average_fresh_seeds_only(home, monkeypatch
 
 
 def test_a_confirmation_run_claimed_by_a_killed_worker_is_trained_again_and_a_live_ones_is_not(home):
-    from blipexp import liveness
+    from blipexp.runtime import liveness
     from blipexp.sweep import confirm
 
     spec = small_spec(confirm_seeds=3)

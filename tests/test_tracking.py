@@ -10,7 +10,7 @@ from conftest import EXPERIMENTS
 from processes import free_port
 
 from blipexp import cli, tracking
-from blipexp.spec import ExperimentSpec
+from blipexp.experiment.spec import ExperimentSpec
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 

@@ -8,14 +8,16 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor, TrainerCallback
 
-from blipexp import evidence, precision, tracking
+from blipexp import tracking
 from blipexp.data import load_data
-from blipexp.evaluation import cider_document_frequency
-from blipexp.metrics import caption_scores
-from blipexp.modeling import adapter_dir
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
-from blipexp.train import train_trial
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model import precision
+from blipexp.model.modeling import adapter_dir
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
+from blipexp.scoring import evidence
+from blipexp.scoring.evaluation import cider_document_frequency
+from blipexp.scoring.metrics import caption_scores
+from blipexp.training.train import train_trial
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
@@ -92,8 +94,8 @@ def test_final_scores_carry_intervals_signatures_and_per_image_tables(trained):
 
 
 def test_the_run_records_its_environment_and_its_datas_manifest(trained):
-    from blipexp import environment
     from blipexp.data import manifest
+    from blipexp.runtime import environment
 
     spec, data, result, _, _ = trained
     run = mlflow.get_run(result.run_id)
@@ -225,14 +227,14 @@ def test_sample_rows_are_written_at_most_every_flush_seconds_and_all_when_traini
     """On the table's own clock each epoch takes 20 s, however long it takes on this machine: with 30 s between
     writes epoch 0's rows are written at once (they store the pictures), epochs 1 and 2's together once 30 s have
     passed, epoch 3's when training ends."""
-    from blipexp import evaluation
-    from blipexp.evaluation import SampleCaptions
+    from blipexp.training import samples
+    from blipexp.training.samples import SampleCaptions
 
     spec, data, _, _, home = trained
     tracking.configure(home)
     monkeypatch.setattr(tracking, "WRITE_EVERY_SECONDS", flush_seconds)
     now = [0.0]
-    monkeypatch.setattr(evaluation, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(samples, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     log_epoch, write, tables = SampleCaptions.log_epoch, tracking.Run.table, []
 
     def epoch_of_20_s(self, epoch, metrics):
@@ -304,7 +306,7 @@ def test_lora_trial_saves_its_best_epoch_merged_and_the_adapter_beside(home):
 
 
 def test_untrained_key_ignores_training_knobs_only():
-    from blipexp.train import untrained_key
+    from blipexp.training.train import untrained_key
 
     spec = tiny_spec()
     key = untrained_key(spec, "data", "fp32")
@@ -318,8 +320,8 @@ def test_untrained_key_ignores_training_knobs_only():
 
 def test_the_training_only_fields_hold_the_not_training_ones_and_name_real_fields():
     """One list each (resume.NOT_TRAINING inside train.TRAINING_ONLY): a field added to neither changes both keys."""
-    from blipexp.resume import NOT_TRAINING
-    from blipexp.train import TRAINING_ONLY
+    from blipexp.training.resume import NOT_TRAINING
+    from blipexp.training.train import TRAINING_ONLY
 
     assert NOT_TRAINING < TRAINING_ONLY < set(ExperimentSpec().to_dict())
 
@@ -327,8 +329,8 @@ def test_the_training_only_fields_hold_the_not_training_ones_and_name_real_field
 def test_keys_and_tags_name_the_precision_used_never_auto(home, monkeypatch):
     """Workers of one sweep on CPUs with and without bf16 units must not share epoch-0 scores, and a run must not
     resume across a precision change: the keys hold what precision=auto resolves to on this machine."""
-    from blipexp import resume
-    from blipexp.train import untrained_key
+    from blipexp.training import resume
+    from blipexp.training.train import untrained_key
 
     spec = tiny_spec(precision="auto")
     for chosen in ("fp32", "bf16"):  # what the probe decides on a CPU without and with fast bf16
@@ -346,8 +348,8 @@ def test_untrained_key_follows_the_pretrained_recipe(monkeypatch):
     """A sweep resumed after the tiny model's recipe changed must not reuse the old weights' untrained scores."""
     import dataclasses
 
-    from blipexp import pretrain
-    from blipexp.train import untrained_key
+    from blipexp.model import pretrain
+    from blipexp.training.train import untrained_key
 
     spec = tiny_spec()
     key = untrained_key(spec, "data", "fp32")

@@ -6,12 +6,12 @@ import safetensors.torch
 import torch
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from blipexp import generation, progress
-from blipexp.callbacks import CaptionMetricsCallback
-from blipexp.data.sources import CaptionData
-from blipexp.spec import ExperimentSpec
-from blipexp.tiny import build_tiny_model, build_tiny_processor
-from blipexp.trainer import CaptionTrainer, build_trainer, dataloader_workers, training_arguments
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.model import generation
+from blipexp.model.tiny import build_tiny_model, build_tiny_processor
+from blipexp.runtime import progress
+from blipexp.training.callbacks import CaptionMetricsCallback
+from blipexp.training.trainer import CaptionTrainer, build_trainer, training_arguments
 
 
 def tiny_spec() -> ExperimentSpec:
@@ -44,15 +44,6 @@ def test_memory_switches_and_the_pass_through_reach_the_training_arguments(tmp_p
     assert args.label_smoothing_factor == 0.1 and args.optim == "adamw_torch", "the pass-through replaces a default"
     plain = training_arguments(tiny_spec(), tmp_path, steps_per_epoch=10, echo=False)
     assert not plain.activation_checkpointing and not plain.torch_compile and plain.label_smoothing_factor == 0.0
-
-
-def test_auto_workers_are_none_when_decoding_is_not_the_work():
-    processor = build_tiny_processor(["a red player"])
-    data = CaptionData(train=[], validation=[], test=[], skipped={}, total=0, fingerprint="f", source="s")
-    auto = tiny_spec().replace(dataloader_workers=-1)
-    assert dataloader_workers(auto.replace(dataloader_workers=3), data, processor, cached=True) == 3, "the spec's own"
-    assert dataloader_workers(auto, data, processor, cached=True) == 0, "cached features are read, not decoded"
-    assert dataloader_workers(auto, data, processor, cached=False) == 0, "tiny pixels are kept after one epoch"
 
 
 @pytest.mark.parametrize("echo, terminal", [(True, True), (True, False), (False, True)])

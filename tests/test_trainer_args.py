@@ -1,10 +1,10 @@
 """The `trainer` pass-through, checked against the installed transformers' Seq2SeqTrainingArguments."""
 import pytest
 
-from blipexp import trainer_args
-from blipexp.search_space import Choice
-from blipexp.spec import ExperimentSpec
-from blipexp.trainer import training_arguments
+from blipexp.experiment import trainer_args
+from blipexp.experiment.search_space import Choice
+from blipexp.experiment.spec import ExperimentSpec
+from blipexp.training.trainer import training_arguments
 
 
 @pytest.mark.parametrize("name, raw, value", [
@@ -47,7 +47,7 @@ def test_every_argument_blipexp_sets_is_refused_as_a_pass_through(tmp_path, monk
     """A name training_arguments sets would be silently replaced by the pass-through: each must be refused
     (optim, blipexp's default optimizer, is the one meant to be overridable)."""
     seen = {}
-    monkeypatch.setattr("blipexp.trainer.Seq2SeqTrainingArguments", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr("blipexp.training.trainer.Seq2SeqTrainingArguments", lambda **kwargs: seen.update(kwargs))
     training_arguments(ExperimentSpec().tiny().replace(precision="fp32"), tmp_path, steps_per_epoch=4, echo=False)
     unguarded = set(seen) - set(trainer_args.SPEC_OWNED) - set(trainer_args.MANAGED) - {"optim"}
     assert not unguarded

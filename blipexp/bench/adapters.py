@@ -38,9 +38,10 @@ class EpochClock(TrainerCallback):
 
 
 def bench_adapters(size: Size, home: Path) -> dict:
-    from .. import catalog, tracking
+    from .. import tracking
     from ..data import load_data
-    from ..train import train_trial, untrained_key
+    from ..experiment import catalog
+    from ..training.train import train_trial, untrained_key
 
     base = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(
         pitch_scenes=size.sweep_scenes, sample_captions=0).with_overrides(size.overrides)

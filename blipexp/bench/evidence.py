@@ -1,7 +1,7 @@
 """Evidence: how long intervals and paired tests take over many images, and what a cached evaluation costs.
 
 - bootstrap: 95% intervals of every caption metric, and a paired comparison of two models, over `images` scored
-  captions with 1,000 resamples (blipexp.evidence: resamples recomputed as matrix products, never by rescoring).
+  captions with 1,000 resamples (blipexp.scoring.evidence: resamples recomputed as matrix products, never by rescoring).
   The captions are generated pitch-scene descriptions of two known accuracies, scored once.
 - cached evaluation: `python -m blipexp evaluate` of the tiny pretrained model on the pitch test split, run as a
   user runs it: the first time it captions the images, the second reads the evaluation cache (imports included).
@@ -30,9 +30,9 @@ def bench_evidence(size: Size, root: Path) -> dict:
 
 
 def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
-    from .. import evidence
     from ..data.pitch import COUNT_WORDS, TEAMS, ZONES, Scene, random_scene
-    from ..metrics import score_images
+    from ..scoring import evidence
+    from ..scoring.metrics import score_images
 
     rng = random.Random(0)
 
@@ -67,7 +67,7 @@ def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
 def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
     """`evaluate football_baseline --tiny --set OVERRIDE...` twice in a fresh home: captioned, then read from the
     cache."""
-    from ..pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
+    from ..model.pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
 
     home = root / "home"
     pretrained_tiny(home, echo=False)  # built before the clock starts (kept in the user's shared cache, if named)
@@ -83,7 +83,7 @@ def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
         log(f"evidence: `evaluate` {attempt}: {seconds[-1]:.1f} s")
-    imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import blipexp.assess, blipexp.cli"],
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import blipexp.scoring.assess, blipexp.cli"],
                              capture_output=True, text=True)
     in_process = _cached_in_process(home, overrides)
     log(f"evidence: `evaluate` cached, in process (no imports): {in_process:.2f} s")
@@ -95,13 +95,15 @@ def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
 
 def _cached_in_process(home: Path, overrides: Sequence[str]) -> float:
     """The cached evaluation again, in this process: what a command costs beyond Python's imports."""
-    from .. import assess, catalog, tracking
+    from .. import tracking
+    from ..experiment import catalog
+    from ..scoring import assess
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny()
     spec = spec.with_overrides(overrides)
     tracking.configure(home)
     started = time.perf_counter()
-    evaluation = assess.evaluate(assess.resolve("football_baseline", home, spec), home, "test", echo=False)
+    evaluation = assess.evaluate(assess.base_model_target("football_baseline", spec, home), home, "test", echo=False)
     seconds = time.perf_counter() - started
     assert evaluation.cached, "the command before left this evaluation in the cache"
     return seconds

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from ..feature_cache import PassThroughVision, encode_vision
+from ..model.feature_cache import PassThroughVision, encode_vision
 from .sizes import Size, log
 from .synthetic import build_model, synthetic_tokenizer
 

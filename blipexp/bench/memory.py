@@ -15,7 +15,7 @@ import torch
 
 from ..data.collator import CaptionCollator
 from ..data.pitch import scenes
-from ..tiny import build_tiny_model, build_tiny_processor
+from ..model.tiny import build_tiny_model, build_tiny_processor
 
 WARMUP, STEPS = 2, 10
 MODES = ("plain", "checkpointing", "compile")

@@ -1,5 +1,5 @@
 """Benchmark: training steps of the tiny BLIP in fp32 vs bf16 autocast on this machine's CPU, beside the probe
-that `precision=auto` decides by (blipexp.precision: one home for probing; this script only prints it).
+that `precision=auto` decides by (blipexp.model.precision: one home for probing; this script only prints it).
 
 `python -m blipexp.bench.precision` prints the probe's figures and choice for the tiny BLIP at batch 32, then
 samples/s of real training steps in each precision, twice (the order alternates to expose drift): the probe's
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .. import precision
 from ..data.collator import CaptionCollator
 from ..data.pitch import scenes
-from ..tiny import build_tiny_model, build_tiny_processor
+from ..model import precision
+from ..model.tiny import build_tiny_model, build_tiny_processor
 
 BATCH, WARMUP, STEPS = 32, 3, 20
 SEEDS = (0, 1)
@@ -51,7 +51,7 @@ def speed() -> None:
     batch = collator([{"pixel_values": pixels[i], "caption": drawn[i][0].caption} for i in range(BATCH)])
     shapes = precision.model_shapes(build_tiny_model(processor, seed=0))
     figures = precision.probe(shapes)
-    print(f"probe (blipexp.precision) on the tiny BLIP's blocks {shapes}: "
+    print(f"probe (blipexp.model.precision) on the tiny BLIP's blocks {shapes}: "
           + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in figures.items()) + f" -> {precision.decide(figures).reason}")
     print(f"tiny BLIP, batch {BATCH}, {STEPS} steps after {WARMUP} warm-up, {torch.get_num_threads()} threads")
     for mode in ("fp32", "bf16", "fp32", "bf16"):
@@ -59,9 +59,10 @@ def speed() -> None:
 
 
 def quality() -> None:
-    from .. import catalog, tracking
+    from .. import tracking
     from ..data import load_data
-    from ..train import train_trial
+    from ..experiment import catalog
+    from ..training.train import train_trial
 
     home = Path(tempfile.mkdtemp(prefix="blipexp-precision-"))
     tracking.configure(home)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..pretrain import CACHE_VARIABLE, RECIPE, Recipe, cache_root, pretrained_tiny
+from ..model.pretrain import CACHE_VARIABLE, RECIPE, Recipe, cache_root, pretrained_tiny
 from .sizes import Size
 
 # the preset's recipe with a larger image (145 tokens instead of 65) and twice the encoder's depth: 86% of a

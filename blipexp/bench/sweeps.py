@@ -9,10 +9,10 @@ from pathlib import Path
 
 from transformers.trainer_callback import PrinterCallback
 
-from .. import generation
 from ..data.collator import CaptionCollator
-from ..search_space import IntRange
-from ..spec import ExperimentSpec
+from ..experiment.search_space import IntRange
+from ..experiment.spec import ExperimentSpec
+from ..model import generation
 from .homes import new_home
 from .sizes import Size, log
 
@@ -30,7 +30,7 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None, probed: Path 
 
     `model`: a pretrained folder every way starts from instead of the `--tiny` preset (pretrained.BASE_SHAPED's),
     searched over the preset's space. `probed`: a home whose precision probe each sweep's home starts with."""
-    from .. import catalog
+    from ..experiment import catalog
 
     base = catalog.load("football_lr_sweep", catalog.experiments_dir()).tiny()
     space = base.search_space()
@@ -112,13 +112,13 @@ def _hf_sweep(spec: ExperimentSpec, home: Path) -> dict:
     """
     import optuna
 
-    from .. import precision
     from ..data import load_data
     from ..data.features import PixelRows, evaluation_dataset, training_dataset
-    from ..evaluation import compute_metrics_for
-    from ..modeling import load_model_and_processor
+    from ..model import precision
+    from ..model.modeling import load_model_and_processor
+    from ..scoring.evaluation import compute_metrics_for
     from ..sweep.loop import long_lived_objects_frozen
-    from ..trainer import CaptionTrainer, training_arguments
+    from ..training.trainer import CaptionTrainer, training_arguments
 
     data = load_data(spec, home)
     captions = [c for e in data.train for c in e.captions]

@@ -7,7 +7,7 @@ import random
 import torch
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 
-from ..tiny import SPECIAL_TOKENS, tiny_config
+from ..model.tiny import SPECIAL_TOKENS, tiny_config
 from .sizes import Size
 
 NOTEBOOK_PAD = 512  # BLIP-base's tokenizer: model_max_length 512, which padding="max_length" pads to

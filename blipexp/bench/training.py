@@ -15,11 +15,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
 
-from .. import precision
 from ..data.collator import CaptionCollator
 from ..data.features import CaptionDataset
-from ..feature_cache import PassThroughVision, encode_vision
-from ..spec import ExperimentSpec
+from ..experiment.spec import ExperimentSpec
+from ..model import precision
+from ..model.feature_cache import PassThroughVision, encode_vision
 from .sizes import Size, log
 from .synthetic import CAPTION_TOKENS, NOTEBOOK_PAD, build_model, synthetic_data, synthetic_tokenizer
 
@@ -71,7 +71,7 @@ class _StepClock(TrainerCallback):
 def trainer_samples_per_second(model, dataset, collator, size: Size, batch: int, out: Path,
                                used: str) -> tuple[float, list[dict]]:
     """blipexp's Trainer and arguments (fused AdamW, precision `used`), only the step count and evaluation changed."""
-    from ..trainer import CaptionTrainer, training_arguments
+    from ..training.trainer import CaptionTrainer, training_arguments
 
     spec = ExperimentSpec().replace(model="tiny", dataset="pitch", learning_rate=5e-5, train_batch_size=batch,
                                     precision=used)

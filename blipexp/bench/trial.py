@@ -33,9 +33,10 @@ class EvaluationClock(TrainerCallback):
 
 
 def bench_trial(size: Size, home: Path) -> dict:
-    from .. import catalog, tracking
+    from .. import tracking
     from ..data import load_data
-    from ..train import train_trial
+    from ..experiment import catalog
+    from ..training.train import train_trial
 
     spec = catalog.load("football_baseline", catalog.experiments_dir()).tiny().replace(pitch_scenes=size.sweep_scenes)
     spec = spec.with_overrides(size.overrides)

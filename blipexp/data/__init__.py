@@ -1,9 +1,11 @@
-"""Data: sources (Hub id, local folder, embedded pitch scenes), image checks, split, collator."""
+"""Data: sources (Hub id, local folder, embedded pitch scenes), image checks, split, collator. Imports runtime and
+experiment."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..spec import PITCH_DATASET, ExperimentSpec
+from ..experiment.presets import PITCH_DATASET
+from ..experiment.spec import ExperimentSpec
 from .pitch import write_pitch_dataset
 from .sample import DataSourceError
 from .sources import CaptionData, Example, load_caption_data

@@ -6,7 +6,8 @@ in `labels` are set to -100 so the loss ignores them (BLIP does not mask padding
 
 With a `prompt` (conditional captioning, e.g. "a photograph of") each caption is trained on as "prompt caption",
 with the prompt's positions masked in `labels`: the model learns to continue the prompt, not to say it, and
-generation starts from it (generation.generate). `max_tokens` still bounds the caption itself.
+generation starts from it (model/generation.py's `generate`; `prompt_length` counts its positions). `max_tokens`
+still bounds the caption itself.
 
 Items whose image turned out unusable in evaluation (`usable` False, see `features.CaptionDataset`) keep their
 place with every label masked, which also tells `compute_metrics` to leave that image out. `bad_image` and
@@ -19,10 +20,14 @@ from typing import Any
 
 import torch
 
-from ..generation import prompt_length
-
 IGNORE_INDEX = -100  # positions CrossEntropyLoss skips
 SKIP_KEYS = ("bad_image", "bad_reason")  # batch entries for the trainer's count of unusable images
+
+
+def prompt_length(tokenizer, prompt: str) -> int:
+    """Positions the prompt takes at the start of a training caption: [CLS] (made [DEC]) and its tokens."""
+    prompt = prompt.strip()
+    return len(tokenizer(prompt)["input_ids"]) - 1 if prompt else 0
 
 
 @dataclass

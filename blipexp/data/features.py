@@ -1,7 +1,7 @@
 """Model-ready datasets, built on demand: an item's image is decoded when a DataLoader (worker) asks for it.
 
 Rows come from `PixelRows` (decode + image processor, per image) or from the frozen encoder's feature cache
-(`blipexp.feature_cache.FeatureRows`, a memory-mapped file). Either raises `BadImage` for an image that
+(`blipexp.model.feature_cache.FeatureRows`, a memory-mapped file). Either raises `BadImage` for an image that
 cannot be used (unreadable, truncated, gone since the first look); the datasets turn that into a skip, never a
 crash: in training the item is replaced by the next usable one, in evaluation the image is scored as absent
 (its labels are masked out, see `CaptionCollator`). Either way the item names the failed image and the reason,
@@ -15,6 +15,8 @@ from typing import Protocol
 
 import torch
 
+from ..experiment.spec import ExperimentSpec
+from ..runtime.environment import available_cores
 from .images import REASONS, BadImage
 from .sources import CaptionData, Example
 
@@ -68,6 +70,16 @@ def fits_in_memory(n_images: int, image_processor) -> bool:
     """Whether a split's pixel values are small enough to keep (fp32) instead of decoding them every epoch."""
     channels, height, width = pixel_shape(image_processor)
     return n_images * channels * height * width * 4 <= MEMO_BYTES
+
+
+def dataloader_workers(spec: ExperimentSpec, data: CaptionData, processor, cached: bool) -> int:
+    """The spec's number, or for "auto" (-1): none when decoding is not the work (cached features, or pixels
+    small enough to keep after the first epoch), else one process per core but one, up to 4."""
+    if spec.dataloader_workers >= 0:
+        return spec.dataloader_workers
+    if cached or fits_in_memory(len(data.train), processor.image_processor):
+        return 0
+    return max(1, min(4, available_cores() - 1))
 
 
 class CaptionDataset(torch.utils.data.Dataset):

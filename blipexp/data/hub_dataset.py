@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from blipexp.data.hub import NotAHubId, hub_answers
 from blipexp.data.sample import DataSourceError, Sample, canonical_split, missing_column
-from blipexp.hub import NotAHubId, hub_answers
 
 HUB_FIXES = (
     "run with --tiny (the embedded dataset), or --set dataset=/path/to/folder "

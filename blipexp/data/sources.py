@@ -23,12 +23,12 @@ from typing import Any
 from PIL import Image
 
 from blipexp.data.folder import CAPTIONS_CSV, METADATA_JSONL, read_folder
+from blipexp.data.hub import looks_like_path
 from blipexp.data.hub_dataset import HUB_FIXES, ArrowImages, read_hub
 from blipexp.data.images import load_rgb, read_image_file
 from blipexp.data.sample import DataSourceError, Sample, has_undecodable
 from blipexp.data.split import split_indices
 from blipexp.data.survey import ImageReader, SurveyReport, record_path, survey
-from blipexp.hub import looks_like_path
 
 SMALL_SPLIT = 10  # below this many images, corpus metrics such as CIDEr swing wildly between runs
 SPLIT_MODES = ("auto", "own", "random")
@@ -109,22 +109,7 @@ def load_caption_data(
     warnings: list[str] = []
     samples, images, source_name, source_id = _read(source, image_column, caption_column, hub_split, revision,
                                                      splits, warnings)
-    skipped: collections.Counter = collections.Counter()
-    listed: list[tuple[Sample, tuple[str, ...]]] = []
-    for sample in samples:
-        try:
-            listed.append((sample, _usable_captions(sample)))  # captions first: cheaper than the image
-        except _Skip as exc:
-            skipped[exc.reason] += 1
-    report = survey([(sample.key, sample.image) for sample, _ in listed], images,
-                    record_path(cache_dir, source_id), progress=progress)
-    valid: list[tuple[Example, str, str | None]] = []  # (example, image digest, own split)
-    for sample, captions in listed:
-        check = report.checks[sample.key]
-        if check.reason is not None:
-            skipped[check.reason] += 1
-        else:
-            valid.append((Example(key=sample.key, captions=captions, ref=sample.image), check.digest, sample.split))
+    valid, skipped, report = _checked(samples, images, record_path(cache_dir, source_id), progress)
     _check_usable(source_name, len(samples), len(valid), skipped, max_bad_fraction)
     if isinstance(images, ArrowImages):  # a folder groups its rows by file name already (folder.py)
         valid = group_same_images(valid, warnings)
@@ -149,6 +134,27 @@ def load_caption_data(
         digests={example.key: digest for example, digest, _ in valid},
         split_settings=settings,
     )
+
+
+def _checked(samples: list[Sample], images: ImageReader, record: Path | None,
+             progress: bool) -> tuple[list[tuple[Example, str, str | None]], collections.Counter, SurveyReport]:
+    """The usable samples as (example, image digest, own split), the skips by reason, and the images' survey."""
+    skipped: collections.Counter = collections.Counter()
+    listed: list[tuple[Sample, tuple[str, ...]]] = []
+    for sample in samples:
+        try:
+            listed.append((sample, _usable_captions(sample)))  # captions first: cheaper than the image
+        except _Skip as exc:
+            skipped[exc.reason] += 1
+    report = survey([(sample.key, sample.image) for sample, _ in listed], images, record, progress=progress)
+    valid: list[tuple[Example, str, str | None]] = []  # (example, image digest, own split)
+    for sample, captions in listed:
+        check = report.checks[sample.key]
+        if check.reason is not None:
+            skipped[check.reason] += 1
+        else:
+            valid.append((Example(key=sample.key, captions=captions, ref=sample.image), check.digest, sample.split))
+    return valid, skipped, report
 
 
 def _read(source: str, image_column: str, caption_column: str, hub_split: str, revision: str | None, splits: str,

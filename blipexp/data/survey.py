@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blipexp.data.images import BadImage, check_decodes
-from blipexp.progress import bar as progress_bar
+from blipexp.runtime.environment import available_cores
+from blipexp.runtime.progress import bar as progress_bar
 
 VERSION = 1  # bump when what a check decides changes: older records are then ignored
 CHUNK = 128  # images per task handed to a worker process
@@ -102,11 +103,6 @@ def _check_all(todo: list[tuple[str, Any]], reader: ImageReader, progress: bool)
                 results.update(done)
                 bar.update(len(done))
     return results
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. under a job scheduler), at least 1."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _jsonable(stamp: Any) -> Any:

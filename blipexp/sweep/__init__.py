@@ -1,5 +1,8 @@
 """Optuna sweeps: a study (study.py: storage, lock, sampler; pruner.py: its pruner), recovery from dead workers
-(recovery.py), the trial loop (loop.py) and what a sweep reports (report.py). What runner, the cli and the benchmark use:"""
+(recovery.py), the trial loop (loop.py), what a sweep reports (report.py), confirming the best trial's parameters
+with fresh seeds (confirm.py) and optuna-dashboard on a study (dashboard.py). Imports every layer below cli: above
+the registry too, since confirm_seeds tags the registered version with its spread. What cli/run.py, the other
+commands and the benchmark use:"""
 from .loop import SweepResult, run_sweep
 from .recovery import retry
 from .report import format_param, log_separation, range_edge_advice, separation, separation_line, summary_table

@@ -25,10 +25,11 @@ from typing import Any
 
 import optuna
 
-from .. import interrupts, liveness, registry, tracking
+from .. import registry, tracking
 from ..data import CaptionData
-from ..spec import ExperimentSpec
-from ..train import train_trial
+from ..experiment.spec import ExperimentSpec
+from ..runtime import interrupts, liveness
+from ..training.train import train_trial
 from .study import study_lock
 
 SPREAD_TAG = "seed_spread_objective"  # on the version: the spread over the fresh seeds; present once confirmed

@@ -21,10 +21,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import interrupts, liveness, precision, tracking
+from .. import tracking
 from ..data import CaptionData
-from ..spec import ExperimentSpec
-from ..train import TrialResult, train_trial, untrained_key
+from ..experiment.spec import ExperimentSpec
+from ..model import precision
+from ..runtime import interrupts, liveness
+from ..training.train import TrialResult, train_trial, untrained_key
 from . import recovery
 from .report import log_parent_summary, trial_ended, trial_started
 from .study import best_trial, counted, open_study, sampler, study_lock, suggest

@@ -24,7 +24,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import liveness, tracking
+from .. import tracking
+from ..runtime import liveness
 from .study import FINAL_STATES, heartbeat_interval, rdb, storage_of, trial_id
 
 STALE_REASON = "its worker stopped (no heartbeat)"

@@ -11,9 +11,10 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from .. import evidence, tracking
-from ..metrics import METRIC_KEYS
-from ..spec import ExperimentSpec
+from .. import tracking
+from ..experiment.metric_keys import METRIC_KEYS
+from ..experiment.spec import ExperimentSpec
+from ..scoring import evidence
 from .study import FINAL_STATES, best_trial
 
 
@@ -47,7 +48,7 @@ def separation(study: optuna.Study, spec: ExperimentSpec) -> tuple[int, int, evi
     """(best trial, runner-up, the best against the runner-up on the objective): a paired comparison on the
     validation images both were scored on, from the per-image scores their runs logged (nothing is captioned
     again). None with fewer than two complete trials, or an objective with no per-image scores (loss)."""
-    from ..evaluation import SplitScores
+    from ..scoring.evaluation import SplitScores
 
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value,
                       reverse=spec.greater_is_better)

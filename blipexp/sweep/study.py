@@ -28,9 +28,9 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
-from .. import interrupts, locks, secrecy
-from ..search_space import Choice, FloatRange, IntRange, SearchDim
-from ..spec import ExperimentSpec
+from ..experiment.search_space import Choice, FloatRange, IntRange, SearchDim
+from ..experiment.spec import ExperimentSpec
+from ..runtime import interrupts, locks, secrecy
 from .pruner import ScheduleMedianPruner
 
 FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # these count towards the total

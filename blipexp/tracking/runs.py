@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param, RunTag
 
-from .. import distributed, environment
-from ..spec import ExperimentSpec
+from ..experiment.spec import ExperimentSpec
+from ..runtime import distributed, environment
 
 
 def run_tags(spec: ExperimentSpec, data_fingerprint: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 
-from .. import secrecy
+from ..runtime import secrecy
 
 DEFAULT_HOME = "mlruns"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -102,7 +102,7 @@ def _check_store(uri: str, fix: str) -> None:
     """ValueError naming the URI and the fix when the tracking store cannot be opened."""
     if is_server(uri):
         # a quick probe (MLflow's own client retries a dead server for minutes): reachable, trusted, logged in
-        from .. import access
+        from . import access
 
         access.check_server(uri, fix)
         warning = access.warn_if_clear_text(uri)

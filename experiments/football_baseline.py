@@ -3,7 +3,7 @@
 The notebook's setup, made honest: images are split into train/validation/test, pad tokens are masked
 out of the loss, and every epoch is scored by generating captions from the image alone.
 """
-from blipexp.experiment.spec import HUB_DATASET, HUB_MODEL, ExperimentSpec
+from blipexp import HUB_DATASET, HUB_MODEL, ExperimentSpec
 
 
 class FootballBaseline(ExperimentSpec):

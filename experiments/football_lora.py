@@ -4,7 +4,7 @@ The vision encoder carries no adapters, so it is frozen and its features are cac
 adapters on the stored encoder outputs. The sweep searches the rank and the learning rate (LoRA's updates start
 at zero and want larger steps than full fine-tuning's); the merged model is registered, the adapter beside it.
 """
-from blipexp.experiment.search_space import Choice, FloatRange
+from blipexp import Choice, FloatRange
 
 from .football_lr_sweep import FootballLrSweep
 

@@ -3,7 +3,7 @@
 The notebook's learning rate was never compared with anything. Optuna's TPE sampler searches a log-scale
 learning rate and the epoch count; pruning stops hopeless settings after an epoch or two.
 """
-from blipexp.experiment.search_space import FloatRange, IntRange
+from blipexp import FloatRange, IntRange
 
 from .football_baseline import FootballBaseline
 

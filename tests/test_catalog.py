@@ -33,7 +33,7 @@ def test_unknown_experiment_suggests_close_names():
 def test_experiment_builds_on_another_with_a_relative_import(tmp_path):
     (tmp_path / "parent_exp.py").write_text(textwrap.dedent('''
         """Hypothesis: parent."""
-        from blipexp.experiment.spec import ExperimentSpec
+        from blipexp import ExperimentSpec
         class Parent(ExperimentSpec):
             epochs = 4
     '''))
@@ -48,9 +48,9 @@ def test_experiment_builds_on_another_with_a_relative_import(tmp_path):
 
 
 def test_broken_experiment_files_give_a_clear_error(tmp_path):
-    (tmp_path / "two.py").write_text("from blipexp.experiment.spec import ExperimentSpec\n"
+    (tmp_path / "two.py").write_text("from blipexp import ExperimentSpec\n"
                                      "class A(ExperimentSpec): pass\nclass B(ExperimentSpec): pass\n")
-    (tmp_path / "bad_value.py").write_text("from blipexp.experiment.spec import ExperimentSpec\n"
+    (tmp_path / "bad_value.py").write_text("from blipexp import ExperimentSpec\n"
                                            "class A(ExperimentSpec):\n    epochs = 0\n")
     with pytest.raises(ValueError, match="exactly one ExperimentSpec subclass"):
         catalog.load("two", tmp_path)

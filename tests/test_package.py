@@ -1,11 +1,17 @@
-"""The package states its own reasons and measurements: it cites no file outside the repository and no dated figure."""
+"""The package's shape: it states its own reasons and measurements (no file outside the repository, no dated figure),
+its layers and the homes of MLflow and optuna hold (import-linter), modules and functions stay short, experiment
+files use the public API, and the first layout's import paths still work."""
 from __future__ import annotations
 
 import ast
 import importlib
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "blipexp"
 
@@ -103,3 +109,91 @@ def test_only_the_tracking_registry_and_serving_modules_import_mlflow():
             if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
                 importers.append(str(relative))
     assert not importers, f"write runs through the tracking package, versions through registry: {sorted(set(importers))}"
+
+
+REPO = PACKAGE.parent
+
+
+def test_the_layers_and_the_homes_of_mlflow_and_optuna_hold():
+    """pyproject's import-linter contracts: each package imports only the packages below it (cli and bench are peers
+    at the top), MLflow only in tracking, registry, serving and bench, optuna only in sweep and bench. import-linter
+    reads every import, those inside functions too."""
+    linter = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(linter), "--config", str(REPO / "pyproject.toml"), "--no-cache"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "3 kept, 0 broken" in done.stdout
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 320, 60
+PARSER_BUILDERS = {"build_parser"}  # an argparse table: a few lines per flag, exempt by name
+
+
+def test_no_module_or_function_is_too_long():
+    too_long = []
+    for path in sources():
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in PARSER_BUILDERS:
+                if (size := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(PACKAGE)}: {node.name}() {size} lines")
+    assert not too_long, (f"split these (a module at most {MAX_MODULE_LINES} lines, a function at most "
+                          f"{MAX_FUNCTION_LINES}): {too_long}")
+
+
+PUBLIC = {"ExperimentSpec", "FloatRange", "IntRange", "Choice", "SearchDim", "HUB_MODEL", "HUB_DATASET",
+          "load_experiment"}
+
+
+def test_experiment_files_import_the_public_api_only():
+    import blipexp
+
+    assert PUBLIC <= set(blipexp.__all__) and all(hasattr(blipexp, name) for name in blipexp.__all__)
+    files = sorted((REPO / "experiments").glob("*.py")) + sorted((REPO / "tests" / "experiments_sweep").glob("*.py"))
+    imports = [(path.name, node) for path in files for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("blipexp")]
+    assert imports, "the experiments import blipexp"
+    assert [f"{name}: from {node.module}" for name, node in imports if node.module != "blipexp"] == []
+    assert {alias.name for _, node in imports for alias in node.names} <= PUBLIC
+    sweep = blipexp.load_experiment("football_lr_sweep", REPO / "experiments")
+    assert isinstance(sweep, blipexp.ExperimentSpec) and isinstance(sweep.search_space()["learning_rate"],
+                                                                     blipexp.FloatRange)
+
+
+def _forget(*names: str) -> None:
+    """As in a new process: `blipexp.<name>` imported afresh."""
+    import blipexp
+
+    for name in names:
+        sys.modules.pop(f"blipexp.{name}", None)
+        vars(blipexp).pop(name, None)
+
+
+@pytest.mark.parametrize(("old", "new"), [("spec", "experiment.spec"), ("search_space", "experiment.search_space"),
+                                          ("runner", "cli.run"), ("metrics", "scoring.metrics")])
+def test_an_old_import_path_is_the_moved_module_and_warns_with_its_new_path(old, new):
+    _forget(old)
+    with pytest.warns(DeprecationWarning, match=rf"blipexp\.{old} moved to blipexp\.{new}: import it from there"):
+        module = importlib.import_module(f"blipexp.{old}")
+    moved = importlib.import_module(f"blipexp.{new}")
+    assert module is moved and moved.__spec__.name == f"blipexp.{new}", "the same module, its own spec kept"
+    with pytest.raises(ImportError):
+        importlib.import_module("blipexp.no_such_module")
+
+
+def test_an_experiment_file_of_the_first_layout_still_loads(tmp_path):
+    from blipexp.experiment import catalog
+    from blipexp.experiment.search_space import FloatRange
+
+    (tmp_path / "old_layout.py").write_text('"""Hypothesis: written before the move."""\n'
+                                             "from blipexp.search_space import FloatRange\n"
+                                             "from blipexp.spec import ExperimentSpec\n\n\n"
+                                             "class OldLayout(ExperimentSpec):\n    epochs = 2\n\n"
+                                             "    def search_space(self):\n"
+                                             "        return {'learning_rate': FloatRange(1e-5, 1e-3, log=True)}\n")
+    _forget("spec", "search_space")
+    with pytest.warns(DeprecationWarning, match=r"blipexp\.spec moved to blipexp\.experiment\.spec"):
+        spec = catalog.load("old_layout", tmp_path)
+    assert spec.epochs == 2 and isinstance(spec.search_space()["learning_rate"], FloatRange)

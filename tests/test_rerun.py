@@ -20,7 +20,7 @@ from blipexp.runtime import environment
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = '''"""Hypothesis: a run trained again from its log scores the same."""
-from blipexp.experiment.spec import ExperimentSpec
+from blipexp import ExperimentSpec
 
 
 class RerunSmall(ExperimentSpec):
@@ -36,8 +36,7 @@ class RerunSmall(ExperimentSpec):
 '''
 
 SWEEP = '''"""Hypothesis: rerun trains a sweep's best trial alone."""
-from blipexp.experiment.search_space import Choice
-from blipexp.experiment.spec import ExperimentSpec
+from blipexp import Choice, ExperimentSpec
 
 
 class RerunSweep(ExperimentSpec):

@@ -1,27 +1,22 @@
-"""Scale-out for real: a PostgreSQL server (a throwaway cluster on loopback), an MLflow tracking server backed
-by it, and sweep workers that share nothing but those two (each its own home, its own host name), one of
-them SIGKILLed in the middle of a trial. PostgreSQL must be installed (Debian: apt-get install postgresql;
-.ci/run does it): without it these tests skip, and fail under CI=true.
+"""Scale-out: the helpers the secured stack's shared sweep uses (tests/test_access.py: PostgreSQL, an MLflow
+tracking server, sweep workers that share nothing but those two, one SIGKILLed in the middle of a trial), and the
+recovery of a study whose trials stop behind its back. PostgreSQL must be installed (Debian: apt-get install
+postgresql; .ci/run does it): without it the stack's tests skip, and fail under CI=true.
 """
 from __future__ import annotations
 
 import glob
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
 from conftest import require_tool
-from processes import child_env, free_port
+from processes import free_port
 
 from blipexp import cli, sweep, tracking
 from blipexp.cli import run as runner
@@ -33,8 +28,6 @@ pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 WORKER = Path(__file__).parent / "scaleout_worker.py"
 TIMEOUT = 300  # seconds for any one process or wait
-HEARTBEAT_S = 3  # a trial silent for 3 heartbeats (9 s) is taken for dead: room for a loaded 2-core machine
-ENV = child_env(BLIPEXP_HEARTBEAT_SECONDS=str(HEARTBEAT_S))
 
 
 def postgres_bin(name: str) -> str:
@@ -46,78 +39,6 @@ def postgres_bin(name: str) -> str:
 def as_postgres_user(command: list[str]) -> list[str]:
     """initdb and postgres refuse to run as root: run them as `nobody` then."""
     return ["runuser", "-u", "nobody", "--", *command] if os.geteuid() == 0 else command
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth, no fsync): yields a URL without a database."""
-    folder = Path(tempfile.mkdtemp(prefix="blipexp-pg-"))  # not under pytest's tmp: `nobody` must reach it
-    if os.geteuid() == 0:
-        shutil.chown(folder, "nobody")
-    port, data = free_port(), folder / "data"
-    steps = [
-        [postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"],
-        [postgres_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "start", "-o",
-         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-         # the MLflow server's workers and every sweep worker each keep a connection pool: 100, the default, was
-         # reached ("too many clients") when a slow machine kept killed workers' connections open
-         "-c max_connections=300"],
-    ]
-    for step in steps:
-        done = subprocess.run(as_postgres_user(step), capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            log = (folder / "log").read_text() if (folder / "log").exists() else ""
-            shutil.rmtree(folder, ignore_errors=True)
-            pytest.fail(f"PostgreSQL could not be started ({step[0]}):\n{done.stdout}{done.stderr}{log}"[-3000:])
-    url = f"postgresql://postgres@127.0.0.1:{port}"
-    try:
-        import psycopg
-
-        with psycopg.connect(f"{url}/postgres", autocommit=True) as connection:
-            for database in ("optuna", "mlflow"):
-                connection.execute(f"CREATE DATABASE {database}")
-        yield url
-    finally:
-        subprocess.run(as_postgres_user([postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(postgres, tmp_path_factory):
-    """`mlflow server` on loopback, runs and registry in PostgreSQL, artifacts served from a temp folder."""
-    artifacts, port = tmp_path_factory.mktemp("server-artifacts"), free_port()
-    log = open(tmp_path_factory.mktemp("server-log") / "mlflow.log", "w+")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
-               "--serve-artifacts", "--artifacts-destination", str(artifacts),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    server = subprocess.Popen(command, env={**ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while not _answers(f"{uri}/health"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"mlflow server did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.5)
-        yield uri, artifacts
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and any worker it started
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_study(storage: str) -> optuna.Study | None:
@@ -139,28 +60,6 @@ def victim(storage: str, hosts: list[str]) -> str | None:
         if started and host in hosts and host not in finished:
             return host
     return None
-
-
-def test_workers_on_three_machines_share_one_sweep_and_survive_a_killed_worker(postgres, mlflow_server, tmp_path):
-    uri, artifacts = mlflow_server
-    storage = f"{postgres}/optuna"
-    hosts = ["machine-a", "machine-b", "machine-c"]
-    args = ["run", "small_sweep", "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "4", "--set", "epochs=1",
-            "--set", "pitch_scenes=30", "--set", "test_fraction=0", "--set", "max_new_tokens=6"]  # the least work
-    workers = {}
-    for host in hosts:
-        home = ["--home", str(tmp_path / host)]  # nothing shared on disk: no file lock, no model folder
-        if host == "machine-c":  # the environment works as well as the flags
-            env = {**ENV, "BLIPEXP_STORAGE": storage, "MLFLOW_TRACKING_URI": uri}
-            command = [sys.executable, str(WORKER), host, *args, *home]
-        else:
-            env = ENV
-            command = [sys.executable, str(WORKER), host, *args, *home, "--storage", storage, "--tracking-uri", uri]
-        workers[host] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    killed, outputs = kill_one_mid_trial(workers, storage)
-    check_shared_sweep(load_study(storage), killed, 4, hosts, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri),
-                       outputs, artifacts, tmp_path)
 
 
 def kill_one_mid_trial(workers: dict[str, subprocess.Popen], storage: str):
@@ -290,7 +189,7 @@ def test_a_live_worker_whose_trial_was_failed_behind_its_back_stops_it_and_goes_
     url, _ = sqlite_study(tmp_path, monkeypatch)
     home = tmp_path / "home"
     spec = catalog.load("small_sweep", SWEEP_EXPERIMENTS).replace(n_trials=2, epochs=2, prune=False, test_fraction=0,
-                                                                  max_new_tokens=6)
+                                                                  max_new_tokens=6, pitch_scenes=30)
     lost = {}
 
     def other_worker() -> None:  # fails trial 0 once it is training, as fail_stale_trials would, and retries it

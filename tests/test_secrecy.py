@@ -124,7 +124,7 @@ def test_no_message_about_a_tracking_server_shows_the_password_in_its_uri(server
 
 
 SINGLE = '''"""Hypothesis: nothing a run writes holds a secret."""
-from blipexp.experiment.spec import ExperimentSpec
+from blipexp import ExperimentSpec
 
 
 class SecretSmall(ExperimentSpec):
@@ -140,7 +140,7 @@ class SecretSmall(ExperimentSpec):
 '''
 
 SWEEP = '''"""Hypothesis: nothing a sweep writes holds a secret."""
-from blipexp.experiment.search_space import Choice
+from blipexp import Choice
 
 from .secret_small import SecretSmall
 

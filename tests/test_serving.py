@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blipexp import serving
+from blipexp import registry, serving
 from blipexp.serving import use
 
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
@@ -155,6 +155,40 @@ def test_in_process_predict_answers_per_row_and_caption_reads_its_own_files(regi
     assert serving.caption(uri, [str(image_files / "elsewhere" / "a.png")]) == [out["caption"][0]]
     with pytest.raises(ValueError, match="t.png: row 0: the data is not a readable image"):
         serving.caption(uri, [str(image_files / "elsewhere" / "t.png")])
+
+
+# blipexp/pyfunc_model.py as the first layout (before blipexp's packages) logged it into every registered version:
+# loading such a version runs this text, so `blipexp.serving` must go on exporting BlipCaptioner
+FIRST_LAYOUT_MODEL_CODE = '''"""The code MLflow logs as each registered model's pyfunc (models-from-code): loading a model runs this file, which
+imports blipexp's BlipCaptioner, instead of unpickling an object, so no pickled code executes.
+
+registry.log_and_register passes this file's path as `python_model`; MLflow copies it into the logged model.
+"""
+import mlflow.models
+
+from blipexp.serving import BlipCaptioner
+
+mlflow.models.set_model(BlipCaptioner())
+'''
+
+
+def test_a_version_logged_with_the_first_layouts_model_code_loads_and_captions(registered, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    _, uri, images = registered
+    artifacts = use._artifacts(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                                        dst_path=str(tmp_path / "version"))))
+    code = tmp_path / "pyfunc_model.py"
+    code.write_text(FIRST_LAYOUT_MODEL_CODE)
+    with mlflow.start_run(run_name="logged-by-the-first-layout"):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), signature=serving.signature(),
+            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
+    out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"image": images[:2]}))
+    assert list(out["error"]) == [None, None] and all(isinstance(c, str) and c for c in out["caption"])
+    assert out["caption"].tolist() == mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": images[:2]}))[
+        "caption"].tolist(), "the same captions as the version logged with today's file"
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +341,8 @@ def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(code), signature=serving.signature(),
             input_example=pd.DataFrame({"image": [serving.example_image_base64()]}),
-            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
+            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)},
+            pip_requirements=registry.pip_requirements())  # else MLflow infers them in a child process (~10 s)
     env = {"BLIPEXP_SERVE_MAX_BATCH": str(max_batch), "BLIPEXP_SERVE_MAX_WAIT_MS": "600000",
            "BLIPEXP_SERVE_LOG_LEVEL": "DEBUG", serving.IMAGE_ROOT_VARIABLE: ""}
     with serve(info.model_uri, home, free_port(), env=env) as running:

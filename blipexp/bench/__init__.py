@@ -1,5 +1,5 @@
 """The benchmark, `python -m blipexp.bench`: blipexp's speed against the notebook's loop and the machine's limit,
-in one run.
+in one run. A peer of cli at the top: it may import every package but cli.
 
 Sections (each a module here, each returns plain numbers):
   peak       matrix-multiply throughput, fp32 and bf16: the machine's limit

@@ -1,7 +1,7 @@
 """Evidence: how long intervals and paired tests take over many images, and what a cached evaluation costs.
 
 - bootstrap: 95% intervals of every caption metric, and a paired comparison of two models, over `images` scored
-  captions with 1,000 resamples (blipexp.evidence: resamples recomputed as matrix products, never by rescoring).
+  captions with 1,000 resamples (blipexp.scoring.evidence: resamples recomputed as matrix products, never by rescoring).
   The captions are generated pitch-scene descriptions of two known accuracies, scored once.
 - cached evaluation: `python -m blipexp evaluate` of the tiny pretrained model on the pitch test split, run as a
   user runs it: the first time it captions the images, the second reads the evaluation cache (imports included).

@@ -1,5 +1,5 @@
 """Benchmark: training steps of the tiny BLIP in fp32 vs bf16 autocast on this machine's CPU, beside the probe
-that `precision=auto` decides by (blipexp.precision: one home for probing; this script only prints it).
+that `precision=auto` decides by (blipexp.model.precision: one home for probing; this script only prints it).
 
 `python -m blipexp.bench.precision` prints the probe's figures and choice for the tiny BLIP at batch 32, then
 samples/s of real training steps in each precision, twice (the order alternates to expose drift): the probe's
@@ -51,7 +51,7 @@ def speed() -> None:
     batch = collator([{"pixel_values": pixels[i], "caption": drawn[i][0].caption} for i in range(BATCH)])
     shapes = precision.model_shapes(build_tiny_model(processor, seed=0))
     figures = precision.probe(shapes)
-    print(f"probe (blipexp.precision) on the tiny BLIP's blocks {shapes}: "
+    print(f"probe (blipexp.model.precision) on the tiny BLIP's blocks {shapes}: "
           + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in figures.items()) + f" -> {precision.decide(figures).reason}")
     print(f"tiny BLIP, batch {BATCH}, {STEPS} steps after {WARMUP} warm-up, {torch.get_num_threads()} threads")
     for mode in ("fp32", "bf16", "fp32", "bf16"):

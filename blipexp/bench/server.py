@@ -179,8 +179,8 @@ def post(server: Server, body: bytes, content_type: str) -> Answer:
 
 
 def logged_batches(log: str) -> list[dict]:
-    """The batches a server logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG; blipexp.batcher's lines): their size, how many
-    requests they served, whether they failed, and their generation settings."""
+    """The batches a server logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG; blipexp.serving.batcher's lines): their size, how
+    many requests they served, whether they failed, and their generation settings."""
     pattern = r"batch of (\d+) from (\d+) request\(s\)( failed)?(?: in \d+ ms)?: (\{.*\})"
     return [{"size": int(m[1]), "requests": int(m[2]), "failed": bool(m[3]), "settings": json.loads(m[4])}
             for m in re.finditer(pattern, log)]

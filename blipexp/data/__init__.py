@@ -1,4 +1,5 @@
-"""Data: sources (Hub id, local folder, embedded pitch scenes), image checks, split, collator."""
+"""Data: sources (Hub id, local folder, embedded pitch scenes), image checks, split, collator. Imports runtime and
+experiment."""
 from __future__ import annotations
 
 from pathlib import Path

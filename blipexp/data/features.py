@@ -1,7 +1,7 @@
 """Model-ready datasets, built on demand: an item's image is decoded when a DataLoader (worker) asks for it.
 
 Rows come from `PixelRows` (decode + image processor, per image) or from the frozen encoder's feature cache
-(`blipexp.feature_cache.FeatureRows`, a memory-mapped file). Either raises `BadImage` for an image that
+(`blipexp.model.feature_cache.FeatureRows`, a memory-mapped file). Either raises `BadImage` for an image that
 cannot be used (unreadable, truncated, gone since the first look); the datasets turn that into a skip, never a
 crash: in training the item is replaced by the next usable one, in evaluation the image is scored as absent
 (its labels are masked out, see `CaptionCollator`). Either way the item names the failed image and the reason,

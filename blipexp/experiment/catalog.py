@@ -70,6 +70,11 @@ def load(name: str, directory: Path) -> ExperimentSpec:
         raise ValueError(f"{name}: {exc}") from exc
 
 
+def load_experiment(name: str, folder: str | os.PathLike | None = None) -> ExperimentSpec:
+    """Experiment `name`'s spec with its defaults, from `folder` (default: as `experiments_dir` finds it)."""
+    return load(name, experiments_dir(folder))
+
+
 def _package_for(directory: Path) -> str:
     """A synthetic package whose __path__ is the experiments folder (one per folder)."""
     package = "_blipexp_experiments_" + hashlib.sha1(str(directory).encode()).hexdigest()[:10]

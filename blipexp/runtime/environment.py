@@ -1,8 +1,8 @@
 """The environment a run trains in: Python and the versions of the packages that decide its numbers, blipexp's
 commit and whether its checkout had uncommitted changes, the CPU and GPU, torch's threads, the precision used.
 
-Every training run logs it (train.py: artifact environment.json, a few `env_*` params, and the checkout's changes as
-uncommitted.diff when it was dirty: the diff of its code, any other file by name, size and sha256, never a
+Every training run logs it (training/records.py: artifact environment.json, a few `env_*` params, and the checkout's
+changes as uncommitted.diff when it was dirty: the diff of its code, any other file by name, size and sha256, never a
 secret); `rerun` reads it back and prints how the machine it runs on differs (`differences`) before it trains.
 This module reads the machine; tracking.Run writes what it found.
 """

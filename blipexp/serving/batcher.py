@@ -16,8 +16,8 @@ waiting cancels its futures: those not yet running leave the queue unrun, and th
 when an item arrives and ends after `idle_s` with an empty queue: an idle batcher holds no thread. `max_batch=0`
 turns batching off: each call runs its items itself, in its own thread, at once.
 
-Each batch is logged at DEBUG on `blipexp.batcher` ("batch of N from K request(s) in T ms: KEY"), a failed one at
-ERROR with its traceback.
+Each batch is logged at DEBUG on `blipexp.serving.batcher` ("batch of N from K request(s) in T ms: KEY"), a failed
+one at ERROR with its traceback.
 """
 from __future__ import annotations
 

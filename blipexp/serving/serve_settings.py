@@ -37,7 +37,7 @@ class BadRequest(MlflowException, ValueError):
 
 @dataclass(frozen=True)
 class Batching:
-    """How concurrent requests share generation (blipexp.batcher); measured in BENCHMARKS.md."""
+    """How concurrent requests share generation (batcher.py); measured in BENCHMARKS.md."""
 
     max_batch: int = 8  # images per generate call at most; 0: off, each request generates alone in its own thread
     max_wait_ms: float = 2.0  # how long the first waiting image waits for others before its batch runs anyway

@@ -1,6 +1,9 @@
 """MLflow tracking, the one place blipexp talks to MLflow runs: where runs are stored and how to browse them
-(store.py), how a run is started, written and ended (runs.py) and named (names.py). The rest of blipexp imports
-this package: `from blipexp import tracking`, then `tracking.configure(home)`, `tracking.start_run(...)`."""
+(store.py), how a run is started, written and ended (runs.py) and named (names.py), a tracking server's door
+(access.py), a run's logged final scores (scores.py), a run's model as a model to score and an evaluation run
+(evaluations.py), a comparison's side-by-side table as a run artifact (comparisons.py). Imports runtime, experiment,
+data, model, scoring. The rest of blipexp imports this package:
+`from blipexp import tracking`, then `tracking.configure(home)`, `tracking.start_run(...)`."""
 from .names import run_name
 from .runs import (
     WRITE_EVERY_SECONDS,

@@ -1,5 +1,5 @@
 """Hypothesis: a search space of strings and booleans sweeps, prints, tags and summarises as numbers do."""
-from blipexp.experiment.search_space import Choice
+from blipexp import Choice
 
 from .small_sweep import SmallSweep
 

@@ -1,6 +1,6 @@
 """Hypothesis: a learning rate of 1e30 without gradient clipping blows the weights up to NaN; the sweep
 fails that trial with the reason, goes on with the others, and never registers it."""
-from blipexp.experiment.search_space import Choice
+from blipexp import Choice
 
 from .small_sweep import SmallSweep
 

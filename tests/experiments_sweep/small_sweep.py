@@ -1,6 +1,5 @@
 """Hypothesis: a test sweep small enough for the suite still prunes and resumes."""
-from blipexp.experiment.search_space import Choice
-from blipexp.experiment.spec import ExperimentSpec
+from blipexp import Choice, ExperimentSpec
 
 
 class SmallSweep(ExperimentSpec):

@@ -12,7 +12,7 @@ loaded by absolute path, so `evaluate` never asks the Hub for it.
 `score_images` also returns each image's share of the scores (`ImageScores`): per-image ROUGE-L and CIDEr (the
 corpus values are their means) and BLEU's sufficient statistics (corpus BLEU is their sums' value). From them
 `ImageScores.corpus` recomputes the corpus metrics of any weighted set of the images at once: what bootstrap
-intervals and paired tests (blipexp.evidence) resample, without scoring again.
+intervals and paired tests (blipexp.scoring.evidence) resample, without scoring again.
 
 CIDEr weighs n-grams by idf. pycocoevalcap counts the document frequencies over the scored set, which
 is degenerate on a few images (one image: every idf is 0). `corpus_document_frequency` counts them over

@@ -1,6 +1,6 @@
 """Local `evaluate` module: the COCO caption metrics BLEU-1..4, ROUGE-L and CIDEr-D, by pycocoevalcap's scorers.
 
-Expects already-normalised captions (see `blipexp.metrics.normalize_caption`): pycocoevalcap splits on
+Expects already-normalised captions (see `blipexp.scoring.metrics.normalize_caption`): pycocoevalcap splits on
 whitespace and counts every token, punctuation included (ROUGE-L splits on single spaces, so a double space
 would become an empty token). Loaded by folder path, never from the Hub.
 
@@ -86,8 +86,8 @@ def _cider(gts: Captions, res: Captions) -> Scored:
     return {"cider": float(score), "cider_coco": float(score)}, {"cider": values, "cider_coco": list(values)}
 
 
-# Every key of blipexp.metrics.METRICS comes from one of these: each scores the whole set and returns its keys, and
-# each image's share of them (a per-image value whose mean is the corpus value, or sufficient statistics).
+# Every key of blipexp.experiment.metric_keys.METRICS comes from one of these: each scores the whole set and returns
+# its keys, and each image's share of them (a per-image value whose mean is the corpus value, or sufficient statistics).
 SCORERS = (_bleu, _rouge, _cider)
 
 

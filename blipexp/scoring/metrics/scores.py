@@ -4,20 +4,17 @@
 objectives a spec may select, the val_<key> metrics logged each epoch and the console's line all derive from it.
 Adding a metric: its scorer in the local `evaluate` module and its row in METRICS.
 
-`caption_scores` normalises predictions and references with `normalize_caption` (a pure-Python
-stand-in for pycocoevalcap's PTBTokenizer, which needs Java) and scores them with one local `evaluate`
-module (`modules/caption_metrics/`) that wraps pycocoevalcap's pure-Python scorers. The module is
-loaded by absolute path, so `evaluate` never asks the Hub for it.
+`caption_scores` normalises captions with `normalize_caption` (a pure-Python stand-in for pycocoevalcap's
+PTBTokenizer, which needs Java) and scores them with a local `evaluate` module (`modules/caption_metrics/`, loaded by
+absolute path so `evaluate` never asks the Hub) wrapping pycocoevalcap's pure-Python scorers.
 
-`score_images` also returns each image's share of the scores (`ImageScores`): per-image ROUGE-L and CIDEr (the
-corpus values are their means) and BLEU's sufficient statistics (corpus BLEU is their sums' value). From them
-`ImageScores.corpus` recomputes the corpus metrics of any weighted set of the images at once: what bootstrap
-intervals and paired tests (blipexp.scoring.evidence) resample, without scoring again.
+`score_images` also returns each image's share (`ImageScores`): per-image ROUGE-L and CIDEr (the corpus values are
+their means) and BLEU's sufficient statistics, from which `ImageScores.corpus` recomputes any weighted set's corpus
+metrics at once: what bootstrap intervals and paired tests (blipexp.scoring.evidence) resample.
 
-CIDEr weighs n-grams by idf. pycocoevalcap counts the document frequencies over the scored set, which
-is degenerate on a few images (one image: every idf is 0). `corpus_document_frequency` counts them over
-a larger reference corpus instead (e.g. training + validation references, as self-critical training
-code does); `resolve_cider_df` picks which one a scored set of a given size should use.
+CIDEr's idf over the scored set is degenerate on a few images (one image: every idf is 0):
+`corpus_document_frequency` counts it over a larger reference corpus (training + validation references, as
+self-critical training code does); `resolve_cider_df` picks which one a set of a given size uses.
 """
 from __future__ import annotations
 
@@ -36,22 +33,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
-    "CIDER_DF_AUTO_MIN_IMAGES",
-    "CIDER_DF_SETTINGS",
-    "DocumentFrequency",
-    "ImageScores",
-    "caption_scores",
-    "corpus_document_frequency",
-    "normalize_caption",
-    "resolve_cider_df",
-    "score_images",
+    "CIDER_DF_AUTO_MIN_IMAGES", "CIDER_DF_SETTINGS", "DocumentFrequency", "ImageScores", "caption_scores",
+    "corpus_document_frequency", "normalize_caption", "resolve_cider_df", "score_images"
 ]
 
 
 CIDER_DF_SETTINGS = ("auto", "split", "corpus")
-# "auto" scores sets smaller than this with corpus df. Measured on generated pitch captions (Kendall tau
-# of 5 prediction sets' CIDEr ranking against their true accuracy, 400 draws per size): split df is 0 on
-# 1 image and ranks worse than corpus df up to ~30 images (by 0.08 tau at 2, 0.02 at 20); equal from 50.
+# "auto" scores sets smaller than this with corpus df: below it a split's own idf ranks models worse (docs/data.md)
 CIDER_DF_AUTO_MIN_IMAGES = 50
 
 _MODULE_DIR = Path(__file__).resolve().parent / "modules" / "caption_metrics"

@@ -129,7 +129,8 @@ def test_compare_logs_the_side_by_side_table_in_bs_experiment_and_writes_it_as_o
     run = mlflow.get_run(printed["run_id"])
     assert printed["html"] == str(page) and mlflow.get_experiment(run.info.experiment_id).name == "assess_experiment"
     assert run.data.tags["blipexp.role"] == "comparison" and run.data.tags["compared_a"] == uri(short)
-    assert run.data.tags["evaluated_version"] == f"{NAME}/{long.version}" and run.info.run_name == "compare-test"
+    assert run.data.tags["evaluated_version"] == f"{NAME}/{long.version}"
+    assert run.info.run_name == f"compare-test · {run.info.run_id[:6]}", "the role and the run's short id"
     cider = printed["metrics"]["cider"]
     assert run.data.metrics["test_cider_difference"] == pytest.approx(cider["difference"])
     assert run.data.metrics["test_cider_p_value"] == cider["p_value"]

@@ -4,7 +4,7 @@ What an experiment file needs is importable from here: `from blipexp import Expe
 packages, lowest layer first: runtime, experiment, data, model, scoring, tracking, training, serving, registry,
 sweep, then cli and bench (docs/development.md: Where things go). Files written for the first, flat layout import
 modules that moved (`blipexp.spec`, `blipexp.search_space`, ...): those imports still work, with a
-DeprecationWarning naming the new path.
+FutureWarning naming the new path (shown by default: the files are users', not libraries).
 """
 import importlib
 import importlib.abc
@@ -51,7 +51,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         new = f"{__name__}.{MOVED[spec.name.removeprefix(f'{__name__}.')]}"
         warnings.warn(f"{spec.name} moved to {new}: import it from there (or the public names from {__name__})",
-                      DeprecationWarning, stacklevel=2)
+                      FutureWarning, stacklevel=2)
         module = importlib.import_module(new)
         self.specs[new] = module.__spec__
         return module

@@ -175,7 +175,7 @@ def _forget(*names: str) -> None:
                                           ("runner", "cli.run"), ("metrics", "scoring.metrics")])
 def test_an_old_import_path_is_the_moved_module_and_warns_with_its_new_path(old, new):
     _forget(old)
-    with pytest.warns(DeprecationWarning, match=rf"blipexp\.{old} moved to blipexp\.{new}: import it from there"):
+    with pytest.warns(FutureWarning, match=rf"blipexp\.{old} moved to blipexp\.{new}: import it from there"):
         module = importlib.import_module(f"blipexp.{old}")
     moved = importlib.import_module(f"blipexp.{new}")
     assert module is moved and moved.__spec__.name == f"blipexp.{new}", "the same module, its own spec kept"
@@ -194,6 +194,6 @@ def test_an_experiment_file_of_the_first_layout_still_loads(tmp_path):
                                              "    def search_space(self):\n"
                                              "        return {'learning_rate': FloatRange(1e-5, 1e-3, log=True)}\n")
     _forget("spec", "search_space")
-    with pytest.warns(DeprecationWarning, match=r"blipexp\.spec moved to blipexp\.experiment\.spec"):
+    with pytest.warns(FutureWarning, match=r"blipexp\.spec moved to blipexp\.experiment\.spec"):
         spec = catalog.load("old_layout", tmp_path)
     assert spec.epochs == 2 and isinstance(spec.search_space()["learning_rate"], FloatRange)

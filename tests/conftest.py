@@ -97,11 +97,35 @@ def precision_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return probed / "cache" / "precision.json"
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new home's MLflow store (`<home>/mlflow.db`, sqlite) with its tables made, once per session: MLflow's
+    migrations take seconds for each new store, and every test that tracks a run would pay them. A copy is the store
+    tracking.configure would create (the real sqlite store, opened and written by MLflow as a user's is)."""
+    import mlflow
+
+    made = tmp_path_factory.mktemp("store") / "mlflow.db"
+    uri = f"sqlite:///{made}"
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    return made
+
+
 @pytest.fixture
-def home(tmp_path: Path, precision_probe: Path) -> Path:
-    path = tmp_path / "home"
-    (path / "cache").mkdir(parents=True)
+def home(tmp_path: Path, precision_probe: Path, empty_store: Path) -> Path:
+    return make_home(tmp_path / "home", precision_probe, empty_store)
+
+
+@pytest.fixture(scope="session")
+def new_home(tmp_path_factory: pytest.TempPathFactory, precision_probe: Path, empty_store: Path):
+    """`new_home(name)`: a fresh home, as `home` gives one test, for a fixture that several tests share."""
+    return lambda name="home": make_home(tmp_path_factory.mktemp(name), precision_probe, empty_store)
+
+
+def make_home(path: Path, precision_probe: Path, empty_store: Path) -> Path:
+    """A blipexp home as a user's first run leaves it before training: the precision probe made, the empty store."""
+    (path / "cache").mkdir(parents=True, exist_ok=True)
     shutil.copy(precision_probe, path / "cache" / "precision.json")
+    shutil.copy(empty_store, path / "mlflow.db")
     return path
 
 

@@ -28,8 +28,8 @@ class AssessExperiment(ExperimentSpec):
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
+def versions(new_home):
+    home = new_home()
     AssessExperiment.name = "assess_experiment"
     base = AssessExperiment().tiny().replace(pitch_scenes=300, sample_captions=0, registered_model=NAME)
     tracking.configure(home)

@@ -58,6 +58,7 @@ def test_bad_input_exits_2_with_one_clear_line(capsys, argv, message):
 
 
 def test_run_tiny_logs_one_run_and_prints_a_summary(capsys, home):
+    (home / "mlflow.db").unlink()  # as on a user's first run: the run makes its store
     code = run_cli("run", "football_baseline", "--tiny", "--home", str(home),
                    "--set", "pitch_scenes=60", "--set", "epochs=1")
     assert code == 0

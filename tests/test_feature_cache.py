@@ -28,9 +28,9 @@ def run_trial(spec, home):
 
 
 @pytest.fixture(scope="module")
-def trials(tmp_path_factory):
+def trials(new_home):
     """A frozen-encoder trial uncached, then cached (computes), then cached again with a 5-image epoch subset."""
-    home = tmp_path_factory.mktemp("home")
+    home = new_home()
     uncached = run_trial(tiny_spec(cache_vision_features=False), home)
     first = run_trial(tiny_spec(), home)
     second = run_trial(tiny_spec(val_subset=5), home)

@@ -28,8 +28,8 @@ CHAMPION = "blip-served"  # caption / export / list run on this one, promoted on
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
+def trained(tmp_path_factory, new_home):
+    home = new_home()
     spec = ExperimentSpec().tiny().replace(pitch_scenes=60, epochs=1, train_batch_size=16, sample_captions=0,
                                            test_fraction=0.0)
     type(spec).name = "test_registry"

@@ -81,9 +81,9 @@ def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
+def uninterrupted(new_home) -> dict:
     """The same spec trained without interruption in another home: the metrics a resumed run must end with."""
-    home = tmp_path_factory.mktemp("uninterrupted")
+    home = new_home("uninterrupted")
     assert cli.main(run_args(home)) == 0
     (run,) = runs(home)
     return {"metrics": run.data.metrics, "val_cider": history(run.info.run_id, "val_cider"),

@@ -22,9 +22,9 @@ class WarmupSweep(ExperimentSpec):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(new_home):
     """A tiny model trained with the values a sweep of WarmupSweep might have picked."""
-    home = tmp_path_factory.mktemp("home")
+    home = new_home()
     spec = WarmupSweep().tiny().replace(pitch_scenes=60, test_fraction=0.2,  # 12 test images: enough for an interval
                                         epochs=1, train_batch_size=16, sample_captions=0, warmup_ratio=0.125,
                                         lr_scheduler="cosine", freeze_vision_encoder=True, cache_vision_features=False)

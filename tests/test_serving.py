@@ -118,11 +118,11 @@ def test_images_are_bounded_in_bytes_and_pixels(tmp_path):
 # --------------------------------------------------------------------------- a registered model, in-process and served
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory):
+def registered(tmp_path_factory, new_home):
     """A tiny model trained for one epoch and registered: (home, model URI, encoded validation images)."""
     from blipexp.bench.server import register_tiny_model
 
-    home = tmp_path_factory.mktemp("home")
+    home = new_home()
     uri, images = register_tiny_model(home, scenes=30, name="blip-serving-test")
     return home, uri, images
 

@@ -28,10 +28,10 @@ def runs_of(home):
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(new_home):
     """Four trials: three sensible learning rates, then 1e-7, which cannot learn and must be pruned (by the paired
     pruner: the median rule's own tests need no training, test_pruner.py)."""
-    home = tmp_path_factory.mktemp("home")
+    home = new_home()
     spec = small_spec(pruner="paired")
     tracking.configure(home)
     tracking.use_experiment(spec.experiment_name, home)
@@ -183,25 +183,25 @@ def six_photos(folder):
 
 
 @pytest.mark.slow
-def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, capsys):
+def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, capsys, new_home):
     from conftest import EXPERIMENTS
 
     from blipexp import cli
 
     folder = six_photos(tmp_path / "six")
 
-    def sweep(home, *sets):
-        argv = ["run", "football_lr_sweep", "--tiny", "--trials", "4", "--home", str(home), "--experiments",
+    def sweep(home, *sets, trials=4):
+        argv = ["run", "football_lr_sweep", "--tiny", "--trials", str(trials), "--home", str(home), "--experiments",
                 str(EXPERIMENTS), "--set", f"dataset={folder}", *(a for s in sets for a in ("--set", s))]
         assert cli.main(argv) == 0
         tracking.configure(home)
         return optuna.load_study(study_name="football_lr_sweep-tiny", storage=optuna_storage(home))
 
-    literal = sweep(tmp_path / "split-df", "cider_df=split")  # pycocoevalcap's idf, from the one scored image
+    literal = sweep(new_home("split-df"), "cider_df=split", trials=2)  # pycocoevalcap's idf, of the one scored image
     assert {t.value for t in literal.trials} == {0.0}, "the problem: every trial scores 0"
     capsys.readouterr()  # only the second sweep's console is read below
 
-    study = sweep(tmp_path / "auto")
+    study = sweep(new_home("auto"))
     out = capsys.readouterr().out
     assert "idf from the references of 5 training + validation images" in out
     values = [t.value for t in study.trials]

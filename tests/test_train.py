@@ -31,9 +31,9 @@ def tiny_spec(**changes) -> ExperimentSpec:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(new_home):
     """One short training run, with every generate() call recorded."""
-    home = tmp_path_factory.mktemp("home")
+    home = new_home()
     spec = tiny_spec()
     tracking.configure(home)
     tracking.use_experiment("test_experiment", home)

@@ -186,9 +186,9 @@ class Browser:
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, new_home):
     """A two-trial, one-epoch sweep in a temp home, its version promoted to champion: (home, experiment id, runs)."""
-    home = tmp_path_factory.mktemp("home")
+    home = new_home()
     common = ["--home", str(home), "--experiments", str(SWEEPS)]
     # system metrics every 0.5 s (default 10): a one-epoch tiny trial lasts seconds, and its run must hold some
     with pytest.MonkeyPatch.context() as patch:

@@ -79,9 +79,8 @@ def test_pixel_rows_decode_on_demand_and_keep_rows_only_with_memo(tmp_path: Path
     assert len(train) == len(data.train) and len(val) == len(refs) == len(data.validation)
 
 
-def test_a_file_broken_after_the_first_look_is_skipped_mid_epoch_and_counted(tmp_path: Path):
+def test_a_file_broken_after_the_first_look_is_skipped_mid_epoch_and_counted(tmp_path: Path, home: Path):
     """A real tiny run on a folder whose photos break between the first look and training."""
-    home = tmp_path / "home"
     paths = photo_folder(tmp_path / "photos", 40)
     spec = ExperimentSpec().tiny().replace(dataset=str(tmp_path / "photos"), epochs=2, train_batch_size=8,
                                            sample_captions=2, dataloader_workers=1, val_fraction=0.25)

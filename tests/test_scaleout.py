@@ -184,10 +184,9 @@ def load_study_named(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url))
 
 
-def test_a_live_worker_whose_trial_was_failed_behind_its_back_stops_it_and_goes_on(tmp_path, monkeypatch):
+def test_a_live_worker_whose_trial_was_failed_behind_its_back_stops_it_and_goes_on(tmp_path, monkeypatch, home):
     """E.g. its database was unreachable for longer than the grace period: another worker failed its trial."""
     url, _ = sqlite_study(tmp_path, monkeypatch)
-    home = tmp_path / "home"
     spec = catalog.load("small_sweep", SWEEP_EXPERIMENTS).replace(n_trials=2, epochs=2, prune=False, test_fraction=0,
                                                                   max_new_tokens=6, pitch_scenes=30)
     lost = {}

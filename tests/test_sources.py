@@ -407,12 +407,12 @@ def _palette_with_transparency(i: int) -> Image.Image:
     return image
 
 
-def test_a_folder_of_hundreds_with_a_share_of_bad_files_trains_or_aborts(tmp_path: Path, capsys):
+def test_a_folder_of_hundreds_with_a_share_of_bad_files_trains_or_aborts(tmp_path: Path, capsys, home: Path):
     import mlflow
 
     from blipexp import cli, tracking
 
-    folder, home = tmp_path / "photos", tmp_path / "home"
+    folder = tmp_path / "photos"
     usable, bad = hostile_folder(folder)
     total = usable + sum(bad.values())
     argv = ["run", "football_baseline", "--tiny", "--home", str(home), "--experiments",

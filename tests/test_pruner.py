@@ -67,16 +67,29 @@ def test_epochs_not_searched_come_from_the_spec_and_minimising_prunes_the_higher
     assert not other.should_prune()
 
 
-@pytest.mark.parametrize("prune, pruner, expected", [(True, "median", ScheduleMedianPruner),
-                                                     (True, "paired", PairedPruner),
-                                                     (False, "paired", optuna.pruners.NopPruner)])
-def test_a_sweep_prunes_as_the_spec_says(tmp_path, prune, pruner, expected):
+@pytest.mark.parametrize("prune, pruner, objective, expected", [
+    (True, "median", "cider", ScheduleMedianPruner),
+    (True, "paired", "cider", PairedPruner),
+    (True, "auto", "cider", PairedPruner),  # a caption metric has per-image scores to pair
+    (True, "auto", "loss", ScheduleMedianPruner),  # loss has none
+    (False, "paired", "cider", optuna.pruners.NopPruner)])
+def test_a_sweep_prunes_as_the_spec_says(tmp_path, prune, pruner, objective, expected):
     from blipexp.experiment import catalog
     from blipexp.sweep import open_study
     from tests.test_sweep import SWEEP_EXPERIMENTS
 
-    spec = catalog.load("small_sweep", SWEEP_EXPERIMENTS).replace(prune=prune, pruner=pruner)
+    spec = catalog.load("small_sweep", SWEEP_EXPERIMENTS).replace(prune=prune, pruner=pruner,
+                                                                   objective_metric=objective)
     assert type(open_study(spec, tmp_path).pruner) is expected
+
+
+def test_sweeps_prune_on_paired_evidence_by_default():
+    """The benchmark found the paired test at least as good as the median rule in fewer epochs (docs/sweeps.md)."""
+    from blipexp.experiment.spec import ExperimentSpec
+
+    assert ExperimentSpec().pruner == "auto"
+    assert ExperimentSpec().pruner_used == "paired"
+    assert ExperimentSpec(objective_metric="loss").pruner_used == "median"
 
 
 def test_the_paired_pruner_needs_a_caption_metric_and_a_significance_level():

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from . import trainer_args
 from .fields import arg, arg_dict, field_types, first_paragraph, parse, redeclare_plain_overrides
-from .metric_keys import LOWER_IS_BETTER, OBJECTIVES
+from .metric_keys import LOWER_IS_BETTER, METRIC_KEYS, OBJECTIVES
 from .presets import HUB_DATASET, HUB_MODEL, LORA_PATTERNS, LORA_PRESETS, PITCH_DATASET, TINY_MODEL, TINY_RANDOM_MODEL
 from .search_space import SearchDim
 from .validation import validate
@@ -134,10 +134,11 @@ class ExperimentSpec:
     registered_model: str = arg("blip-captioner", "Registered-model name in the MLflow Model Registry")
     n_trials: int = arg(1, "Total trials of a sweep (resuming counts trials already done)")
     prune: bool = arg(True, "Stop a sweep trial early when its per-epoch objective looks hopeless (`pruner` says how)")
-    pruner: Literal["median", "paired"] = arg(
-        "median", "How a sweep prunes: 'median', a trial's best objective so far below the median of complete trials' "
-        "at the same point of their schedule; 'paired', its per-image validation scores significantly worse than the "
-        "best trial's at that point, on the same images (prune_alpha; a caption-metric objective)")
+    pruner: Literal["auto", "median", "paired"] = arg(
+        "auto", "How a sweep prunes: 'paired', a trial's per-image validation scores significantly worse than the best "
+        "trial's at the same point of its schedule, on the same images (prune_alpha; a caption-metric objective); "
+        "'median', its best objective so far below the median of complete trials' at that point; 'auto': paired for "
+        "a caption-metric objective, median for loss (the benchmark's comparison: docs/sweeps.md)")
     prune_alpha: float = arg(0.05, "pruner=paired: significance level of its paired test (p below it, the trial behind)")
     confirm_seeds: int = arg(
         0, "After a sweep, train the confirm_top best trials' parameters again with this many fresh seeds each (never "
@@ -221,6 +222,13 @@ class ExperimentSpec:
     @property
     def greater_is_better(self) -> bool:
         return self.direction == "maximize"
+
+    @property
+    def pruner_used(self) -> Literal["median", "paired"]:
+        """The pruner a sweep uses: `pruner`, with auto resolved (paired needs per-image scores, which loss has none of)."""
+        if self.pruner != "auto":
+            return self.pruner
+        return "paired" if self.objective_metric in METRIC_KEYS else "median"
 
     @property
     def natural_direction(self) -> Literal["maximize", "minimize"]:

@@ -84,10 +84,10 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
 
 
 def pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
-    """The spec's pruner: none (prune=false), the paired test (pruner=paired) or the median rule."""
+    """The spec's pruner: none (prune=false), the paired test or the median rule (pruner, auto resolved)."""
     if not spec.prune:
         return optuna.pruners.NopPruner()
-    if spec.pruner == "paired":
+    if spec.pruner_used == "paired":
         return PairedPruner(spec.epochs, spec.objective_metric, spec.prune_alpha, spec.seed)
     return ScheduleMedianPruner(spec.epochs)
 

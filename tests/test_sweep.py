@@ -324,16 +324,18 @@ def test_early_stopping_ends_a_sweep_trial_which_still_completes(home):
     assert run.data.metrics["stopped_epoch"] == 2 and run.data.tags["stop_reason"].endswith("at epoch 1)")
 
 
-def _study_with_equal_trials() -> optuna.Study:
+def _study_with_equal_trials(trials=((1e-3, 2), (2e-3, 2), (3e-3, 1))) -> optuna.Study:
     """Two complete trials, equal objectives, one pruned: the parameter-importance plot warns that importances are
     equal (a genuine warning), every plot call raises Optuna's ExperimentalWarning (noise)."""
     study = optuna.create_study(direction="maximize")
-    for lr, epochs in ((1e-3, 2), (2e-3, 2), (3e-3, 1)):
-        trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2),
-                           "epochs": optuna.distributions.IntDistribution(1, 3)})
-        for epoch in range(1, epochs + 1):
-            trial.report(0.5, epoch)
-        study.tell(trial, 0.5) if epochs == 2 else study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    space = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2),
+             "epochs": optuna.distributions.IntDistribution(1, 3)}
+    for lr, epochs in trials:  # trials of `epochs` >= 2 complete, others pruned after their first epoch
+        complete = epochs >= 2
+        study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": lr, "epochs": epochs}, distributions=space,
+            intermediate_values={epoch: 0.5 for epoch in range(1, epochs + 1)}, value=0.5 if complete else None,
+            state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED))
     return study
 
 
@@ -352,6 +354,23 @@ def test_the_sweep_plots_raise_no_experimental_warning_but_keep_real_ones(home):
     assert any("importances will be equal" in str(w.message) for w in caught), "a real warning still shows"
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.id, "plots")}
     assert "plots/intermediate_values.png" in plots
+    # both complete trials ran 2 epochs: a contour over epochs would be empty (and Optuna would log a warning)
+    assert "plots/contour.png" not in plots
+    assert mlflow.get_run(run.id).data.tags["plot_skipped_contour.png"].startswith("epochs: one value")
+
+
+def test_a_contour_is_plotted_over_the_parameters_that_varied(home):
+    from blipexp.sweep.report import log_parent_summary
+    from blipexp.sweep.study import best_trial
+
+    tracking.configure(home)
+    tracking.use_experiment("plots", home)
+    study = _study_with_equal_trials(((1e-3, 2), (2e-3, 3), (3e-3, 1)))
+    with tracking.new_run("sweep", tags={}) as run:
+        log_parent_summary(run, study, best_trial(study))
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.id, "plots")}
+    assert "plots/contour.png" in plots
+    assert "plot_skipped_contour.png" not in mlflow.get_run(run.id).data.tags
 
 
 def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_left():

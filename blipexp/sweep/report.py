@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import statistics
 import warnings
@@ -142,8 +143,12 @@ def _plot(run: tracking.Run, study: optuna.Study) -> None:
              "intermediate_values.png": ovm.plot_intermediate_values}
     if len(complete) >= 2:
         plots["param_importances.png"] = ovm.plot_param_importances
-        if len(study.best_trial.params) >= 2:
-            plots["contour.png"] = ovm.plot_contour
+        varied = [key for key in study.best_trial.params if len({repr(t.params.get(key)) for t in complete}) >= 2]
+        if len(varied) >= 2:
+            plots["contour.png"] = functools.partial(ovm.plot_contour, params=varied)
+        elif len(study.best_trial.params) >= 2:  # Optuna would draw an empty plot and log a warning per parameter
+            fixed = ", ".join(sorted(set(study.best_trial.params) - set(varied)))
+            run.tags({"plot_skipped_contour.png": f"{fixed}: one value over the complete trials, nothing to contour"})
     for name, plot in plots.items():
         try:
             with warnings.catch_warnings():

@@ -395,7 +395,8 @@ def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_le
 NOISE = ("ExperimentalWarning", "There were missing keys", "monitoring system metrics",
          "CloudPickle", "Add type hints to the `predict` method",  # these two: MLflow's pyfunc hints
          "Downloading artifacts", "Loading weights", "Writing model shards",
-         "Validating input example", "Successfully registered model", "Created version")  # MLflow's, on registering
+         "Validating input example", "Successfully registered model", "Created version",  # MLflow's, on registering
+         "A new study created", "unique value length")  # Optuna's: blipexp's own line names the study
 
 
 @pytest.mark.slow

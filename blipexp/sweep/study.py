@@ -73,14 +73,19 @@ def open_study(spec: ExperimentSpec, home: Path, new: bool = False,
     name, storage = study_name(spec), storage or optuna_storage(home)
     if new and name in optuna.get_all_study_names(storage=storage):
         optuna.delete_study(study_name=name, storage=storage)
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=sampler(spec, 0),
-        pruner=pruner(spec),
-        direction=spec.direction,
-        load_if_exists=True,  # a parallel worker may create it first
-    )
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created": the sweep's own line says more
+    try:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler(spec, 0),
+            pruner=pruner(spec),
+            direction=spec.direction,
+            load_if_exists=True,  # a parallel worker may create it first
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:

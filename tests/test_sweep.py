@@ -287,6 +287,20 @@ def test_on_too_few_validation_images_the_runner_up_line_says_so_and_logs_no_int
     assert not {"runner_up_ci_low", "runner_up_ci_high", "runner_up_p_value"} & set(logged.metrics)
 
 
+@pytest.mark.parametrize("confirming, then", [
+    (False, "either could be the best (--set confirm_top=2 --set confirm_seeds=3 trains both again"),
+    (True, "the confirmation's fresh seeds decide")])
+def test_an_indistinguishable_runner_up_line_says_what_decides(confirming, then):
+    from blipexp.scoring import evidence
+    from blipexp.sweep.report import separation_line
+
+    close = evidence.Difference("cider", 5.42, 5.45, -0.17, 0.21, 0.825, images=128)
+    line = separation_line(0, 4, close, confirming)
+    assert line.startswith("best vs runner-up on the validation images: no significant difference on cider")
+    assert "the two are indistinguishable, and " + then in line
+    assert ("confirm_top=2" in line) is not confirming, "no advice to set what is already set"
+
+
 @pytest.mark.parametrize("value, shown", [(0.0012345, "0.00123"), (3e-3, "0.003"), (12345, "12345"),
                                           (True, "True"), (False, "False"), ("cosine", "cosine")])
 def test_a_search_value_of_any_choice_type_is_formatted(value, shown):

@@ -177,8 +177,9 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
         print(line)
     separated = sweep.separation(result.study, spec)
     if separated is not None:
-        print(sweep.separation_line(*separated))
-        sweep.log_separation(tracking.Run(result.parent_run_id), *separated)
+        confirming = spec.confirm_top >= 2 and spec.confirm_seeds >= 2  # the confirmation chooses between them
+        print(sweep.separation_line(*separated, confirming))
+        sweep.log_separation(tracking.Run(result.parent_run_id), *separated, confirming)
     if sweep.counted(result.study) < spec.n_trials:
         print(f"\nthe sweep has not reached its {spec.n_trials} trials (some failed): re-run the same command to "
               "finish it; the best model is registered when it does.")

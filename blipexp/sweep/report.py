@@ -61,18 +61,21 @@ def separation(study: optuna.Study, spec: ExperimentSpec) -> tuple[int, int, evi
     return best.number, runner_up.number, difference
 
 
-def separation_line(best: int, runner_up: int, difference: evidence.Difference) -> str:
-    """Whether the sweep's best trial stands out from the runner-up, in one line."""
+def separation_line(best: int, runner_up: int, difference: evidence.Difference, confirming: bool = False) -> str:
+    """Whether the sweep's best trial stands out from the runner-up, in one line; where it does not, what decides
+    (`confirming`: a top-k confirmation will) or how to make it decide."""
     verdict = difference.verdict(a=f"trial {runner_up}", b=f"trial {best}")
     if difference.significant() or not difference.tested:
         return f"best vs runner-up on the validation images: {verdict}"
-    return (f"best vs runner-up on the validation images: {verdict}: the two are indistinguishable, and either "
-            "could be the best (--set confirm_top=2 --set confirm_seeds=3 trains both again with 3 fresh seeds each "
-            "and registers the better mean)")
+    then = ("the confirmation's fresh seeds decide" if confirming else "either could be the best (--set confirm_top=2 "
+            "--set confirm_seeds=3 trains both again with 3 fresh seeds each and registers the better mean)")
+    return f"best vs runner-up on the validation images: {verdict}: the two are indistinguishable, and {then}"
 
 
-def log_separation(run: tracking.Run, best: int, runner_up: int, difference: evidence.Difference) -> None:
-    run.tags({"best_vs_runner_up": separation_line(best, runner_up, difference), "runner_up_trial": runner_up})
+def log_separation(run: tracking.Run, best: int, runner_up: int, difference: evidence.Difference,
+                   confirming: bool = False) -> None:
+    run.tags({"best_vs_runner_up": separation_line(best, runner_up, difference, confirming),
+              "runner_up_trial": runner_up})
     values = {"runner_up_difference": difference.difference, "runner_up_ci_low": difference.ci_low,
               "runner_up_ci_high": difference.ci_high, "runner_up_p_value": difference.p_value}
     run.metrics({key: value for key, value in values.items() if value is not None})  # none on too few images

@@ -345,11 +345,12 @@ def _study_with_equal_trials(trials=((1e-3, 2), (2e-3, 2), (3e-3, 1))) -> optuna
     space = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2),
              "epochs": optuna.distributions.IntDistribution(1, 3)}
     for lr, epochs in trials:  # trials of `epochs` >= 2 complete, others pruned after their first epoch
-        complete = epochs >= 2
-        study.add_trial(optuna.trial.create_trial(
-            params={"learning_rate": lr, "epochs": epochs}, distributions=space,
-            intermediate_values={epoch: 0.5 for epoch in range(1, epochs + 1)}, value=0.5 if complete else None,
-            state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED))
+        study.enqueue_trial({"learning_rate": lr, "epochs": epochs})  # asked, timed and told as a sweep's trials are
+        trial = study.ask(space)
+        for epoch in range(1, epochs + 1):
+            trial.report(0.5, epoch)
+        study.tell(trial, 0.5) if epochs >= 2 else study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert [t.params for t in study.trials] == [{"learning_rate": lr, "epochs": e} for lr, e in trials]
     return study
 
 

@@ -36,13 +36,15 @@ def test_each_home_holds_its_own_copy_of_a_store_mlflow_opens_as_made(home, new_
     """The session's empty store, copied: a run written in one home is in no other home, nor in the original."""
     import mlflow
 
-    def experiments(folder):
+    def client(folder):
         uri = f"sqlite:///{folder / 'mlflow.db'}"
-        return {e.name for e in mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()}
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def experiments(folder):
+        return {e.name for e in client(folder).search_experiments()}
 
     other = new_home("other")
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).create_experiment("written-here")
+    client(home).create_experiment("written-here")
     assert experiments(home) == {"Default", "written-here"}
     assert experiments(other) == {"Default"}, "a copy, not the same file"
     assert experiments(empty_store.parent) == {"Default"}

@@ -177,7 +177,7 @@ def _sweep(spec: ExperimentSpec, data: CaptionData, home: Path, new_study: bool,
         print(line)
     separated = sweep.separation(result.study, spec)
     if separated is not None:
-        confirming = spec.confirm_top >= 2 and spec.confirm_seeds >= 2  # the confirmation chooses between them
+        confirming = spec.confirm_top >= 2  # the confirmation chooses (validation: then confirm_seeds >= 2)
         print(sweep.separation_line(*separated, confirming))
         sweep.log_separation(tracking.Run(result.parent_run_id), *separated, confirming)
     if sweep.counted(result.study) < spec.n_trials:

@@ -1,6 +1,7 @@
 """Shared fixtures: every test runs offline, with its own blipexp home (MLflow store, data) in a temp dir."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +34,41 @@ MAX_WORKERS = 4
 def pytest_configure(config: pytest.Config) -> None:
     share_cores_among_workers()
     name_the_pretrained_cache(config)
+
+
+# --- the longest files first: a worker takes a file at a time (--dist loadfile), so a long file taken last runs alone
+# while the other workers idle. FILE_SECONDS holds each file's seconds as measured (setup, call and teardown of its
+# tests); `pytest --update-file-seconds` writes this run's. The order changes how long the suite takes, never what
+# a test sees: every file's module fixtures are its own, and a file missing from it (a new one) goes first.
+
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-file-seconds", action="store_true",
+                     help=f"write each test file's seconds in this run to {FILE_SECONDS.name} (files start in that order)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seconds = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
+    items.sort(key=lambda item: -seconds.get(_file_of(item.nodeid), float("inf")))  # stable: in a file, as written
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _measured[_file_of(report.nodeid)] = _measured.get(_file_of(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("update_file_seconds") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        ordered = dict(sorted(((f, round(s, 1)) for f, s in _measured.items()), key=lambda kv: -kv[1]))
+        FILE_SECONDS.write_text(json.dumps(ordered, indent=0) + "\n")
 
 
 def share_cores_among_workers() -> None:

@@ -13,12 +13,12 @@ import pytest
 pytestmark = pytest.mark.slow  # seconds or more a test (training, servers, child processes): not in the quick loop
 
 
-def test_mlflow_keeps_the_experiment_set_experiment_chose_in_fluent_active_experiment_id(tmp_path):
+def test_mlflow_keeps_the_experiment_set_experiment_chose_in_fluent_active_experiment_id(home):
     """registry._in_experiment reads it (MLflow has no public getter) to restore it afterwards."""
     import mlflow
     from mlflow.tracking import fluent
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")  # the copied empty store: no migrations to wait for
     try:
         experiment = mlflow.set_experiment("private-api-check")
         assert fluent._active_experiment_id == experiment.experiment_id
@@ -64,11 +64,11 @@ def test_both_hub_libraries_read_their_offline_flag_from_a_module_constant():
     assert "HF_HUB_OFFLINE" in inspect.getsource(constants.is_offline_mode)
 
 
-def test_plotting_a_sweep_switches_no_matplotlib_backend(tmp_path):
+def test_plotting_a_sweep_switches_no_matplotlib_backend(home):
     """A notebook's inline backend stays: the sweep's plots are saved, never shown."""
     code = ("import matplotlib; matplotlib.use('svg'); import optuna; from blipexp import tracking;"
             "from blipexp.sweep import report; import mlflow;"
-            f"mlflow.set_tracking_uri('sqlite:///{tmp_path / 'm.db'}'); mlflow.set_experiment('e');"
+            f"mlflow.set_tracking_uri('sqlite:///{home / 'mlflow.db'}'); mlflow.set_experiment('e');"
             "s = optuna.create_study(); [s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3)];"
             "run = mlflow.start_run(); report._log_plots(tracking.Run(run.info.run_id), s);"
             "print(matplotlib.get_backend())")

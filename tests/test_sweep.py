@@ -423,7 +423,8 @@ def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tm
     from processes import child_env
 
     done = subprocess.run([sys.executable, "-m", "blipexp", "run", "small_sweep", "--home", str(tmp_path),
-                           "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "2", "--set", "epochs=2"],
+                           "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "2", "--set", "epochs=2",
+                           "--set", "test_fraction=0", "--set", "max_new_tokens=6"],  # the console, not the scores
                           env=child_env(), capture_output=True, timeout=600)
     # decoded here, not by text=True, which would turn each \r (a progress bar's redraw) into \n
     done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
@@ -530,11 +531,14 @@ def test_two_workers_confirm_the_top_two_once_and_register_the_best_fresh_seed_m
     assert "small_sweep · confirm trial 1 · lr=2e-3 · seed=43" in [run[2] for run in trained]
     chosen = study.trials[1]
     assert registered == [(2e-3, Path(chosen.user_attrs["model_dir"]), chosen.user_attrs["mlflow_run_id"])]
-    assert [v is None for v in versions].count(True) == 1, "one worker leaves it to the one finishing last"
+    # the worker finding both confirmation runs done registers; the other either left it to it (a run still
+    # trained when it looked: None) or, arriving later, finds that version
+    assert len(versions) == 2 and {int(v.version) for v in versions if v is not None} == {1}, versions
     assert [p.parent.name for p in (home / "checkpoints").glob("*/model")] == [chosen.user_attrs["mlflow_run_id"]], \
         "the chosen trial's model is kept; the other confirmed trial's and the confirmation runs' are not"
     out = capsys.readouterr().out
-    assert out.count("  objective ") == 1 and out.count("the worker that finishes the last confirmation run") == 1
+    assert out.count("  objective ") == 1, "the spread is printed by the worker that registered"
+    assert out.count("the worker that finishes the last confirmation run") == [v is None for v in versions].count(True)
 
     logged = mlflow.get_run(sweep_run).data
     assert logged.metrics["confirm_objective_mean"] == pytest.approx(6.35)

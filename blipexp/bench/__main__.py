@@ -3,6 +3,7 @@ then write report.json and report.md (see the package docstring)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -33,43 +34,58 @@ def run(size: Size, sections: list[str]) -> dict:
         # homes otherwise); the full benchmark's start empty, as a user's first run finds its home
         probed = work / "training" if size.name == "quick" else None
         before = bench_peak(size, "before")  # and again after the timed sections: the machine's speed drifts
-        if "training" in sections:
-            report["training"] = bench_training(size, work / "training")
-        if "generation" in sections:
-            report["generation"] = bench_generation(size)
-        if {"trial", "sweep", "pruners"} & set(sections):  # they start from it: built before anything is timed
-            report["pretrained"] = bench_pretrained(work / "pretrained")
-        if "trial" in sections:
-            report["trial"] = bench_trial(size, new_home(work / "trial", probed))
-        if "sweep" in sections:
-            report["sweep"] = bench_sweeps(size, work, probed=probed)
-            shaped = bench_pretrained(work / "pretrained", shaped_recipe(size))
-            report["pretrained_shaped"] = {**shaped, "blip_base_vision_share": blip_base_vision_share()}
-            report["sweep_shaped"] = bench_sweeps(size, work / "shaped", model=shaped["folder"], probed=probed)
-        if "pruners" in sections:
-            from .pruners import bench_pruners
-
-            report["pruners"] = bench_pruners(size, work / "pruners", probed)
-        if "adapters" in sections:
-            from .adapters import bench_adapters
-
-            report["adapters"] = bench_adapters(size, new_home(work / "adapters", probed))
-        if "data" in sections:
-            from .data import bench_data
-
-            report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log, overrides=size.overrides,
-                                        probed=probed)
-        if "evidence" in sections:
-            from .evidence import bench_evidence
-
-            report["evidence"] = bench_evidence(size, work / "evidence")
-        report["peak"] = summarize(before, bench_peak(size, "after"))
-        if "serving" in sections:
-            from .serving import bench_serving
-
-            report["serving"] = bench_serving(size, new_home(work / "serving", probed))
+        for section in SECTIONS[1:]:
+            if section == "trial" and {"trial", "sweep", "pruners"} & set(sections):  # they start from it: built
+                report["pretrained"] = bench_pretrained(work / "pretrained")  # before anything of theirs is timed
+            if section in sections:
+                with _took(section):
+                    _run_section(section, size, work, probed, report)
+            if section == "evidence":  # the peak again after the timed paths, before the server's load
+                report["peak"] = summarize(before, bench_peak(size, "after"))
     report["seconds"] = time.perf_counter() - started
     return report
+
+
+def _run_section(section: str, size: Size, work: Path, probed: Path | None, report: dict) -> None:
+    if section == "training":
+        report["training"] = bench_training(size, work / "training")
+    elif section == "generation":
+        report["generation"] = bench_generation(size)
+    elif section == "trial":
+        report["trial"] = bench_trial(size, new_home(work / "trial", probed))
+    elif section == "sweep":
+        report["sweep"] = bench_sweeps(size, work, probed=probed)
+        shaped = bench_pretrained(work / "pretrained", shaped_recipe(size))
+        report["pretrained_shaped"] = {**shaped, "blip_base_vision_share": blip_base_vision_share()}
+        report["sweep_shaped"] = bench_sweeps(size, work / "shaped", model=shaped["folder"], probed=probed)
+    elif section == "pruners":
+        from .pruners import bench_pruners
+
+        report["pruners"] = bench_pruners(size, work / "pruners", probed)
+    elif section == "adapters":
+        from .adapters import bench_adapters
+
+        report["adapters"] = bench_adapters(size, new_home(work / "adapters", probed))
+    elif section == "data":
+        from .data import bench_data
+
+        report["data"] = bench_data(**DATA_SIZES[size.name], root=work / "data", log=log, overrides=size.overrides,
+                                    probed=probed)
+    elif section == "evidence":
+        from .evidence import bench_evidence
+
+        report["evidence"] = bench_evidence(size, work / "evidence")
+    elif section == "serving":
+        from .serving import bench_serving
+
+        report["serving"] = bench_serving(size, new_home(work / "serving", probed))
+
+
+@contextlib.contextmanager
+def _took(section: str):
+    started = time.perf_counter()
+    yield
+    log(f"{section}: section done in {time.perf_counter() - started:.0f} s")
 
 
 SECTIONS = ["peak", "training", "generation", "trial", "sweep", "pruners", "data", "adapters", "evidence", "serving"]

@@ -46,7 +46,7 @@ FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-file-seconds", action="store_true",
-                     help=f"write each test file's seconds in this run to {FILE_SECONDS.name} (files start in that order)")
+                     help=f"write each test file's seconds in this run to {FILE_SECONDS.name}: files start longest first")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,6 +1,8 @@
-"""The shared test helpers: a missing tool skips a test with what to install, and fails it under CI."""
+"""The shared test helpers: a missing tool skips a test with what to install, and fails it under CI; the order
+files start in."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -48,3 +50,15 @@ def test_each_home_holds_its_own_copy_of_a_store_mlflow_opens_as_made(home, new_
     assert experiments(home) == {"Default", "written-here"}
     assert experiments(other) == {"Default"}, "a copy, not the same file"
     assert experiments(empty_store.parent) == {"Default"}
+
+
+def test_the_longest_files_start_first_and_a_new_file_before_them():
+    from conftest import FILE_SECONDS, longest_files_first
+
+    ids = ["tests/test_a.py::one", "tests/test_a.py::two", "tests/test_b.py::one", "tests/test_new.py::one",
+           "tests/test_b.py::two"]
+    assert longest_files_first(ids, {"tests/test_a.py": 1.0, "tests/test_b.py": 30.0}) == [
+        "tests/test_new.py::one", "tests/test_b.py::one", "tests/test_b.py::two", "tests/test_a.py::one",
+        "tests/test_a.py::two"]
+    measured = json.loads(FILE_SECONDS.read_text())
+    assert all((FILE_SECONDS.parent.parent / name).is_file() for name in measured), "a file that is gone"

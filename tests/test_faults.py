@@ -127,7 +127,7 @@ def check_one_loadable_version(home: Path, study: optuna.Study, tmp_path: Path) 
 
 
 def test_resume_after_a_kill_at_a_random_point_of_a_trial(tmp_path, home, capsys):
-    args = sweep_args(home, "--trials", "3", "--set", "epochs=4")
+    args = sweep_args(home, "--trials", "3", "--set", "epochs=2")
     process = start(blipexp(*args))
     wait_for(lambda: (s := load_study(home)) is not None and len(s.trials) >= 3
              and s.trials[1].state in FINAL_STATES, process, "the third trial")
@@ -228,7 +228,7 @@ def check_interrupted(home: Path, trial: optuna.trial.FrozenTrial, signame: str)
 def test_sigterm_and_ctrl_c_end_the_trial_cleanly_and_print_how_to_resume(tmp_path, home, capsys, monkeypatch):
     """Each signal arrives mid-epoch, at a point the test holds still: a trial of the small sweep lasts about a second
     on a fast CPU, so a signal timed by polling the study could land after the sweep has finished."""
-    args = sweep_args(home, "--trials", "2", "--set", "epochs=3", "--new")
+    args = sweep_args(home, "--trials", "2", "--set", "epochs=2", "--new")
     marker = tmp_path / "training"
     process = start([sys.executable, str(HOOKS), "train:0", str(marker), *args])  # holds at epoch 1's second step
     wait_for(marker.exists, process, "a trial in its first epoch")

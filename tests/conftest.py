@@ -46,7 +46,7 @@ FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-file-seconds", action="store_true",
-                     help=f"write each file's seconds in this run to {FILE_SECONDS.name}: files start longest first")
+                     help=f"update {FILE_SECONDS.name} with each file's seconds in this run: files start longest first")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -72,9 +72,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """--update-file-seconds: the files this run measured replace their entries; files that are gone are dropped."""
     if session.config.getoption("update_file_seconds") and not os.environ.get("PYTEST_XDIST_WORKER"):
-        ordered = dict(sorted(((f, round(s, 1)) for f, s in _measured.items()), key=lambda kv: -kv[1]))
-        FILE_SECONDS.write_text(json.dumps(ordered, indent=0) + "\n")
+        known = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
+        merged = {**known, **{name: round(seconds, 1) for name, seconds in _measured.items()}}
+        kept = {name: seconds for name, seconds in merged.items() if (REPO / name).is_file()}
+        FILE_SECONDS.write_text(json.dumps(dict(sorted(kept.items(), key=lambda kv: -kv[1])), indent=0) + "\n")
 
 
 def share_cores_among_workers() -> None:

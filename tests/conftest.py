@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # --- the longest files first: a worker takes a file at a time (--dist loadfile), so a long file taken last runs alone
 # while the other workers idle. FILE_SECONDS holds each file's seconds as measured (setup, call and teardown of its
-# tests); `pytest --update-file-seconds` writes this run's. The order changes how long the suite takes, never what
+# tests); `pytest --update-file-seconds` updates it. The order changes how long the suite takes, never what
 # a test sees: every file's module fixtures are its own, and a file missing from it (a new one) goes first.
 
 FILE_SECONDS = Path(__file__).with_name("file_seconds.json")

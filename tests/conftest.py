@@ -50,8 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    seconds = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
-    items[:] = longest_files_first(items, seconds, key=lambda item: item.nodeid)
+    items[:] = longest_files_first(items, file_seconds(), key=lambda item: item.nodeid)
+
+
+def file_seconds() -> dict[str, float]:
+    return json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
 
 
 def longest_files_first(items: list, seconds: dict[str, float], key=lambda nodeid: nodeid) -> list:
@@ -74,8 +77,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """--update-file-seconds: the files this run measured replace their entries; files that are gone are dropped."""
     if session.config.getoption("update_file_seconds") and not os.environ.get("PYTEST_XDIST_WORKER"):
-        known = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
-        merged = {**known, **{name: round(seconds, 1) for name, seconds in _measured.items()}}
+        merged = {**file_seconds(), **{name: round(seconds, 1) for name, seconds in _measured.items()}}
         kept = {name: seconds for name, seconds in merged.items() if (REPO / name).is_file()}
         FILE_SECONDS.write_text(json.dumps(dict(sorted(kept.items(), key=lambda kv: -kv[1])), indent=0) + "\n")
 

@@ -2,7 +2,6 @@
 files start in."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -53,12 +52,11 @@ def test_each_home_holds_its_own_copy_of_a_store_mlflow_opens_as_made(home, new_
 
 
 def test_the_longest_files_start_first_and_a_new_file_before_them():
-    from conftest import FILE_SECONDS, longest_files_first
+    from conftest import REPO, file_seconds, longest_files_first
 
     ids = ["tests/test_a.py::one", "tests/test_a.py::two", "tests/test_b.py::one", "tests/test_new.py::one",
            "tests/test_b.py::two"]
     assert longest_files_first(ids, {"tests/test_a.py": 1.0, "tests/test_b.py": 30.0}) == [
         "tests/test_new.py::one", "tests/test_b.py::one", "tests/test_b.py::two", "tests/test_a.py::one",
         "tests/test_a.py::two"]
-    measured = json.loads(FILE_SECONDS.read_text())
-    assert all((FILE_SECONDS.parent.parent / name).is_file() for name in measured), "a file that is gone"
+    assert all((REPO / name).is_file() for name in file_seconds()), "a file that is gone"

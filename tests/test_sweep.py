@@ -360,7 +360,7 @@ def test_the_sweep_plots_raise_no_experimental_warning_but_keep_real_ones(home):
 
     tracking.configure(home)
     tracking.use_experiment("plots", home)
-    study = _study_with_equal_trials()
+    study = _study_with_equal_trials(((1e-3, 2), (2e-3, 3), (3e-3, 1)))  # both parameters vary: importances drawn
     with tracking.new_run("sweep", tags={}) as run, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         log_parent_summary(run, study, best_trial(study))
@@ -368,10 +368,7 @@ def test_the_sweep_plots_raise_no_experimental_warning_but_keep_real_ones(home):
     assert optuna.exceptions.ExperimentalWarning not in kinds
     assert any("importances will be equal" in str(w.message) for w in caught), "a real warning still shows"
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.id, "plots")}
-    assert "plots/intermediate_values.png" in plots
-    # both complete trials ran 2 epochs: a contour over epochs would be empty (and Optuna would log a warning)
-    assert "plots/contour.png" not in plots
-    assert mlflow.get_run(run.id).data.tags["plot_skipped_contour.png"].startswith("epochs: one value")
+    assert {"plots/intermediate_values.png", "plots/param_importances.png"} <= plots
 
 
 def test_a_contour_is_plotted_over_the_parameters_that_varied(home):
@@ -386,6 +383,26 @@ def test_a_contour_is_plotted_over_the_parameters_that_varied(home):
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.id, "plots")}
     assert "plots/contour.png" in plots
     assert "plot_skipped_contour.png" not in mlflow.get_run(run.id).data.tags
+
+
+def test_one_varied_parameter_gets_no_contour_and_no_importances_and_the_run_says_why(home):
+    from blipexp.sweep.report import log_parent_summary
+    from blipexp.sweep.study import best_trial
+
+    tracking.configure(home)
+    tracking.use_experiment("plots", home)
+    study = _study_with_equal_trials()  # both complete trials ran 2 epochs: only the learning rate varied
+    with tracking.new_run("sweep", tags={}) as run:
+        log_parent_summary(run, study, best_trial(study))
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.id, "plots")}
+    assert "plots/intermediate_values.png" in plots
+    # a contour over epochs would be empty (and Optuna would log a warning); the learning rate alone holds all
+    # the importance: a bar at 100% says nothing
+    assert not {"plots/contour.png", "plots/param_importances.png"} & plots
+    tags = mlflow.get_run(run.id).data.tags
+    assert tags["plot_skipped_contour.png"].startswith("epochs: one value")
+    assert tags["plot_skipped_param_importances.png"] == \
+        "learning_rate varied over the complete trials: nothing to rank"
 
 
 def test_the_overall_line_counts_trials_names_the_best_and_estimates_the_time_left():

@@ -145,13 +145,17 @@ def _plot(run: tracking.Run, study: optuna.Study) -> None:
     plots = {"optimization_history.png": ovm.plot_optimization_history,
              "intermediate_values.png": ovm.plot_intermediate_values}
     if len(complete) >= 2:
-        plots["param_importances.png"] = ovm.plot_param_importances
         varied = [key for key in study.best_trial.params if len({repr(t.params.get(key)) for t in complete}) >= 2]
         if len(varied) >= 2:
+            plots["param_importances.png"] = ovm.plot_param_importances
             plots["contour.png"] = functools.partial(ovm.plot_contour, params=varied)
-        elif len(study.best_trial.params) >= 2:  # Optuna would draw an empty plot and log a warning per parameter
+        else:  # one varied parameter holds all the importance (a bar at 100%, and a forest fit of seconds for it)
+            run.tags({"plot_skipped_param_importances.png":
+                      f"{', '.join(varied) or 'no parameter'} varied over the complete trials: nothing to rank"})
             fixed = ", ".join(sorted(set(study.best_trial.params) - set(varied)))
-            run.tags({"plot_skipped_contour.png": f"{fixed}: one value over the complete trials, nothing to contour"})
+            if fixed:  # Optuna would draw an empty contour and log a warning per parameter
+                run.tags({"plot_skipped_contour.png":
+                          f"{fixed}: one value over the complete trials, nothing to contour"})
     for name, plot in plots.items():
         try:
             with warnings.catch_warnings():

@@ -1,9 +1,10 @@
 """Resuming an interrupted single run for real: `python -m blipexp run` on the tiny model, SIGKILLed mid-epoch
-after its first epoch checkpoint, or stopped by Ctrl-C after its training ended (in its final scoring, in logging
-its model), then the same command again continues the same MLflow run and ends where an uninterrupted run ends.
-Real subprocesses, a real MLflow store in temp dirs."""
+after its first epoch checkpoint (a real subprocess), or stopped by Ctrl-C after its training ended (in its final
+scoring, in logging its model: SIGINT to the command run in this process), then the same command again continues
+the same MLflow run and ends where an uninterrupted run ends. A real MLflow store in temp dirs."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import fault_hooks
 from conftest import EXPERIMENTS
 from processes import child_env
 
@@ -138,17 +140,44 @@ def test_new_starts_afresh_and_a_differing_spec_is_not_resumed(home, tmp_path, c
     assert resume.plan(spec, fingerprint, home, new=False, echo=False).point is None, "nothing left to resume"
 
 
-def stopped_at(point: str, args: list[str], tmp_path: Path, **env: str) -> str:
-    """The command run with the fault hook waiting at `point` (fault_hooks.py: stop:score, stop:log_model), Ctrl-C
-    sent from here once it is there; what it printed. It must end as a Ctrl-C does."""
-    marker, out, err = (tmp_path / f"{point.replace(':', '_')}.{name}" for name in ("marker", "out", "err"))
-    with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, str(HOOKS), point, str(marker), *args], env=child_env(**env),
-                                   stdout=stdout, stderr=stderr)
-        wait_for(marker, process, point, err)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(TIMEOUT) == 128 + signal.SIGINT, err.read_text()[-3000:]
-    return out.read_text()
+def stopped_at(point: str, args: list[str], monkeypatch, capsys) -> str:
+    """The command run in this process with Ctrl-C pressed at `point`, as a terminal sends it (SIGINT to this
+    process): "score" at the first split the saved model scores (scoring then goes on, to stop at its first batch),
+    "log_model" once the model's folder is logged for registration (no safe point there: the grace ends inside).
+    It must end as a Ctrl-C does; what it printed. The hooks are fault_hooks.py's, there stalled for a signal from
+    outside."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from blipexp.training import train
+
+    def ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        if point == "score":
+            original, calls = train.score_split, []
+
+            def score_split(*a, **k):
+                calls.append(a)
+                if len(calls) == 1:
+                    ctrl_c()
+                return original(*a, **k)
+
+            patch.setattr(train, "score_split", score_split)
+        else:
+            original_log = LocalArtifactRepository.log_artifacts
+
+            def log_artifacts(self, local_dir, artifact_path=None):
+                original_log(self, local_dir, artifact_path)
+                if any(Path(local_dir).rglob("*.safetensors")):  # the model folder, not a plot or a table
+                    ctrl_c()
+                    fault_hooks.wait_until(lambda: False)  # until the grace ends and raises the stop here
+
+            patch.setattr(LocalArtifactRepository, "log_artifacts", log_artifacts)
+            patch.setenv(interrupts.GRACE_ENV, "0.2")
+        capsys.readouterr()
+        assert cli.main(args) == 128 + signal.SIGINT
+    return capsys.readouterr().out
 
 
 def test_a_run_stopped_after_its_training_is_finished_from_its_saved_model_without_training_again(
@@ -161,7 +190,7 @@ def test_a_run_stopped_after_its_training_is_finished_from_its_saved_model_witho
     from blipexp.training import train
 
     args = run_args(home)
-    stopped_at("stop:score", args, tmp_path)
+    stopped_at("score", args, monkeypatch, capsys)
     (stopped,) = runs(home)
     run_id = stopped.info.run_id
     assert stopped.info.status == "KILLED" and "objective" not in stopped.data.metrics
@@ -171,7 +200,7 @@ def test_a_run_stopped_after_its_training_is_finished_from_its_saved_model_witho
     resuming = (f"resuming run {run_id} after its training ended: its saved best model is scored, logged and "
                 "registered (--new starts afresh)")
 
-    out = stopped_at("stop:log_model", args, tmp_path, **{interrupts.GRACE_ENV: "0.2"})
+    out = stopped_at("log_model", args, monkeypatch, capsys)
     assert resuming in out.splitlines()
     epoch_lines = [line for line in out.splitlines() if " val " in line]  # '  epoch 1/2        val cider ...'
     assert epoch_lines == [], "no epoch trained or evaluated again"

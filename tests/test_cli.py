@@ -71,26 +71,30 @@ def test_run_tiny_logs_one_run_and_prints_a_summary(capsys, home):
     assert (home / "mlflow.db").is_file() and (home / "artifacts").is_dir()
 
 
-def test_an_interrupted_single_run_ends_killed_and_says_so_in_one_line(home, tmp_path):
-    signum = signal.SIGTERM  # Ctrl-C takes the same path: the cli raises Interrupted for SIGINT and SIGTERM
-    command = [sys.executable, "-m", "blipexp", "run", "football_baseline", "--tiny", "--home", str(home),
-               "--experiments", str(EXPERIMENTS), "--set", "pitch_scenes=60", "--set", "epochs=20"]
-    with open(tmp_path / "stderr.txt", "w+") as stderr:  # a file: the progress bar could fill a pipe nobody reads
-        process = subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE, stderr=stderr, text=True)
-        for line in process.stdout:
-            if "before training" in line:  # the untrained scores are logged: the run is open, training starts
-                process.send_signal(signum)
-                break
-        process.communicate(timeout=300)
-        stderr.seek(0)
-        err = stderr.read()
-    assert process.returncode == 128 + signum, err[-3000:]
+def test_an_interrupted_single_run_ends_killed_and_says_so_in_one_line(home, capsys, monkeypatch):
+    """SIGTERM, as `kill PID` sends it, once training has begun (to this process, running the command); Ctrl-C takes
+    the same path: the cli raises Interrupted for SIGINT and SIGTERM. A child process's SIGTERM: test_faults.py."""
+    from transformers import Trainer
+
+    signum = signal.SIGTERM
+    argv = ["run", "football_baseline", "--tiny", "--home", str(home), "--experiments", str(EXPERIMENTS),
+            "--set", "pitch_scenes=30", "--set", "epochs=20"]
+    original = Trainer.training_step
+
+    def training_step(self, *args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", training_step)
+    assert cli.main(argv) == 128 + signum
+    monkeypatch.undo()
+    err = capsys.readouterr().err
     tracking.configure(home)
     runs = mlflow.search_runs(experiment_names=["football_baseline"], output_format="list")
     assert [r.info.status for r in runs] == ["KILLED"]
     lines = [line for line in err.splitlines() if line.startswith("interrupted")]
     assert lines == [f"interrupted ({signum.name}): MLflow run {runs[0].info.run_id} ended KILLED; re-run "
-                     f"`{cli.resume_command(command[3:])}` to resume it from its last epoch checkpoint (--new starts "
+                     f"`{cli.resume_command(argv)}` to resume it from its last epoch checkpoint (--new starts "
                      "afresh)"]
 
 

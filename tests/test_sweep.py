@@ -441,7 +441,8 @@ def test_a_sweeps_console_has_an_overall_line_per_trial_and_none_of_the_noise(tm
 
     done = subprocess.run([sys.executable, "-m", "blipexp", "run", "small_sweep", "--home", str(tmp_path),
                            "--experiments", str(SWEEP_EXPERIMENTS), "--trials", "2", "--set", "epochs=2",
-                           "--set", "test_fraction=0", "--set", "max_new_tokens=6"],  # the console, not the scores
+                           "--set", "test_fraction=0", "--set", "max_new_tokens=6",  # the console, not the scores
+                           "--set", "pitch_scenes=30"],
                           env=child_env(), capture_output=True, timeout=600)
     # decoded here, not by text=True, which would turn each \r (a progress bar's redraw) into \n
     done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()

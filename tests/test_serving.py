@@ -184,7 +184,8 @@ def test_a_version_logged_with_the_first_layouts_model_code_loads_and_captions(r
     with mlflow.start_run(run_name="logged-by-the-first-layout"):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(code), signature=serving.signature(),
-            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)})
+            artifacts={key: str(artifacts[key]) for key in (serving.ARTIFACT_KEY, serving.GENERATION_KEY)},
+            pip_requirements=registry.pip_requirements())  # else MLflow infers them in a child process (~9 s)
     out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"image": images[:2]}))
     assert list(out["error"]) == [None, None] and all(isinstance(c, str) and c for c in out["caption"])
     assert out["caption"].tolist() == mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": images[:2]}))[
@@ -192,12 +193,21 @@ def test_a_version_logged_with_the_first_layouts_model_code_loads_and_captions(r
 
 
 @pytest.fixture(scope="module")
-def server(registered):
-    """`mlflow models serve` on 127.0.0.1, as documented: no image folder allowed."""
+def champion(registered) -> str:
+    """The registered version promoted as users promote one (`registry.promote` loads and captions it first): the
+    URI of its champion alias, `models:/NAME@champion`."""
+    name, version = registered[1].removeprefix("models:/").split("/")
+    registry.promote(name, version)
+    return f"models:/{name}@champion"
+
+
+@pytest.fixture(scope="module")
+def server(registered, champion):
+    """`mlflow models serve` of the champion alias on 127.0.0.1, as documented: no image folder allowed. The alias
+    form, so that REST scoring of a champion needs no server of its own."""
     from blipexp.bench.server import free_port, serve
 
-    home, uri, _ = registered
-    with serve(uri, home, free_port(), env={serving.IMAGE_ROOT_VARIABLE: ""}) as running:
+    with serve(champion, registered[0], free_port(), env={serving.IMAGE_ROOT_VARIABLE: ""}) as running:
         yield running
 
 
@@ -207,6 +217,21 @@ def ask(server, values):
     answer = post(server, *json_body(values))
     assert "Traceback" not in json.dumps(answer.body) and "stack_trace" not in answer.body
     return answer
+
+
+@pytest.mark.serving
+def test_rest_scoring_of_the_champion_alias_answers_one_caption_per_image_as_caption_does(server, champion,
+                                                                                         registered, tmp_path):
+    """`mlflow models serve -m models:/NAME@champion` answers /invocations with one caption per image: those
+    `blipexp caption` gives in-process for the same image files."""
+    paths = [tmp_path / f"image{i}.png" for i in range(2)]
+    for path, image in zip(paths, registered[2]):
+        path.write_bytes(image)
+    answer = ask(server, [path.read_bytes() for path in paths])
+    assert answer.status == 200, answer.body
+    captions = [row["caption"] for row in answer.body["predictions"]]
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert captions == serving.caption(champion, [str(p) for p in paths])
 
 
 @pytest.mark.serving
@@ -292,7 +317,9 @@ def test_a_served_model_answers_params_beyond_its_limits_with_a_400_naming_the_l
 
 # --------------------------------------------------------------------------- dynamic batching, served
 
-BATCH = 4  # the batching server's max_batch: every test below sends whole batches of each key at once
+# the batching server's max_batch: every test below sends whole batches of each key at once. More than asyncio's
+# default request threads (6 on 2 cores), so that one server also shows one-image clients filling a batch
+BATCH = 12
 
 FAILING_MODEL = '''\
 """BlipCaptioner whose batches fail when they hold a blank (one-colour) image: a failure injected in the server."""
@@ -316,14 +343,9 @@ mlflow.models.set_model(BlankFails())
 def batching_server(registered, tmp_path_factory):
     """The registered model's files served by BlankFails, batching at most BATCH images and waiting (10 minutes)
     until a batch is full: which requests share a batch is then decided by what the test sends, not by timing.
-    Each batch is logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG)."""
+    Each batch is logged (BLIPEXP_SERVE_LOG_LEVEL=DEBUG). One server for all batching tests (a start costs ~15 s of
+    CPU): each sends whole batches only, so none leaves images queued for the next."""
     yield from serve_blank_fails(registered, tmp_path_factory, BATCH)
-
-
-@pytest.fixture(scope="module")
-def wide_batching_server(registered, tmp_path_factory):
-    """The same, batching up to 12 images: more one-image requests than MLflow's default 6 threads (2 cores) hold."""
-    yield from serve_blank_fails(registered, tmp_path_factory, 12)
 
 
 def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
@@ -351,7 +373,7 @@ def serve_blank_fails(registered, tmp_path_factory, max_batch: int):
 
 @pytest.fixture(scope="module")
 def scenes() -> list[bytes]:
-    """Eight generated pitch scenes as PNG bytes (two whole batches)."""
+    """2 * BATCH generated pitch scenes as PNG bytes (two whole batches)."""
     from blipexp.data import pitch
 
     encoded = []
@@ -364,13 +386,14 @@ def scenes() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def alone(registered, scenes):
-    """Each scene captioned alone (in-process, one image per call), greedy and with 3 beams."""
+    """Each scene captioned alone (in-process, one image per call) greedy, and the first BATCH (those the settings
+    test sends) with 3 beams."""
     import mlflow
     import pandas as pd
 
     model = mlflow.pyfunc.load_model(registered[1])
     return {beams: [model.predict(pd.DataFrame({"image": [image]}), params={"num_beams": beams})["caption"][0]
-                    for image in scenes] for beams in (1, 3)}
+                    for image in images] for beams, images in ((1, scenes), (3, scenes[:BATCH]))}
 
 
 def at_once(server, requests: list[tuple[list, dict | None]]) -> tuple[list, list[dict]]:
@@ -393,26 +416,29 @@ def rows(answer) -> list[tuple]:
 @pytest.mark.serving
 def test_concurrent_requests_share_batches_and_each_gets_its_own_rows_in_order_with_its_errors(batching_server,
                                                                                                scenes, alone):
-    images, captions = scenes, alone[1]
+    images, captions, half = scenes, alone[1], BATCH // 2
     assert len(set(captions)) >= 5, f"too few distinct captions to tell the images' rows apart: {captions}"
-    answers, batches = at_once(batching_server, [([images[2 * i], b"not an image", images[2 * i + 1]], None)
-                                                 for i in range(4)])
+    sent = [images[half * i:half * (i + 1)] for i in range(4)]  # a bad row amid each request's good ones
+    answers, batches = at_once(batching_server, [([*good[:3], b"not an image", *good[3:]], None) for good in sent])
     for i, answer in enumerate(answers):
-        (first, _), (none, error), (second, _) = rows(answer)
-        assert [first, second] == [captions[2 * i], captions[2 * i + 1]], f"request {i} got other images' rows"
-        assert none is None and error.startswith("row 1: the data is not a readable image")
+        expected = captions[half * i:half * (i + 1)]
+        assert [caption for caption, _ in rows(answer)] == [*expected[:3], None, *expected[3:]], \
+            f"request {i} got other images' rows"
+        assert rows(answer)[3][1].startswith("row 3: the data is not a readable image")
     assert [(b["size"], b["requests"], b["failed"]) for b in batches] == [(BATCH, 2, False)] * 2, \
-        "8 good images of 4 requests, 2 each: two full batches of two requests each"
+        "24 good images of 4 requests, 6 each: two full batches of two requests each"
 
 
 @pytest.mark.serving
 def test_requests_of_other_settings_never_share_a_batch_and_captions_are_those_made_alone(batching_server,
                                                                                          scenes, alone):
     """Greedy and beam search: an image's caption does not depend on the images beside it in its batch."""
-    images = scenes
-    assert alone[3] != alone[1], "beam search changes no caption here: the test could not tell the settings apart"
-    requests = [([images[0], images[5]], None), ([images[6], images[3]], {"num_beams": 3}),
-                ([images[2], images[7]], None), ([images[4], images[1]], {"num_beams": 3})]
+    images, half = scenes[:BATCH], BATCH // 2
+    assert alone[3] != alone[1][:BATCH], \
+        "beam search changes no caption here: the test could not tell the settings apart"
+    mixed = [images[5 * i % BATCH] for i in range(BATCH)]  # each image once per setting, not in the scenes' order
+    requests = [(mixed[:half], None), (mixed[half:][::-1], {"num_beams": 3}),
+                (mixed[half:], None), (mixed[:half][::-1], {"num_beams": 3})]
     answers, batches = at_once(batching_server, requests)
     for (sent, params), answer in zip(requests, answers):
         beams = (params or {}).get("num_beams", 1)
@@ -425,11 +451,12 @@ def test_requests_of_other_settings_never_share_a_batch_and_captions_are_those_m
 def test_a_failing_batch_fails_only_its_own_rows_and_the_server_goes_on(batching_server, scenes, alone):
     from PIL import Image
 
-    images, captions = scenes, alone[1]
+    images, captions, half = scenes, alone[1], BATCH // 2
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (90, 90, 90)).save(buffer, format="PNG")
-    requests = [([buffer.getvalue(), images[0]], None), ([images[1], images[2]], {"num_beams": 2}),
-                ([images[3], images[4]], None), ([images[5], images[6]], {"num_beams": 2})]
+    # a batch of each: greedy, the blank image and 11 scenes; 2 beams, 12 other scenes
+    requests = [([buffer.getvalue(), *images[:half - 1]], None), (images[BATCH:BATCH + half], {"num_beams": 2}),
+                (images[half - 1:BATCH - 1], None), (images[BATCH + half:], {"num_beams": 2})]
     answers, batches = at_once(batching_server, requests)
     for answer in (answers[0], answers[2]):  # the greedy batch held the blank image: each of its rows failed
         for row, (caption, error) in enumerate(rows(answer)):
@@ -471,14 +498,15 @@ def test_a_request_waits_a_bounded_time_for_its_captions_then_its_rows_say_so(re
 
 
 @pytest.mark.serving
-def test_more_one_image_clients_than_mlflows_default_threads_share_one_call(wide_batching_server, scenes):
-    """12 concurrent one-image requests make one batch of 12 (it waits until full): only if the server runs 12
-    predicts at once, where asyncio's default pool holds cores + 4 (6 on 2 cores; BLIPEXP_SERVE_REQUEST_THREADS).
-    The pool is widened by the server's first request: here one of 12 images (a full batch at once)."""
-    images = (scenes * 2)[:12]
-    first, _ = at_once(wide_batching_server, [(images, None)])
+def test_more_one_image_clients_than_mlflows_default_threads_share_one_call(batching_server, scenes):
+    """BATCH (12) concurrent one-image requests make one batch of 12 (it waits until full): only if the server runs
+    12 predicts at once, where asyncio's default pool holds cores + 4 (6 on 2 cores; BLIPEXP_SERVE_REQUEST_THREADS).
+    The pool is widened by the server's first request: here one of 12 images (a full batch at once), unless another
+    test's came first (none sends more requests at once than that default pool holds)."""
+    images = scenes[:BATCH]
+    first, _ = at_once(batching_server, [(images, None)])
     assert all(caption is not None for caption, _ in rows(first[0]))
-    answers, batches = at_once(wide_batching_server, [([image], None) for image in images])
+    answers, batches = at_once(batching_server, [([image], None) for image in images])
     assert all(caption is not None for answer in answers for caption, _ in rows(answer))
-    assert [(b["size"], b["requests"]) for b in batches] == [(12, 12)], batches
-    assert "16 request threads (BLIPEXP_SERVE_REQUEST_THREADS)" in wide_batching_server.log()
+    assert [(b["size"], b["requests"]) for b in batches] == [(BATCH, BATCH)], batches
+    assert "16 request threads (BLIPEXP_SERVE_REQUEST_THREADS)" in batching_server.log()

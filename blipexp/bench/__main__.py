@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
 from .generation import bench_generation
-from .homes import new_home
+from .homes import empty_store, new_home
 from .peak import bench_peak, summarize
 from .pretrained import bench_pretrained, blip_base_vision_share, shaped_recipe
 from .report import machine, markdown
@@ -30,10 +30,12 @@ def run(size: Size, sections: list[str]) -> dict:
     report: dict = {"size": size.name, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="blipexp-bench-") as scratch:
         work = Path(scratch)
-        # --quick: every home starts with the training section's precision probe (seconds of CPU in each of seven
-        # homes otherwise); the full benchmark's start empty, as a user's first run finds its home
+        # --quick: every home starts with the training section's precision probe and an empty MLflow store (seconds
+        # of CPU in each home otherwise); the full benchmark's start empty, as a user's first run finds its home
         probed = work / "training" if size.name == "quick" else None
         before = bench_peak(size, "before")  # and again after the timed sections: the machine's speed drifts
+        if probed:
+            empty_store(probed)
         for section in SECTIONS[1:]:
             if section == "trial" and {"trial", "sweep", "pruners"} & set(sections):  # they start from it: built
                 report["pretrained"] = bench_pretrained(work / "pretrained")  # before anything of theirs is timed
@@ -74,7 +76,7 @@ def _run_section(section: str, size: Size, work: Path, probed: Path | None, repo
     elif section == "evidence":
         from .evidence import bench_evidence
 
-        report["evidence"] = bench_evidence(size, work / "evidence")
+        report["evidence"] = bench_evidence(size, work / "evidence", probed)
     elif section == "serving":
         from .serving import bench_serving
 

@@ -168,8 +168,8 @@ def measure_run(folder: Path, home: Path, every_s: float, overrides: Sequence[st
 def bench_data(sizes: list[int], root: Path, batches: int, eager_up_to: int, every_s: float, attempts: int, log,
                overrides: Sequence[str] = (), probed: Path | None = None) -> dict:
     """Per size: loading (`attempts` times: the second reuses the first's survey, then with 2 workers), the eager
-    path, a `--tiny` run `attempts` times (with `overrides`, in a home that starts with the precision probe of the
-    home `probed`, when given); memory sampled every `every_s`."""
+    path, a `--tiny` run `attempts` times (with `overrides`, in a home started from the home `probed`, when given:
+    homes.new_home); memory sampled every `every_s`."""
     results = {}
     for count in sizes:
         folder = write_photos(root / f"photos-{count}", count)

@@ -16,16 +16,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .homes import new_home
 from .sizes import Size, log
 
 SIZES = {"full": dict(images=5000, resamples=1000, repeats=3, scenes=640),
          "quick": dict(images=200, resamples=200, repeats=1, scenes=24)}
 
 
-def bench_evidence(size: Size, root: Path) -> dict:
+def bench_evidence(size: Size, root: Path, probed: Path | None = None) -> dict:
+    """`probed`: a home the evaluations' home starts from (homes.new_home); None: it starts empty."""
     sizes = SIZES[size.name]
     result = _bootstrap(sizes["images"], sizes["resamples"], sizes["repeats"])
-    result.update(_cached_evaluation(root, [f"pitch_scenes={sizes['scenes']}", *size.overrides]))
+    overrides = [f"pitch_scenes={sizes['scenes']}", *size.overrides]
+    result.update(_cached_evaluation(new_home(root / "home", probed), overrides))
     return result
 
 
@@ -64,12 +67,10 @@ def _bootstrap(images: int, resamples: int, repeats: int) -> dict:
     return result
 
 
-def _cached_evaluation(root: Path, overrides: Sequence[str]) -> dict:
-    """`evaluate football_baseline --tiny --set OVERRIDE...` twice in a fresh home: captioned, then read from the
-    cache."""
+def _cached_evaluation(home: Path, overrides: Sequence[str]) -> dict:
+    """`evaluate football_baseline --tiny --set OVERRIDE...` twice in `home`: captioned, then read from the cache."""
     from ..model.pretrain import CACHE_VARIABLE, cache_root, pretrained_tiny
 
-    home = root / "home"
     pretrained_tiny(home, echo=False)  # built before the clock starts (kept in the user's shared cache, if named)
     env = {**os.environ, CACHE_VARIABLE: str(cache_root(home))}
     sets = [part for override in overrides for part in ("--set", override)]

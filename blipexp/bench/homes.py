@@ -1,17 +1,28 @@
-"""The blipexp homes the sections train in: empty, as a user's first run finds one; or each started with the
-precision probe one home already measured, as the test suite's homes are (a fresh home probes the machine again)."""
+"""The blipexp homes the sections train in: empty, as a user's first run finds one; or each started as the test
+suite's homes are, from one home already used: its precision probe (a fresh home probes the machine again) and its
+empty MLflow store (a fresh one runs MLflow's schema migrations: seconds of CPU)."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
 PROBE = Path("cache") / "precision.json"  # where precision.cached_probe keeps a home's probe
+STORE = Path("mlflow.db")  # where tracking.configure makes a home's sqlite store
 
 
 def new_home(path: Path, probed: Path | None = None) -> Path:
-    """`path`, created; with the precision probe of the home `probed` copied in, when that home has one."""
+    """`path`, created; with the precision probe and the store of the home `probed` copied in, where it has them."""
     path.mkdir(parents=True, exist_ok=True)
-    if probed is not None and (probed / PROBE).is_file():
-        (path / PROBE).parent.mkdir(exist_ok=True)
-        shutil.copy(probed / PROBE, path / PROBE)
+    for kept in (PROBE, STORE):
+        if probed is not None and (probed / kept).is_file():
+            (path / kept).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(probed / kept, path / kept)
     return path
+
+
+def empty_store(home: Path) -> None:
+    """`home`'s store made, empty: what new_home copies (the store tracking.configure makes, as MLflow makes it)."""
+    import mlflow
+
+    uri = f"sqlite:///{new_home(home) / STORE}"
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)

@@ -29,7 +29,7 @@ def bench_sweeps(size: Size, root: Path, model: str | None = None, probed: Path 
     measured. The uncached, unpruned way runs at the first seed only, and only on the preset.
 
     `model`: a pretrained folder every way starts from instead of the `--tiny` preset (pretrained.BASE_SHAPED's),
-    searched over the preset's space. `probed`: a home whose precision probe each sweep's home starts with."""
+    searched over the preset's space. `probed`: a home each sweep's home starts from (homes.new_home)."""
     base = sweep_spec(size)
     if model:
         base = base.replace(model=model)  # no longer `is_tiny`: the pinned space keeps the preset's ranges

@@ -193,8 +193,8 @@ def swept(tmp_path_factory, new_home):
     # system metrics every 0.5 s (default 10): a one-epoch tiny trial lasts seconds, and its run must hold some
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
-        small = ["--trials", "2", "--set", "epochs=1", "--set", "max_new_tokens=6", "--set", "pitch_scenes=30"]
-        assert cli.main(["run", "small_sweep", *common, *small]) == 0  # the pages, not the scores: few, short
+        small = ["--trials", "2", "--set", "epochs=1", "--set", "max_new_tokens=6"]
+        assert cli.main(["run", "small_sweep", *common, *small]) == 0  # the pages, not the scores: short captions
     assert cli.main(["promote", MODEL, "--version", "1", *common]) == 0
     tracking.configure(home)
     experiment_id = mlflow.get_experiment_by_name("small_sweep").experiment_id

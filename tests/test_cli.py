@@ -138,7 +138,8 @@ def test_sweep_registers_one_version_from_the_best_trial_then_promote_and_captio
 
     sweeps = str(Path(__file__).parent / "experiments_sweep")
     argv = ["run", "small_sweep", "--home", str(home), "--experiments", sweeps, "--trials", "3", "--set", "epochs=2",
-            "--set", "confirm_seeds=1", "--set", "learning_rate=5e-4"]  # no trial's rate: the spec's is not the best's
+            "--set", "confirm_seeds=1", "--set", "learning_rate=5e-4",  # no trial's rate: the spec's is not the best's
+            "--set", "max_new_tokens=6"]  # short captions: the sweep's choice and records, not its scores
     assert cli.main(argv) == 0
     first = capsys.readouterr().out
     assert cli.main(argv) == 0  # a finished sweep run again: nothing new, nothing registered or confirmed again
@@ -269,13 +270,13 @@ def test_dashboard_names_the_fix_when_the_sweep_never_ran(tmp_path, capsys):
     assert "is a single run, not a sweep" in capsys.readouterr().err
 
 
-def test_sigterm_to_blipexp_ui_stops_the_mlflow_server_and_frees_the_port(tmp_path):
+def test_sigterm_to_blipexp_ui_stops_the_mlflow_server_and_frees_the_port(home):
     """`blipexp ui` becomes `mlflow ui` (exec), which forwards SIGTERM to its server: nothing keeps the port."""
     import psutil
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "blipexp", "ui", "--port", str(port), "--home",
-                               str(tmp_path / "home")], env=child_env(), stdout=subprocess.DEVNULL,
+                               str(home)], env=child_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_health(server, f"http://127.0.0.1:{port}", 120)

@@ -26,8 +26,7 @@ SWEEP_EXPERIMENTS = Path(__file__).parent / "experiments_sweep"
 ENV = child_env()
 
 
-def test_two_processes_train_one_run_that_only_the_main_process_logs(tmp_path):
-    home = tmp_path / "home"
+def test_two_processes_train_one_run_that_only_the_main_process_logs(home):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()),

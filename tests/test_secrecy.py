@@ -157,7 +157,7 @@ class SecretSweep(SecretSmall):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Query string argument.s. 'password' are not accepted")  # SQLite's: expected
 @pytest.mark.filterwarnings("ignore:Target and region quantiles select the same set of trials")  # 2 trials
-def test_no_planted_secret_reaches_anything_blipexp_writes_or_prints(tmp_path, monkeypatch, capfd):
+def test_no_planted_secret_reaches_anything_blipexp_writes_or_prints(tmp_path, home, monkeypatch, capfd):
     """A marker in each kind of secret: files in the checkout the environment record reads (a credentials file, a
     .env, a .pem key, code holding a token), a trainer.hub_token on the command line (refused), a password in a
     refused --tracking-uri and --storage, one in the query of a --storage the sweep uses, and $HF_TOKEN and
@@ -177,7 +177,7 @@ def test_no_planted_secret_reaches_anything_blipexp_writes_or_prints(tmp_path, m
     monkeypatch.setattr(environment, "PACKAGE_DIR", package)
     monkeypatch.setenv("HF_TOKEN", marker["hf-env"])
     monkeypatch.setenv(access.PASSWORD_ENV, marker["mlflow-env"])
-    home, experiments = tmp_path / "home", tmp_path / "experiments"
+    experiments = tmp_path / "experiments"
     experiments.mkdir()
     (experiments / "secret_small.py").write_text(SINGLE)
     (experiments / "secret_sweep.py").write_text(SWEEP)

@@ -307,14 +307,14 @@ def test_a_search_value_of_any_choice_type_is_formatted(value, shown):
     assert format_param(value) == shown
 
 
-def test_a_sweep_over_strings_and_booleans_prints_tags_and_summarises_them(tmp_path, capsys):
+def test_a_sweep_over_strings_and_booleans_prints_tags_and_summarises_them(home, capsys):
     spec = catalog.load("choice_sweep", SWEEP_EXPERIMENTS)
-    tracking.configure(tmp_path)
-    tracking.use_experiment(spec.experiment_name, tmp_path)
-    study = open_study(spec, tmp_path)
+    tracking.configure(home)
+    tracking.use_experiment(spec.experiment_name, home)
+    study = open_study(spec, home)
     study.enqueue_trial({"lr_scheduler": "cosine", "freeze_vision_encoder": True})
     study.enqueue_trial({"lr_scheduler": "linear", "freeze_vision_encoder": False})
-    result = run_sweep(spec, load_data(spec, tmp_path), tmp_path, echo=True)
+    result = run_sweep(spec, load_data(spec, home), home, echo=True)
 
     assert "trial 0: lr_scheduler=cosine  freeze_vision_encoder=True" in capsys.readouterr().out
     assert [t.state.name for t in result.study.trials] == ["COMPLETE", "COMPLETE"]

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import fault_hooks
 import mlflow
 import pytest
-import fault_hooks
 from conftest import EXPERIMENTS
 from processes import child_env
 
@@ -144,8 +144,8 @@ def stopped_at(point: str, args: list[str], monkeypatch, capsys) -> str:
     """The command run in this process with Ctrl-C pressed at `point`, as a terminal sends it (SIGINT to this
     process): "score" at the first split the saved model scores (scoring then goes on, to stop at its first batch),
     "log_model" once the model's folder is logged for registration (no safe point there: the grace ends inside).
-    It must end as a Ctrl-C does; what it printed. The hooks are fault_hooks.py's, there stalled for a signal from
-    outside."""
+    It must end as a Ctrl-C does; what it printed. The points are fault_hooks.py's stop:score and stop:log_model,
+    pressed here from within instead of by a signal from another process."""
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
     from blipexp.training import train

@@ -96,7 +96,7 @@ SECTIONS = ["peak", "training", "generation", "trial", "sweep", "pruners", "data
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m blipexp.bench", description=PACKAGE_DOC.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes: a smoke check in about a minute, not a measurement")
+                        help="tiny sizes: a smoke check of every section (2-3 minutes on 2 cores), not a measurement")
     parser.add_argument("--out", default="bench-results", help="folder for report.json and report.md")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
                         help="run these sections only (peak always runs: MFU needs it)")

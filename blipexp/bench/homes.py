@@ -21,8 +21,8 @@ def new_home(path: Path, probed: Path | None = None) -> Path:
 
 
 def empty_store(home: Path) -> None:
-    """`home`'s store made, empty: what new_home copies (the store tracking.configure makes, as MLflow makes it)."""
-    import mlflow
+    """`home`'s store made, empty, by tracking.configure (as a user's first run makes it): what new_home copies.
+    MLflow is left pointed at it: every section that tracks configures its own home first."""
+    from .. import tracking
 
-    uri = f"sqlite:///{new_home(home) / STORE}"
-    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    tracking.configure(new_home(home))

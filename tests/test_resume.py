@@ -165,15 +165,13 @@ def stopped_at(point: str, args: list[str], monkeypatch, capsys) -> str:
 
             patch.setattr(train, "score_split", score_split)
         else:
-            original_log = LocalArtifactRepository.log_artifacts
+            def stop_here(folder: Path) -> None:
+                ctrl_c()
+                fault_hooks.wait_until(lambda: False)  # until the grace ends and raises the stop here
 
-            def log_artifacts(self, local_dir, artifact_path=None):
-                original_log(self, local_dir, artifact_path)
-                if any(Path(local_dir).rglob("*.safetensors")):  # the model folder, not a plot or a table
-                    ctrl_c()
-                    fault_hooks.wait_until(lambda: False)  # until the grace ends and raises the stop here
-
-            patch.setattr(LocalArtifactRepository, "log_artifacts", log_artifacts)
+            # fault_hooks patches the class itself: set here first, so that the patch is undone afterwards
+            patch.setattr(LocalArtifactRepository, "log_artifacts", LocalArtifactRepository.log_artifacts)
+            fault_hooks.after_model_logged(stop_here)
             patch.setenv(interrupts.GRACE_ENV, "0.2")
         capsys.readouterr()
         assert cli.main(args) == 128 + signal.SIGINT

@@ -12,7 +12,8 @@ process group (DataLoader workers too), as `kill -- -PGID` or systemd do; it app
 `stop:score` and `stop:log_model` wait for the test's Ctrl-C instead: the hook creates MARKER at the first split
 the saved model scores (scoring then goes on once the signal has come, to stop at its first batch) or once the
 model's folder is logged for registration (there it waits on: logging a model has no safe point, so the grace
-ends inside). The product code has no test hooks; only this wrapper patches it.
+ends inside). `promote:read` does not stall: a promote creates MARKER once it has read the alias's holder, just
+before it takes the promote lock. The product code has no test hooks; only this wrapper patches it.
 """
 from __future__ import annotations
 
@@ -125,6 +126,18 @@ def hook_stop_in_log_model(marker: Path) -> None:
     after_model_logged(stop_here)
 
 
+def hook_promote_read(marker: Path) -> None:
+    from blipexp.registry import promotion
+
+    original = promotion._promote_lock
+
+    def _promote_lock():
+        marker.write_text("read the holder")  # the holder it will check again under the lock
+        return original()
+
+    promotion._promote_lock = _promote_lock
+
+
 def main() -> int:
     point, marker, argv = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     if point.startswith("save:"):
@@ -139,6 +152,8 @@ def main() -> int:
         hook_stop_in_scoring(marker)
     elif point == "stop:log_model":
         hook_stop_in_log_model(marker)
+    elif point == "promote:read":
+        hook_promote_read(marker)
     else:
         raise SystemExit(f"unknown fault point {point!r}")
     from blipexp.cli import main as cli_main

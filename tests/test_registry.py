@@ -5,6 +5,7 @@ registering the SAME model folder twice with different `objective` tags: promoti
 this tests the rules without a second training run.
 """
 import base64
+import os
 
 import mlflow
 import pandas as pd
@@ -316,44 +317,41 @@ def test_requirements_are_pinned_not_inferred():
     assert all("+" not in p for p in pins), "local version tags such as +cpu are not installable"
 
 
-# REST scoring of a champion alias: tests/test_serving.py serves its registered version as `models:/NAME@champion`
-# (a server start costs ~15 s of CPU); the LoRA test below serves its own merged model.
-def served_captions(model_uri: str, home, images) -> list[str]:
-    """Captions of `images` from `mlflow models serve -m model_uri`, started on a free loopback port, then stopped."""
+# REST scoring of a champion alias by `mlflow models serve` (its own processes): tests/test_serving.py, whose server
+# serves `models:/NAME@champion`. The LoRA test below scores its merged model over HTTP through MLflow's scoring app
+# in this process: a server start costs ~15 s of CPU, and which process answers is not what it tests.
+def served_captions(model_uri: str, images) -> list[str]:
+    """Captions of `images` from MLflow's scoring app (what `mlflow models serve -m model_uri` runs) answering
+    /invocations on a free loopback port, in a thread of this process, then stopped."""
     import json
-    import os
-    import subprocess
-    import sys
+    import threading
     import time
     import urllib.request
 
-    port = free_port()
-    # the server execs uvicorn from PATH: the venv's bin, as when the venv is activated
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking.tracking_uri(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import uvicorn
+    from mlflow.pyfunc import scoring_server
+
+    environment = dict(os.environ)  # init() marks the process as a serving environment: undone below
+    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the model server did not start within 120 s"
-                time.sleep(1)
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the scoring app did not start within 60 s"
+            time.sleep(0.05)
         encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in encoded]}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+        request = urllib.request.Request(f"http://127.0.0.1:{server.config.port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         return [row["caption"] for row in answer["predictions"]]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.should_exit = True
+        thread.join(timeout=30)
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def test_a_lora_sweep_registers_a_merged_model_that_promotes_captions_exports_and_serves(trained, image_files,
@@ -395,7 +393,7 @@ def test_a_lora_sweep_registers_a_merged_model_that_promotes_captions_exports_an
     assert not any("lora_" in key or "base_layer" in key for key in model.state_dict())
     assert "peft" not in (out / "config.json").read_text()
 
-    assert served_captions(uri, home, image_files[:2]) == captions
+    assert served_captions(uri, image_files[:2]) == captions
 
 
 def _model_files(version):
@@ -482,39 +480,53 @@ def test_a_name_holding_both_quotes_is_refused_clearly():
         registry.versions_of(mlflow.MlflowClient(), "it's \"x\"")
 
 
-def _promote_process(home, name, version):
-    """`python -m blipexp promote` as a separate process on the same store."""
+def test_concurrent_promotions_are_serialised(trained, tmp_path, capsys, monkeypatch):
+    """Two promotes at once on one store end as if run one after the other: one alias, consistent history tags.
+
+    The race is forced, not hoped for: a `promote` process reads "no holder" while this process, having read the
+    same, holds the promote lock (inside its load check); what must not happen is that both then record
+    previous_champion=none. Both versions carry the same objective, so the later one may replace the earlier."""
     import os
     import subprocess
     import sys
+    import time
 
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    return subprocess.Popen([sys.executable, "-m", "blipexp", "promote", name, "--version", version,
-                             "--home", str(home)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    from fault_hooks import __file__ as hooks
 
+    from blipexp import cli
+    from blipexp.registry import promotion
 
-def test_concurrent_promotions_are_serialised(trained):
-    """Two promote processes at once end as if run one after the other: one alias, consistent history tags.
-
-    Both versions carry the same objective, so either order is allowed; what must not happen is that both
-    read "no holder" and both record previous_champion=none.
-    """
     _, _, result, home = trained
     for _ in range(2):
         register(trained, "blip-race", result.objective)
-    processes = {v: _promote_process(home, "blip-race", v) for v in ("1", "2")}
-    outputs = {v: p.communicate(timeout=180) for v, p in processes.items()}
-    for v, p in processes.items():
-        print(f"promote version {v}: exit {p.returncode}: {outputs[v][0].strip()}")
-        assert p.returncode == 0, outputs[v][1]
+    marker = tmp_path / "read"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    other = []
+    original = promotion._check_loads
+
+    def check_loads(name, version):  # under this process's lock: the other process reads the holder meanwhile
+        other.append(subprocess.Popen([sys.executable, hooks, "promote:read", str(marker), "promote", "blip-race",
+                                       "--version", "1", "--home", str(home)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert other[0].poll() is None, other[0].communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the other promote did not read the holder within 180 s"
+            time.sleep(0.05)
+        original(name, version)
+
+    monkeypatch.setattr(promotion, "_check_loads", check_loads)
+    assert cli.main(["promote", "blip-race", "--version", "2", "--home", str(home)]) == 0
+    monkeypatch.undo()
+    mine = capsys.readouterr().out
+    out, err = other[0].communicate(timeout=180)
+    assert other[0].returncode == 0, err[-3000:]
+    assert "blip-race@champion -> version 2 (was nothing)" in mine
+    assert "blip-race@champion -> version 1 (was version 2)" in out, "judged again against the new holder"
 
     client = mlflow.MlflowClient()
-    holder = str(client.get_registered_model("blip-race").aliases["champion"])
-    first = "1" if holder == "2" else "2"
-    assert "(was nothing)" in outputs[first][0]
-    assert f"-> version {holder} (was version {first})" in outputs[holder][0]
+    assert str(client.get_registered_model("blip-race").aliases["champion"]) == "1"
     tags = {v: client.get_model_version("blip-race", v).tags for v in ("1", "2")}
-    assert tags[first]["previous_champion"] == "none"
-    assert tags[holder]["previous_champion"] == first
-    assert tags[first]["promoted_at"] <= tags[holder]["promoted_at"]  # ISO-8601 UTC strings sort by time
+    assert tags["2"]["previous_champion"] == "none"
+    assert tags["1"]["previous_champion"] == "2"
+    assert tags["2"]["promoted_at"] <= tags["1"]["promoted_at"]  # ISO-8601 UTC strings sort by time

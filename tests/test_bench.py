@@ -52,7 +52,8 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     data = report["data"]["24"]
     assert all(data[k]["peak_rss_gib"] > 0 for k in ("load_first", "load_2_workers", "eager", "run_first"))
     assert data["load_2_workers"]["workers"] == 2 and data["run_first"]["seconds"] > 0
-    assert evidence["evaluate_first_seconds"] > 0 and evidence["evaluate_cached_seconds"] > 0
+    assert evidence["evaluate_first_seconds"] > 0 and evidence["evaluate_cached_in_process_seconds"] > 0
+    assert "evaluate_cached_seconds" not in evidence, "--quick runs the evaluate command once"
     serving = report["serving"]
     assert [(r["batching"], r["clients"], r["images_per_request"]) for r in serving["load"]] == [
         (batching, clients, images) for batching in ("off", "on") for images in (1, 8) for clients in (1, 2)]
@@ -69,6 +70,18 @@ def test_the_markdown_report_lists_every_target_with_a_verdict(quick_report):
         assert f"| {name} |" in text
     assert text.count("| yes |") + text.count("| NO |") == len(targets(report))
     assert text.strip() in stdout, "the report is printed too"
+
+
+def test_the_cached_evaluate_command_is_reported_when_run_and_said_not_run_otherwise():
+    from blipexp.bench.evidence import SIZES, markdown as evidence_markdown
+
+    assert SIZES["full"]["attempts"] == ("captioned", "cached"), "the full benchmark times the cached command"
+    result = {"resamples": 1000, "images": 5000, "intervals_seconds": 0.1, "paired_seconds": 0.2,
+              "scoring_seconds": 3.0, "evaluate_command": "python -m blipexp evaluate football_baseline --tiny",
+              "evaluate_first_seconds": 12.3, "import_seconds": 6.5, "evaluate_cached_in_process_seconds": 0.14}
+    assert "not run again from the evaluation cache" in "".join(evidence_markdown(result))
+    text = "".join(evidence_markdown({**result, "evaluate_cached_seconds": 7.25}))
+    assert "12.3 s the first time" in text and "7.2 s again from the evaluation cache" in text
 
 
 def test_targets_read_as_stated():

@@ -5,12 +5,10 @@ registering the SAME model folder twice with different `objective` tags: promoti
 this tests the rules without a second training run.
 """
 import base64
-import os
 
 import mlflow
 import pandas as pd
 import pytest
-from processes import free_port
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from blipexp import registry, serving, tracking
@@ -317,41 +315,21 @@ def test_requirements_are_pinned_not_inferred():
     assert all("+" not in p for p in pins), "local version tags such as +cpu are not installable"
 
 
-# REST scoring of a champion alias by `mlflow models serve` (its own processes): tests/test_serving.py, whose server
-# serves `models:/NAME@champion`. The LoRA test below scores its merged model over HTTP through MLflow's scoring app
-# in this process: a server start costs ~15 s of CPU, and which process answers is not what it tests.
 def served_captions(model_uri: str, images) -> list[str]:
-    """Captions of `images` from MLflow's scoring app (what `mlflow models serve -m model_uri` runs) answering
-    /invocations on a free loopback port, in a thread of this process, then stopped."""
+    """Captions of `images` from MLflow's scoring app serving `model_uri` (tests/scoring_app.py: in this process;
+    REST scoring by `mlflow models serve`'s own processes is tests/test_serving.py's, of a champion alias)."""
     import json
-    import threading
-    import time
     import urllib.request
 
-    import uvicorn
-    from mlflow.pyfunc import scoring_server
+    from scoring_app import scoring_app
 
-    environment = dict(os.environ)  # init() marks the process as a serving environment: undone below
-    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the scoring app did not start within 60 s"
-            time.sleep(0.05)
-        encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
-        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in encoded]}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{server.config.port}/invocations", data=body,
+    encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in encoded]}}).encode()
+    with scoring_app(model_uri) as app:
+        request = urllib.request.Request(f"{app.url}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        return [row["caption"] for row in answer["predictions"]]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        os.environ.clear()
-        os.environ.update(environment)
+    return [row["caption"] for row in answer["predictions"]]
 
 
 def test_a_lora_sweep_registers_a_merged_model_that_promotes_captions_exports_and_serves(trained, image_files,

@@ -258,13 +258,16 @@ def test_a_served_batch_answers_each_row_and_no_stack_trace_leaves_the_server(se
     assert rows[0]["error"] is None and rows[3]["error"] is None
 
 
-@pytest.mark.serving
-def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_missing(registered, image_files):
-    from blipexp.bench.server import free_port, serve
+def test_the_operators_image_root_allows_paths_inside_and_refuses_outside_like_missing(registered, image_files,
+                                                                                       monkeypatch):
+    """The model loaded as a server loads it with the operator's BLIPEXP_SERVE_IMAGE_ROOT, answering REST through
+    MLflow's scoring app in this process (tests/scoring_app.py): the variable is read when the model loads; the
+    server fixture above is the real `mlflow models serve` process."""
+    from scoring_app import scoring_app
 
     home, uri, images = registered
-    root = image_files / "allowed"
-    with serve(uri, home, free_port(), env={serving.IMAGE_ROOT_VARIABLE: str(root)}) as rooted:
+    monkeypatch.setenv(serving.IMAGE_ROOT_VARIABLE, str(image_files / "allowed"))
+    with scoring_app(uri) as rooted:
         inside = ask(rooted, ["a.png"]).body["predictions"][0]
         from_bytes = ask(rooted, [images[0]]).body["predictions"][0]
         assert inside == from_bytes and isinstance(inside["caption"], str)

@@ -102,14 +102,17 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 def name_the_pretrained_cache(config: pytest.Config) -> None:
     """Name the shared folder of the pretrained tiny model before test modules are imported: some build their
     child processes' environment at import time, and a child without it would pretrain on its own (minutes).
-    The folder is in pytest's cache, so later sessions reuse the build until its recipe changes."""
-    from blipexp.model import pretrain
-
-    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(pretrain.CACHE_VARIABLE):
+    The folder is in pytest's cache, so later sessions reuse the build until its recipe changes. The variable's
+    name is spelled here, not imported: blipexp.model.pretrain imports torch and transformers (~7 s), which the
+    xdist controller would import alone, before any worker starts (test_conftest.py checks the name)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(PRETRAINED_CACHE_VARIABLE):
         return  # an xdist worker: the folder its controller named (inherited), so that all workers share one build
     cache = getattr(config, "cache", None)  # None under `-p no:cacheprovider`
     shared = cache.mkdir("blipexp-pretrained") if cache else Path(tempfile.mkdtemp(prefix="blipexp-pretrained-"))
-    os.environ[pretrain.CACHE_VARIABLE] = str(shared)
+    os.environ[PRETRAINED_CACHE_VARIABLE] = str(shared)
+
+
+PRETRAINED_CACHE_VARIABLE = "BLIPEXP_PRETRAINED_CACHE"  # blipexp.model.pretrain.CACHE_VARIABLE
 
 
 @pytest.fixture(scope="session", autouse=True)

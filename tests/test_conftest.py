@@ -60,3 +60,23 @@ def test_the_longest_files_start_first_and_a_new_file_before_them():
         "tests/test_new.py::one", "tests/test_b.py::one", "tests/test_b.py::two", "tests/test_a.py::one",
         "tests/test_a.py::two"]
     assert all((REPO / name).is_file() for name in file_seconds()), "a file that is gone"
+
+
+def test_the_controller_names_the_pretrained_cache_without_importing_torch(tmp_path):
+    """The xdist controller runs pytest_configure alone before any worker starts: importing torch and transformers
+    there (blipexp.model.pretrain, ~7 s) would hold every worker back. The name it sets is the one pretrain reads."""
+    import subprocess
+
+    from blipexp.model import pretrain
+    from conftest import PRETRAINED_CACHE_VARIABLE
+
+    assert PRETRAINED_CACHE_VARIABLE == pretrain.CACHE_VARIABLE
+    code = ("import sys, types, conftest; conftest.name_the_pretrained_cache(types.SimpleNamespace(cache=None)); "
+            "import os; print(os.environ[conftest.PRETRAINED_CACHE_VARIABLE]); "
+            "print(sorted({'torch', 'transformers', 'mlflow'} & set(sys.modules)))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_XDIST_WORKER", PRETRAINED_CACHE_VARIABLE)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    named, imported = done.stdout.splitlines()
+    assert "blipexp-pretrained" in named and imported == "[]", done.stdout

@@ -262,6 +262,16 @@ def test_dashboard_serves_the_sweeps_study_on_loopback(tmp_path):
         server.stdout.close()
 
 
+def test_the_dashboard_command_starts_without_importing_training():
+    """`blipexp dashboard` needs the study, not the trial loop: blipexp.sweep imports its parts when first used, so
+    the command does not import torch, transformers and peft (~8 s before the dashboard answers)."""
+    code = ("import sys, blipexp.cli.dashboard; "
+            "print(sorted({'torch', 'transformers', 'peft', 'blipexp.sweep.loop'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_dashboard_names_the_fix_when_the_sweep_never_ran(tmp_path, capsys):
     assert cli.main(["dashboard", "small_sweep", "--home", str(tmp_path), "--experiments", str(SWEEPS)]) == 2
     assert "no study 'small_sweep-tiny'" in capsys.readouterr().err

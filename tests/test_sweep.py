@@ -190,15 +190,15 @@ def test_a_six_image_sweep_ranks_its_trials_and_registers_the_best(tmp_path, cap
 
     folder = six_photos(tmp_path / "six")
 
-    def sweep(home, *sets, trials=4):
+    def sweep(home, *sets, trials=3):
         argv = ["run", "football_lr_sweep", "--tiny", "--trials", str(trials), "--home", str(home), "--experiments",
                 str(EXPERIMENTS), "--set", f"dataset={folder}", *(a for s in sets for a in ("--set", s))]
         assert cli.main(argv) == 0
         tracking.configure(home)
         return optuna.load_study(study_name="football_lr_sweep-tiny", storage=optuna_storage(home))
 
-    literal = sweep(new_home("split-df"), "cider_df=split", trials=2)  # pycocoevalcap's idf, of the one scored image
-    assert {t.value for t in literal.trials} == {0.0}, "the problem: every trial scores 0"
+    literal = sweep(new_home("split-df"), "cider_df=split", trials=1)  # pycocoevalcap's idf, of the one scored image
+    assert [t.value for t in literal.trials] == [0.0], "the problem: a trial scores 0, whatever it learned"
     capsys.readouterr()  # only the second sweep's console is read below
 
     study = sweep(new_home("auto"))

@@ -318,18 +318,14 @@ def test_requirements_are_pinned_not_inferred():
 def served_captions(model_uri: str, images) -> list[str]:
     """Captions of `images` from MLflow's scoring app serving `model_uri` (tests/scoring_app.py: in this process;
     REST scoring by `mlflow models serve`'s own processes is tests/test_serving.py's, of a champion alias)."""
-    import json
-    import urllib.request
-
     from scoring_app import scoring_app
 
-    encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
-    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in encoded]}}).encode()
+    from blipexp.bench.server import json_body, post
+
     with scoring_app(model_uri) as app:
-        request = urllib.request.Request(f"{app.url}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-    return [row["caption"] for row in answer["predictions"]]
+        answer = post(app, *json_body([p.read_bytes() for p in images]))
+    assert answer.status == 200, answer.body
+    return [row["caption"] for row in answer.body["predictions"]]
 
 
 def test_a_lora_sweep_registers_a_merged_model_that_promotes_captions_exports_and_serves(trained, image_files,

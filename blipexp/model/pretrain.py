@@ -9,6 +9,7 @@ BLIPEXP_PRETRAINED_CACHE names, e.g. one cache shared by many homes), and rebuil
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,11 +56,16 @@ class Recipe:
         return build_tiny_model(processor, seed=self.seed, vision_layers=self.vision_layers), processor
 
     def digest(self) -> str:
-        model, processor = self.architecture()
-        config = model.config.to_dict()
-        config.pop("transformers_version", None)  # an upgrade alone does not change the weights
-        parts = {"recipe": asdict(self), "vocabulary": sorted(processor.tokenizer.get_vocab()), "config": config}
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest(self)
+
+
+@functools.cache  # once per recipe and process: it builds the model (0.1 s), and every run or trial of --tiny asks
+def _digest(recipe: Recipe) -> str:
+    model, processor = recipe.architecture()
+    config = model.config.to_dict()
+    config.pop("transformers_version", None)  # an upgrade alone does not change the weights
+    parts = {"recipe": asdict(recipe), "vocabulary": sorted(processor.tokenizer.get_vocab()), "config": config}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 RECIPE = Recipe()

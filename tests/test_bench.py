@@ -53,6 +53,7 @@ def test_every_section_reports_finite_positive_figures(quick_report):
     assert all(data[k]["peak_rss_gib"] > 0 for k in ("load_first", "load_2_workers", "eager", "run_first"))
     assert data["load_2_workers"]["workers"] == 2 and data["run_first"]["seconds"] > 0
     assert evidence["evaluate_first_seconds"] > 0 and evidence["evaluate_cached_in_process_seconds"] > 0
+    assert 0 < evidence["import_seconds"] < evidence["evaluate_first_seconds"], "the command's own imports, timed"
     assert "evaluate_cached_seconds" not in evidence, "--quick runs the evaluate command once"
     serving = report["serving"]
     assert [(r["batching"], r["clients"], r["images_per_request"]) for r in serving["load"]] == [

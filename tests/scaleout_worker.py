@@ -21,4 +21,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blipexp.runtime.exiting import exit_now
+
+    exit_now(main())  # as `python -m blipexp` ends

@@ -136,3 +136,29 @@ def test_a_request_thread_finds_its_pool_and_a_raised_bound_runs_more_requests_a
         together = threading.Barrier(3, timeout=30)  # broken (an error) unless 3 threads wait on it at once
         for future in [pool.submit(together.wait) for _ in range(3)]:
             future.result()
+
+
+EXITING = """
+import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from blipexp.runtime.exiting import exit_now
+
+folder = Path(sys.argv[1])
+atexit.register(lambda: (folder / "atexit").write_text("ran"))
+threading.Thread(target=lambda: (time.sleep(0.5), (folder / "thread").write_text("joined"))).start()
+ThreadPoolExecutor(1).submit(lambda: (time.sleep(0.5), (folder / "pool").write_text("finished")))
+print("no newline at the end", end="")
+exit_now(3)
+"""
+
+
+def test_exit_now_joins_threads_runs_exit_handlers_flushes_and_keeps_the_code(tmp_path):
+    """runtime.exiting ends a command with threading._shutdown and atexit._run_exitfuncs, then os._exit: what
+    Python's exit does before it tears the modules down. A non-daemon thread and a thread pool's work still finish,
+    an atexit handler runs, buffered output is written and the exit code is the command's."""
+    done = subprocess.run([sys.executable, "-c", EXITING, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stdout == "no newline at the end"
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"atexit": "ran", "thread": "joined",
+                                                                  "pool": "finished"}

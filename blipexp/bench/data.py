@@ -221,3 +221,6 @@ def _main(argv: list[str]) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _main(sys.argv[1:])
+    from ..runtime.exiting import exit_now
+
+    exit_now(0)  # as blipexp's commands end (runtime/exiting.py)

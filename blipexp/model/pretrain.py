@@ -59,7 +59,7 @@ class Recipe:
         return _digest(self)
 
 
-@functools.cache  # once per recipe and process: it builds the model (0.1 s), and every run or trial of --tiny asks
+@functools.cache  # once per recipe and process: it builds the model (40 ms here), and every --tiny run or trial asks
 def _digest(recipe: Recipe) -> str:
     model, processor = recipe.architecture()
     config = model.config.to_dict()

@@ -2,11 +2,12 @@
 
 Once torch, transformers and MLflow are imported, the interpreter's last step (clearing thousands of modules and
 collecting what they held) takes about 2 s on a 2-core machine (1.8 s after the imports alone, 2.0-2.4 s after a
-sweep; 0.1 s with exit_now), after the command's last line is printed and nothing is left to write. `exit_now` does what exit does before that step, in the same order, then ends the process:
-non-daemon threads are joined (thread pools finish their work), atexit handlers run (logging, MLflow's queued writes,
-temporary folders, multiprocessing's children, coverage.py's data), stdout and stderr are flushed. (coverage.py
-measures a command started by a measured process, as `coverage run -m pytest` does; `coverage run -m blipexp`
-saves nothing, as its program never returns to it.)
+sweep; 0.1 s with exit_now), after the command's last line is printed and nothing is left to write. `exit_now`
+does what exit does before that step, in the same order, then ends the process: non-daemon threads are joined
+(thread pools finish their work), atexit handlers run (logging, MLflow's queued writes, temporary folders,
+multiprocessing's children, coverage.py's data), stdout and stderr are flushed. (coverage.py measures a command
+started by a measured process, as `coverage run -m pytest` does; `coverage run -m blipexp` saves nothing, as its
+program never returns to it.)
 """
 from __future__ import annotations
 

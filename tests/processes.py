@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -34,3 +35,14 @@ def wait_for_health(server: subprocess.Popen, base: str, seconds: float, log: Ca
         except OSError:
             assert time.monotonic() < deadline, f"{base} did not answer in {seconds} s:\n{log()[-3000:]}"
             time.sleep(0.5)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """End a process started with start_new_session and every process it started (its group), at once: where how a
+    server stops is not what a test checks (test_cli.py sends `blipexp ui` its SIGTERM), a graceful stop would only
+    cost each Python process of the group seconds of teardown."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

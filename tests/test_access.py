@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import mlflow
 import pytest
 import requests
 from conftest import REPO, require_tool
-from processes import child_env, free_port
+from processes import child_env, free_port, kill_group
 from test_scaleout import (
     SWEEP_EXPERIMENTS,
     WORKER,
@@ -159,16 +158,6 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """The server and its uvicorn worker (its own session), at once: how it stops is not tested here, and a
-    graceful stop costs each of its Python processes seconds of teardown."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
 @pytest.fixture(scope="module")
 def server(database, certs, tmp_path_factory):
     folder, port = tmp_path_factory.mktemp("mlflow-server"), free_port()
@@ -184,7 +173,7 @@ def server(database, certs, tmp_path_factory):
             time.sleep(0.5)
         yield Server(uri, folder / "artifacts", certs / "ca.pem", admin, env)
     finally:
-        stop(process)
+        kill_group(process)
 
 
 def _healthy(uri: str, ca: Path) -> bool:
@@ -456,7 +445,7 @@ def test_the_server_will_not_start_without_an_admin_password_nor_with_the_old_de
         codes = {case: process.wait(timeout=TIMEOUT) for case, process in processes.items()}
     finally:
         for process in processes.values():
-            stop(process)
+            kill_group(process)
     for case, (_, expected) in cases.items():
         log = (tmp_path / case.replace(" ", "-") / "server.log").read_text()
         assert codes[case] != 0 and expected in log, f"{case}: exit {codes[case]}\n{log[-2000:]}"

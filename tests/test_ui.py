@@ -16,7 +16,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import mlflow
 import pytest
 from conftest import REPO, require_tool
 from PIL import Image
-from processes import child_env, free_port, wait_for_health
+from processes import child_env, free_port, kill_group, wait_for_health
 
 from blipexp import cli, tracking
 
@@ -44,17 +43,6 @@ WAIT_S = 60  # for the UI server to answer, and for a page to render what it mus
 def chromium() -> str:
     """The chromium executable: a missing one skips the test (fails it under CI=true)."""
     return require_tool("chromium", "apt-get install -y chromium (Debian, as root), or put chromium on PATH")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """End a process started with start_new_session and every process it started (its group: mlflow ui starts
-    uvicorn), at once: how they stop is not what these tests check (test_cli.py sends `blipexp ui` its SIGTERM), and
-    a graceful stop costs each Python process of the group seconds of teardown."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def save_screenshot(browser: "Browser", tmp_path: Path, name: str, capsys, *shown: str) -> Path:
@@ -174,7 +162,7 @@ class Browser:
             self.call("Browser.close", timeout=5)
         except (OSError, RuntimeError, TimeoutError):
             pass
-        stop(self.process)
+        kill_group(self.process)
         os.close(self._send_fd)
         os.close(self._recv_fd)
 
@@ -212,7 +200,7 @@ def ui(swept, tmp_path_factory):
         wait_for_health(server, base, WAIT_S, log.read_text)
         yield base, log
     finally:
-        stop(server)
+        kill_group(server)
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +403,7 @@ def test_ui_on_other_interfaces_warns_that_it_has_no_authentication(tmp_path, ho
     try:
         first = server.stderr.readline()
     finally:
-        stop(server)
+        kill_group(server)
     assert first.startswith(f"warning: the MLflow UI has no authentication; binding {host} exposes every run")
 
 
